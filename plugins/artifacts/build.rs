@@ -1,0 +1,201 @@
+//! Builds every plugin in `plugins/` for `wasm32-wasip2` (release) with one nested cargo
+//! invocation and copies the components into `OUT_DIR`.
+//!
+//! The nested cargo uses its own target directory (`target/plugins`) so it never waits on the
+//! lock of the outer build, and runs with the outer build's per-package environment removed
+//! (under `cargo clippy`, for example, `RUSTC_WORKSPACE_WRAPPER` is clippy-driver). The
+//! jobserver (`CARGO_MAKEFLAGS`) is kept so both builds share the same job slots.
+
+use std::env;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// (cargo package, library file stem, file name in `OUT_DIR`).
+const PLUGINS: &[(&str, &str, &str)] = &[
+    ("weir-plugin-orders", "weir_plugin_orders", "orders.wasm"),
+    ("weir-plugin-errors", "weir_plugin_errors", "errors.wasm"),
+    (
+        "weir-plugin-wrong-world",
+        "weir_plugin_wrong_world",
+        "wrong-world.wasm",
+    ),
+    (
+        "weir-hostile-spin",
+        "weir_hostile_spin",
+        "hostile-spin.wasm",
+    ),
+    (
+        "weir-hostile-alloc",
+        "weir_hostile_alloc",
+        "hostile-alloc.wasm",
+    ),
+    (
+        "weir-hostile-stack",
+        "weir_hostile_stack",
+        "hostile-stack.wasm",
+    ),
+    (
+        "weir-hostile-panic",
+        "weir_hostile_panic",
+        "hostile-panic.wasm",
+    ),
+    (
+        "weir-hostile-sleep",
+        "weir_hostile_sleep",
+        "hostile-sleep.wasm",
+    ),
+    (
+        "weir-hostile-logflood",
+        "weir_hostile_logflood",
+        "hostile-logflood.wasm",
+    ),
+];
+
+/// Directories (relative to the workspace root) whose changes require a rebuild.
+const WATCHED: &[&str] = &[
+    "wit",
+    "sdk",
+    "plugins/orders",
+    "plugins/errors",
+    "plugins/wrong-world",
+    "plugins/hostile",
+    "Cargo.toml",
+    "Cargo.lock",
+];
+
+/// Variables cargo sets for the outer build (or a wrapper around it) that must not reach the
+/// nested cargo.
+const REMOVED: &[&str] = &[
+    "RUSTC",
+    "RUSTDOC",
+    "RUSTC_LINKER",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "RUSTFLAGS",
+    "RUSTDOCFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_ENCODED_RUSTDOCFLAGS",
+    "CARGO_TARGET_DIR",
+    "CARGO_BUILD_TARGET",
+    "CARGO_BUILD_TARGET_DIR",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_BUILD_RUSTC",
+    "CARGO_BUILD_RUSTC_WRAPPER",
+    "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_CRATE_NAME",
+    "CARGO_TARGET_TMPDIR",
+    "CLIPPY_ARGS",
+    "CLIPPY_CONF_DIR",
+    "OUT_DIR",
+    "TARGET",
+    "HOST",
+    "NUM_JOBS",
+    "OPT_LEVEL",
+    "DEBUG",
+    "PROFILE",
+];
+
+/// Prefixes of further per-package variables of the outer build.
+const REMOVED_PREFIXES: &[&str] = &[
+    "CARGO_PKG_",
+    "CARGO_CFG_",
+    "CARGO_FEATURE_",
+    "CARGO_PROFILE_",
+    "DEP_",
+    "__CARGO",
+];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .parent()
+        .and_then(Path::parent)
+        .expect("plugins/artifacts lives two levels below the workspace root")
+        .to_path_buf();
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target_dir = workspace.join("target").join("plugins");
+
+    for path in WATCHED {
+        println!("cargo:rerun-if-changed={}", workspace.join(path).display());
+    }
+
+    let mut command = Command::new(&cargo);
+    command
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .args(["--target", TARGET, "--release"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(&workspace);
+    for (package, _, _) in PLUGINS {
+        command.args(["-p", package]);
+    }
+    for (name, _) in env::vars_os() {
+        if should_remove(&name) {
+            command.env_remove(&name);
+        }
+    }
+
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {}: {e}", Path::new(&cargo).display()));
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        panic!(
+            "building the plugins for {TARGET} failed ({}):\n{stderr}\n{}",
+            output.status,
+            hint(&stderr)
+        );
+    }
+
+    let built = target_dir.join(TARGET).join("release");
+    for (package, stem, file) in PLUGINS {
+        let from = built.join(format!("{stem}.wasm"));
+        let to = out_dir.join(file);
+        let bytes = fs::read(&from)
+            .unwrap_or_else(|e| panic!("{package}: cannot read {}: {e}", from.display()));
+        assert!(
+            is_component(&bytes),
+            "{package}: {} is not a WebAssembly component (header {:02x?})",
+            from.display(),
+            &bytes[..bytes.len().min(8)]
+        );
+        fs::write(&to, &bytes)
+            .unwrap_or_else(|e| panic!("{package}: cannot write {}: {e}", to.display()));
+    }
+}
+
+fn should_remove(name: &OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    REMOVED.contains(&name) || REMOVED_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// `\0asm`, then version 0x0d and layer 1 (component; core modules have layer 0).
+fn is_component(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\0asm\x0d\x00\x01\x00")
+}
+
+fn hint(stderr: &str) -> &'static str {
+    if stderr.contains("target may not be installed")
+        || stderr.contains("can't find crate for `std`")
+        || stderr.contains("can't find crate for `core`")
+    {
+        "hint: the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`"
+    } else {
+        "hint: the error is in one of the plugin crates; reproduce it with \
+         `cargo build --target wasm32-wasip2 --release -p <plugin>`"
+    }
+}

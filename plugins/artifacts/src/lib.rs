@@ -1,0 +1,77 @@
+//! The plugins of this workspace, built from source as WebAssembly components.
+//!
+//! The build script compiles `plugins/orders`, `plugins/errors`, `plugins/wrong-world` and
+//! every `plugins/hostile/*` crate for `wasm32-wasip2` in release mode (one nested cargo
+//! invocation with its own target directory, `target/plugins`) and copies the components
+//! into `OUT_DIR`. Nothing here is committed as a binary.
+//!
+//! Each `&str` constant is the absolute path of one component; [`ORDERS_WASM`] embeds the
+//! reference plugin so the host can serve it without a file.
+//!
+//! ```
+//! let bytes = std::fs::read(weir_plugin_artifacts::HOSTILE_SPIN).unwrap();
+//! // A component: `\0asm`, version 0x0d, layer 1.
+//! assert_eq!(&bytes[..8], b"\0asm\x0d\x00\x01\x00");
+//! assert_eq!(&weir_plugin_artifacts::ORDERS_WASM[..4], b"\0asm");
+//! ```
+
+/// The reference order plugin (`plugins/orders`), embedded.
+pub const ORDERS_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/orders.wasm"));
+
+/// Path of the reference order plugin (`plugins/orders`).
+pub const ORDERS: &str = concat!(env!("OUT_DIR"), "/orders.wasm");
+
+/// Path of the test plugin returning each `order-error` case on demand (`plugins/errors`).
+pub const ERRORS: &str = concat!(env!("OUT_DIR"), "/errors.wasm");
+
+/// Path of a valid component of another world, `weir:other/greeter` (`plugins/wrong-world`).
+pub const WRONG_WORLD: &str = concat!(env!("OUT_DIR"), "/wrong-world.wasm");
+
+/// Path of the plugin whose `place-order` prints one stdout line and then spins forever.
+pub const HOSTILE_SPIN: &str = concat!(env!("OUT_DIR"), "/hostile-spin.wasm");
+
+/// Path of the plugin whose `place-order` allocates 1 MiB chunks forever.
+pub const HOSTILE_ALLOC: &str = concat!(env!("OUT_DIR"), "/hostile-alloc.wasm");
+
+/// Path of the plugin whose `place-order` recurses until the stack overflows.
+pub const HOSTILE_STACK: &str = concat!(env!("OUT_DIR"), "/hostile-stack.wasm");
+
+/// Path of the plugin whose `place-order` panics.
+pub const HOSTILE_PANIC: &str = concat!(env!("OUT_DIR"), "/hostile-panic.wasm");
+
+/// Path of the plugin whose `place-order` blocks in a one-hour WASI sleep.
+pub const HOSTILE_SLEEP: &str = concat!(env!("OUT_DIR"), "/hostile-sleep.wasm");
+
+/// Path of the plugin whose `place-order` logs ~1 KiB records in an endless loop.
+pub const HOSTILE_LOGFLOOD: &str = concat!(env!("OUT_DIR"), "/hostile-logflood.wasm");
+
+/// Every component path with a short name, for tests that iterate over all of them.
+pub const ALL: &[(&str, &str)] = &[
+    ("orders", ORDERS),
+    ("errors", ERRORS),
+    ("wrong-world", WRONG_WORLD),
+    ("hostile-spin", HOSTILE_SPIN),
+    ("hostile-alloc", HOSTILE_ALLOC),
+    ("hostile-stack", HOSTILE_STACK),
+    ("hostile-panic", HOSTILE_PANIC),
+    ("hostile-sleep", HOSTILE_SLEEP),
+    ("hostile-logflood", HOSTILE_LOGFLOOD),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_artifact_is_a_component() {
+        for (name, path) in ALL {
+            let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{name}: {path}: {e}"));
+            assert_eq!(&bytes[..8], b"\0asm\x0d\x00\x01\x00", "{name}");
+        }
+    }
+
+    #[test]
+    fn embedded_orders_matches_the_file() {
+        assert_eq!(ORDERS_WASM, std::fs::read(ORDERS).unwrap().as_slice());
+    }
+}

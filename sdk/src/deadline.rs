@@ -1,0 +1,20 @@
+//! The time budget of the current call (WIT interface `weir:orders/deadline`).
+
+use std::time::Duration;
+
+/// Time left before the host interrupts this call, with millisecond resolution.
+///
+/// Check it before starting expensive or dependency-heavy work and fail fast with
+/// [`crate::OrderError::Unavailable`] when too little is left.
+pub fn remaining() -> Duration {
+    #[cfg(target_arch = "wasm32")]
+    {
+        Duration::from_millis(crate::__bindings::weir::orders::deadline::remaining_ms())
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::testing::with_host("weir_sdk::deadline::remaining", |host| {
+            host.deadline_remaining()
+        })
+    }
+}
