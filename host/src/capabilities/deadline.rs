@@ -1,0 +1,15 @@
+//! `weir:orders/deadline`: how much of the call's time budget is left.
+
+use crate::runtime::InvocationState;
+use crate::runtime::bindings::deadline::Host;
+
+impl Host for InvocationState {
+    #[tracing::instrument(
+        name = "plugin.import.deadline.remaining_ms",
+        skip_all,
+        level = "debug"
+    )]
+    async fn remaining_ms(&mut self) -> wasmtime::Result<u64> {
+        Ok(u64::try_from(self.remaining().as_millis()).unwrap_or(u64::MAX))
+    }
+}

@@ -1,0 +1,70 @@
+//! `weir:orders/log`: structured guest logging into the host's log stream.
+//!
+//! Records are emitted as `tracing` events with target `weir::plugin` inside the invocation
+//! span, so they carry its trace context. Each call has a record and byte budget; a guest
+//! that floods its log is trapped with [`LogBudgetExceeded`] rather than allowed to flood ours.
+
+use crate::runtime::InvocationState;
+use crate::runtime::bindings::log::{Host, Level};
+
+/// Raised into the guest as a trap when it exceeds its log budget.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin exceeded its log budget")]
+pub struct LogBudgetExceeded;
+
+/// Longest message or field value kept, in bytes; the rest is cut and marked.
+const MAX_VALUE: usize = 4096;
+
+fn clip(s: &str) -> &str {
+    if s.len() <= MAX_VALUE {
+        return s;
+    }
+    let mut end = MAX_VALUE;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Host for InvocationState {
+    #[tracing::instrument(name = "plugin.import.log.emit", skip_all, level = "debug")]
+    async fn emit(
+        &mut self,
+        level: Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
+        let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if self.log_records_left == 0 || size > self.log_bytes_left {
+            self.limiter.hits.log = true;
+            return Err(wasmtime::Error::new(LogBudgetExceeded));
+        }
+        self.log_records_left -= 1;
+        self.log_bytes_left -= size;
+
+        let mut map = serde_json::Map::new();
+        for (k, v) in &fields {
+            map.insert(
+                clip(k).to_owned(),
+                serde_json::Value::String(clip(v).to_owned()),
+            );
+        }
+        let fields = serde_json::Value::Object(map).to_string();
+        let message = clip(&message);
+        let plugin = self.plugin.name.as_str();
+        let version = self.plugin.version.as_str();
+        macro_rules! emit {
+            ($lvl:expr) => {
+                tracing::event!(target: "weir::plugin", $lvl, plugin, plugin.version = version, fields = %fields, "{message}")
+            };
+        }
+        match level {
+            Level::Trace => emit!(tracing::Level::TRACE),
+            Level::Debug => emit!(tracing::Level::DEBUG),
+            Level::Info => emit!(tracing::Level::INFO),
+            Level::Warn => emit!(tracing::Level::WARN),
+            Level::Error => emit!(tracing::Level::ERROR),
+        }
+        Ok(())
+    }
+}

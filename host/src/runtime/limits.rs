@@ -1,0 +1,182 @@
+//! The per-invocation budget: how much wall time, CPU, memory, log and stdio one plugin call
+//! may use, and the [`wasmtime::ResourceLimiter`] that enforces the memory and table parts.
+//!
+//! A limit that is hit is recorded in [`LimitHits`] before the guest traps, so the host can
+//! tell "the plugin ran out of memory" from "the plugin trapped" by a flag it set itself,
+//! never by reading an error message.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Budget for a single plugin invocation. Every field has a safe default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Budget {
+    /// Wall-clock limit of one call, instantiation included. Enforced by a tokio timeout and,
+    /// while the guest is running wasm, by epoch interruption.
+    #[serde(with = "crate::config::duration_ms", rename = "timeout_ms")]
+    pub timeout: Duration,
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Largest table one instance may grow to, in elements.
+    pub table_elements: usize,
+    /// Maximum wasm call-stack size, in bytes.
+    pub max_wasm_stack: usize,
+    /// Optional fuel (roughly: wasm instructions) per call; `None` disables fuel metering.
+    pub fuel: Option<u64>,
+    /// Log records one call may emit through the `log` import before it is trapped.
+    pub log_records: u32,
+    /// Bytes of log message and fields one call may emit before it is trapped.
+    pub log_bytes: usize,
+    /// Bytes of guest stdout and stderr kept per call; the rest is dropped and counted.
+    pub stdio_bytes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(500),
+            memory_bytes: 64 << 20,
+            table_elements: 20_000,
+            max_wasm_stack: 512 << 10,
+            fuel: None,
+            log_records: 256,
+            log_bytes: 64 << 10,
+            stdio_bytes: 16 << 10,
+        }
+    }
+}
+
+/// Which limits one invocation hit; set by the limiter and the host imports before they
+/// refuse, read by the invoker to classify the failure.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LimitHits {
+    /// A memory grow beyond [`Budget::memory_bytes`] was refused.
+    pub memory: bool,
+    /// A table grow beyond [`Budget::table_elements`] was refused.
+    pub table: bool,
+    /// The log budget was exhausted.
+    pub log: bool,
+}
+
+/// Error raised into the guest (as a trap) when it grows past its memory budget.
+#[derive(Debug, thiserror::Error)]
+#[error("memory budget of {limit} bytes exceeded (requested {requested})")]
+pub struct MemoryBudgetExceeded {
+    /// Configured limit in bytes.
+    pub limit: usize,
+    /// Size the guest asked for.
+    pub requested: usize,
+}
+
+/// Error raised into the guest (as a trap) when it grows a table past its budget.
+#[derive(Debug, thiserror::Error)]
+#[error("table budget of {limit} elements exceeded (requested {requested})")]
+pub struct TableBudgetExceeded {
+    /// Configured limit in elements.
+    pub limit: usize,
+    /// Size the guest asked for.
+    pub requested: usize,
+}
+
+/// Enforces [`Budget::memory_bytes`] and [`Budget::table_elements`] for one store.
+#[derive(Debug)]
+pub struct Limiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    /// What was hit; read after the call.
+    pub hits: LimitHits,
+}
+
+impl Limiter {
+    /// A limiter for `budget`.
+    pub fn new(budget: &Budget) -> Self {
+        Self {
+            memory_bytes: budget.memory_bytes,
+            table_elements: budget.table_elements,
+            hits: LimitHits::default(),
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hits.memory = true;
+            return Err(wasmtime::Error::new(MemoryBudgetExceeded {
+                limit: self.memory_bytes,
+                requested: desired,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.hits.table = true;
+            return Err(wasmtime::Error::new(TableBudgetExceeded {
+                limit: self.table_elements,
+                requested: desired,
+            }));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        // A Rust wasip2 component instantiates a handful of core instances; more is hostile.
+        32
+    }
+
+    fn tables(&self) -> usize {
+        32
+    }
+
+    fn memories(&self) -> usize {
+        4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn memory_growth_beyond_budget_is_refused_and_recorded() {
+        let budget = Budget {
+            memory_bytes: 1 << 20,
+            ..Budget::default()
+        };
+        let mut limiter = Limiter::new(&budget);
+        assert!(limiter.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(!limiter.hits.memory);
+        let err = limiter
+            .memory_growing(1 << 20, (1 << 20) + 65536, None)
+            .unwrap_err();
+        assert!(err.downcast_ref::<MemoryBudgetExceeded>().is_some());
+        assert!(limiter.hits.memory);
+    }
+
+    #[test]
+    fn table_growth_beyond_budget_is_refused_and_recorded() {
+        let budget = Budget {
+            table_elements: 10,
+            ..Budget::default()
+        };
+        let mut limiter = Limiter::new(&budget);
+        assert!(limiter.table_growing(0, 10, None).unwrap());
+        assert!(limiter.table_growing(10, 11, None).is_err());
+        assert!(limiter.hits.table);
+    }
+}
