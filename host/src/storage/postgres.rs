@@ -1,0 +1,763 @@
+//! [`PgStore`]: the production backend.
+//!
+//! Native `uuid`, `timestamptz` and `jsonb` columns. Multi-row writes run in one transaction at
+//! READ COMMITTED; races are settled by constraints (`ON CONFLICT`) and conditional updates
+//! (`WHERE version = $n`, `WHERE locked_until = $old`), never by read-then-write assumptions.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use super::{
+    BEGIN_ATTEMPTS, EventRecord, ExistingKey, IdempotencyBegin, KeyDecision, NewEvent, OrderFilter,
+    OrderLineRecord, OrderRecord, OrderStatus, OutboxStats, PluginRef, Product, RowCounts, Store,
+    StoreError, StoreOptions, StoredResponse, TransitionOutcome, add_duration, classify,
+    decide_existing, elapsed, events_limit, page_limit, parse_status, quantity_from_db, redact_url,
+    status_from_db,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// SQLSTATEs worth retrying: connection exceptions (class 08), insufficient resources
+/// (class 53), serialization failure, deadlock, lock not available, query cancelled (statement
+/// timeout) and the server shutting down or starting up.
+pub(crate) fn is_transient_pg_code(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03"
+        )
+}
+
+fn db_err(err: sqlx::Error) -> StoreError {
+    classify(err, is_transient_pg_code)
+}
+
+fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+{
+    row.try_get(column).map_err(db_err)
+}
+
+/// Column list matching [`order_from_row`].
+macro_rules! order_columns {
+    () => {
+        "id, customer_id, currency, status, subtotal, discount, tax, total, metadata, \
+         plugin_name, plugin_version, plugin_digest, version, created_at, updated_at"
+    };
+}
+
+/// Column list matching [`event_from_row`].
+macro_rules! event_columns {
+    () => {
+        "seq, id, event_type, source, subject, occurred_at, data, traceparent, tracestate, \
+         published_at"
+    };
+}
+
+/// Column list matching [`product_from_row`].
+macro_rules! product_columns {
+    () => {
+        "sku, name, unit_price, currency, stock, updated_at"
+    };
+}
+
+/// An order row without its lines.
+fn order_from_row(row: &PgRow) -> Result<OrderRecord, StoreError> {
+    let metadata: Json<serde_json::Map<String, serde_json::Value>> = get(row, "metadata")?;
+    Ok(OrderRecord {
+        id: get(row, "id")?,
+        customer_id: get(row, "customer_id")?,
+        currency: get(row, "currency")?,
+        status: parse_status(&get::<String>(row, "status")?)?,
+        lines: Vec::new(),
+        subtotal: get(row, "subtotal")?,
+        discount: get(row, "discount")?,
+        tax: get(row, "tax")?,
+        total: get(row, "total")?,
+        metadata: metadata.0,
+        plugin: PluginRef {
+            name: get(row, "plugin_name")?,
+            version: get(row, "plugin_version")?,
+            digest: get(row, "plugin_digest")?,
+        },
+        version: get(row, "version")?,
+        created_at: get(row, "created_at")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+fn line_from_row(row: &PgRow) -> Result<OrderLineRecord, StoreError> {
+    Ok(OrderLineRecord {
+        sku: get(row, "sku")?,
+        quantity: quantity_from_db(get(row, "quantity")?)?,
+        unit_price: get(row, "unit_price")?,
+        line_total: get(row, "line_total")?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<EventRecord, StoreError> {
+    let data: Json<serde_json::Value> = get(row, "data")?;
+    Ok(EventRecord {
+        seq: get(row, "seq")?,
+        id: get(row, "id")?,
+        event_type: get(row, "event_type")?,
+        source: get(row, "source")?,
+        subject: get(row, "subject")?,
+        occurred_at: get(row, "occurred_at")?,
+        data: data.0,
+        traceparent: get(row, "traceparent")?,
+        tracestate: get(row, "tracestate")?,
+        published_at: get(row, "published_at")?,
+    })
+}
+
+fn product_from_row(row: &PgRow) -> Result<Product, StoreError> {
+    Ok(Product {
+        sku: get(row, "sku")?,
+        name: get(row, "name")?,
+        unit_price: get(row, "unit_price")?,
+        currency: get(row, "currency")?,
+        stock: get(row, "stock")?,
+        updated_at: get(row, "updated_at")?,
+    })
+}
+
+/// The PostgreSQL implementation of [`Store`].
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// The connect URL with any password redacted (`PgConnectOptions`' own `Debug` shows it).
+    url: String,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.url)
+            .field("connections", &self.pool.size())
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Connects a pool to `url` (`postgres://` or `postgresql://`). Sessions are named `weir`
+    /// in `pg_stat_activity` and get `statement_timeout` from `opts`.
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let redacted = redact_url(url);
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl(format!("{redacted}: {e}")))?
+            .application_name("weir");
+        if let Some(timeout) = opts.statement_timeout {
+            options = options.options([("statement_timeout", timeout.as_millis().to_string())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(opts.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(db_err)?;
+        Ok(PgStore {
+            pool,
+            url: redacted,
+        })
+    }
+
+    /// The underlying pool, for backend-specific callers (e.g. the outbox relay).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn attach_lines(
+        conn: &mut PgConnection,
+        orders: &mut [OrderRecord],
+    ) -> Result<(), StoreError> {
+        if orders.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = orders.iter().map(|order| order.id).collect();
+        let rows = sqlx::query(
+            "SELECT order_id, line_no, sku, quantity, unit_price, line_total \
+             FROM order_lines WHERE order_id = ANY($1) ORDER BY order_id, line_no",
+        )
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        let mut lines: HashMap<Uuid, Vec<OrderLineRecord>> = HashMap::new();
+        for row in &rows {
+            let order_id: Uuid = get(row, "order_id")?;
+            lines.entry(order_id).or_default().push(line_from_row(row)?);
+        }
+        for order in orders.iter_mut() {
+            order.lines = lines.remove(&order.id).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    async fn fetch_order(
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<OrderRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut orders = [order_from_row(&row)?];
+        Self::attach_lines(conn, &mut orders).await?;
+        let [order] = orders;
+        Ok(Some(order))
+    }
+
+    async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<(), StoreError> {
+        for event in events {
+            sqlx::query(
+                "INSERT INTO outbox_events \
+                 (id, event_type, source, subject, occurred_at, data, traceparent, tracestate) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(event.id)
+            .bind(&event.event_type)
+            .bind(&event.source)
+            .bind(&event.subject)
+            .bind(event.occurred_at)
+            .bind(Json(&event.data))
+            .bind(&event.traceparent)
+            .bind(&event.tracestate)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Completes an `in_progress` key; `false` if there was none.
+    async fn complete_key(
+        conn: &mut PgConnection,
+        key: &str,
+        response: &StoredResponse,
+        resource_id: Option<Uuid>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET state = 'completed', response_status = $1, \
+             response_body = $2, response_headers = $3, resource_id = $4, completed_at = now() \
+             WHERE key = $5 AND state = 'in_progress'",
+        )
+        .bind(i32::from(response.status))
+        .bind(&response.body)
+        .bind(Json(&response.headers))
+        .bind(resource_id.map(|id| id.to_string()))
+        .bind(key)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One round of [`Store::idempotency_begin`]; `None` if the row changed under us (deleted,
+    /// replaced or taken over by a concurrent call), so the caller reads it again.
+    async fn begin_round(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        lock_ttl: Duration,
+        retention: Duration,
+    ) -> Result<Option<IdempotencyBegin>, StoreError> {
+        let locked_until = add_duration(now, lock_ttl);
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, state, locked_until, created_at) \
+             VALUES ($1, $2, 'in_progress', $3, $4) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(request_hash)
+        .bind(locked_until)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Some(IdempotencyBegin::Started));
+        }
+
+        let row = sqlx::query(
+            "SELECT request_hash, state, response_status, response_body, response_headers, \
+             locked_until, created_at FROM idempotency_keys WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let old_locked_until: DateTime<Utc> = get(&row, "locked_until")?;
+        let old_created_at: DateTime<Utc> = get(&row, "created_at")?;
+        let state: String = get(&row, "state")?;
+        let response = match state.as_str() {
+            "in_progress" => None,
+            "completed" => {
+                let status: Option<i32> = get(&row, "response_status")?;
+                let status = status.ok_or_else(|| {
+                    StoreError::Corrupt(format!("completed idempotency key {key:?} has no status"))
+                })?;
+                let body: Option<Vec<u8>> = get(&row, "response_body")?;
+                let headers: Option<Json<Vec<(String, String)>>> = get(&row, "response_headers")?;
+                Some(StoredResponse {
+                    status: status_from_db(i64::from(status))?,
+                    body: body.unwrap_or_default(),
+                    headers: headers.map(|h| h.0).unwrap_or_default(),
+                })
+            }
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "idempotency key {key:?} has unknown state {other:?}"
+                )));
+            }
+        };
+        let existing = ExistingKey {
+            request_hash: get(&row, "request_hash")?,
+            response,
+            locked_until: old_locked_until,
+            created_at: old_created_at,
+        };
+        let updated = match decide_existing(existing, request_hash, now, retention) {
+            KeyDecision::Answer(answer) => return Ok(Some(answer)),
+            KeyDecision::Replace => sqlx::query(
+                "UPDATE idempotency_keys SET request_hash = $1, state = 'in_progress', \
+                 response_status = NULL, response_body = NULL, response_headers = NULL, \
+                 resource_id = NULL, locked_until = $2, created_at = $3, completed_at = NULL \
+                 WHERE key = $4 AND created_at = $5",
+            )
+            .bind(request_hash)
+            .bind(locked_until)
+            .bind(now)
+            .bind(key)
+            .bind(old_created_at),
+            KeyDecision::TakeOver => sqlx::query(
+                "UPDATE idempotency_keys SET locked_until = $1 \
+                 WHERE key = $2 AND state = 'in_progress' AND locked_until = $3",
+            )
+            .bind(locked_until)
+            .bind(key)
+            .bind(old_locked_until),
+        }
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok((updated.rows_affected() == 1).then_some(IdempotencyBegin::Started))
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        lock_ttl: Duration,
+        retention: Duration,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        for _ in 0..BEGIN_ATTEMPTS {
+            if let Some(outcome) = self
+                .begin_round(key, request_hash, now, lock_ttl, retention)
+                .await?
+            {
+                return Ok(outcome);
+            }
+        }
+        // The row kept changing under us: someone else is actively working on this key.
+        Ok(IdempotencyBegin::InProgress {
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
+    async fn idempotency_release(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE key = $1 AND state = 'in_progress'")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn idempotency_complete(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        if !Self::complete_key(&mut conn, key, response, None).await? {
+            return Err(StoreError::Conflict(format!(
+                "idempotency key {key:?} is not in progress"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn purge_idempotency(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(created_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn create_order(
+        &self,
+        order: &OrderRecord,
+        events: &[NewEvent],
+        idempotency: Option<(&str, &StoredResponse)>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO orders (id, customer_id, currency, status, subtotal, discount, tax, \
+             total, metadata, plugin_name, plugin_version, plugin_digest, version, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(order.id)
+        .bind(&order.customer_id)
+        .bind(&order.currency)
+        .bind(order.status.as_str())
+        .bind(order.subtotal)
+        .bind(order.discount)
+        .bind(order.tax)
+        .bind(order.total)
+        .bind(Json(&order.metadata))
+        .bind(&order.plugin.name)
+        .bind(&order.plugin.version)
+        .bind(&order.plugin.digest)
+        .bind(order.version)
+        .bind(order.created_at)
+        .bind(order.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if !order.lines.is_empty() {
+            // One statement for all lines, from parallel arrays.
+            let count = i32::try_from(order.lines.len())
+                .map_err(|_| StoreError::Conflict("too many order lines".to_owned()))?;
+            let line_nos: Vec<i32> = (1..=count).collect();
+            let skus: Vec<&str> = order.lines.iter().map(|l| l.sku.as_str()).collect();
+            let quantities: Vec<i64> = order.lines.iter().map(|l| i64::from(l.quantity)).collect();
+            let unit_prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price).collect();
+            let line_totals: Vec<i64> = order.lines.iter().map(|l| l.line_total).collect();
+            sqlx::query(
+                "INSERT INTO order_lines \
+                 (order_id, line_no, sku, quantity, unit_price, line_total) \
+                 SELECT $1, * FROM UNNEST($2::int4[], $3::text[], $4::int8[], $5::int8[], \
+                 $6::int8[])",
+            )
+            .bind(order.id)
+            .bind(line_nos)
+            .bind(skus)
+            .bind(quantities)
+            .bind(unit_prices)
+            .bind(line_totals)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Self::insert_events(&mut tx, events).await?;
+        if let Some((key, response)) = idempotency
+            && !Self::complete_key(&mut tx, key, response, Some(order.id)).await?
+        {
+            return Err(StoreError::Conflict(format!(
+                "idempotency key {key:?} is not in progress"
+            )));
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn get_order(&self, id: Uuid) -> Result<Option<OrderRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        Self::fetch_order(&mut conn, id).await
+    }
+
+    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError> {
+        let limit = page_limit(filter.limit);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE TRUE"
+        ));
+        if let Some(customer_id) = &filter.customer_id {
+            query
+                .push(" AND customer_id = ")
+                .push_bind(customer_id.clone());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(before_id) = filter.before_id {
+            query.push(" AND id < ").push_bind(before_id);
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let rows = query.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+        let mut orders = rows
+            .iter()
+            .map(order_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::attach_lines(&mut conn, &mut orders).await?;
+        Ok(orders)
+    }
+
+    async fn transition_order(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let updated = sqlx::query(
+            "UPDATE orders SET status = $1, version = version + 1, updated_at = $2 \
+             WHERE id = $3 AND version = $4",
+        )
+        .bind(new_status.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if updated.rows_affected() != 1 {
+            return Ok(TransitionOutcome::Stale);
+        }
+        Self::insert_events(&mut tx, events).await?;
+        let order = Self::fetch_order(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished mid-transaction")))?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(TransitionOutcome::Applied(order))
+    }
+
+    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products WHERE sku = $1"
+        ))
+        .bind(sku)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(product_from_row).transpose()
+    }
+
+    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products ORDER BY sku"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(product_from_row).collect()
+    }
+
+    async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sku) DO UPDATE SET \
+             name = excluded.name, unit_price = excluded.unit_price, \
+             currency = excluded.currency, stock = excluded.stock, \
+             updated_at = excluded.updated_at RETURNING ",
+            product_columns!()
+        ))
+        .bind(&product.sku)
+        .bind(&product.name)
+        .bind(product.unit_price)
+        .bind(&product.currency)
+        .bind(product.stock)
+        .bind(product.updated_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        product_from_row(&row)
+    }
+
+    async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Serializes seeding replicas (and blocks concurrent writers to the catalog, which
+        // only matters at startup); readers are not blocked.
+        sqlx::query("LOCK TABLE products IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products)")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if any {
+            return Ok(false);
+        }
+        for product in products {
+            sqlx::query(
+                "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&product.sku)
+            .bind(&product.name)
+            .bind(product.unit_price)
+            .bind(&product.currency)
+            .bind(product.stock)
+            .bind(product.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn list_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM outbox_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(after_seq)
+        .bind(events_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS unpublished, MIN(occurred_at) AS oldest \
+             FROM outbox_events WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let unpublished: i64 = get(&row, "unpublished")?;
+        let oldest: Option<DateTime<Utc>> = get(&row, "oldest")?;
+        Ok(OutboxStats {
+            unpublished: u64::try_from(unpublished).unwrap_or_default(),
+            oldest_unpublished_age: oldest.map(|oldest| elapsed(oldest, now)),
+        })
+    }
+
+    async fn record_inbox(
+        &self,
+        message_id: &str,
+        consumer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO inbox_messages (consumer, message_id, received_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(message_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_rows(&self) -> Result<RowCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM orders) AS orders, \
+             (SELECT COUNT(*) FROM order_lines) AS order_lines, \
+             (SELECT COUNT(*) FROM outbox_events) AS outbox_events, \
+             (SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed') AS completed",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(get::<i64>(&row, column)?).unwrap_or_default())
+        };
+        Ok(RowCounts {
+            orders: count("orders")?,
+            order_lines: count("order_lines")?,
+            outbox_events: count("outbox_events")?,
+            idempotency_completed: count("completed")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_sqlstates() {
+        assert!(is_transient_pg_code("08006")); // connection_failure
+        assert!(is_transient_pg_code("40001")); // serialization_failure
+        assert!(is_transient_pg_code("40P01")); // deadlock_detected
+        assert!(is_transient_pg_code("53300")); // too_many_connections
+        assert!(is_transient_pg_code("57P01")); // admin_shutdown
+        assert!(!is_transient_pg_code("23505")); // unique_violation
+        assert!(!is_transient_pg_code("42P01")); // undefined_table
+    }
+
+    #[tokio::test]
+    async fn debug_redacts_the_password() {
+        // Connecting fails fast (nothing listens on port 1); the error must not leak it.
+        let opts = StoreOptions {
+            acquire_timeout: Duration::from_millis(500),
+            ..StoreOptions::default()
+        };
+        let err = PgStore::connect("postgres://weir:s3cret@127.0.0.1:1/weir", &opts)
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+        assert!(!format!("{err:?}").contains("s3cret"));
+    }
+}

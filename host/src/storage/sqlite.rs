@@ -1,0 +1,841 @@
+//! [`SqliteStore`]: the embedded default backend.
+//!
+//! One file, WAL journal (readers never block the writer), `synchronous=NORMAL` (durable at
+//! checkpoints, never corrupt), a 5 s busy timeout and foreign keys on. SQLite has a single
+//! writer: every multi-statement write runs in a `BEGIN IMMEDIATE` transaction, which takes the
+//! write lock up front and so waits in the busy handler instead of failing with `SQLITE_BUSY`
+//! when two deferred transactions both try to upgrade their read locks.
+//!
+//! Types: UUIDs are lowercase hyphenated TEXT, timestamps fixed-width RFC 3339 TEXT with
+//! microseconds (see [`ts`]), JSON is TEXT.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::types::Json;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
+use uuid::Uuid;
+
+use super::{
+    BEGIN_ATTEMPTS, EventRecord, ExistingKey, IdempotencyBegin, KeyDecision, NewEvent, OrderFilter,
+    OrderLineRecord, OrderRecord, OrderStatus, OutboxStats, PluginRef, Product, RowCounts, Store,
+    StoreError, StoreOptions, StoredResponse, TransitionOutcome, add_duration, classify,
+    decide_existing, elapsed, events_limit, page_limit, parse_status, quantity_from_db, redact_url,
+    status_from_db,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for the write lock before failing with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Primary result codes (the low byte of an extended code) worth retrying: `SQLITE_BUSY` (5)
+/// and `SQLITE_LOCKED` (6).
+pub(crate) fn is_transient_sqlite_code(code: &str) -> bool {
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+fn db_err(err: sqlx::Error) -> StoreError {
+    classify(err, is_transient_sqlite_code)
+}
+
+/// Fixed-width UTC text with microseconds, so SQL text comparison is time comparison.
+pub(crate) fn ts(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn parse_ts(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("bad timestamp {text:?}: {e}")))
+}
+
+fn opt_ts(text: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    text.as_deref().map(parse_ts).transpose()
+}
+
+fn id_text(id: Uuid) -> String {
+    id.hyphenated().to_string()
+}
+
+fn parse_id(text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("bad uuid {text:?}: {e}")))
+}
+
+fn get<'r, T>(row: &'r SqliteRow, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(column).map_err(db_err)
+}
+
+/// Column list matching [`order_from_row`].
+macro_rules! order_columns {
+    () => {
+        "id, customer_id, currency, status, subtotal, discount, tax, total, metadata, \
+         plugin_name, plugin_version, plugin_digest, version, created_at, updated_at"
+    };
+}
+
+/// Column list matching [`event_from_row`].
+macro_rules! event_columns {
+    () => {
+        "seq, id, event_type, source, subject, occurred_at, data, traceparent, tracestate, \
+         published_at"
+    };
+}
+
+/// Column list matching [`product_from_row`].
+macro_rules! product_columns {
+    () => {
+        "sku, name, unit_price, currency, stock, updated_at"
+    };
+}
+
+/// An order row without its lines.
+fn order_from_row(row: &SqliteRow) -> Result<OrderRecord, StoreError> {
+    let metadata: Json<serde_json::Map<String, serde_json::Value>> = get(row, "metadata")?;
+    Ok(OrderRecord {
+        id: parse_id(&get::<String>(row, "id")?)?,
+        customer_id: get(row, "customer_id")?,
+        currency: get(row, "currency")?,
+        status: parse_status(&get::<String>(row, "status")?)?,
+        lines: Vec::new(),
+        subtotal: get(row, "subtotal")?,
+        discount: get(row, "discount")?,
+        tax: get(row, "tax")?,
+        total: get(row, "total")?,
+        metadata: metadata.0,
+        plugin: PluginRef {
+            name: get(row, "plugin_name")?,
+            version: get(row, "plugin_version")?,
+            digest: get(row, "plugin_digest")?,
+        },
+        version: get(row, "version")?,
+        created_at: parse_ts(&get::<String>(row, "created_at")?)?,
+        updated_at: parse_ts(&get::<String>(row, "updated_at")?)?,
+    })
+}
+
+fn line_from_row(row: &SqliteRow) -> Result<OrderLineRecord, StoreError> {
+    Ok(OrderLineRecord {
+        sku: get(row, "sku")?,
+        quantity: quantity_from_db(get(row, "quantity")?)?,
+        unit_price: get(row, "unit_price")?,
+        line_total: get(row, "line_total")?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<EventRecord, StoreError> {
+    let data: Json<serde_json::Value> = get(row, "data")?;
+    Ok(EventRecord {
+        seq: get(row, "seq")?,
+        id: parse_id(&get::<String>(row, "id")?)?,
+        event_type: get(row, "event_type")?,
+        source: get(row, "source")?,
+        subject: get(row, "subject")?,
+        occurred_at: parse_ts(&get::<String>(row, "occurred_at")?)?,
+        data: data.0,
+        traceparent: get(row, "traceparent")?,
+        tracestate: get(row, "tracestate")?,
+        published_at: opt_ts(get(row, "published_at")?)?,
+    })
+}
+
+fn product_from_row(row: &SqliteRow) -> Result<Product, StoreError> {
+    Ok(Product {
+        sku: get(row, "sku")?,
+        name: get(row, "name")?,
+        unit_price: get(row, "unit_price")?,
+        currency: get(row, "currency")?,
+        stock: get(row, "stock")?,
+        updated_at: parse_ts(&get::<String>(row, "updated_at")?)?,
+    })
+}
+
+/// The SQLite implementation of [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// The connect URL with any password redacted.
+    url: String,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("url", &self.url)
+            .field("connections", &self.pool.size())
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url`. An in-memory database
+    /// (`sqlite::memory:`) is kept on a single connection that is never recycled, since the
+    /// data lives only as long as a connection does.
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let redacted = redact_url(url);
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl(format!("{redacted}: {e}")))?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .create_if_missing(true);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut pool = SqlitePoolOptions::new().acquire_timeout(opts.acquire_timeout);
+        pool = if in_memory {
+            pool.max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            pool.max_connections(opts.max_connections.max(1))
+        };
+        let pool = pool.connect_with(options).await.map_err(db_err)?;
+        Ok(SqliteStore {
+            pool,
+            url: redacted,
+        })
+    }
+
+    /// The underlying pool, for backend-specific callers (e.g. the outbox relay).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// A write transaction holding the database write lock from its first statement.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)
+    }
+
+    async fn attach_lines(
+        conn: &mut SqliteConnection,
+        orders: &mut [OrderRecord],
+    ) -> Result<(), StoreError> {
+        if orders.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT order_id, line_no, sku, quantity, unit_price, line_total \
+             FROM order_lines WHERE order_id IN (",
+        );
+        let mut ids = query.separated(", ");
+        for order in orders.iter() {
+            ids.push_bind(id_text(order.id));
+        }
+        query.push(") ORDER BY order_id, line_no");
+        let rows = query.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+        let mut lines: HashMap<Uuid, Vec<OrderLineRecord>> = HashMap::new();
+        for row in &rows {
+            let order_id = parse_id(&get::<String>(row, "order_id")?)?;
+            lines.entry(order_id).or_default().push(line_from_row(row)?);
+        }
+        for order in orders.iter_mut() {
+            order.lines = lines.remove(&order.id).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    async fn fetch_order(
+        conn: &mut SqliteConnection,
+        id: Uuid,
+    ) -> Result<Option<OrderRecord>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE id = ?"
+        ))
+        .bind(id_text(id))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let mut orders = [order_from_row(&row)?];
+        Self::attach_lines(conn, &mut orders).await?;
+        let [order] = orders;
+        Ok(Some(order))
+    }
+
+    async fn insert_events(
+        conn: &mut SqliteConnection,
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        for event in events {
+            sqlx::query(
+                "INSERT INTO outbox_events \
+                 (id, event_type, source, subject, occurred_at, data, traceparent, tracestate) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id_text(event.id))
+            .bind(&event.event_type)
+            .bind(&event.source)
+            .bind(&event.subject)
+            .bind(ts(event.occurred_at))
+            .bind(Json(&event.data))
+            .bind(&event.traceparent)
+            .bind(&event.tracestate)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// Completes an `in_progress` key; `false` if there was none.
+    async fn complete_key(
+        conn: &mut SqliteConnection,
+        key: &str,
+        response: &StoredResponse,
+        resource_id: Option<Uuid>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET state = 'completed', response_status = ?, \
+             response_body = ?, response_headers = ?, resource_id = ?, completed_at = ? \
+             WHERE key = ? AND state = 'in_progress'",
+        )
+        .bind(i64::from(response.status))
+        .bind(&response.body)
+        .bind(Json(&response.headers))
+        .bind(resource_id.map(id_text))
+        .bind(ts(Utc::now()))
+        .bind(key)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One round of [`Store::idempotency_begin`]; `None` if the row changed under us.
+    async fn begin_round(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        lock_ttl: Duration,
+        retention: Duration,
+    ) -> Result<Option<IdempotencyBegin>, StoreError> {
+        let locked_until = ts(add_duration(now, lock_ttl));
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, state, locked_until, created_at) \
+             VALUES (?, ?, 'in_progress', ?, ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(request_hash)
+        .bind(&locked_until)
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if inserted.rows_affected() == 1 {
+            tx.commit().await.map_err(db_err)?;
+            return Ok(Some(IdempotencyBegin::Started));
+        }
+
+        let row = sqlx::query(
+            "SELECT request_hash, state, response_status, response_body, response_headers, \
+             locked_until, created_at FROM idempotency_keys WHERE key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let old_locked_until: String = get(&row, "locked_until")?;
+        let old_created_at: String = get(&row, "created_at")?;
+        let state: String = get(&row, "state")?;
+        let response = match state.as_str() {
+            "in_progress" => None,
+            "completed" => {
+                let status: Option<i64> = get(&row, "response_status")?;
+                let status = status.ok_or_else(|| {
+                    StoreError::Corrupt(format!("completed idempotency key {key:?} has no status"))
+                })?;
+                let body: Option<Vec<u8>> = get(&row, "response_body")?;
+                let headers: Option<Json<Vec<(String, String)>>> = get(&row, "response_headers")?;
+                Some(StoredResponse {
+                    status: status_from_db(status)?,
+                    body: body.unwrap_or_default(),
+                    headers: headers.map(|h| h.0).unwrap_or_default(),
+                })
+            }
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "idempotency key {key:?} has unknown state {other:?}"
+                )));
+            }
+        };
+        let existing = ExistingKey {
+            request_hash: get(&row, "request_hash")?,
+            response,
+            locked_until: parse_ts(&old_locked_until)?,
+            created_at: parse_ts(&old_created_at)?,
+        };
+        let updated = match decide_existing(existing, request_hash, now, retention) {
+            KeyDecision::Answer(answer) => return Ok(Some(answer)),
+            KeyDecision::Replace => sqlx::query(
+                "UPDATE idempotency_keys SET request_hash = ?, state = 'in_progress', \
+                 response_status = NULL, response_body = NULL, response_headers = NULL, \
+                 resource_id = NULL, locked_until = ?, created_at = ?, completed_at = NULL \
+                 WHERE key = ? AND created_at = ?",
+            )
+            .bind(request_hash)
+            .bind(&locked_until)
+            .bind(ts(now))
+            .bind(key)
+            .bind(&old_created_at),
+            KeyDecision::TakeOver => sqlx::query(
+                "UPDATE idempotency_keys SET locked_until = ? \
+                 WHERE key = ? AND state = 'in_progress' AND locked_until = ?",
+            )
+            .bind(&locked_until)
+            .bind(key)
+            .bind(&old_locked_until),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if updated.rows_affected() != 1 {
+            return Ok(None);
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(Some(IdempotencyBegin::Started))
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        lock_ttl: Duration,
+        retention: Duration,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        // Under BEGIN IMMEDIATE nothing changes between the read and the write, so the first
+        // round always decides; the loop mirrors the PostgreSQL implementation.
+        for _ in 0..BEGIN_ATTEMPTS {
+            if let Some(outcome) = self
+                .begin_round(key, request_hash, now, lock_ttl, retention)
+                .await?
+            {
+                return Ok(outcome);
+            }
+        }
+        Ok(IdempotencyBegin::InProgress {
+            retry_after: Duration::from_secs(1),
+        })
+    }
+
+    async fn idempotency_release(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE key = ? AND state = 'in_progress'")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn idempotency_complete(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        if !Self::complete_key(&mut tx, key, response, None).await? {
+            return Err(StoreError::Conflict(format!(
+                "idempotency key {key:?} is not in progress"
+            )));
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn purge_idempotency(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(ts(created_before))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn create_order(
+        &self,
+        order: &OrderRecord,
+        events: &[NewEvent],
+        idempotency: Option<(&str, &StoredResponse)>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO orders (id, customer_id, currency, status, subtotal, discount, tax, \
+             total, metadata, plugin_name, plugin_version, plugin_digest, version, created_at, \
+             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id_text(order.id))
+        .bind(&order.customer_id)
+        .bind(&order.currency)
+        .bind(order.status.as_str())
+        .bind(order.subtotal)
+        .bind(order.discount)
+        .bind(order.tax)
+        .bind(order.total)
+        .bind(Json(&order.metadata))
+        .bind(&order.plugin.name)
+        .bind(&order.plugin.version)
+        .bind(&order.plugin.digest)
+        .bind(order.version)
+        .bind(ts(order.created_at))
+        .bind(ts(order.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        for (line_no, line) in (1_i64..).zip(&order.lines) {
+            sqlx::query(
+                "INSERT INTO order_lines \
+                 (order_id, line_no, sku, quantity, unit_price, line_total) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id_text(order.id))
+            .bind(line_no)
+            .bind(&line.sku)
+            .bind(i64::from(line.quantity))
+            .bind(line.unit_price)
+            .bind(line.line_total)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        Self::insert_events(&mut tx, events).await?;
+        if let Some((key, response)) = idempotency
+            && !Self::complete_key(&mut tx, key, response, Some(order.id)).await?
+        {
+            return Err(StoreError::Conflict(format!(
+                "idempotency key {key:?} is not in progress"
+            )));
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    async fn get_order(&self, id: Uuid) -> Result<Option<OrderRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        Self::fetch_order(&mut conn, id).await
+    }
+
+    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError> {
+        let limit = page_limit(filter.limit);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE 1 = 1"
+        ));
+        if let Some(customer_id) = &filter.customer_id {
+            query
+                .push(" AND customer_id = ")
+                .push_bind(customer_id.clone());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(before_id) = filter.before_id {
+            query.push(" AND id < ").push_bind(id_text(before_id));
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        // One connection for both queries: the page and its lines.
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        let rows = query.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+        let mut orders = rows
+            .iter()
+            .map(order_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::attach_lines(&mut conn, &mut orders).await?;
+        Ok(orders)
+    }
+
+    async fn transition_order(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE orders SET status = ?, version = version + 1, updated_at = ? \
+             WHERE id = ? AND version = ?",
+        )
+        .bind(new_status.as_str())
+        .bind(ts(now))
+        .bind(id_text(id))
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if updated.rows_affected() != 1 {
+            return Ok(TransitionOutcome::Stale);
+        }
+        Self::insert_events(&mut tx, events).await?;
+        let order = Self::fetch_order(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished mid-transaction")))?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(TransitionOutcome::Applied(order))
+    }
+
+    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products WHERE sku = ?"
+        ))
+        .bind(sku)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        row.as_ref().map(product_from_row).transpose()
+    }
+
+    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products ORDER BY sku"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(product_from_row).collect()
+    }
+
+    async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name, \
+             unit_price = excluded.unit_price, currency = excluded.currency, \
+             stock = excluded.stock, updated_at = excluded.updated_at RETURNING ",
+            product_columns!()
+        ))
+        .bind(&product.sku)
+        .bind(&product.name)
+        .bind(product.unit_price)
+        .bind(&product.currency)
+        .bind(product.stock)
+        .bind(ts(product.updated_at))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        product_from_row(&row)
+    }
+
+    async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products)")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if any {
+            return Ok(false);
+        }
+        for product in products {
+            sqlx::query(
+                "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&product.sku)
+            .bind(&product.name)
+            .bind(product.unit_price)
+            .bind(&product.currency)
+            .bind(product.stock)
+            .bind(ts(product.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn list_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM outbox_events WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(after_seq)
+        .bind(events_limit(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS unpublished, MIN(occurred_at) AS oldest \
+             FROM outbox_events WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let unpublished: i64 = get(&row, "unpublished")?;
+        let oldest = opt_ts(get(&row, "oldest")?)?;
+        Ok(OutboxStats {
+            unpublished: u64::try_from(unpublished).unwrap_or_default(),
+            oldest_unpublished_age: oldest.map(|oldest| elapsed(oldest, now)),
+        })
+    }
+
+    async fn record_inbox(
+        &self,
+        message_id: &str,
+        consumer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO inbox_messages (consumer, message_id, received_at) VALUES (?, ?, ?) \
+             ON CONFLICT (consumer, message_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(message_id)
+        .bind(ts(now))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn count_rows(&self) -> Result<RowCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM orders) AS orders, \
+             (SELECT COUNT(*) FROM order_lines) AS order_lines, \
+             (SELECT COUNT(*) FROM outbox_events) AS outbox_events, \
+             (SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed') AS completed",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(get::<i64>(&row, column)?).unwrap_or_default())
+        };
+        Ok(RowCounts {
+            orders: count("orders")?,
+            order_lines: count("order_lines")?,
+            outbox_events: count("outbox_events")?,
+            idempotency_completed: count("completed")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn timestamps_are_fixed_width_and_round_trip() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap();
+        assert_eq!(ts(at), "2026-11-01T12:00:00.000000Z");
+        let precise = at + chrono::TimeDelta::microseconds(1_234);
+        assert_eq!(parse_ts(&ts(precise)).unwrap(), precise);
+        assert!(ts(at) < ts(precise));
+    }
+
+    #[test]
+    fn busy_and_locked_are_transient() {
+        assert!(is_transient_sqlite_code("5")); // SQLITE_BUSY
+        assert!(is_transient_sqlite_code("517")); // SQLITE_BUSY_SNAPSHOT
+        assert!(is_transient_sqlite_code("6")); // SQLITE_LOCKED
+        assert!(!is_transient_sqlite_code("2067")); // SQLITE_CONSTRAINT_UNIQUE
+        assert!(!is_transient_sqlite_code("not a number"));
+    }
+
+    #[tokio::test]
+    async fn pragmas_are_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("weir.db").display());
+        let store = SqliteStore::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let mut conn = store.pool().acquire().await.unwrap();
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(foreign_keys, 1);
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 1, "NORMAL");
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(busy, 5000);
+        drop(conn);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn in_memory_database_keeps_its_data() {
+        let store = SqliteStore::connect("sqlite::memory:", &StoreOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        assert!(store.record_inbox("m1", "c", Utc::now()).await.unwrap());
+        assert!(!store.record_inbox("m1", "c", Utc::now()).await.unwrap());
+        store.close().await;
+    }
+}

@@ -1,0 +1,737 @@
+//! The backend-agnostic suite: every test is a function of `Arc<dyn Store>` and runs against a
+//! SQLite database in a temporary directory and a fresh PostgreSQL database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use serde_json::json;
+use uuid::{NoContext, Timestamp, Uuid};
+
+use super::*;
+
+const LOCK_TTL: Duration = Duration::from_secs(30);
+const RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// A fixed instant with microsecond precision (what both backends keep).
+fn t0() -> DateTime<Utc> {
+    Utc.timestamp_opt(1_790_000_000, 123_456_000).unwrap()
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    t0() + TimeDelta::seconds(seconds)
+}
+
+/// A UUIDv7 for the instant `t0 + seconds`: later ids sort after earlier ones.
+fn order_id(seconds: u64) -> Uuid {
+    Uuid::new_v7(Timestamp::from_unix(NoContext, 1_790_000_000 + seconds, 0))
+}
+
+fn order(id: Uuid, customer: &str, created: DateTime<Utc>) -> OrderRecord {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("channel".to_owned(), json!("web"));
+    metadata.insert("tags".to_owned(), json!(["a", "b"]));
+    OrderRecord {
+        id,
+        customer_id: customer.to_owned(),
+        currency: "EUR".to_owned(),
+        status: OrderStatus::Placed,
+        lines: vec![
+            OrderLineRecord {
+                sku: "SKU-1".to_owned(),
+                quantity: 2,
+                unit_price: 1_000,
+                line_total: 2_000,
+            },
+            OrderLineRecord {
+                sku: "SKU-2".to_owned(),
+                quantity: u32::MAX,
+                unit_price: 1,
+                line_total: i64::from(u32::MAX),
+            },
+        ],
+        subtotal: 2_000 + i64::from(u32::MAX),
+        discount: 100,
+        tax: 50,
+        total: 1_950 + i64::from(u32::MAX),
+        metadata,
+        plugin: PluginRef {
+            name: "orders".to_owned(),
+            version: "1.2.3".to_owned(),
+            digest: "ab".repeat(32),
+        },
+        version: 1,
+        created_at: created,
+        updated_at: created,
+    }
+}
+
+fn event(order_id: Uuid, event_type: &str, occurred_at: DateTime<Utc>) -> NewEvent {
+    NewEvent {
+        id: Uuid::new_v4(),
+        event_type: event_type.to_owned(),
+        source: "/weir/orders".to_owned(),
+        subject: order_id.to_string(),
+        occurred_at,
+        data: json!({ "order_id": order_id, "total": 1950, "nested": { "ok": true } }),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
+        tracestate: None,
+    }
+}
+
+fn response(status: u16, body: &str) -> StoredResponse {
+    StoredResponse {
+        status,
+        body: body.as_bytes().to_vec(),
+        headers: vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("x-dup".to_owned(), "1".to_owned()),
+            ("x-dup".to_owned(), "2".to_owned()),
+        ],
+    }
+}
+
+fn product(sku: &str, price: i64) -> Product {
+    Product {
+        sku: sku.to_owned(),
+        name: format!("Product {sku}"),
+        unit_price: price,
+        currency: "EUR".to_owned(),
+        stock: 10,
+        updated_at: t0(),
+    }
+}
+
+async fn begin(
+    store: &Arc<dyn Store>,
+    key: &str,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> IdempotencyBegin {
+    store
+        .idempotency_begin(key, hash, now, LOCK_TTL, RETENTION)
+        .await
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite.
+
+async fn migrate_twice_is_idempotent(store: Arc<dyn Store>) {
+    // The harness migrated once already.
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+    assert!(["sqlite", "postgres"].contains(&store.backend()));
+    assert_eq!(store.count_rows().await.unwrap(), RowCounts::default());
+}
+
+async fn create_get_and_list_with_cursor_and_filters(store: Arc<dyn Store>) {
+    // Six orders, one second apart, alternating customers.
+    let mut created = Vec::new();
+    for i in 0..6_u64 {
+        let customer = if i % 2 == 0 { "alice" } else { "bob" };
+        let record = order(order_id(i), customer, at(i as i64));
+        store.create_order(&record, &[], None).await.unwrap();
+        created.push(record);
+    }
+
+    let first = &created[0];
+    assert_eq!(
+        store.get_order(first.id).await.unwrap().as_ref(),
+        Some(first)
+    );
+    assert_eq!(store.get_order(Uuid::now_v7()).await.unwrap(), None);
+
+    // Newest first, paged with the cursor.
+    let mut seen = Vec::new();
+    let mut filter = OrderFilter {
+        limit: 4,
+        ..OrderFilter::default()
+    };
+    loop {
+        let page = store.list_orders(&filter).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 4);
+        filter.before_id = Some(page.last().unwrap().id);
+        seen.extend(page);
+    }
+    let expected: Vec<OrderRecord> = created.iter().rev().cloned().collect();
+    assert_eq!(seen, expected, "all orders, newest first, with their lines");
+
+    // Customer filter plus cursor.
+    let alice = store
+        .list_orders(&OrderFilter {
+            customer_id: Some("alice".to_owned()),
+            limit: 10,
+            before_id: Some(created[4].id),
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = alice.iter().map(|o| o.id).collect();
+    assert_eq!(ids, vec![created[2].id, created[0].id]);
+
+    // Status filter.
+    let outcome = store
+        .transition_order(created[3].id, 1, OrderStatus::Paid, &[], at(100))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, TransitionOutcome::Applied(_)));
+    let paid = store
+        .list_orders(&OrderFilter {
+            status: Some(OrderStatus::Paid),
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(paid.len(), 1);
+    assert_eq!(paid[0].id, created[3].id);
+    assert_eq!(paid[0].lines, created[3].lines);
+    let bob_placed = store
+        .list_orders(&OrderFilter {
+            customer_id: Some("bob".to_owned()),
+            status: Some(OrderStatus::Placed),
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = bob_placed.iter().map(|o| o.id).collect();
+    assert_eq!(ids, vec![created[5].id, created[1].id]);
+
+    // A zero limit is an empty page.
+    let empty = store
+        .list_orders(&OrderFilter {
+            limit: 0,
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+
+    // A duplicate id is a conflict.
+    let err = store.create_order(first, &[], None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(!err.is_transient());
+}
+
+async fn transition_with_stale_version_is_stale(store: Arc<dyn Store>) {
+    let record = order(order_id(1), "alice", t0());
+    store.create_order(&record, &[], None).await.unwrap();
+
+    let paid_event = event(record.id, "order.paid", at(5));
+    let outcome = store
+        .transition_order(record.id, 1, OrderStatus::Paid, &[paid_event], at(5))
+        .await
+        .unwrap();
+    let TransitionOutcome::Applied(updated) = outcome else {
+        panic!("expected Applied, got {outcome:?}");
+    };
+    assert_eq!(updated.status, OrderStatus::Paid);
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.updated_at, at(5));
+    assert_eq!(updated.created_at, record.created_at);
+    assert_eq!(updated.lines, record.lines);
+    assert_eq!(store.get_order(record.id).await.unwrap(), Some(updated));
+
+    // The same expected version again: someone else already moved it.
+    let stale_event = event(record.id, "order.cancelled", at(6));
+    let outcome = store
+        .transition_order(record.id, 1, OrderStatus::Cancelled, &[stale_event], at(6))
+        .await
+        .unwrap();
+    assert_eq!(outcome, TransitionOutcome::Stale);
+    // A missing order is stale too.
+    let outcome = store
+        .transition_order(Uuid::now_v7(), 1, OrderStatus::Paid, &[], at(6))
+        .await
+        .unwrap();
+    assert_eq!(outcome, TransitionOutcome::Stale);
+
+    let stored = store.get_order(record.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, OrderStatus::Paid);
+    assert_eq!(stored.version, 2);
+    // Only the applied transition wrote its event.
+    assert_eq!(store.count_rows().await.unwrap().outbox_events, 1);
+    let events = store.list_events(0, 10).await.unwrap();
+    assert_eq!(events[0].event_type, "order.paid");
+}
+
+async fn idempotency_state_machine(store: Arc<dyn Store>) {
+    // Absent -> Started; a second attempt while locked -> InProgress until the lock expires.
+    assert_eq!(
+        begin(&store, "k1", "h1", t0()).await,
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        begin(&store, "k1", "h1", at(10)).await,
+        IdempotencyBegin::InProgress {
+            retry_after: Duration::from_secs(20)
+        }
+    );
+    assert_eq!(
+        begin(&store, "k1", "h1", at(29) + TimeDelta::milliseconds(900)).await,
+        IdempotencyBegin::InProgress {
+            retry_after: Duration::from_secs(1)
+        },
+        "retry_after is at least one second"
+    );
+    // Same key, different request.
+    assert_eq!(
+        begin(&store, "k1", "other", at(10)).await,
+        IdempotencyBegin::Mismatch
+    );
+
+    // Completed -> Replay, byte for byte; completing twice is a conflict.
+    let stored = response(422, "{\"code\":\"INVALID\"}");
+    store.idempotency_complete("k1", &stored).await.unwrap();
+    assert_eq!(
+        begin(&store, "k1", "h1", at(11)).await,
+        IdempotencyBegin::Replay(stored.clone())
+    );
+    assert_eq!(
+        begin(&store, "k1", "other", at(11)).await,
+        IdempotencyBegin::Mismatch
+    );
+    let err = store.idempotency_complete("k1", &stored).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // Release leaves a completed key alone.
+    store.idempotency_release("k1").await.unwrap();
+    assert_eq!(
+        begin(&store, "k1", "h1", at(12)).await,
+        IdempotencyBegin::Replay(stored)
+    );
+
+    // Past retention the key is forgotten, whatever the request.
+    let later = t0() + TimeDelta::from_std(RETENTION).unwrap() + TimeDelta::seconds(1);
+    assert_eq!(
+        begin(&store, "k1", "h2", later).await,
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        begin(&store, "k1", "h2", later + TimeDelta::seconds(1)).await,
+        IdempotencyBegin::InProgress {
+            retry_after: Duration::from_secs(29)
+        }
+    );
+
+    // The holder crashed: once its lock expires the key is taken over, exactly once.
+    assert_eq!(
+        begin(&store, "k2", "h", t0()).await,
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        begin(&store, "k2", "h", at(31)).await,
+        IdempotencyBegin::Started
+    );
+    assert_eq!(
+        begin(&store, "k2", "h", at(32)).await,
+        IdempotencyBegin::InProgress {
+            retry_after: Duration::from_secs(29)
+        }
+    );
+
+    // Release lets a retry start at once.
+    store.idempotency_release("k2").await.unwrap();
+    assert_eq!(
+        begin(&store, "k2", "h", at(33)).await,
+        IdempotencyBegin::Started
+    );
+
+    // Purge forgets keys created before the cutoff.
+    assert_eq!(store.purge_idempotency(at(1)).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .purge_idempotency(later + TimeDelta::seconds(10))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        begin(&store, "k1", "h1", at(40)).await,
+        IdempotencyBegin::Started
+    );
+
+    // Completing a key nobody began is a conflict, and writes nothing.
+    let err = store
+        .idempotency_complete("never-begun", &response(200, "{}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+async fn concurrent_begins_start_exactly_once(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .idempotency_begin("POST /v1/orders:race", "h", t0(), LOCK_TTL, RETENTION)
+                    .await
+            })
+        })
+        .collect();
+    let mut started = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            IdempotencyBegin::Started => started += 1,
+            IdempotencyBegin::InProgress { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(started, 1);
+
+    // The same race on an expired lock: exactly one takes it over.
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .idempotency_begin("POST /v1/orders:race", "h", at(60), LOCK_TTL, RETENTION)
+                    .await
+            })
+        })
+        .collect();
+    let mut started = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() == IdempotencyBegin::Started {
+            started += 1;
+        }
+    }
+    assert_eq!(started, 1);
+}
+
+async fn create_order_is_atomic(store: Arc<dyn Store>) {
+    let first = order(order_id(1), "alice", t0());
+    let first_event = event(first.id, "order.placed", t0());
+    assert_eq!(
+        begin(&store, "key-a", "ha", t0()).await,
+        IdempotencyBegin::Started
+    );
+    let created = response(201, "{\"id\":1}");
+    store
+        .create_order(
+            &first,
+            std::slice::from_ref(&first_event),
+            Some(("key-a", &created)),
+        )
+        .await
+        .unwrap();
+    let baseline = store.count_rows().await.unwrap();
+    assert_eq!(
+        baseline,
+        RowCounts {
+            orders: 1,
+            order_lines: 2,
+            outbox_events: 1,
+            idempotency_completed: 1,
+        }
+    );
+    assert_eq!(
+        begin(&store, "key-a", "ha", at(1)).await,
+        IdempotencyBegin::Replay(created.clone())
+    );
+
+    // The second order fails on its last event (a duplicate event id): nothing of it stays.
+    let second = order(order_id(2), "bob", at(2));
+    assert_eq!(
+        begin(&store, "key-b", "hb", at(2)).await,
+        IdempotencyBegin::Started
+    );
+    let events = [event(second.id, "order.placed", at(2)), first_event.clone()];
+    let err = store
+        .create_order(&second, &events, Some(("key-b", &created)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.count_rows().await.unwrap(), baseline);
+    assert_eq!(store.get_order(second.id).await.unwrap(), None);
+    // The key was not completed: still held by the failed attempt.
+    assert!(matches!(
+        begin(&store, "key-b", "hb", at(3)).await,
+        IdempotencyBegin::InProgress { .. }
+    ));
+
+    // A key that is not in progress (never begun, or already completed) aborts the order.
+    let err = store
+        .create_order(&second, &events[..1], Some(("never-begun", &created)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let err = store
+        .create_order(&second, &events[..1], Some(("key-a", &created)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.count_rows().await.unwrap(), baseline);
+
+    // The retry after release succeeds.
+    store.idempotency_release("key-b").await.unwrap();
+    assert_eq!(
+        begin(&store, "key-b", "hb", at(4)).await,
+        IdempotencyBegin::Started
+    );
+    store
+        .create_order(&second, &events[..1], Some(("key-b", &created)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.count_rows().await.unwrap(),
+        RowCounts {
+            orders: 2,
+            order_lines: 4,
+            outbox_events: 2,
+            idempotency_completed: 2,
+        }
+    );
+}
+
+async fn products_upsert_list_and_seed(store: Arc<dyn Store>) {
+    assert!(store.list_products().await.unwrap().is_empty());
+    let seed = [product("B-2", 200), product("A-1", 100)];
+    assert!(store.seed_products_if_empty(&seed).await.unwrap());
+    assert!(
+        !store
+            .seed_products_if_empty(&[product("C-3", 1)])
+            .await
+            .unwrap()
+    );
+    let listed = store.list_products().await.unwrap();
+    assert_eq!(
+        listed,
+        vec![seed[1].clone(), seed[0].clone()],
+        "ordered by sku"
+    );
+
+    let mut changed = product("A-1", 150);
+    changed.stock = 3;
+    changed.updated_at = at(9);
+    assert_eq!(store.upsert_product(&changed).await.unwrap(), changed);
+    assert_eq!(
+        store.get_product("A-1").await.unwrap(),
+        Some(changed.clone())
+    );
+    let fresh = product("0-0", 5);
+    assert_eq!(store.upsert_product(&fresh).await.unwrap(), fresh);
+    assert_eq!(store.get_product("missing").await.unwrap(), None);
+    let skus: Vec<String> = store
+        .list_products()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.sku)
+        .collect();
+    assert_eq!(skus, ["0-0", "A-1", "B-2"]);
+}
+
+async fn events_feed_is_ordered(store: Arc<dyn Store>) {
+    let mut expected = Vec::new();
+    for i in 0..3_u64 {
+        let record = order(order_id(i), "alice", at(i as i64));
+        let events = [
+            event(record.id, "order.placed", at(i as i64)),
+            event(record.id, "order.priced", at(i as i64)),
+        ];
+        store.create_order(&record, &events, None).await.unwrap();
+        expected.extend(events);
+    }
+    let feed = store.list_events(0, 100).await.unwrap();
+    assert_eq!(feed.len(), 6);
+    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
+    for (got, want) in feed.iter().zip(&expected) {
+        assert_eq!(got.id, want.id);
+        assert_eq!(got.event_type, want.event_type);
+        assert_eq!(got.source, want.source);
+        assert_eq!(got.subject, want.subject);
+        assert_eq!(got.occurred_at, want.occurred_at);
+        assert_eq!(got.data, want.data);
+        assert_eq!(got.traceparent, want.traceparent);
+        assert_eq!(got.tracestate, want.tracestate);
+        assert_eq!(got.published_at, None);
+    }
+    // Paging with the cursor.
+    let page = store.list_events(feed[1].seq, 2).await.unwrap();
+    assert_eq!(page, feed[2..4].to_vec());
+    assert!(store.list_events(feed[5].seq, 10).await.unwrap().is_empty());
+    assert!(store.list_events(0, 0).await.unwrap().is_empty());
+}
+
+async fn record_inbox_dedupes_per_consumer(store: Arc<dyn Store>) {
+    assert!(store.record_inbox("m-1", "billing", t0()).await.unwrap());
+    assert!(!store.record_inbox("m-1", "billing", at(1)).await.unwrap());
+    assert!(store.record_inbox("m-1", "shipping", at(1)).await.unwrap());
+    assert!(store.record_inbox("m-2", "billing", at(2)).await.unwrap());
+}
+
+async fn outbox_stats_report_the_backlog(store: Arc<dyn Store>) {
+    assert_eq!(
+        store.outbox_stats(t0()).await.unwrap(),
+        OutboxStats::default()
+    );
+    let record = order(order_id(1), "alice", t0());
+    let events = [
+        event(record.id, "order.placed", at(5)),
+        event(record.id, "order.priced", t0()),
+    ];
+    store.create_order(&record, &events, None).await.unwrap();
+    assert_eq!(
+        store.outbox_stats(at(10)).await.unwrap(),
+        OutboxStats {
+            unpublished: 2,
+            oldest_unpublished_age: Some(Duration::from_secs(10)),
+        }
+    );
+    // An event stamped in the future has no negative age.
+    assert_eq!(
+        store
+            .outbox_stats(at(-5))
+            .await
+            .unwrap()
+            .oldest_unpublished_age,
+        Some(Duration::ZERO)
+    );
+}
+
+async fn debug_has_no_password(store: Arc<dyn Store>) {
+    let debug = format!("{store:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Harness: each test runs once per backend.
+
+async fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    let url = format!("sqlite://{}", dir.path().join("weir.db").display());
+    let store = connect(&url, &StoreOptions::default()).await.unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    store.migrate().await.unwrap();
+    store
+}
+
+async fn postgres_store(db: &testing::PgTestDb) -> Arc<dyn Store> {
+    // Trust auth ignores the password; it is there to prove `Debug` hides it.
+    let url = db.url().replacen("postgres@", "postgres:s3cret@", 1);
+    let opts = StoreOptions {
+        statement_timeout: Some(Duration::from_secs(30)),
+        ..StoreOptions::default()
+    };
+    let store = connect(&url, &opts).await.unwrap();
+    assert_eq!(store.backend(), "postgres");
+    store.migrate().await.unwrap();
+    store
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::sqlite_store(&dir).await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )*
+        }
+
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::testing::PgTestDb::create().await.unwrap();
+                    let store = super::postgres_store(&db).await;
+                    super::$name(store.clone()).await;
+                    store.close().await;
+                    db.drop_db().await.unwrap();
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    migrate_twice_is_idempotent,
+    create_get_and_list_with_cursor_and_filters,
+    transition_with_stale_version_is_stale,
+    idempotency_state_machine,
+    concurrent_begins_start_exactly_once,
+    create_order_is_atomic,
+    products_upsert_list_and_seed,
+    events_feed_is_ordered,
+    record_inbox_dedupes_per_consumer,
+    outbox_stats_report_the_backlog,
+    debug_has_no_password,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Backend-independent unit tests.
+
+#[test]
+fn status_round_trips() {
+    for status in OrderStatus::ALL {
+        assert_eq!(status.as_str().parse::<OrderStatus>(), Ok(status));
+        assert_eq!(
+            serde_json::to_value(status).unwrap(),
+            json!(status.as_str())
+        );
+    }
+    assert!("PLACED".parse::<OrderStatus>().is_err());
+    assert!(matches!(parse_status("lost"), Err(StoreError::Corrupt(_))));
+}
+
+#[test]
+fn urls_are_redacted() {
+    assert_eq!(
+        redact_url("postgres://weir:s3cret@db:5432/weir"),
+        "postgres://weir:***@db:5432/weir"
+    );
+    assert_eq!(
+        redact_url("postgresql://weir:p@ss@db/weir?sslmode=require"),
+        "postgresql://weir:***@db/weir?sslmode=require"
+    );
+    assert_eq!(
+        redact_url("postgres://db/weir?user=weir&password=s3cret"),
+        "postgres://db/weir?user=weir&password=***"
+    );
+    assert_eq!(
+        redact_url("postgres://weir@db/weir"),
+        "postgres://weir@db/weir"
+    );
+    assert_eq!(redact_url("sqlite://weir.db"), "sqlite://weir.db");
+}
+
+#[tokio::test]
+async fn unknown_schemes_are_rejected_without_leaking_the_password() {
+    let err = connect("mysql://root:s3cret@db/weir", &StoreOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidUrl(_)), "{err:?}");
+    assert!(!err.to_string().contains("s3cret"));
+}
+
+#[test]
+fn decisions_follow_the_documented_order() {
+    let existing = |hash: &str, done: bool, locked: i64, created: i64| ExistingKey {
+        request_hash: hash.to_owned(),
+        response: done.then(|| response(200, "")),
+        locked_until: at(locked),
+        created_at: at(created),
+    };
+    // Retention wins over everything else.
+    let expired = t0() + TimeDelta::from_std(RETENTION).unwrap();
+    assert_eq!(
+        decide_existing(existing("x", true, 30, 0), "h", expired, RETENTION),
+        KeyDecision::Replace
+    );
+    assert_eq!(
+        decide_existing(existing("x", true, 30, 0), "h", at(1), RETENTION),
+        KeyDecision::Answer(IdempotencyBegin::Mismatch)
+    );
+    assert_eq!(
+        decide_existing(existing("h", false, 30, 0), "h", at(30), RETENTION),
+        KeyDecision::TakeOver
+    );
+}
