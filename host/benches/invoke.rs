@@ -1,0 +1,93 @@
+//! One `place-order` call: a fresh component instance + call + teardown through the host
+//! runtime, against the same plugin logic compiled natively and called directly (with the
+//! SDK's in-memory fake host). Run with `cargo bench -p weir-host --bench invoke`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use weir_host::capabilities::catalog::{CatalogProduct, StaticCatalog};
+use weir_host::runtime::{OrderLine, OrderRequest, Runtime, RuntimeConfig};
+use weir_sdk::Plugin as _;
+
+const SKUS: [(&str, i64); 3] = [("KB-001", 8900), ("MS-002", 2900), ("CB-004", 900)];
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let catalog = StaticCatalog::new(SKUS.iter().map(|(sku, price)| CatalogProduct {
+        sku: (*sku).into(),
+        name: (*sku).into(),
+        unit_price: *price,
+        currency: "EUR".into(),
+        stock: 1_000_000,
+    }));
+    let runtime = rt
+        .block_on(async { Runtime::new(RuntimeConfig::default(), Arc::new(catalog)) })
+        .expect("engine");
+    let plugin = rt
+        .block_on(
+            runtime.load(weir_plugin_artifacts::ORDERS_WASM.to_vec(), |_| {
+                BTreeMap::new()
+            }),
+        )
+        .expect("reference plugin loads");
+    let request = OrderRequest {
+        customer_id: "cus_bench".into(),
+        currency: "EUR".into(),
+        lines: SKUS
+            .iter()
+            .map(|(sku, _)| OrderLine {
+                sku: (*sku).into(),
+                quantity: 2,
+            })
+            .collect(),
+        metadata: vec![],
+    };
+
+    let mut group = c.benchmark_group("place_order");
+    group.bench_function("component_fresh_instance", |b| {
+        b.to_async(&rt).iter(|| async {
+            runtime
+                .place_order(&plugin, &request, None)
+                .await
+                .expect("priced")
+        })
+    });
+
+    let mut fake = weir_sdk::testing::FakeHost::new();
+    for (sku, price) in SKUS {
+        fake = fake.product(weir_sdk::Product {
+            sku: sku.into(),
+            name: sku.into(),
+            unit_price: weir_sdk::Money::new(price, "EUR"),
+            stock: 1_000_000,
+        });
+    }
+    let guard = fake.install();
+    let native_request = weir_sdk::OrderRequest {
+        customer_id: "cus_bench".into(),
+        currency: "EUR".into(),
+        lines: SKUS
+            .iter()
+            .map(|(sku, _)| weir_sdk::OrderLine {
+                sku: (*sku).into(),
+                quantity: 2,
+            })
+            .collect(),
+        metadata: vec![],
+    };
+    group.bench_function("native", |b| {
+        b.iter(|| {
+            weir_plugin_orders::OrdersPlugin::place_order(native_request.clone()).expect("priced")
+        })
+    });
+    group.finish();
+    drop(guard);
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

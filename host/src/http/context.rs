@@ -1,0 +1,218 @@
+//! Request identity and problem rendering.
+//!
+//! [`request_context`] is the middleware that gives every request its [`RequestContext`]
+//! (request id accepted from `X-Request-Id` or assigned, trace id from `traceparent` or new),
+//! opens the `http.request` span, and turns an [`ApiError`] left in the response extensions
+//! into an RFC 9457 `application/problem+json` body. It is the only place errors are logged.
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{HeaderValue, header};
+use serde::Serialize;
+use tracing::{Instrument, field::Empty};
+
+use super::error::{ApiError, ErrorClass, ErrorExtension, FieldViolation};
+
+/// Header carrying the request id in both directions.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Identity of the request being served.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// Accepted from the client or generated.
+    pub request_id: String,
+    /// W3C trace id (32 lower-case hex digits).
+    pub trace_id: String,
+    /// Incoming `traceparent`, when valid, to continue the caller's trace.
+    pub traceparent: Option<String>,
+}
+
+fn valid_request_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Parse a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`) into its trace id.
+pub fn trace_id_from_traceparent(tp: &str) -> Option<String> {
+    let parts: Vec<&str> = tp.trim().split('-').collect();
+    let [version, trace, parent, flags] = parts.as_slice() else {
+        return None;
+    };
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !hex(version, 2) || *version == "ff" || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2)
+    {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some((*trace).to_owned())
+}
+
+/// RFC 9457 problem body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// URI identifying the problem type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// Explanation of this occurrence, safe to show.
+    pub detail: String,
+    /// Stable machine-readable code.
+    pub code: String,
+    /// The request's id.
+    pub request_id: String,
+    /// The W3C trace id of the request.
+    pub trace_id: String,
+    /// Whether retrying later may succeed.
+    pub retryable: bool,
+    /// The request path.
+    pub instance: String,
+    /// Field violations of validation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violations: Option<Vec<FieldViolation>>,
+    /// Plugin rejection reason code (`ORDER_REJECTED`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Build the problem body for `err`.
+pub fn problem(err: &ApiError, ctx: &RequestContext, instance: &str) -> Problem {
+    let spec = err.spec();
+    Problem {
+        type_: format!(
+            "urn:weir:problem:{}",
+            spec.code.to_ascii_lowercase().replace('_', "-")
+        ),
+        title: spec.title.to_owned(),
+        status: spec.status.as_u16(),
+        detail: err.public_detail(),
+        code: spec.code.to_owned(),
+        request_id: ctx.request_id.clone(),
+        trace_id: ctx.trace_id.clone(),
+        retryable: spec.retryable,
+        instance: instance.to_owned(),
+        violations: err.violations(),
+        reason: err.reason().map(str::to_owned),
+    }
+}
+
+fn render(err: &ApiError, ctx: &RequestContext, instance: &str) -> Response {
+    let spec = err.spec();
+    let body = serde_json::to_vec(&problem(err, ctx, instance)).unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = spec.status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    if let Some(after) = err.retry_after() {
+        let secs = after.as_secs().max(1);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// The request-context middleware (see the module doc).
+pub async fn request_context(mut req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| trace_id_from_traceparent(v).is_some())
+        .map(str::to_owned);
+    let trace_id = traceparent
+        .as_deref()
+        .and_then(trace_id_from_traceparent)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let instance = req.uri().path().to_owned();
+    let span = tracing::info_span!(
+        "http.request",
+        http.request.method = %req.method(),
+        http.route = %route,
+        request_id = %request_id,
+        trace_id = %trace_id,
+        http.response.status_code = Empty,
+        error.code = Empty,
+        otel.status_code = Empty,
+    );
+    let ctx = RequestContext {
+        request_id: request_id.clone(),
+        trace_id,
+        traceparent,
+    };
+    req.extensions_mut().insert(ctx.clone());
+
+    let mut response = next.run(req).instrument(span.clone()).await;
+    if let Some(ErrorExtension(err)) = response.extensions_mut().remove::<ErrorExtension>() {
+        let spec = err.spec();
+        span.record("error.code", spec.code);
+        let _enter = span.enter();
+        match spec.class {
+            ErrorClass::Expected => {
+                tracing::info!(code = spec.code, status = spec.status.as_u16(), error = %err, "request failed");
+            }
+            ErrorClass::Unexpected => {
+                span.record("otel.status_code", "ERROR");
+                tracing::error!(code = spec.code, status = spec.status.as_u16(), error = %err, error.debug = ?err, "request failed");
+            }
+        }
+        let headers = std::mem::take(response.headers_mut());
+        response = render(&err, &ctx, &instance);
+        for (name, value) in &headers {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                response.headers_mut().append(name, value.clone());
+            }
+        }
+    }
+    span.record("http.response.status_code", response.status().as_u16());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_parsing_accepts_only_valid_headers() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace_id_from_traceparent(tp).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(trace_id_from_traceparent(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Extractors whose rejections are [`ApiError`]s, so every malformed request gets a problem
+//! response with its own code instead of axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use http::header;
+use http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, FieldViolation};
+
+/// A JSON body: checks the content type, parses, rejects unknown fields (found structurally
+/// with `serde_ignored`, never by reading error text) and reports the path of type errors.
+#[derive(Debug)]
+pub struct JsonBody<T> {
+    /// The parsed value.
+    pub value: T,
+    /// The body as a generic JSON value, for hashing.
+    pub raw: serde_json::Value,
+}
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<mime_type::Essence>().ok())
+            .is_some_and(|m| m.is_json());
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map_or(usize::MAX, |l| l.0);
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| match rejection {
+                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge { limit },
+                other => ApiError::MalformedJson(other.body_text()),
+            })?;
+        parse_json(&bytes)
+    }
+}
+
+/// Parse `bytes` as `T` with the rules of [`JsonBody`].
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
+    let raw: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let mut unknown = Vec::new();
+    let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let value: Result<T, _> =
+        serde_path_to_error::deserialize(serde_ignored::Deserializer::new(&raw, &mut record));
+    if !unknown.is_empty() {
+        return Err(ApiError::UnknownFields(
+            unknown
+                .into_iter()
+                .map(|field| FieldViolation {
+                    message: format!("unknown field `{field}`"),
+                    field,
+                    code: "UNKNOWN_FIELD".to_owned(),
+                })
+                .collect(),
+        ));
+    }
+    match value {
+        Ok(value) => Ok(JsonBody { value, raw }),
+        Err(e) => Err(ApiError::SchemaInvalid(format!(
+            "at `{}`: {}",
+            e.path(),
+            e.inner()
+        ))),
+    }
+}
+
+/// The configured body limit, placed in request extensions by the router so the extractor
+/// can name it in its error.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// The `Idempotency-Key` header, required.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get("idempotency-key")
+            .ok_or(ApiError::IdempotencyKeyMissing)?;
+        let key = value
+            .to_str()
+            .map_err(|_| ApiError::IdempotencyKeyInvalid)?;
+        if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::IdempotencyKeyInvalid);
+        }
+        Ok(Self(key.to_owned()))
+    }
+}
+
+/// Query string parsed into `T`, with [`ApiError::InvalidQuery`] as rejection.
+#[derive(Debug)]
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(QueryParams)
+            .map_err(|e| ApiError::InvalidQuery(format!("`{}`: {}", e.path(), e.inner())))
+    }
+}
+
+/// Minimal media-type parsing: the essence (`type/subtype`) without parameters.
+mod mime_type {
+    /// `type/subtype` in lower case.
+    pub struct Essence(String);
+
+    impl std::str::FromStr for Essence {
+        type Err = ();
+
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let essence = s.split(';').next().unwrap_or_default().trim();
+            if essence.is_empty() || !essence.contains('/') {
+                return Err(());
+            }
+            Ok(Self(essence.to_ascii_lowercase()))
+        }
+    }
+
+    impl Essence {
+        /// `application/json` or any `application/*+json`.
+        pub fn is_json(&self) -> bool {
+            self.0 == "application/json"
+                || (self.0.starts_with("application/") && self.0.ends_with("+json"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Line {
+        sku: String,
+        quantity: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        lines: Vec<Line>,
+    }
+
+    #[test]
+    fn unknown_fields_are_listed_with_their_paths() {
+        let err = parse_json::<Body>(
+            br#"{"name":"a","extra":1,"lines":[{"sku":"x","quantity":1,"colour":"red"}]}"#,
+        )
+        .unwrap_err();
+        let ApiError::UnknownFields(v) = err else {
+            panic!("expected unknown fields, got {err:?}")
+        };
+        let fields: Vec<_> = v.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["extra", "lines.0.colour"]);
+    }
+
+    #[test]
+    fn type_errors_name_the_path() {
+        let err =
+            parse_json::<Body>(br#"{"name":"a","lines":[{"sku":"x","quantity":-1}]}"#).unwrap_err();
+        match err {
+            ApiError::SchemaInvalid(m) => assert!(m.contains("lines[0].quantity"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_json::<Body>(b"{not json").unwrap_err(),
+            ApiError::MalformedJson(_)
+        ));
+    }
+}

@@ -1,0 +1,591 @@
+//! The HTTP API, run against SQLite and against PostgreSQL.
+
+use std::collections::BTreeSet;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use weir_host::http::error::codes::CATALOG;
+use weir_plugin_artifacts as artifacts;
+
+use crate::support::{Backend, TestServer, order_body, plugin_dir};
+
+async fn post_order(
+    s: &TestServer,
+    key: Option<&str>,
+    body: &Value,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let mut req = s.client.post(format!("{}/v1/orders", s.base)).json(body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.json::<Value>().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+fn assert_problem(
+    status: StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &Value,
+    code: &str,
+) {
+    assert_eq!(body["code"], code, "body: {body}");
+    assert_eq!(body["status"], status.as_u16(), "body: {body}");
+    assert_eq!(
+        headers["content-type"], "application/problem+json",
+        "{code} content type"
+    );
+    for field in [
+        "type",
+        "title",
+        "detail",
+        "request_id",
+        "trace_id",
+        "retryable",
+        "instance",
+    ] {
+        assert!(
+            !body[field].is_null(),
+            "{code}: problem lacks {field}: {body}"
+        );
+    }
+    assert_eq!(body["trace_id"].as_str().unwrap().len(), 32);
+    if body["retryable"] == true {
+        assert!(
+            headers.contains_key("retry-after"),
+            "{code}: retryable without Retry-After"
+        );
+    }
+    if status.is_server_error() {
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            !detail.contains("wasm") && !detail.contains("sqlx"),
+            "{code}: 5xx leaks detail: {detail}"
+        );
+    }
+}
+
+async fn api_suite(backend: Backend) {
+    let s = TestServer::start(backend, |_, _| {}).await;
+
+    // Health.
+    let ready = s
+        .client
+        .get(format!("{}/readyz", s.ops))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["ready"], true);
+    let info: Value = s
+        .client
+        .get(format!("{}/infoz", s.ops))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["plugins"][0]["name"], "orders");
+    assert_eq!(
+        s.client
+            .get(format!("{}/livez", s.ops))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Demo catalog is seeded.
+    let products: Value = s
+        .client
+        .get(format!("{}/v1/products", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(products["items"].as_array().unwrap().len() >= 4);
+
+    // Place, then replay.
+    let body = order_body("cus_alice", &[("KB-001", 1), ("CB-004", 3)]);
+    let (status, headers, order) = post_order(&s, Some("k-1"), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(headers["location"], format!("/v1/orders/{id}"));
+    assert_eq!(order["status"], "placed");
+    assert_eq!(order["subtotal"], 8900 + 3 * 900);
+    assert_eq!(order["plugin"]["name"], "orders");
+    assert_eq!(order["plugin"]["digest"].as_str().unwrap().len(), 64);
+
+    let (status, headers, replayed) = post_order(&s, Some("k-1"), &body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replayed, order);
+
+    // Same key, different body.
+    let other = order_body("cus_alice", &[("KB-001", 2)]);
+    let (status, headers, problem) = post_order(&s, Some("k-1"), &other).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_problem(status, &headers, &problem, "IDEMPOTENCY_KEY_REUSED");
+
+    // Read back, list, paginate.
+    let got: Value = s
+        .client
+        .get(format!("{}/v1/orders/{id}", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got, order);
+    for i in 0..4 {
+        let (st, _, _) = post_order(
+            &s,
+            Some(&format!("page-{i}")),
+            &order_body("cus_bob", &[("MS-002", 1)]),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/orders?customer_id=cus_bob&limit=3", s.base);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = s
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for o in page["items"].as_array().unwrap() {
+            seen.push(o["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 4);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.reverse();
+    assert_eq!(seen, sorted, "newest first");
+
+    // Cancel twice: idempotent.
+    for _ in 0..2 {
+        let res = s
+            .client
+            .post(format!("{}/v1/orders/{id}/cancel", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let o: Value = res.json().await.unwrap();
+        assert_eq!(o["status"], "cancelled");
+        assert_eq!(o["version"], 2);
+    }
+
+    // Event feed: placed events for 5 orders and one cancel, as CloudEvents.
+    let feed: Value = s
+        .client
+        .get(format!("{}/v1/events?after=0&limit=100", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = feed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 6, "{feed}");
+    assert_eq!(items[0]["specversion"], "1.0");
+    assert_eq!(items[0]["type"], "order.placed");
+    assert_eq!(items[0]["subject"], id.as_str());
+    assert_eq!(items[5]["type"], "order.cancelled");
+    let seqs: Vec<i64> = items
+        .iter()
+        .map(|e| e["sequence"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    let next: Value = s
+        .client
+        .get(format!("{}/v1/events?after={}", s.base, feed["next_after"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(next["items"].as_array().unwrap().is_empty());
+
+    // OpenAPI.
+    let doc: Value = s
+        .client
+        .get(format!("{}/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(doc["paths"]["/v1/orders"]["post"].is_object());
+
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn api_on_sqlite() {
+    api_suite(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn api_on_postgres() {
+    api_suite(Backend::Postgres).await;
+}
+
+async fn concurrent_same_key(backend: Backend) {
+    let s = TestServer::start(backend, |_, _| {}).await;
+    let body = order_body("cus_carol", &[("KB-001", 1)]);
+    let results =
+        futures::future::join_all((0..16).map(|_| post_order(&s, Some("same-key"), &body))).await;
+    let mut ids = BTreeSet::new();
+    for (status, headers, body) in &results {
+        match *status {
+            StatusCode::CREATED => {
+                ids.insert(body["id"].as_str().unwrap().to_owned());
+            }
+            StatusCode::CONFLICT => {
+                assert_problem(*status, headers, body, "IDEMPOTENCY_KEY_IN_PROGRESS")
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(
+        ids.len(),
+        1,
+        "exactly one order id across all 201s: {ids:?}"
+    );
+    let page: Value = s
+        .client
+        .get(format!("{}/v1/orders?customer_id=cus_carol", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let counts = s.state().store.count_rows().await.unwrap();
+    assert_eq!((counts.orders, counts.outbox_events), (1, 1));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_make_one_order_sqlite() {
+    concurrent_same_key(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_make_one_order_postgres() {
+    concurrent_same_key(Backend::Postgres).await;
+}
+
+/// Every code of the catalog is produced by at least one request and asserted on status,
+/// code and body shape. A code added without a case here fails this test.
+#[tokio::test]
+async fn every_error_code_is_produced_and_well_formed() {
+    let mut produced = BTreeSet::new();
+    let mut check =
+        |status: StatusCode, headers: &reqwest::header::HeaderMap, body: &Value, code: &str| {
+            let spec = CATALOG
+                .iter()
+                .find(|s| s.code == code)
+                .unwrap_or_else(|| panic!("{code} not in catalog"));
+            assert_eq!(status.as_u16(), spec.status.as_u16(), "{code}: {body}");
+            assert_problem(status, headers, body, code);
+            assert_eq!(body["retryable"], spec.retryable, "{code}");
+            produced.insert(code.to_owned());
+        };
+
+    let s = TestServer::start(Backend::Sqlite, |c, _| c.http.body_limit_bytes = 4096).await;
+    let c = &s.client;
+    let url = |p: &str| format!("{}{p}", s.base);
+    let send = |req: reqwest::RequestBuilder| async move {
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        (
+            status,
+            headers,
+            res.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    };
+    let good = order_body("cus_dave", &[("KB-001", 1)]);
+
+    let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("MALFORMED_JSON", c.post(url("/v1/orders")).header("Idempotency-Key", "a").header("content-type", "application/json").body("{nope")),
+        ("UNSUPPORTED_MEDIA_TYPE", c.post(url("/v1/orders")).header("Idempotency-Key", "a").header("content-type", "text/plain").body("{}")),
+        ("UNKNOWN_FIELD", c.post(url("/v1/orders")).header("Idempotency-Key", "a").json(&json!({"customer_id":"cus_x","currency":"EUR","lines":[],"colour":"red"}))),
+        ("REQUEST_SCHEMA_INVALID", c.post(url("/v1/orders")).header("Idempotency-Key", "a").json(&json!({"customer_id":"cus_x","currency":"EUR","lines":[{"sku":"KB-001","quantity":-1}]}))),
+        ("PAYLOAD_TOO_LARGE", c.post(url("/v1/orders")).header("Idempotency-Key", "a").header("content-type", "application/json").body(format!("{{\"customer_id\":\"{}\"}}", "x".repeat(10_000)))),
+        ("INVALID_PATH_PARAMETER", c.get(url("/v1/orders/not-a-uuid"))),
+        ("INVALID_QUERY_PARAMETER", c.get(url("/v1/orders?limit=0"))),
+        ("INVALID_CURSOR", c.get(url("/v1/orders?cursor=garbage"))),
+        ("ROUTE_NOT_FOUND", c.get(url("/v2/nothing"))),
+        ("METHOD_NOT_ALLOWED", c.delete(url("/v1/orders"))),
+        ("IDEMPOTENCY_KEY_MISSING", c.post(url("/v1/orders")).json(&good)),
+        ("IDEMPOTENCY_KEY_INVALID", c.post(url("/v1/orders")).header("Idempotency-Key", "has space").json(&good)),
+        ("ORDER_NOT_FOUND", c.get(url(&format!("/v1/orders/{}", uuid::Uuid::now_v7())))),
+        ("PRODUCT_INVALID", c.put(url("/v1/products/NEW-1")).json(&json!({"name":"x","unit_price":-5,"currency":"EUR","stock":1}))),
+        ("ORDER_INVALID", c.post(url("/v1/orders")).header("Idempotency-Key", "inv").json(&json!({"customer_id":"bad id","currency":"EUR","lines":[]}))),
+        ("ORDER_REJECTED", c.post(url("/v1/orders")).header("Idempotency-Key", "rej").json(&order_body("cus_dave", &[("NOPE-1", 1)]))),
+    ];
+    for (code, req) in cases {
+        let (status, headers, body) = send(req).await;
+        check(status, &headers, &body, code);
+        if code == "ORDER_INVALID" {
+            assert!(!body["violations"].as_array().unwrap().is_empty());
+        }
+        if code == "ORDER_REJECTED" {
+            assert_eq!(body["reason"], "UNKNOWN_SKU");
+        }
+    }
+    // Deterministic plugin errors are stored: the replay is identical.
+    let (status, headers, body) = send(
+        c.post(url("/v1/orders"))
+            .header("Idempotency-Key", "rej")
+            .json(&order_body("cus_dave", &[("NOPE-1", 1)])),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(body["code"], "ORDER_REJECTED");
+
+    // Reused key.
+    let (st, _, _) = send(
+        c.post(url("/v1/orders"))
+            .header("Idempotency-Key", "reuse")
+            .json(&good),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (status, headers, body) = send(
+        c.post(url("/v1/orders"))
+            .header("Idempotency-Key", "reuse")
+            .json(&order_body("cus_dave", &[("KB-001", 2)])),
+    )
+    .await;
+    check(status, &headers, &body, "IDEMPOTENCY_KEY_REUSED");
+
+    // In progress: hold the key as a running request would.
+    let hash = weir_host::http::orders::request_hash("POST /v1/orders", &good);
+    let begin = s
+        .state()
+        .store
+        .idempotency_begin(
+            "POST /v1/orders:held",
+            &hash,
+            chrono_now(),
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert_eq!(begin, weir_host::storage::IdempotencyBegin::Started);
+    let (status, headers, body) = send(
+        c.post(url("/v1/orders"))
+            .header("Idempotency-Key", "held")
+            .json(&good),
+    )
+    .await;
+    check(status, &headers, &body, "IDEMPOTENCY_KEY_IN_PROGRESS");
+
+    // Corrupt row -> unexpected error, generic body.
+    let (st, _, placed) = send(
+        c.post(url("/v1/orders"))
+            .header("Idempotency-Key", "corrupt")
+            .json(&good),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let db_url = format!("sqlite://{}", s.dir.path().join("data/weir.db").display());
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&db_url)
+        .await
+        .unwrap();
+    // Bypass the schema's CHECK constraint to simulate a corrupt row.
+    sqlx::query("PRAGMA ignore_check_constraints = ON")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE orders SET status = 'teleported' WHERE id = ?")
+        .bind(placed["id"].as_str().unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (status, headers, body) = send(c.get(url(&format!(
+        "/v1/orders/{}",
+        placed["id"].as_str().unwrap()
+    ))))
+    .await;
+    check(status, &headers, &body, "INTERNAL_ERROR");
+
+    // No active plugin.
+    s.state().registry.deactivate("orders").unwrap();
+    let (status, headers, body) = send(
+        c.post(url("/v1/orders"))
+            .header("Idempotency-Key", "noplugin")
+            .json(&good),
+    )
+    .await;
+    check(status, &headers, &body, "PLUGIN_UNAVAILABLE");
+    // The failed attempt released its key: once a plugin is back the retry succeeds.
+    let digest = s
+        .state()
+        .registry
+        .slot_of("orders")
+        .map(|s| s.stable.meta.digest.clone());
+    assert!(digest.is_none());
+
+    // Interrupted by shutdown.
+    let s2 = TestServer::start(Backend::Sqlite, |_, _| {}).await;
+    s2.state().runtime.interrupt_all();
+    let (status, headers, body) = send(
+        s2.client
+            .post(format!("{}/v1/orders", s2.base))
+            .header("Idempotency-Key", "int")
+            .json(&good),
+    )
+    .await;
+    check(status, &headers, &body, "SHUTTING_DOWN");
+    // Storage unavailable: the pool is closed under the running server.
+    s2.state().store.close().await;
+    let (status, headers, body) = send(s2.client.get(format!("{}/v1/products", s2.base))).await;
+    check(status, &headers, &body, "STORAGE_UNAVAILABLE");
+    s2.stop().await;
+    s.stop().await;
+
+    // Plugin-decided errors, through the errors test plugin serving the orders API.
+    let s3 = TestServer::start(Backend::Sqlite, |c, dir| {
+        c.plugins.dir = Some(plugin_dir(dir, &[artifacts::ERRORS]));
+        c.plugins.orders = "errors".into();
+    })
+    .await;
+    for (customer, code) in [
+        ("not-found", "RESOURCE_NOT_FOUND"),
+        ("conflict", "ORDER_CONFLICT"),
+        ("unavailable", "DEPENDENCY_UNAVAILABLE"),
+        ("internal", "PLUGIN_INTERNAL_ERROR"),
+    ] {
+        let (status, headers, body) = send(
+            s3.client
+                .post(format!("{}/v1/orders", s3.base))
+                .header("Idempotency-Key", customer)
+                .json(&order_body(customer, &[("KB-001", 1)])),
+        )
+        .await;
+        check(status, &headers, &body, code);
+    }
+    s3.stop().await;
+
+    // Misbehaving plugins serving the API.
+    for (plugin, path, code) in [
+        ("hostile-panic", artifacts::HOSTILE_PANIC, "PLUGIN_TRAPPED"),
+        ("hostile-spin", artifacts::HOSTILE_SPIN, "PLUGIN_TIMEOUT"),
+        (
+            "hostile-alloc",
+            artifacts::HOSTILE_ALLOC,
+            "PLUGIN_BUDGET_EXCEEDED",
+        ),
+    ] {
+        let s4 = TestServer::start(Backend::Sqlite, |c, dir| {
+            c.plugins.dir = Some(plugin_dir(dir, &[path]));
+            c.plugins.orders = plugin.into();
+            c.runtime.budget.timeout = std::time::Duration::from_millis(300);
+            c.runtime.budget.memory_bytes = 16 << 20;
+        })
+        .await;
+        let (status, headers, body) = send(
+            s4.client
+                .post(format!("{}/v1/orders", s4.base))
+                .header("Idempotency-Key", "h")
+                .json(&good),
+        )
+        .await;
+        check(status, &headers, &body, code);
+        // Nothing was written and the key was released: no order, no event.
+        let counts = s4.state().store.count_rows().await.unwrap();
+        assert_eq!(
+            (
+                counts.orders,
+                counts.outbox_events,
+                counts.idempotency_completed
+            ),
+            (0, 0, 0),
+            "{plugin}"
+        );
+        s4.stop().await;
+    }
+
+    let missing: Vec<_> = CATALOG
+        .iter()
+        .map(|s| s.code)
+        .filter(|c| !produced.contains(*c))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "codes never produced by this test: {missing:?}"
+    );
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// The catalog in RUNBOOK.md and the code agree.
+#[test]
+fn runbook_catalog_matches_the_code() {
+    let runbook =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../RUNBOOK.md")).unwrap();
+    let documented: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|c| c.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+        .map(str::to_owned)
+        .collect();
+    let code: BTreeSet<String> = CATALOG.iter().map(|s| s.code.to_owned()).collect();
+    let undocumented: Vec<_> = code.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&code).collect();
+    assert!(
+        undocumented.is_empty() && stale.is_empty(),
+        "RUNBOOK.md error catalog is out of date: undocumented {undocumented:?}, no longer in code {stale:?}"
+    );
+    for spec in CATALOG {
+        let row = runbook
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}`", spec.code)))
+            .unwrap();
+        assert!(
+            row.contains(&format!("| {} |", spec.status.as_u16())),
+            "RUNBOOK row for {} must state status {}",
+            spec.code,
+            spec.status.as_u16()
+        );
+    }
+}

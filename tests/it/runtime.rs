@@ -1,0 +1,217 @@
+//! Real components through the real engine.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_host::capabilities::catalog::{CatalogProduct, StaticCatalog};
+use weir_host::runtime::{
+    BudgetKind, InvokeError, OrderError, OrderEvent, OrderLine, OrderRequest, OrderSnapshot,
+    OrderStatus, Runtime, RuntimeConfig, TrapKind,
+};
+use weir_plugin_artifacts as artifacts;
+
+fn catalog() -> StaticCatalog {
+    StaticCatalog::new([CatalogProduct {
+        sku: "KB-001".into(),
+        name: "Keyboard".into(),
+        unit_price: 8900,
+        currency: "EUR".into(),
+        stock: 10,
+    }])
+}
+
+fn runtime(timeout: Duration) -> Runtime {
+    let mut config = RuntimeConfig::default();
+    config.budget.timeout = timeout;
+    config.budget.memory_bytes = 32 << 20;
+    Runtime::new(config, Arc::new(catalog())).expect("engine")
+}
+
+fn request(customer: &str) -> OrderRequest {
+    OrderRequest {
+        customer_id: customer.into(),
+        currency: "EUR".into(),
+        lines: vec![OrderLine {
+            sku: "KB-001".into(),
+            quantity: 2,
+        }],
+        metadata: vec![],
+    }
+}
+
+async fn load(rt: &Runtime, path: &str) -> Arc<weir_host::runtime::PluginVersion> {
+    rt.load_file(std::path::Path::new(path), |_| BTreeMap::new())
+        .await
+        .unwrap_or_else(|e| panic!("load {path}: {e}"))
+}
+
+#[tokio::test]
+async fn reference_plugin_prices_an_order() {
+    let rt = runtime(Duration::from_secs(2));
+    let plugin = load(&rt, artifacts::ORDERS).await;
+    assert_eq!(plugin.meta.name, "orders");
+    let priced = rt
+        .place_order(&plugin, &request("cus_123"), None)
+        .await
+        .expect("priced");
+    assert_eq!(priced.subtotal.amount, 17800);
+    assert_eq!(priced.total.currency, "EUR");
+    assert_eq!(rt.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn every_order_error_case_reaches_the_host_typed() {
+    let rt = runtime(Duration::from_secs(2));
+    let plugin = load(&rt, artifacts::ERRORS).await;
+    type Check = fn(&OrderError) -> bool;
+    let table: [(&str, Check); 6] = [
+        (
+            "invalid",
+            |e| matches!(e, OrderError::Invalid(v) if v.len() == 1 && v[0].field == "customer_id" && v[0].code == "TEST_INVALID"),
+        ),
+        ("not-found", |e| matches!(e, OrderError::NotFound(_))),
+        ("conflict", |e| matches!(e, OrderError::Conflict(_))),
+        (
+            "rejected",
+            |e| matches!(e, OrderError::Rejected(r) if r.reason == "TEST_REASON"),
+        ),
+        ("unavailable", |e| matches!(e, OrderError::Unavailable(_))),
+        ("internal", |e| matches!(e, OrderError::Internal(_))),
+    ];
+    for (customer, check) in table {
+        match rt.place_order(&plugin, &request(customer), None).await {
+            Err(InvokeError::Guest(e)) => assert!(check(&e), "{customer}: got {e:?}"),
+            other => panic!("{customer}: expected a typed guest error, got {other:?}"),
+        }
+        let order = OrderSnapshot {
+            id: "o1".into(),
+            customer_id: customer.into(),
+            status: OrderStatus::Placed,
+            total: weir_host::runtime::Money {
+                amount: 1,
+                currency: "EUR".into(),
+            },
+        };
+        match rt
+            .transition(&plugin, &order, OrderEvent::PaymentCaptured, None)
+            .await
+        {
+            Err(InvokeError::Guest(e)) => assert!(check(&e), "transition {customer}: {e:?}"),
+            other => panic!("transition {customer}: expected a typed guest error, got {other:?}"),
+        }
+    }
+    assert!(rt.place_order(&plugin, &request("ok"), None).await.is_ok());
+}
+
+fn is_budget(kind: BudgetKind) -> impl Fn(&InvokeError) -> bool {
+    move |e| matches!(e, InvokeError::Budget(k) if *k == kind)
+}
+
+/// Each hostile plugin ends in its own typed error, within a bounded time, while a
+/// well-behaved call on the same engine succeeds concurrently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_fail_typed_and_the_host_keeps_serving() {
+    let rt = runtime(Duration::from_millis(400));
+    let good = load(&rt, artifacts::ORDERS).await;
+    type Expect = Box<dyn Fn(&InvokeError) -> bool>;
+    let cases: Vec<(&str, &str, Expect)> = vec![
+        (
+            "spin",
+            artifacts::HOSTILE_SPIN,
+            Box::new(is_budget(BudgetKind::Cpu)),
+        ),
+        (
+            "alloc",
+            artifacts::HOSTILE_ALLOC,
+            Box::new(is_budget(BudgetKind::Memory)),
+        ),
+        (
+            "stack",
+            artifacts::HOSTILE_STACK,
+            Box::new(|e| {
+                matches!(
+                    e,
+                    InvokeError::Trap {
+                        kind: TrapKind::StackOverflow | TrapKind::MemoryOutOfBounds,
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            "panic",
+            artifacts::HOSTILE_PANIC,
+            Box::new(|e| {
+                matches!(
+                    e,
+                    InvokeError::Trap {
+                        kind: TrapKind::Unreachable,
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            "sleep",
+            artifacts::HOSTILE_SLEEP,
+            Box::new(is_budget(BudgetKind::WallClock)),
+        ),
+        (
+            "logflood",
+            artifacts::HOSTILE_LOGFLOOD,
+            Box::new(is_budget(BudgetKind::Log)),
+        ),
+    ];
+    for (name, path, expect) in cases {
+        let hostile = load(&rt, path).await;
+        let hostile_request = request("cus_123");
+        let bad = rt.place_order(&hostile, &hostile_request, None);
+        let fine = async {
+            // Several good calls while the hostile one runs.
+            for _ in 0..3 {
+                rt.place_order(&good, &request("cus_123"), None)
+                    .await
+                    .unwrap_or_else(|e| panic!("good call failed while {name} ran: {e:?}"));
+            }
+        };
+        let (bad, ()) =
+            tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(bad, fine) })
+                .await
+                .unwrap_or_else(|_| panic!("{name}: the host did not stop the plugin"));
+        let err = bad.expect_err(name);
+        assert!(expect(&err), "{name}: unexpected error {err:?}");
+        // The same version keeps working for other calls after its instance was discarded.
+        assert!(
+            rt.describe(&hostile).await.is_ok(),
+            "{name}: describe after failure"
+        );
+    }
+    assert_eq!(rt.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn non_components_and_other_worlds_are_refused() {
+    let rt = runtime(Duration::from_secs(2));
+    let err = rt
+        .load(b"not wasm at all".to_vec(), |_| BTreeMap::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, weir_host::runtime::LoadError::NotAComponent(_)),
+        "{err}"
+    );
+    // A core module (magic + version 1) is refused with a hint.
+    let core = b"\0asm\x01\0\0\0".to_vec();
+    let err = rt.load(core, |_| BTreeMap::new()).await.unwrap_err();
+    assert!(
+        matches!(err, weir_host::runtime::LoadError::NotAComponent(ref m) if m.contains("core")),
+        "{err}"
+    );
+    let wrong = std::fs::read(artifacts::WRONG_WORLD).unwrap();
+    let err = rt.load(wrong, |_| BTreeMap::new()).await.unwrap_err();
+    assert!(
+        matches!(err, weir_host::runtime::LoadError::WorldMismatch(_)),
+        "{err}"
+    );
+}
