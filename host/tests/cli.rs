@@ -1,0 +1,99 @@
+//! `weir` as an operator runs it: the real binary, real files, real exit codes.
+
+use std::process::Command;
+
+fn weir() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+#[test]
+fn plugin_check_reports_the_reference_plugin() {
+    let out = weir()
+        .args(["plugin", "check", weir_plugin_artifacts::ORDERS])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: orders 0.1.0 implements weir:orders/plugin@0.1.0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("digest:       sha256:"), "{stdout}");
+    assert!(
+        stdout.contains("capabilities: log, catalog, config, deadline"),
+        "{stdout}"
+    );
+    for export in ["describe", "place-order", "transition"] {
+        assert!(
+            stdout.lines().any(|l| l.trim() == export),
+            "missing export {export}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("weir:orders/catalog@0.1.0"), "{stdout}");
+
+    let json = weir()
+        .args(["plugin", "check", "--json", weir_plugin_artifacts::ORDERS])
+        .output()
+        .unwrap();
+    assert!(json.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["name"], "orders");
+    assert_eq!(
+        report["digest"].as_str().unwrap().len(),
+        "sha256:".len() + 64
+    );
+}
+
+#[test]
+fn plugin_check_refuses_what_is_not_a_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.wasm");
+    std::fs::write(&text, "this is not WebAssembly").unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let cases = [
+        (
+            text.to_str().unwrap().to_owned(),
+            "not a WebAssembly component",
+        ),
+        (core.to_str().unwrap().to_owned(), "core WebAssembly module"),
+        (
+            weir_plugin_artifacts::WRONG_WORLD.to_owned(),
+            "does not implement weir:orders/plugin@0.1.0",
+        ),
+        (
+            dir.path().join("missing.wasm").to_str().unwrap().to_owned(),
+            "cannot read",
+        ),
+    ];
+    for (file, expected) in cases {
+        let out = weir().args(["plugin", "check", &file]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{file}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{file}: expected {expected:?} in {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{file}: nothing on stdout");
+    }
+}
+
+#[test]
+fn serve_rejects_bad_configuration_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("weir.toml");
+    std::fs::write(&cfg, "[runtime.budget]\nmemory_bytes = 10\n").unwrap();
+    let out = weir()
+        .args(["serve", "--config", cfg.to_str().unwrap(), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("runtime.budget.memory_bytes"), "{stderr}");
+}

@@ -1,0 +1,132 @@
+//! Guest output and plugin logs reach the host's log stream inside the invocation span.
+//!
+//! Its own test binary: it installs a thread-local `tracing` subscriber, which must not race
+//! with other tests registering callsites under other subscribers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_host::capabilities::catalog::{CatalogProduct, StaticCatalog};
+use weir_host::runtime::{
+    BudgetKind, InvokeError, OrderLine, OrderRequest, PluginVersion, Runtime, RuntimeConfig,
+};
+use weir_plugin_artifacts as artifacts;
+
+fn runtime(timeout: Duration) -> Runtime {
+    let mut config = RuntimeConfig::default();
+    config.budget.timeout = timeout;
+    let catalog = StaticCatalog::new([CatalogProduct {
+        sku: "KB-001".into(),
+        name: "Keyboard".into(),
+        unit_price: 8900,
+        currency: "EUR".into(),
+        stock: 10,
+    }]);
+    Runtime::new(config, Arc::new(catalog)).expect("engine")
+}
+
+fn request(customer: &str) -> OrderRequest {
+    OrderRequest {
+        customer_id: customer.into(),
+        currency: "EUR".into(),
+        lines: vec![OrderLine {
+            sku: "KB-001".into(),
+            quantity: 2,
+        }],
+        metadata: vec![],
+    }
+}
+
+async fn load(rt: &Runtime, path: &str) -> Arc<PluginVersion> {
+    rt.load_file(std::path::Path::new(path), |_| BTreeMap::new())
+        .await
+        .unwrap_or_else(|e| panic!("load {path}: {e}"))
+}
+
+/// A `MakeWriter` collecting formatted log output in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Guest stdout and plugin log calls land in the host's log stream inside the
+/// `plugin.invoke` span (so they carry its context), and the invocation span records
+/// name, version, digest, function and outcome.
+#[tokio::test]
+async fn guest_output_and_logs_are_captured_with_the_invocation_context() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let rt = runtime(Duration::from_millis(200));
+    let spin = load(&rt, artifacts::HOSTILE_SPIN).await;
+    let err = rt
+        .place_order(&spin, &request("cus_123"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, InvokeError::Budget(BudgetKind::Cpu)),
+        "{err:?}"
+    );
+    let orders = load(&rt, artifacts::ORDERS).await;
+    rt.place_order(&orders, &request("cus_123"), None)
+        .await
+        .unwrap();
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let stdout_line = lines
+        .iter()
+        .find(|l| l["fields"]["stream"] == "stdout")
+        .unwrap_or_else(|| panic!("no guest stdout line in {text}"));
+    assert_eq!(
+        stdout_line["fields"]["message"],
+        "hostile-spin: spinning forever"
+    );
+    assert_eq!(stdout_line["span"]["name"], "plugin.invoke");
+    assert_eq!(stdout_line["span"]["plugin.name"], "hostile-spin");
+    let plugin_log = lines
+        .iter()
+        .find(|l| l["target"] == "weir::plugin" && l["span"]["plugin.name"] == "orders")
+        .unwrap_or_else(|| panic!("no plugin log line in {text}"));
+    assert_eq!(plugin_log["span"]["plugin.function"], "place-order");
+    let closed: Vec<_> = lines
+        .iter()
+        .filter(|l| l["span"]["name"] == "plugin.invoke" && l["fields"]["message"] == "close")
+        .collect();
+    assert!(
+        closed.iter().any(|l| l["span"]["outcome"] == "timeout"),
+        "{text}"
+    );
+    assert!(
+        closed.iter().any(|l| l["span"]["outcome"] == "ok"
+            && l["span"]["plugin.digest"] == orders.meta.digest.as_str()),
+        "{text}"
+    );
+}
