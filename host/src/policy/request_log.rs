@@ -1,0 +1,290 @@
+//! Structured request logging: one event per request, secrets and personal data redacted.
+//!
+//! Each request produces one `info` event with target `weir::access` inside the request span
+//! (so it carries `request_id` and the trace id like every other line): `method`, `route`
+//! (the template, never the raw path), `status`, `duration_ms`, `client` (hashed API key or
+//! peer IP), `tenant` when a tenant header is configured, and `headers` restricted to an
+//! allow-list.
+//!
+//! Redaction by default: `Authorization`, `Cookie`, `Set-Cookie`, `Proxy-Authorization` and
+//! the API key header are never written, even when allow-listed (`[redacted]`); the
+//! `Idempotency-Key` and a `customer_id` query parameter are written only as hashes
+//! (`idempotency_key_hash`, `customer_id_hash`) so one client's requests can be correlated
+//! without storing the values. Hashes are SHA-256 with a random per-process salt, truncated:
+//! stable within one process, not reversible by a dictionary of customer ids.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use axum::extract::{MatchedPath, Request};
+use axum::response::Response;
+use http::HeaderName;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::rate_limit::client_key;
+
+/// Settings of the request log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestLogConfig {
+    /// Off switch.
+    pub enabled: bool,
+    /// Request headers written verbatim (lower-case names); secrets are redacted anyway.
+    pub allow_headers: Vec<String>,
+    /// Header naming the tenant (e.g. `x-tenant-id`), written as `tenant` and used as the
+    /// rate-limit key when present.
+    pub tenant_header: Option<String>,
+}
+
+impl Default for RequestLogConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_headers: vec!["user-agent".to_owned()],
+            tenant_header: None,
+        }
+    }
+}
+
+const ALWAYS_REDACTED: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    super::rate_limit::API_KEY,
+    "idempotency-key",
+];
+
+/// A salted, truncated hash for correlating values that must not be logged.
+pub fn pseudonym(value: &[u8]) -> String {
+    static SALT: OnceLock<[u8; 16]> = OnceLock::new();
+    let salt = SALT.get_or_init(|| {
+        let mut s = [0u8; 16];
+        s.iter_mut().for_each(|b| *b = fastrand::u8(..));
+        s
+    });
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(value);
+    hex::encode(&h.finalize()[..8])
+}
+
+/// Log one event per request.
+#[derive(Debug, Clone)]
+pub struct RequestLogLayer {
+    allow: Option<Arc<Vec<HeaderName>>>,
+    tenant: Option<HeaderName>,
+}
+
+impl RequestLogLayer {
+    /// A request log as configured (a pass-through when disabled).
+    pub fn new(config: &RequestLogConfig) -> Self {
+        let allow = config.enabled.then(|| {
+            Arc::new(
+                config
+                    .allow_headers
+                    .iter()
+                    .filter_map(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
+                    .collect(),
+            )
+        });
+        Self {
+            allow,
+            tenant: config
+                .tenant_header
+                .as_deref()
+                .and_then(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()),
+        }
+    }
+}
+
+impl<S> Layer<S> for RequestLogLayer {
+    type Service = RequestLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestLog {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// See [`RequestLogLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestLog<S> {
+    inner: S,
+    layer: RequestLogLayer,
+}
+
+fn headers_field(req: &Request, allow: &[HeaderName]) -> String {
+    let mut out = serde_json::Map::new();
+    for name in allow {
+        if let Some(v) = req.headers().get(name) {
+            let shown = if ALWAYS_REDACTED.contains(&name.as_str()) {
+                "[redacted]".to_owned()
+            } else {
+                String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(256)
+                    .collect()
+            };
+            out.insert(name.as_str().to_owned(), shown.into());
+        }
+    }
+    serde_json::Value::Object(out).to_string()
+}
+
+fn customer_id(req: &Request) -> Option<String> {
+    form_urlencoded::parse(req.uri().query()?.as_bytes())
+        .find(|(k, _)| k == "customer_id")
+        .map(|(_, v)| pseudonym(v.as_bytes()))
+}
+
+impl<S> Service<Request> for RequestLog<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let Some(allow) = self.layer.allow.clone() else {
+            return Box::pin(self.inner.call(req));
+        };
+        let method = req.method().to_string();
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+        let client = client_key(&req);
+        let tenant = self
+            .layer
+            .tenant
+            .as_ref()
+            .and_then(|h| req.headers().get(h))
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(64)
+                    .collect::<String>()
+            });
+        let idempotency = req
+            .headers()
+            .get("idempotency-key")
+            .map(|v| pseudonym(v.as_bytes()));
+        let customer = customer_id(&req);
+        let headers = headers_field(&req, &allow);
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let response = fut.await?;
+            tracing::info!(
+                target: "weir::access",
+                method = %method,
+                route = %route,
+                status = response.status().as_u16(),
+                duration_ms = started.elapsed().as_secs_f64() * 1e3,
+                client = %client,
+                tenant = tenant.as_deref(),
+                idempotency_key_hash = idempotency.as_deref(),
+                customer_id_hash = customer.as_deref(),
+                headers = %headers,
+                "request"
+            );
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn one_line_per_request_with_secrets_and_personal_data_redacted() {
+        let buf = Buf::default();
+        let b = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || b.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let app = Router::new()
+            .route("/v1/orders/{id}", get(|| async { "ok" }))
+            .layer(RequestLogLayer::new(&RequestLogConfig {
+                enabled: true,
+                allow_headers: vec!["user-agent".into(), "authorization".into()],
+                tenant_header: Some("X-Tenant-Id".into()),
+            }));
+        let req = Request::builder()
+            .uri("/v1/orders/0190a1b2-c3d4?customer_id=cus_alice")
+            .header("authorization", "Bearer hunter2")
+            .header("cookie", "session=s3cr3t")
+            .header("x-api-key", "key-123")
+            .header("idempotency-key", "idem-xyz")
+            .header("user-agent", "curl/8")
+            .header("x-tenant-id", "acme")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(app.oneshot(req).await.unwrap().status(), 200);
+
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(line["route"], "/v1/orders/{id}");
+        assert_eq!(line["status"], 200);
+        assert_eq!(line["tenant"], "acme");
+        assert!(line["client"].as_str().unwrap().starts_with("key:"));
+        assert_eq!(line["idempotency_key_hash"], pseudonym(b"idem-xyz"));
+        assert_eq!(line["customer_id_hash"], pseudonym(b"cus_alice"));
+        let headers: serde_json::Value =
+            serde_json::from_str(line["headers"].as_str().unwrap()).unwrap();
+        assert_eq!(headers["user-agent"], "curl/8");
+        assert_eq!(headers["authorization"], "[redacted]");
+        for secret in [
+            "hunter2",
+            "s3cr3t",
+            "key-123",
+            "idem-xyz",
+            "cus_alice",
+            "0190a1b2",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
+}
