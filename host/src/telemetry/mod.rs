@@ -1,0 +1,857 @@
+//! Telemetry: JSON logs on stdout and OpenTelemetry traces, metrics and logs over OTLP.
+//!
+//! # What is built
+//! - A `tracing` subscriber with two sides. Stdout gets one JSON object per line
+//!   ([`JsonLines`]) filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]); every line carries
+//!   `trace_id`/`span_id` of the active span and the `request_id` of the enclosing request.
+//!   The OpenTelemetry side is the `tracing-opentelemetry` layer (spans) and the
+//!   `opentelemetry-appender-tracing` bridge (log records, correlated with the active span),
+//!   each behind its own filter that drops the exporter's own crates (hyper, h2, tonic, tower,
+//!   reqwest, opentelemetry) so the exporter never reports on itself.
+//! - Three SDK providers sharing one [`Resource`]: `service.name` (`telemetry.service_name`
+//!   or `OTEL_SERVICE_NAME`), `service.version`, `service.instance.id` (a UUID per process
+//!   unless `OTEL_RESOURCE_ATTRIBUTES` names one), `deployment.environment.name` and the older
+//!   `deployment.environment` (`environment`), `cloud.region` (`region`), plus everything in
+//!   `OTEL_RESOURCE_ATTRIBUTES`.
+//! - Export: a signal is exported only when `OTEL_EXPORTER_OTLP_ENDPOINT` or its
+//!   signal-specific `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` is set (and neither
+//!   `OTEL_SDK_DISABLED=true` nor `OTEL_{TRACES,METRICS,LOGS}_EXPORTER=none`). The protocol
+//!   follows `OTEL_EXPORTER_OTLP[_<SIGNAL>]_PROTOCOL` (`grpc` or `http/protobuf`, the
+//!   default); timeouts, headers and batch/interval settings follow the standard `OTEL_*`
+//!   variables the SDK reads. With no endpoint nothing is exported and nothing is logged about
+//!   it: spans still get real trace ids so logs and problem bodies stay correlated.
+//! - Sampling: parent-based with a live root ratio and per-route overrides ([`sampling`]);
+//!   operators change the ratio through [`admin`] and see it in `/infoz`.
+//! - Propagation: W3C `traceparent`/`tracestate` ([`extract_http`], [`inject_current`],
+//!   [`context_from`], [`traceparent_of`]).
+//!
+//! # For other modules
+//! - Outbox writers call [`inject_current`] inside the request span; the relay publishing a
+//!   row later (and a consumer receiving a message) calls [`context_from`] with the stored
+//!   `traceparent`/`tracestate` and sets it as the parent of its `amqp.*` span with
+//!   `tracing_opentelemetry::OpenTelemetrySpanExt::set_parent` before first entering it.
+//! - Outbox rows written in a request take `RequestContext::traceparent`/`tracestate` (the
+//!   `http.server` span's context), so the relay continues the request's trace.
+//! - Metrics: `crate::metrics` owns the process's `SdkMeterProvider` (Prometheus `/metrics`)
+//!   and passes its builder through [`extend_meter_provider`], which merges in this pipeline's
+//!   resource and adds the OTLP periodic reader ([`otlp_metric_reader`]) when metrics are
+//!   exported. [`Telemetry`] builds a provider of its own only when asked to
+//!   ([`TelemetryOptions::meter_provider`], for embedding and tests).
+//! - Database calls: wrap them in [`traced`] with a [`db_span`]; besides the span it shields
+//!   the request's spans from drivers that keep `Span::current()` alive (sqlx's SQLite
+//!   worker), which would otherwise hold the request's root span open.
+//!
+//! # Shutdown
+//! [`TelemetryGuard::shutdown`] flushes and shuts down the three providers (the meter
+//! provider of `crate::metrics` included) in parallel on a blocking thread (their exporters
+//! block), bounded by `telemetry.shutdown_timeout_ms`; `main` calls it after the drain.
+
+pub mod admin;
+mod json;
+pub mod sampling;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{MeterProviderBuilder, PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_semantic_conventions::resource as semres;
+use serde::{Deserialize, Serialize};
+use tracing::Subscriber;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::format::JsonFields;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer};
+
+pub use json::JsonLines;
+pub use sampling::{SamplingControl, SamplingView};
+
+use crate::config::Config;
+
+/// Stdout log filter when `RUST_LOG` is unset.
+pub const DEFAULT_LOG_FILTER: &str =
+    "info,sqlx=warn,hyper=warn,h2=warn,tower=warn,tonic=warn,reqwest=warn,opentelemetry=warn";
+
+/// Targets never sent to the OpenTelemetry layers: the exporter's own stack.
+const EXPORTER_TARGETS: [&str; 8] = [
+    "hyper",
+    "hyper_util",
+    "h2",
+    "tonic",
+    "tower",
+    "reqwest",
+    "opentelemetry",
+    "opentelemetry_sdk",
+];
+
+/// Target of the detached span database drivers see (see [`traced`]); never exported.
+const DB_CARRIER_TARGET: &str = "weir::db_carrier";
+
+/// Instrumentation scope of Weir's spans and log records.
+pub const SCOPE: &str = "weir";
+
+/// `[telemetry]`: service identity, sampling and shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `service.name` unless `OTEL_SERVICE_NAME` is set.
+    pub service_name: String,
+    /// Head sampling.
+    pub sampling: SamplingConfig,
+    /// Bound on flushing all providers at shutdown.
+    #[serde(with = "crate::config::duration_ms", rename = "shutdown_timeout_ms")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            service_name: "weir".to_owned(),
+            sampling: SamplingConfig::default(),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[telemetry.sampling]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingConfig {
+    /// Fraction of root traces sampled (0.0-1.0); callers' sampled flags always win.
+    pub ratio: f64,
+    /// Route template (e.g. `/v1/products`) -> ratio for root traces of that route.
+    pub routes: BTreeMap<String, f64>,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            ratio: 1.0,
+            routes: BTreeMap::new(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Check values that parse but cannot work: `(key, reason)`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.service_name.trim().is_empty() {
+            return Err(("telemetry.service_name", "must not be empty".to_owned()));
+        }
+        if let Err(e) = sampling::check_ratio(self.sampling.ratio) {
+            return Err(("telemetry.sampling.ratio", e.to_string()));
+        }
+        for (route, ratio) in &self.sampling.routes {
+            if !route.starts_with('/') {
+                return Err((
+                    "telemetry.sampling.routes",
+                    format!("{route:?} must be a route template starting with /"),
+                ));
+            }
+            if let Err(e) = sampling::check_ratio(*ratio) {
+                return Err(("telemetry.sampling.routes", format!("{route}: {e}")));
+            }
+        }
+        if self.shutdown_timeout.is_zero() {
+            return Err((
+                "telemetry.shutdown_timeout_ms",
+                "must be positive".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Telemetry set-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// An OTLP exporter could not be built (bad endpoint, protocol or headers).
+    #[error("cannot build the OTLP {signal} exporter: {source}")]
+    Exporter {
+        /// `traces`, `metrics` or `logs`.
+        signal: &'static str,
+        /// Cause.
+        #[source]
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// The sampling configuration is invalid.
+    #[error(transparent)]
+    Sampling(#[from] sampling::InvalidRatio),
+    /// A global subscriber was already installed.
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Where the OTLP exporters send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Export {
+    /// Export nothing.
+    Disabled,
+    /// The standard `OTEL_*` environment variables decide (see the module doc).
+    FromEnv,
+    /// Every signal over OTLP/gRPC to this endpoint (tests and embedding).
+    Grpc(String),
+}
+
+/// Which signals are exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct Signals {
+    /// Spans.
+    pub traces: bool,
+    /// Metrics.
+    pub metrics: bool,
+    /// Log records.
+    pub logs: bool,
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+impl Export {
+    /// The signals this target exports.
+    pub fn signals(&self) -> Signals {
+        match self {
+            Export::Disabled => Signals::default(),
+            Export::Grpc(_) => Signals {
+                traces: true,
+                metrics: true,
+                logs: true,
+            },
+            Export::FromEnv => {
+                if std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim() == "true") {
+                    return Signals::default();
+                }
+                let generic = env_set("OTEL_EXPORTER_OTLP_ENDPOINT");
+                let on = |signal: &str| {
+                    let exporter = std::env::var(format!("OTEL_{signal}_EXPORTER"))
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
+                    (generic || env_set(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
+                        && exporter.trim() != "none"
+                };
+                Signals {
+                    traces: on("TRACES"),
+                    metrics: on("METRICS"),
+                    logs: on("LOGS"),
+                }
+            }
+        }
+    }
+}
+
+/// Identity and sampling of one telemetry pipeline.
+#[derive(Debug, Clone)]
+pub struct TelemetryOptions {
+    /// `service.name` (ignored when `OTEL_SERVICE_NAME` is set).
+    pub service_name: String,
+    /// `service.version`.
+    pub service_version: String,
+    /// `service.instance.id`.
+    pub instance_id: String,
+    /// `deployment.environment.name`.
+    pub environment: String,
+    /// `cloud.region`.
+    pub region: Option<String>,
+    /// Root ratio and route overrides.
+    pub sampling: SamplingConfig,
+    /// Export target.
+    pub export: Export,
+    /// Build an `SdkMeterProvider` with the OTLP reader (when metrics are exported). Off when
+    /// another module owns the process's meter provider and adds [`otlp_metric_reader`].
+    pub meter_provider: bool,
+}
+
+impl TelemetryOptions {
+    /// Options for `config`, exporting per the environment.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            service_name: config.telemetry.service_name.clone(),
+            service_version: env!("CARGO_PKG_VERSION").to_owned(),
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            environment: config.environment.clone(),
+            region: config.region.clone(),
+            sampling: config.telemetry.sampling.clone(),
+            export: Export::FromEnv,
+            // `crate::metrics` owns the process's meter provider (Prometheus + OTLP).
+            meter_provider: false,
+        }
+    }
+}
+
+/// The resource every signal carries (see the module doc for precedence).
+pub fn resource(opts: &TelemetryOptions) -> Resource {
+    let from_env = Resource::builder().build();
+    let mut builder = Resource::builder();
+    if !env_set("OTEL_SERVICE_NAME") {
+        builder = builder.with_service_name(opts.service_name.clone());
+    }
+    let instance_key = opentelemetry::Key::from_static_str(semres::SERVICE_INSTANCE_ID);
+    if from_env.get(&instance_key).is_none() {
+        builder = builder.with_attribute(KeyValue::new(
+            semres::SERVICE_INSTANCE_ID,
+            opts.instance_id.clone(),
+        ));
+    }
+    builder = builder.with_attributes([
+        KeyValue::new(semres::SERVICE_VERSION, opts.service_version.clone()),
+        KeyValue::new(
+            semres::DEPLOYMENT_ENVIRONMENT_NAME,
+            opts.environment.clone(),
+        ),
+        // The pre-1.27 key, still what many dashboards group by.
+        KeyValue::new("deployment.environment", opts.environment.clone()),
+    ]);
+    if let Some(region) = &opts.region {
+        builder = builder.with_attribute(KeyValue::new(semres::CLOUD_REGION, region.clone()));
+    }
+    builder.build()
+}
+
+fn exporter_error(
+    signal: &'static str,
+) -> impl FnOnce(opentelemetry_otlp::ExporterBuildError) -> TelemetryError {
+    move |source| TelemetryError::Exporter { signal, source }
+}
+
+/// The OTLP periodic metric reader for `export`, or `None` when metrics are not exported.
+/// Must be called inside a Tokio runtime when the protocol is gRPC.
+pub fn otlp_metric_reader(
+    export: &Export,
+) -> Result<Option<PeriodicReader<opentelemetry_otlp::MetricExporter>>, TelemetryError> {
+    if !export.signals().metrics {
+        return Ok(None);
+    }
+    let exporter = match export {
+        Export::Grpc(endpoint) => opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .build(),
+        _ => opentelemetry_otlp::MetricExporter::builder().build(),
+    }
+    .map_err(exporter_error("metrics"))?;
+    Ok(Some(PeriodicReader::builder(exporter).build()))
+}
+
+/// For the module that builds the process's `SdkMeterProvider` (`crate::metrics`): merge in
+/// the resource of the pipeline installed by [`init`] and add its OTLP periodic reader when
+/// metrics are exported. Without an installed pipeline the builder is returned unchanged.
+/// Call inside the Tokio runtime (the gRPC exporter needs it).
+pub fn extend_meter_provider(
+    builder: MeterProviderBuilder,
+) -> Result<MeterProviderBuilder, TelemetryError> {
+    let Some(t) = global() else {
+        return Ok(builder);
+    };
+    let builder = builder.with_resource(t.resource.clone());
+    Ok(match otlp_metric_reader(&t.export)? {
+        Some(reader) if t.signals.metrics => builder.with_reader(reader),
+        _ => builder,
+    })
+}
+
+/// One telemetry pipeline: the three providers, their resource and the live sampling.
+#[derive(Debug)]
+pub struct Telemetry {
+    resource: Resource,
+    tracer_provider: SdkTracerProvider,
+    logger_provider: Option<SdkLoggerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+    sampling: Arc<SamplingControl>,
+    signals: Signals,
+    export: Export,
+}
+
+impl Telemetry {
+    /// Build the providers. gRPC exporters need to be built inside a Tokio runtime.
+    pub fn build(opts: &TelemetryOptions) -> Result<Self, TelemetryError> {
+        let resource = resource(opts);
+        let signals = opts.export.signals();
+        let sampling = Arc::new(SamplingControl::new(
+            opts.sampling.ratio,
+            opts.sampling.routes.clone(),
+        )?);
+
+        let mut tracer = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_sampler(sampling::RootSampler::parent_based(sampling.clone()));
+        if signals.traces {
+            let exporter = match &opts.export {
+                Export::Grpc(endpoint) => opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .build(),
+                _ => opentelemetry_otlp::SpanExporter::builder().build(),
+            }
+            .map_err(exporter_error("traces"))?;
+            tracer = tracer.with_batch_exporter(exporter);
+        }
+        let tracer_provider = tracer.build();
+
+        let logger_provider = if signals.logs {
+            let exporter = match &opts.export {
+                Export::Grpc(endpoint) => opentelemetry_otlp::LogExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .build(),
+                _ => opentelemetry_otlp::LogExporter::builder().build(),
+            }
+            .map_err(exporter_error("logs"))?;
+            Some(
+                SdkLoggerProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_batch_exporter(exporter)
+                    .build(),
+            )
+        } else {
+            None
+        };
+
+        let meter_provider = if opts.meter_provider {
+            otlp_metric_reader(&opts.export)?.map(|reader| {
+                SdkMeterProvider::builder()
+                    .with_resource(resource.clone())
+                    .with_reader(reader)
+                    .build()
+            })
+        } else {
+            None
+        };
+
+        Ok(Self {
+            resource,
+            tracer_provider,
+            logger_provider,
+            meter_provider,
+            sampling,
+            signals,
+            export: opts.export.clone(),
+        })
+    }
+
+    /// The OpenTelemetry layers (spans, and log records when logs are exported), each with
+    /// its own filter. Add them to a registry beside the stdout layer.
+    pub fn layer<S>(&self) -> Box<dyn Layer<S> + Send + Sync + 'static>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+    {
+        let quiet = |default: LevelFilter| {
+            Targets::new()
+                .with_default(default)
+                .with_targets(EXPORTER_TARGETS.map(|t| (t, LevelFilter::OFF)))
+                .with_target(DB_CARRIER_TARGET, LevelFilter::OFF)
+        };
+        // Debug-level spans (e.g. `plugin.import.log.emit`) belong in traces even when
+        // stdout is at info.
+        let spans = tracing_opentelemetry::layer()
+            .with_tracer(self.tracer_provider.tracer(SCOPE))
+            .with_level(true)
+            .with_filter(quiet(LevelFilter::DEBUG));
+        // Keeps the database carrier span (see [`traced`]) enabled whatever the other
+        // filters say: a disabled span cannot become the current span.
+        let carrier = tracing_subscriber::layer::Identity::new()
+            .with_filter(Targets::new().with_target(DB_CARRIER_TARGET, LevelFilter::INFO));
+        let spans = spans.and_then(carrier);
+        match &self.logger_provider {
+            Some(provider) => spans
+                .and_then(
+                    OpenTelemetryTracingBridge::new(provider).with_filter(quiet(LevelFilter::INFO)),
+                )
+                .boxed(),
+            None => spans.boxed(),
+        }
+    }
+
+    /// The resource shared by every signal.
+    pub fn resource(&self) -> &Resource {
+        &self.resource
+    }
+
+    /// The live sampling control.
+    pub fn sampling(&self) -> &Arc<SamplingControl> {
+        &self.sampling
+    }
+
+    /// Signals being exported.
+    pub fn signals(&self) -> Signals {
+        self.signals
+    }
+
+    /// The meter provider this pipeline built, if any.
+    pub fn meter_provider(&self) -> Option<&SdkMeterProvider> {
+        self.meter_provider.as_ref()
+    }
+
+    /// Export everything buffered now, off the async threads.
+    pub async fn flush(&self) {
+        let tracer = self.tracer_provider.clone();
+        let logger = self.logger_provider.clone();
+        let meter = self.meter_provider.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = tracer.force_flush();
+            if let Some(l) = logger {
+                let _ = l.force_flush();
+            }
+            if let Some(m) = meter {
+                let _ = m.force_flush();
+            }
+        })
+        .await;
+    }
+
+    /// Flush and shut down the three providers in parallel, each bounded by `timeout`.
+    /// Blocks: call from a blocking thread.
+    fn shutdown_blocking(
+        &self,
+        timeout: Duration,
+        extra_meter: Option<SdkMeterProvider>,
+    ) -> Vec<(&'static str, String)> {
+        let meter = self.meter_provider.clone().or(extra_meter);
+        std::thread::scope(|s| {
+            let traces = s.spawn(|| self.tracer_provider.shutdown_with_timeout(timeout));
+            let logs = s.spawn(|| {
+                self.logger_provider
+                    .as_ref()
+                    .map(|l| l.shutdown_with_timeout(timeout))
+            });
+            let metrics = s.spawn(|| meter.as_ref().map(|m| m.shutdown_with_timeout(timeout)));
+            let mut failures = Vec::new();
+            let mut note = |signal, r: Option<opentelemetry_sdk::error::OTelSdkResult>| {
+                if let Some(Err(e)) = r {
+                    failures.push((signal, e.to_string()));
+                }
+            };
+            note("traces", traces.join().ok());
+            note("logs", logs.join().ok().flatten());
+            note("metrics", metrics.join().ok().flatten());
+            failures
+        })
+    }
+}
+
+/// The process's pipeline, returned by [`init`]; shut it down last.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    telemetry: Arc<Telemetry>,
+    shutdown_timeout: Duration,
+}
+
+impl TelemetryGuard {
+    /// The pipeline.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Flush and shut down all providers on a blocking thread, bounded by the configured
+    /// `telemetry.shutdown_timeout_ms` (plus a small margin for the thread itself).
+    pub async fn shutdown(self) {
+        let started = std::time::Instant::now();
+        let timeout = self.shutdown_timeout;
+        let telemetry = self.telemetry.clone();
+        // The process's meter provider lives in `crate::metrics`; its final collection goes
+        // out over OTLP here.
+        let meter = crate::metrics::install().ok().map(|m| m.provider().clone());
+        let task = tokio::task::spawn_blocking(move || telemetry.shutdown_blocking(timeout, meter));
+        match tokio::time::timeout(timeout + Duration::from_millis(500), task).await {
+            Ok(Ok(failures)) if failures.is_empty() => {
+                tracing::info!(
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "telemetry flushed"
+                );
+            }
+            Ok(Ok(failures)) => {
+                for (signal, error) in failures {
+                    tracing::warn!(signal, error, "telemetry flush failed; data may be lost");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "telemetry flush panicked"),
+            Err(_) => tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "telemetry flush did not finish in time; the rest is dropped"
+            ),
+        }
+    }
+}
+
+/// What `/infoz` shows about telemetry of this process.
+#[derive(Debug, Clone, Serialize)]
+pub struct TelemetryInfo {
+    /// Live sampling.
+    pub sampling: SamplingView,
+    /// Signals exported over OTLP.
+    pub export: Signals,
+    /// `service.instance.id`.
+    pub instance_id: Option<String>,
+}
+
+static GLOBAL: OnceLock<Arc<Telemetry>> = OnceLock::new();
+
+/// The pipeline installed by [`init`], if any.
+pub fn global() -> Option<&'static Arc<Telemetry>> {
+    GLOBAL.get()
+}
+
+/// `/infoz` view of the installed pipeline (`None` when [`init`] was not called, e.g. in
+/// tests that run the library without a global subscriber).
+pub fn info() -> Option<TelemetryInfo> {
+    let t = global()?;
+    let key = opentelemetry::Key::from_static_str(semres::SERVICE_INSTANCE_ID);
+    Some(TelemetryInfo {
+        sampling: t.sampling.view(),
+        export: t.signals,
+        instance_id: t.resource.get(&key).map(|v| v.to_string()),
+    })
+}
+
+/// The stdout JSON layer, filtered by `RUST_LOG` (default [`DEFAULT_LOG_FILTER`]).
+pub fn stdout_layer<S>() -> impl Layer<S> + Send + Sync + 'static
+where
+    S: Subscriber + for<'a> LookupSpan<'a> + Send + Sync,
+{
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    tracing_subscriber::fmt::layer()
+        .fmt_fields(JsonFields::new())
+        .event_format(JsonLines)
+        .with_writer(std::io::stdout)
+        .with_filter(filter)
+}
+
+/// Logs only (no OpenTelemetry): for commands other than `serve`, and as the fallback when
+/// [`init`] fails. Safe to call more than once.
+pub fn init_logging() {
+    let _ = tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(stdout_layer()),
+    );
+}
+
+/// Install the process-wide pipeline for `config`: global subscriber (stdout JSON +
+/// OpenTelemetry), W3C propagator, and the meter provider (when this module builds it).
+/// Call once, inside the Tokio runtime, before anything creates instruments.
+pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
+    init_with(
+        TelemetryOptions::from_config(config),
+        config.telemetry.shutdown_timeout,
+    )
+}
+
+/// [`init`] with explicit options.
+pub fn init_with(
+    opts: TelemetryOptions,
+    shutdown_timeout: Duration,
+) -> Result<TelemetryGuard, TelemetryError> {
+    let telemetry = Arc::new(Telemetry::build(&opts)?);
+    let subscriber = tracing_subscriber::registry()
+        .with(stdout_layer())
+        .with(telemetry.layer());
+    tracing::subscriber::set_global_default(subscriber)
+        .map_err(|_| TelemetryError::AlreadyInstalled)?;
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(mp) = telemetry.meter_provider() {
+        opentelemetry::global::set_meter_provider(mp.clone());
+    }
+    let _ = GLOBAL.set(telemetry.clone());
+    let signals = telemetry.signals();
+    tracing::info!(
+        traces = signals.traces,
+        metrics = signals.metrics,
+        logs = signals.logs,
+        sampling_ratio = telemetry.sampling().ratio(),
+        "telemetry initialised"
+    );
+    Ok(TelemetryGuard {
+        telemetry,
+        shutdown_timeout,
+    })
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The W3C trace context of incoming HTTP headers (empty when absent or invalid).
+pub fn extract_http(headers: &http::HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// `(traceparent, tracestate)` of an OpenTelemetry context; `(None, None)` when it has no
+/// valid span.
+pub fn traceparent_of(cx: &Context) -> (Option<String>, Option<String>) {
+    if !cx.span().span_context().is_valid() {
+        return (None, None);
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(cx, &mut carrier);
+    (
+        carrier.remove("traceparent"),
+        carrier.remove("tracestate").filter(|s| !s.is_empty()),
+    )
+}
+
+/// `(traceparent, tracestate)` of the current `tracing` span, for outbox rows and outgoing
+/// messages. `(None, None)` outside any span or without the OpenTelemetry layer.
+pub fn inject_current() -> (Option<String>, Option<String>) {
+    traceparent_of(&tracing::Span::current().context())
+}
+
+/// The remote parent described by stored or received `traceparent`/`tracestate` values (an
+/// empty context when `traceparent` is absent or invalid). Set it as a span's parent with
+/// `OpenTelemetrySpanExt::set_parent` before entering the span.
+pub fn context_from(traceparent: Option<&str>, tracestate: Option<&str>) -> Context {
+    let mut carrier = HashMap::new();
+    if let Some(tp) = traceparent {
+        carrier.insert("traceparent".to_owned(), tp.to_owned());
+    }
+    if let Some(ts) = tracestate {
+        carrier.insert("tracestate".to_owned(), ts.to_owned());
+    }
+    TraceContextPropagator::new().extract(&carrier)
+}
+
+/// Record `err` on `span` as an OpenTelemetry `exception` event: `exception.type` is the
+/// stable error code, `exception.message` the error chain (`outer: cause: root cause`). Call it
+/// once, on the span that detected the error; parents only set their status.
+pub fn record_exception(
+    span: &tracing::Span,
+    code: &'static str,
+    err: &(dyn std::error::Error + 'static),
+) {
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    span.add_event(
+        "exception",
+        vec![
+            KeyValue::new("exception.type", code),
+            KeyValue::new("exception.message", chain),
+        ],
+    );
+}
+
+/// A client span around one database call, exported as `db.<operation>` with
+/// `db.system.name` (`sqlite`/`postgres`) and `db.operation.name`.
+pub fn db_span(system: &'static str, operation: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "db",
+        otel.name = %format_args!("db.{operation}"),
+        otel.kind = "client",
+        db.system.name = system,
+        db.operation.name = operation,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Run a call (typically a database call) inside `span`; a failure is recorded on that
+/// span, where it was detected: status `ERROR` and an `exception` event whose type is
+/// `code(&error)` (a stable error code).
+pub async fn traced<T, E>(
+    span: tracing::Span,
+    code: impl FnOnce(&E) -> &'static str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E>
+where
+    E: std::error::Error + 'static,
+{
+    use tracing::Instrument as _;
+    // sqlx's SQLite worker thread keeps the `Span::current()` of a connection's commands
+    // alive after the call returns. Were that the db span, its tracing parents (up to
+    // `http.server`) could not close, and the request's root span would not be exported until
+    // the connection is used again. The driver therefore sees a detached carrier span (no
+    // tracing parent, never exported) inside the db span.
+    let carrier = tracing::info_span!(target: DB_CARRIER_TARGET, parent: None, "db.driver");
+    let result = call.instrument(carrier).instrument(span.clone()).await;
+    if let Err(e) = &result {
+        span.record("otel.status_code", "ERROR");
+        record_exception(&span, code(e), e);
+    }
+    result
+}
+
+/// Trace id of a context as 32 lower-case hex digits, if valid.
+pub fn trace_id_of(cx: &Context) -> Option<String> {
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_context_round_trips_through_strings() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = context_from(Some(tp), Some("vendor=1"));
+        assert_eq!(
+            trace_id_of(&cx).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        let (p, s) = traceparent_of(&cx);
+        assert_eq!(p.as_deref(), Some(tp));
+        assert_eq!(s.as_deref(), Some("vendor=1"));
+        assert_eq!(
+            traceparent_of(&context_from(Some("garbage"), None)),
+            (None, None)
+        );
+        assert_eq!(inject_current(), (None, None));
+    }
+
+    #[test]
+    fn config_validation_names_the_key() {
+        let mut c = TelemetryConfig::default();
+        assert!(c.validate().is_ok());
+        c.sampling.ratio = 1.5;
+        assert_eq!(c.validate().unwrap_err().0, "telemetry.sampling.ratio");
+        c.sampling.ratio = 0.5;
+        c.sampling.routes.insert("v1/orders".to_owned(), 0.1);
+        assert_eq!(c.validate().unwrap_err().0, "telemetry.sampling.routes");
+    }
+
+    #[test]
+    fn resource_has_the_identity_attributes() {
+        let opts = TelemetryOptions {
+            service_name: "weir-test".to_owned(),
+            service_version: "1.2.3".to_owned(),
+            instance_id: "i-1".to_owned(),
+            environment: "staging".to_owned(),
+            region: Some("eu-west-1".to_owned()),
+            sampling: SamplingConfig::default(),
+            export: Export::Disabled,
+            meter_provider: false,
+        };
+        let r = resource(&opts);
+        let get = |k: &'static str| {
+            r.get(&opentelemetry::Key::from_static_str(k))
+                .map(|v| v.to_string())
+        };
+        assert_eq!(get("service.version").as_deref(), Some("1.2.3"));
+        assert_eq!(
+            get("deployment.environment.name").as_deref(),
+            Some("staging")
+        );
+        assert_eq!(get("cloud.region").as_deref(), Some("eu-west-1"));
+        assert!(get("service.instance.id").is_some());
+        assert_eq!(Export::Disabled.signals(), Signals::default());
+    }
+}
