@@ -262,6 +262,22 @@ pub enum TransitionOutcome {
     Stale,
 }
 
+/// Result of [`Store::transition_order_once`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a one-off return value, never stored in bulk; unboxed keeps matching simple"
+)]
+pub enum InboxOutcome {
+    /// The transition and the inbox record were committed together.
+    Applied(OrderRecord),
+    /// The consumer had already recorded this message id: nothing was written.
+    Duplicate,
+    /// The order's version was not `expected_version` (or the order is gone): nothing was
+    /// written, not even the inbox record, so the message can be processed again.
+    Stale,
+}
+
 /// Unpublished outbox backlog, for metrics and readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OutboxStats {
@@ -536,6 +552,62 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// Row counts for crash-safety tests.
     async fn count_rows(&self) -> Result<RowCounts, StoreError>;
+
+    /// Claims up to `limit` unpublished outbox events for the relay `claimant` until
+    /// `now + lease`, in `seq` order, and returns them in `seq` order.
+    ///
+    /// A row is claimable when it is unpublished and not leased (no lease or an expired one).
+    /// A row is skipped while an earlier unpublished row of the same `subject` (order) is
+    /// leased, by anyone, so events of one order are never published by two relays at once
+    /// nor out of order (a deferred row, see [`Store::release_outbox`], holds back the later
+    /// events of its order too). On PostgreSQL
+    /// claims are serialized by a transaction-scoped advisory lock and rows are picked with
+    /// `FOR UPDATE SKIP LOCKED`; on SQLite the write lock of `BEGIN IMMEDIATE` does the same.
+    async fn claim_outbox(
+        &self,
+        claimant: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Marks these events published at `now` and drops their leases; returns how many rows
+    /// changed (already published rows are left alone).
+    async fn mark_published(&self, ids: &[Uuid], now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// After a failed publish of these unpublished events held by `claimant`: counts the
+    /// attempt (`publish_attempts + 1`) and either gives the leases back at once
+    /// (`retry_at = None`: any relay may retry them) or keeps them until `retry_at` (a
+    /// deferred retry, e.g. after the broker returned the message as unroutable).
+    async fn release_outbox(
+        &self,
+        claimant: &str,
+        ids: &[Uuid],
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+
+    /// Whether `consumer` already recorded `message_id` (a cheap pre-check; the authoritative
+    /// dedupe is the inbox insert inside [`Store::transition_order_once`]).
+    async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError>;
+
+    /// In ONE transaction: records `(consumer, message_id)` in the inbox and applies the
+    /// transition like [`Store::transition_order`]. A message id the consumer already recorded
+    /// yields [`InboxOutcome::Duplicate`]; a version mismatch [`InboxOutcome::Stale`]; either
+    /// way nothing is written. Concurrent calls with one message id apply at most once.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "mirrors transition_order plus the inbox key; a struct would only rename them"
+    )]
+    async fn transition_order_once(
+        &self,
+        consumer: &str,
+        message_id: &str,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<InboxOutcome, StoreError>;
 }
 
 /// Opens a pool for `url`: `sqlite:` URLs (e.g. `sqlite://weir.db`, `sqlite::memory:`) give a

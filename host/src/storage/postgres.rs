@@ -16,11 +16,11 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{
-    BEGIN_ATTEMPTS, EventRecord, ExistingKey, IdempotencyBegin, KeyDecision, NewEvent, OrderFilter,
-    OrderLineRecord, OrderRecord, OrderStatus, OutboxStats, PluginRef, Product, RowCounts, Store,
-    StoreError, StoreOptions, StoredResponse, TransitionOutcome, add_duration, classify,
-    decide_existing, elapsed, events_limit, page_limit, parse_status, quantity_from_db, redact_url,
-    status_from_db,
+    BEGIN_ATTEMPTS, EventRecord, ExistingKey, IdempotencyBegin, InboxOutcome, KeyDecision,
+    NewEvent, OrderFilter, OrderLineRecord, OrderRecord, OrderStatus, OutboxStats, PluginRef,
+    Product, RowCounts, Store, StoreError, StoreOptions, StoredResponse, TransitionOutcome,
+    add_duration, classify, decide_existing, elapsed, events_limit, page_limit, parse_status,
+    quantity_from_db, redact_url, status_from_db,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -36,6 +36,9 @@ pub(crate) fn is_transient_pg_code(code: &str) -> bool {
             "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P02" | "57P03"
         )
 }
+
+/// Key of the transaction-scoped advisory lock that serializes outbox claims ("weir" + 1).
+const OUTBOX_CLAIM_LOCK: i64 = 0x7765_6972_0001;
 
 fn db_err(err: sqlx::Error) -> StoreError {
     classify(err, is_transient_pg_code)
@@ -729,6 +732,151 @@ impl Store for PgStore {
             outbox_events: count("outbox_events")?,
             idempotency_completed: count("completed")?,
         })
+    }
+
+    async fn claim_outbox(
+        &self,
+        claimant: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Claims are short; serializing them makes the per-subject ordering check below exact
+        // (no two claimers can both see an earlier row of a subject as unleased).
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_CLAIM_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let rows = sqlx::query(concat!(
+            "UPDATE outbox_events SET claimed_by = $1, claimed_until = $3 WHERE seq IN ( \
+               SELECT e.seq FROM outbox_events e \
+               WHERE e.published_at IS NULL \
+                 AND (e.claimed_until IS NULL OR e.claimed_until <= $2) \
+                 AND NOT EXISTS ( \
+                   SELECT 1 FROM outbox_events p \
+                   WHERE p.subject = e.subject AND p.published_at IS NULL AND p.seq < e.seq \
+                     AND p.claimed_until > $2) \
+               ORDER BY e.seq LIMIT $4 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING ",
+            event_columns!()
+        ))
+        .bind(claimant)
+        .bind(now)
+        .bind(add_duration(now, lease))
+        .bind(events_limit(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await.map_err(db_err)?;
+        events.sort_by_key(|e| e.seq);
+        Ok(events)
+    }
+
+    async fn mark_published(&self, ids: &[Uuid], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query(
+            "UPDATE outbox_events SET published_at = $1, claimed_by = NULL, claimed_until = NULL \
+             WHERE published_at IS NULL AND id = ANY($2)",
+        )
+        .bind(now)
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release_outbox(
+        &self,
+        claimant: &str,
+        ids: &[Uuid],
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox_events SET \
+             claimed_by = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE claimed_by END, \
+             claimed_until = $3, publish_attempts = publish_attempts + 1 \
+             WHERE published_at IS NULL AND claimed_by = $1 AND id = ANY($2)",
+        )
+        .bind(claimant)
+        .bind(ids)
+        .bind(retry_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM inbox_messages WHERE consumer = $1 AND message_id = $2)",
+        )
+        .bind(consumer)
+        .bind(message_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn transition_order_once(
+        &self,
+        consumer: &str,
+        message_id: &str,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<InboxOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // A concurrent insert of the same key waits on the unique index until the other
+        // transaction ends, then does nothing: at most one of them applies.
+        let recorded = sqlx::query(
+            "INSERT INTO inbox_messages (consumer, message_id, received_at) \
+             VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(message_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if recorded.rows_affected() != 1 {
+            return Ok(InboxOutcome::Duplicate);
+        }
+        let updated = sqlx::query(
+            "UPDATE orders SET status = $1, version = version + 1, updated_at = $2 \
+             WHERE id = $3 AND version = $4",
+        )
+        .bind(new_status.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if updated.rows_affected() != 1 {
+            // Dropping the transaction rolls the inbox record back too.
+            return Ok(InboxOutcome::Stale);
+        }
+        Self::insert_events(&mut tx, events).await?;
+        let order = Self::fetch_order(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished mid-transaction")))?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(InboxOutcome::Applied(order))
     }
 }
 

@@ -24,11 +24,11 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 use super::{
-    BEGIN_ATTEMPTS, EventRecord, ExistingKey, IdempotencyBegin, KeyDecision, NewEvent, OrderFilter,
-    OrderLineRecord, OrderRecord, OrderStatus, OutboxStats, PluginRef, Product, RowCounts, Store,
-    StoreError, StoreOptions, StoredResponse, TransitionOutcome, add_duration, classify,
-    decide_existing, elapsed, events_limit, page_limit, parse_status, quantity_from_db, redact_url,
-    status_from_db,
+    BEGIN_ATTEMPTS, EventRecord, ExistingKey, IdempotencyBegin, InboxOutcome, KeyDecision,
+    NewEvent, OrderFilter, OrderLineRecord, OrderRecord, OrderStatus, OutboxStats, PluginRef,
+    Product, RowCounts, Store, StoreError, StoreOptions, StoredResponse, TransitionOutcome,
+    add_duration, classify, decide_existing, elapsed, events_limit, page_limit, parse_status,
+    quantity_from_db, redact_url, status_from_db,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -769,6 +769,143 @@ impl Store for SqliteStore {
             outbox_events: count("outbox_events")?,
             idempotency_completed: count("completed")?,
         })
+    }
+
+    async fn claim_outbox(
+        &self,
+        claimant: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(concat!(
+            "UPDATE outbox_events SET claimed_by = ?1, claimed_until = ?3 WHERE seq IN ( \
+               SELECT e.seq FROM outbox_events e \
+               WHERE e.published_at IS NULL \
+                 AND (e.claimed_until IS NULL OR e.claimed_until <= ?2) \
+                 AND NOT EXISTS ( \
+                   SELECT 1 FROM outbox_events p \
+                   WHERE p.subject = e.subject AND p.published_at IS NULL AND p.seq < e.seq \
+                     AND p.claimed_until > ?2) \
+               ORDER BY e.seq LIMIT ?4) \
+             RETURNING ",
+            event_columns!()
+        ))
+        .bind(claimant)
+        .bind(ts(now))
+        .bind(ts(add_duration(now, lease)))
+        .bind(events_limit(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let mut events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await.map_err(db_err)?;
+        events.sort_by_key(|e| e.seq);
+        Ok(events)
+    }
+
+    async fn mark_published(&self, ids: &[Uuid], now: DateTime<Utc>) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = ids.iter().copied().map(id_text).collect();
+        let done = sqlx::query(
+            "UPDATE outbox_events SET published_at = ?, claimed_by = NULL, claimed_until = NULL \
+             WHERE published_at IS NULL AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ts(now))
+        .bind(Json(ids))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn release_outbox(
+        &self,
+        claimant: &str,
+        ids: &[Uuid],
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = ids.iter().copied().map(id_text).collect();
+        sqlx::query(
+            "UPDATE outbox_events SET claimed_by = CASE WHEN ?1 IS NULL THEN NULL ELSE claimed_by END, \
+             claimed_until = ?1, publish_attempts = publish_attempts + 1 \
+             WHERE published_at IS NULL AND claimed_by = ?2 \
+             AND id IN (SELECT value FROM json_each(?3))",
+        )
+        .bind(retry_at.map(ts))
+        .bind(claimant)
+        .bind(Json(ids))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM inbox_messages WHERE consumer = ? AND message_id = ?)",
+        )
+        .bind(consumer)
+        .bind(message_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)
+    }
+
+    async fn transition_order_once(
+        &self,
+        consumer: &str,
+        message_id: &str,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<InboxOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let recorded = sqlx::query(
+            "INSERT INTO inbox_messages (consumer, message_id, received_at) VALUES (?, ?, ?) \
+             ON CONFLICT (consumer, message_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(message_id)
+        .bind(ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if recorded.rows_affected() != 1 {
+            return Ok(InboxOutcome::Duplicate);
+        }
+        let updated = sqlx::query(
+            "UPDATE orders SET status = ?, version = version + 1, updated_at = ? \
+             WHERE id = ? AND version = ?",
+        )
+        .bind(new_status.as_str())
+        .bind(ts(now))
+        .bind(id_text(id))
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        if updated.rows_affected() != 1 {
+            // Dropping the transaction rolls the inbox record back too.
+            return Ok(InboxOutcome::Stale);
+        }
+        Self::insert_events(&mut tx, events).await?;
+        let order = Self::fetch_order(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished mid-transaction")))?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(InboxOutcome::Applied(order))
     }
 }
 

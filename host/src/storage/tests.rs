@@ -594,6 +594,211 @@ async fn outbox_stats_report_the_backlog(store: Arc<dyn Store>) {
     );
 }
 
+async fn outbox_claims_are_leased_ordered_and_exclusive(store: Arc<dyn Store>) {
+    const LEASE: Duration = Duration::from_secs(30);
+    // Order A has two events, order B one; seq order is A1, B1, A2.
+    let a = order(order_id(1), "alice", t0());
+    let b = order(order_id(2), "bob", t0());
+    let a1 = event(a.id, "order.placed", t0());
+    store
+        .create_order(&a, std::slice::from_ref(&a1), None)
+        .await
+        .unwrap();
+    let b1 = event(b.id, "order.placed", t0());
+    store
+        .create_order(&b, std::slice::from_ref(&b1), None)
+        .await
+        .unwrap();
+    let a2 = event(a.id, "order.paid", at(1));
+    assert!(matches!(
+        store
+            .transition_order(a.id, 1, OrderStatus::Paid, std::slice::from_ref(&a2), at(1))
+            .await
+            .unwrap(),
+        TransitionOutcome::Applied(_)
+    ));
+
+    // Relay r1 claims one row: the oldest.
+    let r1 = store.claim_outbox("r1", t0(), LEASE, 1).await.unwrap();
+    assert_eq!(r1.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a1.id]);
+    // Relay r2 gets B1 but not A2: A1 of the same order is leased by r1.
+    let r2 = store.claim_outbox("r2", t0(), LEASE, 10).await.unwrap();
+    assert_eq!(r2.iter().map(|e| e.id).collect::<Vec<_>>(), vec![b1.id]);
+    // Leased rows are nobody's to claim again, not even their holder's.
+    assert!(
+        store
+            .claim_outbox("r2", t0(), LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .claim_outbox("r3", t0(), LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // r1 publishes A1: now A2 is claimable, in order.
+    assert_eq!(store.mark_published(&[a1.id], at(2)).await.unwrap(), 1);
+    assert_eq!(store.mark_published(&[a1.id], at(3)).await.unwrap(), 0);
+    let r3 = store.claim_outbox("r3", at(2), LEASE, 10).await.unwrap();
+    assert_eq!(r3.iter().map(|e| e.id).collect::<Vec<_>>(), vec![a2.id]);
+
+    // r3's publish is returned: it defers A2 until t+7; nobody may take it before.
+    store
+        .release_outbox("r3", &[a2.id], Some(at(7)))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_outbox("r1", at(6), LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .claim_outbox("r3", at(7), LEASE, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // r3 then loses its link: A2 is released at once for anyone.
+    store.release_outbox("r3", &[a2.id], None).await.unwrap();
+    // A release by someone who does not hold the lease changes nothing.
+    store.release_outbox("r9", &[b1.id], None).await.unwrap();
+    assert!(
+        store
+            .claim_outbox("r1", at(2), LEASE, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.id == a2.id)
+    );
+
+    // An expired lease (r2 crashed holding B1) is claimable by another relay.
+    let later = at(2) + TimeDelta::from_std(LEASE).unwrap();
+    let taken = store.claim_outbox("r4", later, LEASE, 10).await.unwrap();
+    let ids: Vec<Uuid> = taken.iter().map(|e| e.id).collect();
+    assert!(ids.contains(&b1.id), "{ids:?}");
+    assert!(taken.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        store.mark_published(&ids, later).await.unwrap(),
+        ids.len() as u64
+    );
+    let stats = store.outbox_stats(later).await.unwrap();
+    assert_eq!(stats.unpublished, 3 - 1 - ids.len() as u64);
+    let feed = store.list_events(0, 10).await.unwrap();
+    assert!(
+        feed.iter()
+            .filter(|e| ids.contains(&e.id) || e.id == a1.id)
+            .all(|e| e.published_at.is_some())
+    );
+}
+
+async fn concurrent_claims_never_overlap(store: Arc<dyn Store>) {
+    for i in 0..40u64 {
+        let o = order(order_id(100 + i), "carol", t0());
+        store
+            .create_order(&o, &[event(o.id, "order.placed", t0())], None)
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for r in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let me = format!("relay-{r}");
+            let mut mine = Vec::new();
+            loop {
+                let batch = store
+                    .claim_outbox(&me, t0(), Duration::from_secs(30), 3)
+                    .await
+                    .unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                let ids: Vec<Uuid> = batch.iter().map(|e| e.id).collect();
+                store.mark_published(&ids, t0()).await.unwrap();
+                mine.extend(ids);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let distinct: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 40, "every row claimed exactly once");
+    assert_eq!(distinct.len(), 40);
+}
+
+async fn transition_once_applies_each_message_once(store: Arc<dyn Store>) {
+    let o = order(order_id(7), "dora", t0());
+    store.create_order(&o, &[], None).await.unwrap();
+    assert!(!store.inbox_contains("payments", "m-1").await.unwrap());
+    // A stale version writes nothing, not even the inbox record.
+    assert_eq!(
+        store
+            .transition_order_once("payments", "m-1", o.id, 5, OrderStatus::Paid, &[], at(1))
+            .await
+            .unwrap(),
+        InboxOutcome::Stale
+    );
+    assert!(!store.inbox_contains("payments", "m-1").await.unwrap());
+    let paid = event(o.id, "order.paid", at(1));
+    let applied = store
+        .transition_order_once(
+            "payments",
+            "m-1",
+            o.id,
+            1,
+            OrderStatus::Paid,
+            &[paid],
+            at(1),
+        )
+        .await
+        .unwrap();
+    let InboxOutcome::Applied(updated) = applied else {
+        panic!("expected applied, got {applied:?}");
+    };
+    assert_eq!((updated.status, updated.version), (OrderStatus::Paid, 2));
+    assert!(store.inbox_contains("payments", "m-1").await.unwrap());
+    // The duplicate writes nothing: same version, no second event.
+    assert_eq!(
+        store
+            .transition_order_once("payments", "m-1", o.id, 2, OrderStatus::Shipped, &[], at(2))
+            .await
+            .unwrap(),
+        InboxOutcome::Duplicate
+    );
+    let now = store.get_order(o.id).await.unwrap().unwrap();
+    assert_eq!((now.status, now.version), (OrderStatus::Paid, 2));
+    assert_eq!(store.count_rows().await.unwrap().outbox_events, 1);
+    // Concurrent deliveries of one new message id: exactly one applies.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .transition_order_once("payments", "m-2", o.id, 2, OrderStatus::Shipped, &[], at(3))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), InboxOutcome::Applied(_)) {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(store.get_order(o.id).await.unwrap().unwrap().version, 3);
+}
+
 async fn debug_has_no_password(store: Arc<dyn Store>) {
     let debug = format!("{store:?}");
     assert!(!debug.contains("s3cret"), "{debug}");
@@ -663,6 +868,9 @@ both_backends!(
     events_feed_is_ordered,
     record_inbox_dedupes_per_consumer,
     outbox_stats_report_the_backlog,
+    outbox_claims_are_leased_ordered_and_exclusive,
+    concurrent_claims_never_overlap,
+    transition_once_applies_each_message_once,
     debug_has_no_password,
 );
 

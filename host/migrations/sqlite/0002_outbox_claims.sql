@@ -1,0 +1,9 @@
+-- Outbox relay leases (issue 6): a relay claims unpublished rows for a bounded time, so several
+-- relays never publish the same row concurrently and a crashed relay's rows become claimable
+-- again once its lease expires. Timestamps use the fixed-width text form of 0001.
+ALTER TABLE outbox_events ADD COLUMN claimed_by TEXT;
+ALTER TABLE outbox_events ADD COLUMN claimed_until TEXT;
+
+-- Per-order ordering check of the claim query: the earliest unpublished row of a subject.
+CREATE INDEX outbox_events_unpublished_subject_idx
+    ON outbox_events (subject, seq) WHERE published_at IS NULL;
