@@ -136,6 +136,19 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// Which plugins run and with what configuration.
     pub plugins: PluginsConfig,
+    /// RabbitMQ URL (`AMQP_URL`); set, events go over the broker (outbox relay, consumer,
+    /// backpressure); unset, the embedded default serves them at `/v1/events`. The password
+    /// is redacted wherever the URL is shown.
+    pub amqp_url: Option<crate::events::AmqpUrl>,
+    /// Exchange, queue, retry and backpressure settings of the broker path.
+    pub events: crate::events::EventsConfig,
+    /// Edge and dependency policies, and the catalog cache.
+    pub policy: crate::policy::PolicyConfig,
+    /// Telemetry: service name, sampling, shutdown flush bound (OTLP export itself is
+    /// configured by the standard `OTEL_*` environment variables).
+    pub telemetry: crate::telemetry::TelemetryConfig,
+    /// Graceful shutdown: pre-stop delay, drain deadline, interrupt grace.
+    pub shutdown: crate::shutdown::ShutdownConfig,
 }
 
 impl Default for Config {
@@ -154,6 +167,11 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             runtime: RuntimeConfig::default(),
             plugins: PluginsConfig::default(),
+            amqp_url: None,
+            events: crate::events::EventsConfig::default(),
+            policy: crate::policy::PolicyConfig::default(),
+            telemetry: crate::telemetry::TelemetryConfig::default(),
+            shutdown: crate::shutdown::ShutdownConfig::default(),
         }
     }
 }
@@ -261,6 +279,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     /// `WEIR_ADMIN_TOKEN`.
     pub admin_token: Option<String>,
+    /// `AMQP_URL`.
+    pub amqp_url: Option<String>,
 }
 
 /// Configuration that cannot be used.
@@ -328,6 +348,9 @@ impl Config {
         if let Some(v) = &o.database_url {
             self.database_url = Some(DatabaseUrl::new(v.clone()));
         }
+        if let Some(v) = &o.amqp_url {
+            self.amqp_url = Some(crate::events::AmqpUrl::new(v.clone()));
+        }
         if let Some(v) = &o.admin_token {
             self.admin_token = Some(Secret::new(v.clone()));
         }
@@ -388,9 +411,27 @@ impl Config {
                 "must be longer than http.request_timeout_ms",
             );
         }
+        if let Err((key, reason)) = self.telemetry.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Err((key, reason)) = self.shutdown.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
+        if let Some(url) = &self.amqp_url
+            && !url.expose().starts_with("amqp://")
+        {
+            return invalid(
+                "amqp_url",
+                "must start with amqp:// (this build has no TLS support for amqps://)",
+            );
+        }
+        if let Err((key, reason)) = self.events.validate() {
+            return Err(ConfigError::Invalid { key, reason });
+        }
         if self.plugins.orders.is_empty() {
             return invalid("plugins.orders", "must name a plugin");
         }
+        self.policy.validate()?;
         Ok(())
     }
 

@@ -1,7 +1,12 @@
-//! The operations listener: `/livez`, `/readyz`, `/infoz`.
+//! The operations listener: `/livez`, `/readyz`, `/infoz`, and the admin endpoints of
+//! [`crate::telemetry::admin`] and [`crate::admin`] (bearer token; disabled without one).
+//!
+//! Readiness also fails while the instance drains (`draining`, from the first shutdown
+//! signal on) or when an operator took it out of rotation (`in_rotation`); liveness does not.
 //!
 //! Liveness only says the process and its async runtime respond. Readiness checks the
-//! database (bounded by a timeout) and that the orders plugin has an active version, with a
+//! database (bounded by a timeout), the circuit breakers of essential dependencies, and that
+//! the orders plugin has an active version, with a
 //! per-check JSON body and 503 when any check fails.
 
 use std::time::Duration;
@@ -81,6 +86,76 @@ async fn readyz(State(app): State<AppState>) -> Response {
             Err(_) => format!("no active version of {}", app.config.plugins.orders),
         }),
     });
+    // An open breaker on an essential dependency makes the instance unready; an optional
+    // one (the cache) is reported but does not. Once the open period ends the breaker
+    // reports half-open and readiness returns, so traffic can probe the dependency.
+    for b in app.deps.breakers() {
+        let open = b.state == crate::policy::circuit_breaker::BreakerState::Open;
+        checks.push(Check {
+            name: match b.name {
+                "database" => "database.breaker",
+                "cache" => "cache.breaker",
+                _ => "breaker",
+            },
+            ok: !(open && b.essential),
+            detail: Some(match b.retry_after_ms {
+                Some(ms) if open => format!("open: recent calls failed; probing in {ms}ms"),
+                _ => b.state.as_str().to_owned(),
+            }),
+        });
+    }
+    // The broker is degraded, never failing: orders are still accepted and their events wait
+    // in the outbox (backpressure, not readiness, limits how far that goes).
+    if let Some(broker) = app.events.broker_health() {
+        let link = |name: &str, l: &crate::events::LinkState| {
+            if l.connected {
+                None
+            } else {
+                Some(format!(
+                    "{name} disconnected since {}{}",
+                    l.since.to_rfc3339(),
+                    l.last_error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                ))
+            }
+        };
+        let problems: Vec<String> = [
+            link("relay", &broker.relay),
+            link("consumer", &broker.consumer),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        checks.push(Check {
+            name: "broker",
+            ok: true,
+            detail: Some(if problems.is_empty() {
+                "connected".to_owned()
+            } else {
+                format!(
+                    "degraded: {}; events wait in the outbox",
+                    problems.join("; ")
+                )
+            }),
+        });
+    }
+    // Shutdown latches: checked last so a draining instance still reports its dependencies.
+    checks.push(Check {
+        name: "draining",
+        ok: !app.shutdown.is_draining(),
+        detail: app
+            .shutdown
+            .is_draining()
+            .then(|| "shutting down: finishing in-flight work".to_owned()),
+    });
+    checks.push(Check {
+        name: "in_rotation",
+        ok: app.shutdown.in_rotation(),
+        detail: (!app.shutdown.in_rotation())
+            .then(|| "taken out of rotation by an operator (PUT /admin/rotation)".to_owned()),
+    });
     let ready = checks.iter().all(|c| c.ok);
     let status = if ready {
         StatusCode::OK
@@ -135,6 +210,23 @@ async fn infoz(State(app): State<AppState>) -> Json<serde_json::Value> {
             "in_flight": app.runtime.in_flight(),
             "budget": app.runtime.config().budget,
         },
+        "telemetry": crate::telemetry::info(),
+        "events": app.events.info(),
+        "features": {
+            "admin_api": app.config.admin_token.is_some(),
+            "broker_events": app.config.amqp_url.is_some(),
+            "redis_cache": app.config.policy.cache.redis_url.is_some(),
+            "plugins_dir": app.config.plugins.dir.is_some(),
+            "demo_catalog": app.config.seed_demo_catalog,
+        },
+        "shutdown": {
+            "draining": app.shutdown.is_draining(),
+            "in_rotation": app.shutdown.in_rotation(),
+            "in_flight_requests": app.shutdown.in_flight_requests(),
+            "pre_stop_delay_ms": app.config.shutdown.pre_stop_delay.as_millis() as u64,
+            "drain_deadline_ms": app.config.shutdown.drain_deadline.as_millis() as u64,
+        },
+        "workers": app.shutdown.supervisor().view(),
     }))
 }
 
@@ -144,5 +236,8 @@ pub fn router(state: AppState) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/infoz", get(infoz))
+        .route("/metrics", get(crate::metrics::handler))
+        .merge(crate::telemetry::admin::router())
+        .merge(crate::admin::router())
         .with_state(state)
 }

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use weir_host::config::{Config, Overrides};
@@ -25,6 +24,35 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Inspect and replay the consumer's dead-letter queue (needs AMQP_URL).
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Print dead-lettered messages (oldest first) as JSON lines; they stay in the DLQ.
+    List {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Move dead-lettered messages back to the consumer queue (duplicates are absorbed by
+    /// the consumer's inbox).
+    Replay {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Only the message with this message id.
+        #[arg(long)]
+        id: Option<String>,
     },
 }
 
@@ -48,19 +76,32 @@ struct CommonArgs {
     /// Bearer token of the admin endpoints (disabled when unset).
     #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Redis URL of the shared catalog cache (in-process cache when unset).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// RabbitMQ URL (`amqp://user:pass@host:5672/vhost`): events go over the broker. Unset,
+    /// the embedded default serves them at `/v1/events`.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    amqp_url: Option<String>,
 }
 
 impl CommonArgs {
     fn load(self) -> Result<Config, String> {
-        Config::load(&Overrides {
+        let redis_url = self.redis_url;
+        let mut config = Config::load(&Overrides {
             config_file: self.config,
             listen: self.listen,
             ops_listen: self.ops_listen,
             data_dir: self.data_dir,
             database_url: self.database_url,
             admin_token: self.admin_token,
+            amqp_url: self.amqp_url,
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        if redis_url.is_some() {
+            config.policy.cache.redis_url = redis_url;
+        }
+        Ok(config)
     }
 }
 
@@ -94,13 +135,33 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
-            weir_host::telemetry::init_logging();
             let config = match args.load() {
                 Ok(c) => c,
                 Err(e) => {
+                    weir_host::telemetry::init_logging();
                     tracing::error!(error = %e, "invalid configuration");
                     eprintln!("error: {e}");
                     return ExitCode::from(2);
+                }
+            };
+            // Before the server: runtime metrics bind to the global meter provider at start.
+            let telemetry = match weir_host::telemetry::init(&config) {
+                Ok(t) => t,
+                Err(e) => {
+                    weir_host::telemetry::init_logging();
+                    tracing::error!(error = %e, "telemetry set-up failed");
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            // Before serving, so a signal arriving during start-up is not lost.
+            let mut signals = match weir_host::shutdown::Signals::install() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install signal handlers");
+                    eprintln!("error: cannot install signal handlers: {e}");
+                    telemetry.shutdown().await;
+                    return ExitCode::FAILURE;
                 }
             };
             let server = match weir_host::server::Server::start(config).await {
@@ -108,12 +169,26 @@ async fn run(cli: Cli) -> ExitCode {
                 Err(e) => {
                     tracing::error!(error = %e, "start-up failed");
                     eprintln!("error: {e}");
+                    telemetry.shutdown().await;
                     return ExitCode::FAILURE;
                 }
             };
-            wait_for_signal().await;
-            tracing::info!("shutdown requested; draining");
-            server.shutdown(Duration::from_secs(10)).await;
+            let signal = signals.recv().await;
+            tracing::info!(signal, "shutdown requested; draining");
+            // The coordinator (`weir_host::shutdown`); a second signal cuts it short.
+            tokio::select! {
+                _report = server.drain() => {}
+                second = signals.recv() => {
+                    tracing::error!(
+                        signal = second,
+                        exit_code = weir_host::shutdown::EXIT_FORCED,
+                        "shutdown: second signal; exiting immediately without finishing the drain"
+                    );
+                    std::process::exit(i32::from(weir_host::shutdown::EXIT_FORCED));
+                }
+            }
+            // Last: flush spans, metrics and logs of the drain itself (bounded, off-runtime).
+            telemetry.shutdown().await;
             tracing::info!("shutdown complete");
             ExitCode::SUCCESS
         }
@@ -155,6 +230,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Dlq { command } => dlq(command).await,
         Command::Plugin {
             command: PluginCommand::Check { file, json },
         } => match weir_host::plugin_check::check(&file).await {
@@ -177,23 +253,46 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
+async fn dlq(command: DlqCommand) -> ExitCode {
+    let (args, limit, id, replay) = match command {
+        DlqCommand::List { common, limit } => (common, limit, None, false),
+        DlqCommand::Replay { common, limit, id } => (common, limit, id, true),
     };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let config = match args.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    let Some(url) = config.amqp_url.clone() else {
+        eprintln!("error: AMQP_URL (or amqp_url) is not set: there is no dead-letter queue");
+        return ExitCode::from(2);
+    };
+    let events = &config.events;
+    if replay {
+        match weir_host::events::dlq::replay(&url, events, limit, id.as_deref()).await {
+            Ok(report) => {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    } else {
+        match weir_host::events::dlq::list(&url, events, limit).await {
+            Ok(messages) => {
+                for m in messages {
+                    println!("{}", serde_json::to_string(&m).unwrap_or_default());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
     }
 }

@@ -3,6 +3,9 @@
 //! [`Server::start`] opens the store and migrates it, seeds the demo catalog, builds the plugin
 //! runtime, admits the built-in reference plugin and any components in `plugins.dir`, binds
 //! the API and operations listeners, and logs one line with the bound addresses.
+//! [`Server::drain`] hands everything to the shutdown coordinator ([`crate::shutdown::drain`]);
+//! background jobs run on the worker supervisor ([`crate::worker`]) of the one
+//! [`Shutdown`] handle, which also lives in [`AppState::shutdown`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,12 +14,13 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use crate::capabilities::catalog::StoreCatalog;
+use crate::cache::CatalogReader;
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::policy::dependency::{Dependencies, Dependency};
 use crate::runtime::{EngineError, LoadError, Registry, Runtime};
+use crate::shutdown::{DrainPlan, DrainReport, Shutdown, ShutdownConfig};
 use crate::storage::{self, Product, StoreError, StoreOptions};
 
 /// Why the server could not start.
@@ -55,6 +59,9 @@ pub enum StartError {
     /// The configured orders plugin is not loaded.
     #[error("plugins.orders is {0:?} but no loaded plugin has that name")]
     NoOrdersPlugin(String),
+    /// The catalog cache is misconfigured (e.g. an unparseable Redis URL).
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheSetupError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -96,14 +103,17 @@ pub struct Server {
     pub ops_addr: SocketAddr,
     /// Shared state (store, runtime, registry, config).
     pub state: AppState,
-    shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    listeners: Vec<JoinHandle<()>>,
 }
 
 impl Server {
     /// Start everything described in the module doc.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let config = Arc::new(config);
+        // First: instruments created below bind to the global meter provider.
+        if let Err(e) = crate::metrics::install() {
+            tracing::error!(error = %e, "metrics disabled");
+        }
         if config.database_url.is_none() {
             config
                 .ensure_data_dir()
@@ -137,10 +147,24 @@ impl Server {
             tracing::info!(products = demo_catalog().len(), "seeded the demo catalog");
         }
 
-        let runtime = Runtime::new(
-            config.runtime.clone(),
-            Arc::new(StoreCatalog(store.clone())),
+        // Catalog reads: cache (optional), then the database, each behind its own
+        // dependency stack (timeout, concurrency limit, breaker, retries; see `policy`).
+        let policy = &config.policy;
+        let deps = Arc::new(Dependencies {
+            database: Dependency::new("database", true, policy.database.clone()),
+            cache: (!policy.cache.ttl.is_zero())
+                .then(|| Dependency::new("cache", false, policy.cache.dependency.clone())),
+        });
+        let (catalog, cache_kind) = CatalogReader::new(
+            store.clone(),
+            &deps.database,
+            deps.cache.as_ref().map(|d| (d, &policy.cache)),
         )?;
+        tracing::info!(cache = cache_kind, "catalog read path ready");
+        let runtime = Runtime::new(config.runtime.clone(), Arc::new(catalog))?;
+        runtime
+            .plugin_breakers()
+            .configure(policy.plugin_breaker.clone());
         let registry = Arc::new(Registry::new());
         let plugin_config = |name: &str| -> BTreeMap<String, String> {
             config.plugins.config.get(name).cloned().unwrap_or_default()
@@ -187,6 +211,16 @@ impl Server {
             registry,
             config: config.clone(),
             event_source: "/weir/orders".to_owned(),
+            deps,
+            shutdown: Shutdown::new(),
+            events: match &config.amqp_url {
+                Some(url) => crate::events::EventsHandle::amqp(
+                    url.clone(),
+                    config.events.clone(),
+                    store.clone(),
+                ),
+                None => crate::events::EventsHandle::default(),
+            },
         };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -204,14 +238,23 @@ impl Server {
             source,
         })?;
 
-        let shutdown = CancellationToken::new();
-        let mut tasks = Vec::new();
+        let shutdown = state.shutdown.clone();
+        let mut listeners = Vec::new();
+        // Outermost API layer: count admitted requests so the drain can wait for them.
+        let api_router = http::router(state.clone()).layer(axum::middleware::from_fn_with_state(
+            shutdown.clone(),
+            crate::shutdown::track_requests,
+        ));
         for (listener, router, name) in [
-            (api, http::router(state.clone()), "api"),
+            (api, api_router, "api"),
             (ops, crate::health::router(state.clone()), "ops"),
         ] {
-            let token = shutdown.clone();
-            tasks.push(tokio::spawn(async move {
+            // Stop accepting at `stop_accepting`; keep-alive connections close after their
+            // current request.
+            let token = shutdown.listener_token();
+            listeners.push(tokio::spawn(async move {
+                // Connect info: the rate limit keys clients without an API key by peer IP.
+                let router = router.into_make_service_with_connect_info::<SocketAddr>();
                 let served = axum::serve(listener, router)
                     .with_graceful_shutdown(token.cancelled_owned())
                     .await;
@@ -220,7 +263,10 @@ impl Server {
                 }
             }));
         }
-        tasks.push(tokio::spawn(purge_loop(state.clone(), shutdown.clone())));
+        spawn_idempotency_purge(&state);
+        // Outbox relay, consumer and backpressure monitor (none in the embedded default), as
+        // supervised workers: the drain cancels and waits for them with the others.
+        crate::events::spawn(&state, shutdown.supervisor());
 
         tracing::info!(
             api = %api_addr,
@@ -233,26 +279,36 @@ impl Server {
             api_addr,
             ops_addr,
             state,
-            shutdown,
-            tasks,
+            listeners,
         })
     }
 
-    /// Stop accepting, finish in-flight requests, wait for plugin calls (up to `grace`),
-    /// and close the store.
-    pub async fn shutdown(self, grace: std::time::Duration) {
-        self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = tokio::time::timeout(grace, task).await;
-        }
-        if !self.state.runtime.drain(grace).await {
-            tracing::warn!(
-                in_flight = self.state.runtime.in_flight(),
-                "plugin calls still running at the drain deadline; interrupting"
-            );
-            self.state.runtime.interrupt_all();
-        }
-        self.state.store.close().await;
+    /// The graceful shutdown of [`crate::shutdown`] with the configured pre-stop delay and
+    /// drain deadline; call at the first SIGTERM/SIGINT.
+    pub async fn drain(self) -> DrainReport {
+        let config = self.state.config.shutdown.clone();
+        self.drain_with(config).await
+    }
+
+    /// The same drain without a pre-stop delay and with `grace` as its deadline (tests).
+    pub async fn shutdown(self, grace: std::time::Duration) -> DrainReport {
+        let config = ShutdownConfig {
+            pre_stop_delay: std::time::Duration::ZERO,
+            drain_deadline: grace,
+            ..self.state.config.shutdown.clone()
+        };
+        self.drain_with(config).await
+    }
+
+    async fn drain_with(self, config: ShutdownConfig) -> DrainReport {
+        let plan = DrainPlan {
+            config,
+            listeners: self.listeners,
+            background: Vec::new(),
+            runtime: self.state.runtime.clone(),
+            store: self.state.store.clone(),
+        };
+        crate::shutdown::drain(&self.state.shutdown, plan).await
     }
 }
 
@@ -271,20 +327,20 @@ fn admit(registry: &Registry, version: Arc<crate::runtime::PluginVersion>, sourc
     }
 }
 
-async fn purge_loop(state: AppState, shutdown: CancellationToken) {
-    let every = state.config.idempotency.purge_interval;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
-        }
-        let cutoff = Utc::now()
-            - chrono::Duration::from_std(state.config.idempotency.retention)
-                .unwrap_or(chrono::Duration::days(1));
-        match state.store.purge_idempotency(cutoff).await {
-            Ok(n) if n > 0 => tracing::info!(purged = n, "purged expired idempotency keys"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
-        }
-    }
+/// The idempotency purge, a periodic [`crate::worker`]: deletes keys older than
+/// `idempotency.retention` every `idempotency.purge_interval`.
+fn spawn_idempotency_purge(state: &AppState) {
+    let store = state.store.clone();
+    let idempotency = state.config.idempotency.clone();
+    state.shutdown.supervisor().periodic(
+        "idempotency.purge",
+        idempotency.purge_interval,
+        move || {
+            let store = store.clone();
+            let cutoff = Utc::now()
+                - chrono::Duration::from_std(idempotency.retention)
+                    .unwrap_or(chrono::Duration::days(1));
+            async move { store.purge_idempotency(cutoff).await }
+        },
+    );
 }

@@ -463,7 +463,10 @@ async fn every_error_code_is_produced_and_well_formed() {
     assert!(digest.is_none());
 
     // Interrupted by shutdown.
-    let s2 = TestServer::start(Backend::Sqlite, |_, _| {}).await;
+    let s2 = TestServer::start(Backend::Sqlite, |c, _| {
+        c.admin_token = Some(weir_host::config::Secret::new("admin-token-for-tests-0123"));
+    })
+    .await;
     s2.state().runtime.interrupt_all();
     let (status, headers, body) = send(
         s2.client
@@ -477,6 +480,19 @@ async fn every_error_code_is_produced_and_well_formed() {
     s2.state().store.close().await;
     let (status, headers, body) = send(s2.client.get(format!("{}/v1/products", s2.base))).await;
     check(status, &headers, &body, "STORAGE_UNAVAILABLE");
+    // Admin endpoints (operations listener): disabled without a configured token; 401 with a
+    // wrong bearer token.
+    let (status, headers, body) = send(c.get(format!("{}/admin/telemetry/sampling", s.ops))).await;
+    check(status, &headers, &body, "ADMIN_DISABLED");
+    let (status, headers, body) = send(
+        s2.client
+            .put(format!("{}/admin/telemetry/sampling", s2.ops))
+            .bearer_auth("not-the-admin-token-at-all")
+            .json(&json!({"ratio": 1.0})),
+    )
+    .await;
+    check(status, &headers, &body, "ADMIN_UNAUTHORIZED");
+    assert!(headers.contains_key("www-authenticate"), "{headers:?}");
     s2.stop().await;
     s.stop().await;
 
@@ -541,6 +557,85 @@ async fn every_error_code_is_produced_and_well_formed() {
         );
         s4.stop().await;
     }
+
+    // Events backpressure: the broker path with an unreachable broker (a closed port), so
+    // the outbox only grows; one unpublished event trips the threshold.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s5 = TestServer::start(Backend::Sqlite, move |c, _| {
+        c.amqp_url = Some(weir_host::events::AmqpUrl::new(format!(
+            "amqp://guest:guest@127.0.0.1:{closed}/%2f"
+        )));
+        c.events.backpressure.max_unpublished = 1;
+        c.events.backpressure.resume_unpublished = 0;
+    })
+    .await;
+    let post = |key: &'static str| {
+        s5.client
+            .post(format!("{}/v1/orders", s5.base))
+            .header("Idempotency-Key", key)
+            .json(&good)
+    };
+    let (st, _, _) = send(post("bp-1")).await;
+    assert_eq!(st, 201);
+    s5.state().events.refresh_backpressure().await;
+    let (status, headers, body) = send(post("bp-2")).await;
+    check(status, &headers, &body, "BACKPRESSURE");
+    s5.stop().await;
+
+    // Edge policies (issue 4): rate limit, load shedding, route timeout.
+    let s6 = TestServer::start(Backend::Sqlite, |c, _| {
+        c.policy.rate_limit.per_second = 1;
+        c.policy.rate_limit.burst = 1;
+        c.policy.max_concurrency = 1;
+        c.policy.cache.ttl = std::time::Duration::ZERO;
+        c.policy.route_timeouts_ms.insert("/v1/orders".into(), 1500);
+        c.policy.database.timeout = std::time::Duration::from_secs(60);
+        c.runtime.catalog_timeout = std::time::Duration::from_secs(60);
+        c.runtime.budget.timeout = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let fault = s6.state().deps.database.fault.clone();
+    fault.hold();
+    let held = tokio::spawn(send(
+        s6.client
+            .post(format!("{}/v1/orders", s6.base))
+            .header("x-api-key", "policy-held")
+            .header("Idempotency-Key", "held-by-policy")
+            .json(&good),
+    ));
+    for _ in 0..500 {
+        if fault.waiting() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        fault.waiting(),
+        1,
+        "the held request never reached the catalog"
+    );
+    let (status, headers, body) = send(
+        s6.client
+            .get(format!("{}/v1/products", s6.base))
+            .header("x-api-key", "policy-shed"),
+    )
+    .await;
+    check(status, &headers, &body, "OVERLOADED");
+    let (status, headers, body) = send(
+        s6.client
+            .get(format!("{}/v1/products", s6.base))
+            .header("x-api-key", "policy-shed"),
+    )
+    .await;
+    check(status, &headers, &body, "RATE_LIMITED");
+    let (status, headers, body) = held.await.unwrap();
+    check(status, &headers, &body, "REQUEST_TIMEOUT");
+    fault.release();
+    s6.stop().await;
 
     let missing: Vec<_> = CATALOG
         .iter()

@@ -1,9 +1,13 @@
 //! Request identity and problem rendering.
 //!
 //! [`request_context`] is the middleware that gives every request its [`RequestContext`]
-//! (request id accepted from `X-Request-Id` or assigned, trace id from `traceparent` or new),
-//! opens the `http.request` span, and turns an [`ApiError`] left in the response extensions
-//! into an RFC 9457 `application/problem+json` body. It is the only place errors are logged.
+//! (request id accepted from `X-Request-Id` or assigned), opens the `http.server` root span
+//! whose parent is the W3C trace context extracted from `traceparent`/`tracestate` (so the
+//! caller's trace and sampled flag are continued), and turns an [`ApiError`] left in the
+//! response extensions into an RFC 9457 `application/problem+json` body whose `trace_id` is
+//! the exported span's. It is the only place errors are logged; an unexpected error detected
+//! here (not inside the plugin runtime, whose span records its own) is recorded on the root
+//! span as an `exception` event with its code and error chain.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
@@ -12,6 +16,7 @@ use axum::response::Response;
 use http::{HeaderValue, header};
 use serde::Serialize;
 use tracing::{Instrument, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::error::{ApiError, ErrorClass, ErrorExtension, FieldViolation};
 
@@ -23,10 +28,13 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct RequestContext {
     /// Accepted from the client or generated.
     pub request_id: String,
-    /// W3C trace id (32 lower-case hex digits).
+    /// W3C trace id (32 lower-case hex digits): the exported trace's id.
     pub trace_id: String,
-    /// Incoming `traceparent`, when valid, to continue the caller's trace.
+    /// W3C `traceparent` of the `http.server` span (the incoming one when telemetry is not
+    /// installed), carried into outbox rows so the relay continues the trace.
     pub traceparent: Option<String>,
+    /// W3C `tracestate` to carry with `traceparent`.
+    pub tracestate: Option<String>,
 }
 
 fn valid_request_id(v: &str) -> bool {
@@ -132,16 +140,13 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .filter(|v| valid_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let traceparent = req
+    let incoming = req
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .filter(|v| trace_id_from_traceparent(v).is_some())
         .map(str::to_owned);
-    let trace_id = traceparent
-        .as_deref()
-        .and_then(trace_id_from_traceparent)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let parent = crate::telemetry::extract_http(req.headers());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -149,26 +154,40 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_owned());
     let instance = req.uri().path().to_owned();
     let span = tracing::info_span!(
-        "http.request",
+        "http.server",
+        otel.kind = "server",
         http.request.method = %req.method(),
         http.route = %route,
+        url.path = %instance,
         request_id = %request_id,
-        trace_id = %trace_id,
         http.response.status_code = Empty,
-        error.code = Empty,
+        error.type = Empty,
         otel.status_code = Empty,
+        otel.status_description = Empty,
     );
+    // Before the span is first entered: its sampling decision follows the caller's flag.
+    let _ = span.set_parent(parent);
+    let otel_cx = span.context();
+    let (traceparent, tracestate) = match crate::telemetry::traceparent_of(&otel_cx) {
+        (Some(tp), ts) => (Some(tp), ts),
+        // No OpenTelemetry layer installed: keep the caller's context as it came.
+        (None, _) => (incoming.clone(), None),
+    };
+    let trace_id = crate::telemetry::trace_id_of(&otel_cx)
+        .or_else(|| incoming.as_deref().and_then(trace_id_from_traceparent))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let ctx = RequestContext {
         request_id: request_id.clone(),
         trace_id,
         traceparent,
+        tracestate,
     };
     req.extensions_mut().insert(ctx.clone());
 
     let mut response = next.run(req).instrument(span.clone()).await;
     if let Some(ErrorExtension(err)) = response.extensions_mut().remove::<ErrorExtension>() {
         let spec = err.spec();
-        span.record("error.code", spec.code);
+        span.record("error.type", spec.code);
         let _enter = span.enter();
         match spec.class {
             ErrorClass::Expected => {
@@ -176,6 +195,14 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
             }
             ErrorClass::Unexpected => {
                 span.record("otel.status_code", "ERROR");
+                span.record("otel.status_description", spec.code);
+                // Plugin and store failures were recorded on the span that saw them.
+                if !matches!(
+                    *err,
+                    ApiError::Invoke(_) | ApiError::Plugin(_) | ApiError::Store(_)
+                ) {
+                    crate::telemetry::record_exception(&span, spec.code, &*err);
+                }
                 tracing::error!(code = spec.code, status = spec.status.as_u16(), error = %err, error.debug = ?err, "request failed");
             }
         }

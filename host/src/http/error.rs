@@ -89,8 +89,14 @@ pub mod codes {
         PLUGIN_BUDGET_EXCEEDED = ("PLUGIN_BUDGET_EXCEEDED", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin exceeded its resource budget");
         PLUGIN_UNAVAILABLE = ("PLUGIN_UNAVAILABLE", SERVICE_UNAVAILABLE, Unexpected, true, "No order plugin can serve the request right now");
         SHUTTING_DOWN = ("SHUTTING_DOWN", SERVICE_UNAVAILABLE, Expected, true, "The service is shutting down");
+        RATE_LIMITED = ("RATE_LIMITED", TOO_MANY_REQUESTS, Expected, true, "Too many requests from this client");
+        OVERLOADED = ("OVERLOADED", SERVICE_UNAVAILABLE, Expected, true, "The service is at capacity");
+        REQUEST_TIMEOUT = ("REQUEST_TIMEOUT", GATEWAY_TIMEOUT, Unexpected, true, "The request did not finish in time");
         STORAGE_UNAVAILABLE = ("STORAGE_UNAVAILABLE", SERVICE_UNAVAILABLE, Unexpected, true, "The database is unavailable");
+        BACKPRESSURE = ("BACKPRESSURE", SERVICE_UNAVAILABLE, Expected, true, "Order intake is paused until the event backlog drains");
         INTERNAL_ERROR = ("INTERNAL_ERROR", INTERNAL_SERVER_ERROR, Unexpected, false, "Internal error");
+        ADMIN_DISABLED = ("ADMIN_DISABLED", NOT_FOUND, Expected, false, "Admin endpoints are disabled on this instance");
+        ADMIN_UNAUTHORIZED = ("ADMIN_UNAUTHORIZED", UNAUTHORIZED, Expected, false, "A valid admin bearer token is required");
     }
 }
 
@@ -182,6 +188,34 @@ pub enum ApiError {
     /// A bug or unexpected state; detail is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// Order intake is held back: the outbox lag or the consumer backlog is over its
+    /// threshold (events backpressure).
+    #[error("order intake is paused while the event backlog drains")]
+    Backpressure {
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// An admin endpoint was called but no `admin_token` is configured.
+    #[error("admin endpoints are disabled: no admin token is configured")]
+    AdminDisabled,
+    /// An admin endpoint was called without the configured bearer token.
+    #[error("missing or wrong admin bearer token")]
+    AdminUnauthorized,
+    /// The client's rate limit is used up (edge rate-limit policy).
+    #[error("rate limit exceeded; retry in {}ms", retry_after.as_millis())]
+    RateLimited {
+        /// When the next request will be admitted.
+        retry_after: Duration,
+    },
+    /// The global concurrency limit is reached (edge load-shedding policy).
+    #[error("concurrency limit reached; request shed")]
+    Overloaded,
+    /// The route's request timeout elapsed; the handler (and any plugin call) was cancelled.
+    #[error("request timed out after {}ms", after.as_millis())]
+    RequestTimeout {
+        /// The bound that elapsed.
+        after: Duration,
+    },
 }
 
 impl From<InvokeError> for ApiError {
@@ -229,13 +263,21 @@ impl ApiError {
             Self::Invoke(InvokeError::Guest(_)) => INTERNAL_ERROR,
             Self::Store(e) if e.is_transient() => STORAGE_UNAVAILABLE,
             Self::Store(_) | Self::Internal(_) => INTERNAL_ERROR,
+            Self::Backpressure { .. } => BACKPRESSURE,
+            Self::AdminDisabled => ADMIN_DISABLED,
+            Self::AdminUnauthorized => ADMIN_UNAUTHORIZED,
+            Self::RateLimited { .. } => RATE_LIMITED,
+            Self::Overloaded => OVERLOADED,
+            Self::RequestTimeout { .. } => REQUEST_TIMEOUT,
         }
     }
 
     /// Seconds a client should wait before retrying, for retryable errors.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::IdempotencyKeyInProgress { retry_after } => Some(*retry_after),
+            Self::IdempotencyKeyInProgress { retry_after }
+            | Self::RateLimited { retry_after }
+            | Self::Backpressure { retry_after } => Some(*retry_after),
             _ if self.spec().retryable => Some(Duration::from_secs(1)),
             _ => None,
         }
@@ -252,6 +294,9 @@ impl ApiError {
                 }
                 Self::Invoke(InvokeError::Budget(k)) => {
                     format!("The order plugin exceeded its {k} budget.")
+                }
+                Self::Backpressure { .. } => {
+                    "New orders are paused while the event backlog drains; retry after the Retry-After delay.".into()
                 }
                 _ if spec.retryable => "The service cannot handle the request right now; retry later.".into(),
                 _ => "The service failed to handle the request. Quote the request_id when reporting it.".into(),

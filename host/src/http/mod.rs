@@ -16,8 +16,7 @@ pub mod products;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::middleware::{self, Next};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use utoipa::OpenApi;
@@ -26,7 +25,6 @@ use crate::config::Config;
 use crate::runtime::{PluginVersion, Registry, Runtime};
 use crate::storage::Store;
 use error::ApiError;
-use extract::BodyLimit;
 
 /// Shared state of all handlers.
 #[derive(Clone)]
@@ -41,6 +39,12 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// CloudEvents `source` of events this host produces.
     pub event_source: String,
+    /// The broker path (relay, consumer, backpressure), or the embedded default.
+    pub events: crate::events::EventsHandle,
+    /// Outbound dependencies: breakers (readiness) and fault hooks (tests, drills).
+    pub deps: Arc<crate::policy::dependency::Dependencies>,
+    /// Readiness latches (draining, in rotation), in-flight requests, background workers.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 impl AppState {
@@ -91,8 +95,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// The public API router with its edge layers.
 pub fn router(state: AppState) -> Router {
-    let limit = state.config.http.body_limit_bytes;
-    Router::new()
+    let routes = Router::new()
         .route(
             "/v1/orders",
             post(orders::place_order).get(orders::list_orders),
@@ -105,15 +108,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        // Layers run outermost-last: the request context wraps everything so every error,
-        // including body-limit rejections, becomes a problem with request and trace ids.
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(
-            move |mut req: Request, next: Next| async move {
-                req.extensions_mut().insert(BodyLimit(limit));
-                next.run(req).await
-            },
-        ))
-        .layer(middleware::from_fn(context::request_context))
+        .with_state(state.clone());
+    // The edge stack (request context, metrics, panic catcher, body limit, rate limit, load
+    // shedding, timeout) and why each layer sits where it does: `policy::edge`.
+    crate::policy::edge(routes, &state.config)
 }

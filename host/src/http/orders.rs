@@ -28,6 +28,7 @@ use crate::storage::{
     IdempotencyBegin, NewEvent, OrderFilter, OrderLineRecord, OrderRecord, OrderStatus, PluginRef,
     StoredResponse, TransitionOutcome,
 };
+use crate::telemetry;
 
 /// Body of `POST /v1/orders`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -261,7 +262,7 @@ pub(crate) fn order_event(
         occurred_at: now,
         data: serde_json::to_value(order).unwrap_or(serde_json::Value::Null),
         traceparent: ctx.and_then(|c| c.traceparent.clone()),
-        tracestate: None,
+        tracestate: ctx.and_then(|c| c.tracestate.clone()),
     }
 }
 
@@ -318,11 +319,33 @@ pub async fn place_order(
     let scoped = format!("POST /v1/orders:{key}");
     let hash = request_hash("POST /v1/orders", &body.raw);
     let cfg = &app.config.idempotency;
-    match app
-        .store
-        .idempotency_begin(&scoped, &hash, Utc::now(), cfg.lock_ttl, cfg.retention)
-        .await?
-    {
+    let lookup = tracing::info_span!(
+        "idempotency.lookup",
+        otel.kind = "client",
+        db.system.name = app.store.backend(),
+        db.operation.name = "idempotency_begin",
+        idempotency.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    let begun = telemetry::traced(
+        lookup.clone(),
+        store_code,
+        app.store
+            .idempotency_begin(&scoped, &hash, Utc::now(), cfg.lock_ttl, cfg.retention),
+    )
+    .await?;
+    lookup.record(
+        "idempotency.outcome",
+        match &begun {
+            IdempotencyBegin::Started => "started",
+            IdempotencyBegin::Replay(_) => "replay",
+            IdempotencyBegin::Mismatch => "mismatch",
+            IdempotencyBegin::InProgress { .. } => "in_progress",
+        },
+    );
+    // The span ends when its last handle drops: now, not at the end of the request.
+    drop(lookup);
+    match begun {
         IdempotencyBegin::Started => {}
         IdempotencyBegin::Replay(stored) => return Ok(replay(stored)),
         IdempotencyBegin::Mismatch => return Err(ApiError::IdempotencyKeyReused),
@@ -330,12 +353,73 @@ pub async fn place_order(
             return Err(ApiError::IdempotencyKeyInProgress { retry_after });
         }
     }
+    // From here the key is ours. Every path below completes or releases it; if the request
+    // is cancelled mid-way (edge timeout, client gone, shutdown) the guard releases it so the
+    // client's retry is not blocked until the lock expires.
+    let guard = ReleaseOnCancel {
+        store: app.store.clone(),
+        key: Some(scoped.clone()),
+    };
+    let outcome = after_begin(&app, &ctx, &scoped, body.value, started).await;
+    guard.disarm();
+    outcome
+}
 
-    let result = place_started(&app, &ctx, &scoped, body.value, started).await;
+/// Releases an in-progress idempotency key when dropped while armed (the request future was
+/// cancelled before it could complete or release the key itself).
+struct ReleaseOnCancel {
+    store: std::sync::Arc<dyn crate::storage::Store>,
+    key: Option<String>,
+}
+
+impl ReleaseOnCancel {
+    fn disarm(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for ReleaseOnCancel {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let store = self.store.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    if let Err(e) = store.idempotency_release(&key).await {
+                        tracing::warn!(error = %e, "could not release the idempotency key of a cancelled request");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn after_begin(
+    app: &AppState,
+    ctx: &RequestContext,
+    scoped: &str,
+    body: PlaceOrderBody,
+    started: Instant,
+) -> Result<Response, ApiError> {
+    // Events backpressure: checked after the key so replays of completed requests are still
+    // served; nothing was written, so the key is released for the client's retry.
+    if let Err(retry_after) = app.events.admit_intake() {
+        if let Err(store_err) = db(
+            app,
+            "idempotency.release",
+            app.store.idempotency_release(scoped),
+        )
+        .await
+        {
+            tracing::warn!(error = %store_err, "could not release the idempotency key");
+        }
+        return Err(ApiError::Backpressure { retry_after });
+    }
+
+    let result = place_started(app, ctx, scoped, body, started).await;
     match result {
         Ok(response) => Ok(response),
         Err(err) if is_deterministic(&err) => {
-            let problem = problem(&err, &ctx, "/v1/orders");
+            let problem = problem(&err, ctx, "/v1/orders");
             let stored = StoredResponse {
                 status: err.spec().status.as_u16(),
                 body: serde_json::to_vec(&problem).unwrap_or_default(),
@@ -344,14 +428,31 @@ pub async fn place_order(
                     "application/problem+json".to_owned(),
                 )],
             };
-            if let Err(store_err) = app.store.idempotency_complete(&scoped, &stored).await {
+            if let Err(store_err) = db(
+                app,
+                "idempotency.complete",
+                app.store.idempotency_complete(scoped, &stored),
+            )
+            .await
+            {
                 tracing::warn!(error = %store_err, "could not store the idempotent error response; releasing the key");
-                let _ = app.store.idempotency_release(&scoped).await;
+                let _ = db(
+                    app,
+                    "idempotency.release",
+                    app.store.idempotency_release(scoped),
+                )
+                .await;
             }
             Err(err)
         }
         Err(err) => {
-            if let Err(store_err) = app.store.idempotency_release(&scoped).await {
+            if let Err(store_err) = db(
+                app,
+                "idempotency.release",
+                app.store.idempotency_release(scoped),
+            )
+            .await
+            {
                 // The lock expires after idempotency.lock_ttl; retries get 409 until then.
                 tracing::warn!(error = %store_err, "could not release the idempotency key");
             }
@@ -433,9 +534,13 @@ async fn place_started(
             ("location".to_owned(), location.clone()),
         ],
     };
-    app.store
-        .create_order(&order, &[event], Some((scoped_key, &stored)))
-        .await?;
+    telemetry::traced(
+        telemetry::db_span(app.store.backend(), "transaction.create_order"),
+        store_code,
+        app.store
+            .create_order(&order, &[event], Some((scoped_key, &stored))),
+    )
+    .await?;
 
     let mut response = (StatusCode::CREATED, body).into_response();
     response.headers_mut().insert(
@@ -446,6 +551,29 @@ async fn place_started(
         response.headers_mut().insert(header::LOCATION, v);
     }
     Ok(response)
+}
+
+/// A store call as a `db.<operation>` client span (see `telemetry::traced`).
+fn db<'a, T: 'a>(
+    app: &AppState,
+    operation: &'static str,
+    call: impl std::future::Future<Output = Result<T, crate::storage::StoreError>> + 'a,
+) -> impl std::future::Future<Output = Result<T, crate::storage::StoreError>> + 'a {
+    telemetry::traced(
+        telemetry::db_span(app.store.backend(), operation),
+        store_code,
+        call,
+    )
+}
+
+/// The problem code a store error maps to, for the span that saw it fail.
+fn store_code(e: &crate::storage::StoreError) -> &'static str {
+    use super::error::codes::{INTERNAL_ERROR, STORAGE_UNAVAILABLE};
+    if e.is_transient() {
+        STORAGE_UNAVAILABLE.code
+    } else {
+        INTERNAL_ERROR.code
+    }
 }
 
 /// Parse an order id path parameter.
@@ -471,9 +599,7 @@ pub async fn get_order(
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     let id = parse_order_id(&id)?;
-    let order = app
-        .store
-        .get_order(id)
+    let order = db(&app, "order.get", app.store.get_order(id))
         .await?
         .ok_or_else(|| ApiError::OrderNotFound(id.to_string()))?;
     Ok(Json(order.into()))
@@ -568,9 +694,7 @@ pub async fn cancel_order(
     // Optimistic concurrency: a concurrent change makes the update stale; re-read and decide
     // again a bounded number of times.
     for _ in 0..3 {
-        let order = app
-            .store
-            .get_order(id)
+        let order = db(&app, "order.get", app.store.get_order(id))
             .await?
             .ok_or_else(|| ApiError::OrderNotFound(id.to_string()))?;
         let plugin = app.orders_plugin()?;
@@ -602,10 +726,13 @@ pub async fn cancel_order(
         view.version += 1;
         view.updated_at = now;
         let event = order_event(&app, Some(&ctx), &format!("order.{next}"), &view, now);
-        match app
-            .store
-            .transition_order(id, order.version, next, &[event], now)
-            .await?
+        match db(
+            &app,
+            "transaction.transition_order",
+            app.store
+                .transition_order(id, order.version, next, &[event], now),
+        )
+        .await?
         {
             TransitionOutcome::Applied(updated) => return Ok(Json(updated.into())),
             TransitionOutcome::Stale => continue,

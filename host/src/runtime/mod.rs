@@ -154,6 +154,8 @@ struct Inner {
     interrupt: CancellationToken,
     ticker_stop: Arc<AtomicBool>,
     metrics: Metrics,
+    /// One breaker per plugin version (see [`Runtime::plugin_breakers`]).
+    plugin_breakers: crate::policy::circuit_breaker::BreakerSet,
 }
 
 impl Drop for Inner {
@@ -222,6 +224,7 @@ impl Runtime {
                 interrupt: CancellationToken::new(),
                 ticker_stop,
                 metrics: Metrics::new(),
+                plugin_breakers: Default::default(),
             }),
         })
     }
@@ -362,6 +365,14 @@ impl Runtime {
         }
     }
 
+    /// The circuit breakers of plugin versions, keyed `plugin:<name>@<version>`. A version
+    /// whose recent calls mostly trapped or ran out of budget is refused for the open period
+    /// with [`InvokeError::Instantiate`] (`PLUGIN_UNAVAILABLE`, retryable) instead of being
+    /// run; `describe` (admission) is never refused. Guest errors are healthy answers.
+    pub fn plugin_breakers(&self) -> &crate::policy::circuit_breaker::BreakerSet {
+        &self.inner.plugin_breakers
+    }
+
     /// Invocations currently running.
     pub fn in_flight(&self) -> usize {
         self.inner.tracker.len()
@@ -424,18 +435,43 @@ impl Runtime {
             deadline,
         );
         let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
+        let permit = match call {
+            Call::Describe => None,
+            _ => Some(
+                inner
+                    .plugin_breakers
+                    .get(&format!("plugin:{}@{}", meta.name, meta.version))
+                    .try_acquire(),
+            ),
+        };
         let work = self.run(plugin, call, state, deadline, &labels);
-        let result = async {
-            tokio::select! {
-                biased;
-                () = inner.interrupt.cancelled() => Err(InvokeError::Interrupted),
-                r = tokio::time::timeout_at(deadline, work) => {
-                    r.unwrap_or(Err(InvokeError::Budget(BudgetKind::WallClock)))
+        let result = match &permit {
+            Some(Err(open)) => Err(InvokeError::Instantiate {
+                detail: format!(
+                    "circuit open for this plugin version; retry in {}ms",
+                    open.retry_after.as_millis()
+                ),
+            }),
+            _ => {
+                async {
+                    tokio::select! {
+                        biased;
+                        () = inner.interrupt.cancelled() => Err(InvokeError::Interrupted),
+                        r = tokio::time::timeout_at(deadline, work) => {
+                            r.unwrap_or(Err(InvokeError::Budget(BudgetKind::WallClock)))
+                        }
+                    }
                 }
+                .instrument(span.clone())
+                .await
             }
+        };
+        if let Some(Ok(permit)) = permit {
+            permit.record(Some(matches!(
+                &result,
+                Err(InvokeError::Trap { .. } | InvokeError::Budget(_))
+            )));
         }
-        .instrument(span.clone())
-        .await;
 
         let elapsed = started.elapsed();
         inner.metrics.in_flight.add(-1, &labels);
@@ -469,6 +505,7 @@ impl Runtime {
                 inner.metrics.traps.add(1, &attrs);
             }
             span.record("otel.status_code", "ERROR");
+            crate::telemetry::record_exception(&span, e.outcome(), e);
             match e {
                 InvokeError::Trap { detail, .. } | InvokeError::Instantiate { detail } => {
                     tracing::warn!(error = %e, detail = %detail, "plugin invocation failed");
