@@ -65,16 +65,9 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `[redacted]`.
+    /// The URL with any password (userinfo or `password=` parameter) replaced by `[redacted]`.
     pub fn redacted(&self) -> String {
-        match url::Url::parse(&self.0) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("[redacted]"));
-                u.to_string()
-            }
-            Ok(u) => u.to_string(),
-            Err(_) => "[unparseable url redacted]".to_owned(),
-        }
+        crate::storage::redact_url(&self.0)
     }
 
     /// `postgres` or `sqlite`, or `None` for other schemes.
@@ -501,6 +494,8 @@ mod tests {
         let url = DatabaseUrl::new("postgres://app:hunter2@db:5432/weir");
         assert!(!format!("{url:?}").contains("hunter2"));
         assert!(!serde_json::to_string(&url).unwrap().contains("hunter2"));
+        let query = DatabaseUrl::new("postgres://db/weir?user=app&password=hunter2");
+        assert!(!format!("{query:?}").contains("hunter2"), "{query:?}");
         assert_eq!(url.backend(), Some("postgres"));
         let cfg = Config {
             database_url: Some(url),

@@ -39,7 +39,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DatabaseUrl, duration_ms};
+use crate::config::duration_ms;
 use crate::http::AppState;
 use crate::storage::Store;
 use crate::worker::Supervisor;
@@ -63,9 +63,7 @@ impl AmqpUrl {
 
     /// The URL with any password replaced by `[redacted]`.
     pub fn redacted(&self) -> String {
-        DatabaseUrl::new(self.0.clone())
-            .redacted()
-            .replace("%5Bredacted%5D", "[redacted]")
+        crate::storage::redact_url(&self.0)
     }
 }
 

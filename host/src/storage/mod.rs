@@ -405,7 +405,8 @@ pub(crate) fn classify(err: sqlx::Error, is_transient_code: fn(&str) -> bool) ->
 }
 
 /// Returns `url` with any password (userinfo or `password=` query parameter) replaced by
-/// `***`, for logs and `Debug`.
+/// `[redacted]`, for logs, `Debug` and `/infoz`. The one redactor of connection URLs:
+/// [`crate::config::DatabaseUrl`] and [`crate::events::AmqpUrl`] use it too.
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(scheme_end) = out.find("://") {
@@ -416,7 +417,7 @@ pub fn redact_url(url: &str) -> String {
         if let Some(at) = out[authority_start..authority_end].rfind('@') {
             let userinfo_end = authority_start + at;
             if let Some(colon) = out[authority_start..userinfo_end].find(':') {
-                out.replace_range(authority_start + colon + 1..userinfo_end, "***");
+                out.replace_range(authority_start + colon + 1..userinfo_end, "[redacted]");
             }
         }
     }
@@ -425,7 +426,9 @@ pub fn redact_url(url: &str) -> String {
         let redacted: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                    format!("{key}=[redacted]")
+                }
                 _ => pair.to_owned(),
             })
             .collect();

@@ -894,15 +894,15 @@ fn status_round_trips() {
 fn urls_are_redacted() {
     assert_eq!(
         redact_url("postgres://weir:s3cret@db:5432/weir"),
-        "postgres://weir:***@db:5432/weir"
+        "postgres://weir:[redacted]@db:5432/weir"
     );
     assert_eq!(
         redact_url("postgresql://weir:p@ss@db/weir?sslmode=require"),
-        "postgresql://weir:***@db/weir?sslmode=require"
+        "postgresql://weir:[redacted]@db/weir?sslmode=require"
     );
     assert_eq!(
         redact_url("postgres://db/weir?user=weir&password=s3cret"),
-        "postgres://db/weir?user=weir&password=***"
+        "postgres://db/weir?user=weir&password=[redacted]"
     );
     assert_eq!(
         redact_url("postgres://weir@db/weir"),
