@@ -304,7 +304,6 @@ impl Server {
         let plan = DrainPlan {
             config,
             listeners: self.listeners,
-            background: Vec::new(),
             runtime: self.state.runtime.clone(),
             store: self.state.store.clone(),
         };

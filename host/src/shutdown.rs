@@ -238,7 +238,7 @@ pub struct DrainReport {
     pub invocations_at_start: usize,
     /// Plugin invocations interrupted at the deadline.
     pub invocations_interrupted: usize,
-    /// Workers and background tasks that had not stopped by the deadline.
+    /// Workers that had not stopped by the deadline.
     pub workers_not_stopped: usize,
     /// Prefetched broker deliveries the consumer nacked with requeue while stopping.
     pub messages_requeued: u64,
@@ -254,8 +254,6 @@ pub struct DrainPlan {
     pub config: ShutdownConfig,
     /// The serving tasks of the listeners (they end when their connections are closed).
     pub listeners: Vec<JoinHandle<()>>,
-    /// Background tasks not (yet) on the supervisor; they watch [`Shutdown::token`].
-    pub background: Vec<JoinHandle<()>>,
     /// The plugin runtime.
     pub runtime: Runtime,
     /// The store whose pool is closed last.
@@ -271,7 +269,6 @@ pub async fn drain(shutdown: &Shutdown, plan: DrainPlan) -> DrainReport {
     let DrainPlan {
         config,
         listeners,
-        mut background,
         runtime,
         store,
     } = plan;
@@ -314,7 +311,6 @@ pub async fn drain(shutdown: &Shutdown, plan: DrainPlan) -> DrainReport {
         requests_in_flight = requests_at_stop,
         invocations_in_flight = invocations_at_start,
         workers_running = shutdown.supervisor().running(),
-        background_tasks = background.len(),
         "shutdown: listeners closed to new connections; background tasks cancelled"
     );
 
@@ -338,12 +334,6 @@ pub async fn drain(shutdown: &Shutdown, plan: DrainPlan) -> DrainReport {
         .supervisor()
         .wait(deadline.saturating_duration_since(Instant::now()))
         .await;
-    let mut background_left = 0;
-    for task in &mut background {
-        if tokio::time::timeout_at(deadline, &mut *task).await.is_err() {
-            background_left += 1;
-        }
-    }
     let admitted_during = shutdown.admitted_requests() - admitted_at_stop;
     let requests_drained =
         (requests_at_stop as u64 + admitted_during).saturating_sub(requests_at_deadline as u64);
@@ -351,7 +341,7 @@ pub async fn drain(shutdown: &Shutdown, plan: DrainPlan) -> DrainReport {
         0
     } else {
         shutdown.supervisor().running()
-    } + background_left;
+    };
     tracing::info!(
         phase = "drain",
         duration_ms = ms(t.elapsed()),
@@ -399,9 +389,6 @@ pub async fn drain(shutdown: &Shutdown, plan: DrainPlan) -> DrainReport {
             task.abort();
             clean = false;
         }
-    }
-    for task in background {
-        task.abort();
     }
 
     // 6. Close the pools.

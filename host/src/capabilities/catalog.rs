@@ -118,25 +118,3 @@ impl Host for InvocationState {
         Ok(result)
     }
 }
-
-/// The production catalog: products from the store.
-pub struct StoreCatalog(pub std::sync::Arc<dyn crate::storage::Store>);
-
-#[async_trait::async_trait]
-impl Catalog for StoreCatalog {
-    async fn get(&self, sku: &str) -> Result<Option<CatalogProduct>, CatalogError> {
-        match self.0.get_product(sku).await {
-            Ok(p) => Ok(p.map(|p| CatalogProduct {
-                sku: p.sku,
-                name: p.name,
-                unit_price: p.unit_price,
-                currency: p.currency,
-                stock: p.stock,
-            })),
-            Err(e) if e.is_transient() => Err(CatalogError::Unavailable(
-                "catalog store unavailable".to_owned(),
-            )),
-            Err(_) => Err(CatalogError::Internal("catalog store failed".to_owned())),
-        }
-    }
-}

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde::Serialize;
 
-use crate::runtime::{BudgetKind, InvokeError, OrderError};
+use crate::runtime::{InvokeError, OrderError};
 use crate::storage::StoreError;
 
 /// Whether an error is part of normal operation or a sign something is wrong with us.
@@ -333,11 +333,6 @@ impl ApiError {
             Self::Plugin(OrderError::Rejected(r)) => Some(&r.reason),
             _ => None,
         }
-    }
-
-    /// Whether the failure is a plugin time budget (used by callers that must not retry).
-    pub fn is_plugin_timeout(&self) -> bool {
-        matches!(self, Self::Invoke(InvokeError::Budget(k)) if *k == BudgetKind::WallClock || *k == BudgetKind::Cpu)
     }
 }
 
