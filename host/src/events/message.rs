@@ -250,23 +250,7 @@ pub fn parse_inbound(props: &BasicProperties, body: &[u8]) -> Result<Inbound, Ma
     })
 }
 
-/// The trace id and parent span id of a valid W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`,
-/// neither id all zeros).
-pub fn parse_traceparent(tp: &str) -> Option<(&str, &str)> {
-    let mut parts = tp.trim().split('-');
-    let (version, trace_id, span_id, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    (hex(version, 2)
-        && version != "ff"
-        && hex(trace_id, 32)
-        && nonzero(trace_id)
-        && hex(span_id, 16)
-        && nonzero(span_id)
-        && hex(flags, 2))
-    .then_some((trace_id, span_id))
-}
+pub use crate::telemetry::parse_traceparent;
 
 #[cfg(test)]
 mod tests {

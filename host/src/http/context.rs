@@ -41,25 +41,9 @@ fn valid_request_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Parse a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`) into its trace id.
+/// The trace id of a valid W3C `traceparent` (see [`crate::telemetry::parse_traceparent`]).
 pub fn trace_id_from_traceparent(tp: &str) -> Option<String> {
-    let parts: Vec<&str> = tp.trim().split('-').collect();
-    let [version, trace, parent, flags] = parts.as_slice() else {
-        return None;
-    };
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    if !hex(version, 2) || *version == "ff" || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2)
-    {
-        return None;
-    }
-    if trace.bytes().all(|b| b == b'0') || parent.bytes().all(|b| b == b'0') {
-        return None;
-    }
-    Some((*trace).to_owned())
+    crate::telemetry::parse_traceparent(tp).map(|(trace_id, _)| trace_id.to_owned())
 }
 
 /// RFC 9457 problem body.
@@ -140,12 +124,12 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .filter(|v| valid_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    // The caller's context, parsed once: kept as-is when no OpenTelemetry layer is installed.
     let incoming = req
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| trace_id_from_traceparent(v).is_some())
-        .map(str::to_owned);
+        .and_then(|v| Some((trace_id_from_traceparent(v)?, v.to_owned())));
     let parent = crate::telemetry::extract_http(req.headers());
     let route = req
         .extensions()
@@ -171,10 +155,10 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let (traceparent, tracestate) = match crate::telemetry::traceparent_of(&otel_cx) {
         (Some(tp), ts) => (Some(tp), ts),
         // No OpenTelemetry layer installed: keep the caller's context as it came.
-        (None, _) => (incoming.clone(), None),
+        (None, _) => (incoming.as_ref().map(|(_, tp)| tp.clone()), None),
     };
     let trace_id = crate::telemetry::trace_id_of(&otel_cx)
-        .or_else(|| incoming.as_deref().and_then(trace_id_from_traceparent))
+        .or_else(|| incoming.map(|(trace_id, _)| trace_id))
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let ctx = RequestContext {
         request_id: request_id.clone(),

@@ -712,6 +712,32 @@ pub fn inject_current() -> (Option<String>, Option<String>) {
     traceparent_of(&tracing::Span::current().context())
 }
 
+/// The trace id and parent span id of a valid W3C `traceparent`
+/// (`<version>-<32 hex>-<16 hex>-<2 hex>`, lower-case hex, version not `ff`, neither id all
+/// zeros). The one parser of the header outside the OpenTelemetry propagator: the request
+/// context falls back to it when no OpenTelemetry layer is installed, and the consumer
+/// records the producer's ids with it.
+pub fn parse_traceparent(tp: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = tp.trim().split('-').collect();
+    let [version, trace_id, span_id, flags] = parts.as_slice() else {
+        return None;
+    };
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    (hex(version, 2)
+        && *version != "ff"
+        && hex(trace_id, 32)
+        && nonzero(trace_id)
+        && hex(span_id, 16)
+        && nonzero(span_id)
+        && hex(flags, 2))
+    .then_some((*trace_id, *span_id))
+}
+
 /// The remote parent described by stored or received `traceparent`/`tracestate` values (an
 /// empty context when `traceparent` is absent or invalid). Set it as a span's parent with
 /// `OpenTelemetrySpanExt::set_parent` before entering the span.
