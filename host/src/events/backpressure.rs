@@ -205,11 +205,6 @@ impl Backpressure {
         }
     }
 
-    /// Whether intake is being rejected.
-    pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::Acquire)
-    }
-
     /// The last measurement.
     pub fn snapshot(&self) -> BackpressureSnapshot {
         self.snapshot

@@ -327,7 +327,7 @@ async fn publish_batch(
     if link_error.is_some() {
         m.failed.add(held_back.len() as u64, &[]);
     }
-    let retry_at = now + chrono::TimeDelta::from_std(c.relay_retry).unwrap_or_default();
+    let retry_at = crate::storage::add_duration(now, c.relay_retry);
     for (ids, retry_at) in [(&held_back, None), (&deferred, Some(retry_at))] {
         if let Err(e) = store.release_outbox(relay_id, ids, retry_at).await {
             tracing::warn!(error = %e, "outbox relay: cannot release leases; they expire on their own");

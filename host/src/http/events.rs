@@ -87,10 +87,11 @@ pub async fn list_events(
 ) -> Result<Json<EventPage>, ApiError> {
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(100);
-    if after < 0 || !(1..=1000).contains(&limit) {
-        return Err(ApiError::InvalidQuery(
-            "`after` must be >= 0 and `limit` between 1 and 1000".to_owned(),
-        ));
+    if after < 0 || !(1..=crate::storage::MAX_EVENTS_LIMIT).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "`after` must be >= 0 and `limit` between 1 and {}",
+            crate::storage::MAX_EVENTS_LIMIT
+        )));
     }
     let events = app.store.list_events(after, limit).await?;
     let next_after = events.last().map_or(after, |e| e.seq);

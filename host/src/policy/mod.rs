@@ -31,8 +31,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::middleware::{self, Next};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -181,12 +181,7 @@ pub fn edge(routes: Router, config: &Config) -> Router {
             policy.request_log.tenant_header.as_deref(),
         ))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn(
-            move |mut req: Request, next: Next| async move {
-                req.extensions_mut().insert(BodyLimit(limit));
-                next.run(req).await
-            },
-        ))
+        .layer(axum::Extension(BodyLimit(limit)))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(request_log::RequestLogLayer::new(&policy.request_log))
         .layer(http_metrics::HttpMetricsLayer::new())

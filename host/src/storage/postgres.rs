@@ -175,11 +175,6 @@ impl PgStore {
         })
     }
 
-    /// The underlying pool, for backend-specific callers (e.g. the outbox relay).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     async fn attach_lines(
         conn: &mut PgConnection,
         orders: &mut [OrderRecord],

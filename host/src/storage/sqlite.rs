@@ -208,8 +208,9 @@ impl SqliteStore {
         })
     }
 
-    /// The underlying pool, for backend-specific callers (e.g. the outbox relay).
-    pub fn pool(&self) -> &SqlitePool {
+    /// The underlying pool, for the pragma checks of the unit tests.
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 

@@ -278,7 +278,7 @@ impl TelemetryOptions {
     pub fn from_config(config: &Config) -> Self {
         Self {
             service_name: config.telemetry.service_name.clone(),
-            service_version: env!("CARGO_PKG_VERSION").to_owned(),
+            service_version: crate::health::VERSION.to_owned(),
             instance_id: uuid::Uuid::new_v4().to_string(),
             environment: config.environment.clone(),
             region: config.region.clone(),
