@@ -320,6 +320,12 @@ async fn a_trapping_plugin_version_is_short_circuited_by_its_breaker() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["code"], "PLUGIN_UNAVAILABLE");
     assert!(headers.contains_key("retry-after"));
+    // The hint is the breaker's remaining open period, not the generic one second.
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        retry_after > 1,
+        "Retry-After {retry_after}s should reflect the 60 s open period"
+    );
     let states = s.state().runtime.plugin_breakers().states();
     assert!(
         states

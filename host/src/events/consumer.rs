@@ -426,9 +426,9 @@ pub fn classify_plugin_error(e: InvokeError, kind: InboundKind, status: OrderSta
         e @ (InvokeError::Trap { .. } | InvokeError::Budget(_)) => {
             Decision::DeadLetter("poison", e.to_string())
         }
-        e @ (InvokeError::Interrupted | InvokeError::Instantiate { .. }) => {
-            Decision::Retry(e.to_string())
-        }
+        e @ (InvokeError::Interrupted
+        | InvokeError::Instantiate { .. }
+        | InvokeError::CircuitOpen { .. }) => Decision::Retry(e.to_string()),
     }
 }
 

@@ -258,7 +258,8 @@ impl ApiError {
             Self::Invoke(InvokeError::Budget(k)) if k.is_time() => PLUGIN_TIMEOUT,
             Self::Invoke(InvokeError::Budget(_)) => PLUGIN_BUDGET_EXCEEDED,
             Self::Invoke(InvokeError::Interrupted) => SHUTTING_DOWN,
-            Self::Invoke(InvokeError::Instantiate { .. }) | Self::NoPlugin(_) => PLUGIN_UNAVAILABLE,
+            Self::Invoke(InvokeError::Instantiate { .. } | InvokeError::CircuitOpen { .. })
+            | Self::NoPlugin(_) => PLUGIN_UNAVAILABLE,
             // Guest errors are converted to `Plugin` by `From`; this arm only guards misuse.
             Self::Invoke(InvokeError::Guest(_)) => INTERNAL_ERROR,
             Self::Store(e) if e.is_transient() => STORAGE_UNAVAILABLE,
@@ -277,7 +278,8 @@ impl ApiError {
         match self {
             Self::IdempotencyKeyInProgress { retry_after }
             | Self::RateLimited { retry_after }
-            | Self::Backpressure { retry_after } => Some(*retry_after),
+            | Self::Backpressure { retry_after }
+            | Self::Invoke(InvokeError::CircuitOpen { retry_after }) => Some(*retry_after),
             _ if self.spec().retryable => Some(Duration::from_secs(1)),
             _ => None,
         }

@@ -130,6 +130,13 @@ pub enum InvokeError {
     /// The host is shutting down and interrupted the call.
     #[error("plugin call interrupted by host shutdown")]
     Interrupted,
+    /// The circuit breaker of this plugin version is open: recent calls mostly trapped or ran
+    /// out of budget, so the call was refused without running.
+    #[error("plugin version short-circuited by its circuit breaker")]
+    CircuitOpen {
+        /// When the breaker admits a probe again.
+        retry_after: std::time::Duration,
+    },
     /// The host could not set up the call (for example the instance pool is exhausted).
     #[error("host could not instantiate the plugin")]
     Instantiate {
@@ -147,6 +154,7 @@ impl InvokeError {
             Self::Budget(k) if k.is_time() => "timeout",
             Self::Budget(_) => "budget_exceeded",
             Self::Interrupted => "interrupted",
+            Self::CircuitOpen { .. } => "short_circuited",
             Self::Instantiate { .. } => "instantiate_failed",
         }
     }

@@ -289,6 +289,7 @@ impl Runtime {
             exports,
             size,
             pre,
+            breaker: std::sync::OnceLock::new(),
         };
         let info = match self.invoke(&provisional, Call::Describe, None).await {
             Ok(Reply::Info(info)) => info,
@@ -427,6 +428,20 @@ impl Runtime {
         ];
         inner.metrics.in_flight.add(1, &labels);
 
+        // Admission (`describe`) is never refused; every other call asks the version's breaker.
+        let permit = match call {
+            Call::Describe => None,
+            _ => Some(
+                plugin
+                    .breaker
+                    .get_or_init(|| {
+                        inner
+                            .plugin_breakers
+                            .get(&format!("plugin:{}@{}", meta.name, meta.version))
+                    })
+                    .try_acquire(),
+            ),
+        };
         let state = InvocationState::new(
             &inner.config.budget,
             meta.clone(),
@@ -435,22 +450,10 @@ impl Runtime {
             deadline,
         );
         let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
-        let permit = match call {
-            Call::Describe => None,
-            _ => Some(
-                inner
-                    .plugin_breakers
-                    .get(&format!("plugin:{}@{}", meta.name, meta.version))
-                    .try_acquire(),
-            ),
-        };
         let work = self.run(plugin, call, state, deadline, &labels);
         let result = match &permit {
-            Some(Err(open)) => Err(InvokeError::Instantiate {
-                detail: format!(
-                    "circuit open for this plugin version; retry in {}ms",
-                    open.retry_after.as_millis()
-                ),
+            Some(Err(open)) => Err(InvokeError::CircuitOpen {
+                retry_after: open.retry_after,
             }),
             _ => {
                 async {
@@ -509,6 +512,10 @@ impl Runtime {
             match e {
                 InvokeError::Trap { detail, .. } | InvokeError::Instantiate { detail } => {
                     tracing::warn!(error = %e, detail = %detail, "plugin invocation failed");
+                }
+                // Refused without running: the breaker's state change was logged once.
+                InvokeError::CircuitOpen { .. } => {
+                    tracing::debug!(error = %e, "plugin invocation refused")
                 }
                 _ => tracing::warn!(error = %e, "plugin invocation failed"),
             }

@@ -43,6 +43,9 @@ pub struct PluginVersion {
     /// Size of the component in bytes.
     pub size: usize,
     pub(crate) pre: PluginPre<InvocationState>,
+    /// This version's circuit breaker, looked up once on first use (the breaker set is
+    /// configured after the runtime is built).
+    pub(crate) breaker: std::sync::OnceLock<Arc<crate::policy::circuit_breaker::CircuitBreaker>>,
 }
 
 impl std::fmt::Debug for PluginVersion {
