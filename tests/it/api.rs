@@ -90,6 +90,19 @@ async fn api_suite(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(info["plugins"][0]["name"], "orders");
+    assert!(!info["version"].as_str().unwrap().is_empty(), "{info}");
+    assert!(!info["git_commit"].as_str().unwrap().is_empty(), "{info}");
+    let hash = info["config_hash"].as_str().unwrap();
+    assert!(
+        hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{info}"
+    );
+    assert_eq!(info["plugins"][0]["stable"]["version"], "0.1.0");
+    let digest = info["plugins"][0]["stable"]["digest"].as_str().unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{info}"
+    );
     assert_eq!(
         s.client
             .get(format!("{}/livez", s.ops))
@@ -342,6 +355,8 @@ async fn every_error_code_is_produced_and_well_formed() {
         ("REQUEST_SCHEMA_INVALID", c.post(url("/v1/orders")).header("Idempotency-Key", "a").json(&json!({"customer_id":"cus_x","currency":"EUR","lines":[{"sku":"KB-001","quantity":-1}]}))),
         ("PAYLOAD_TOO_LARGE", c.post(url("/v1/orders")).header("Idempotency-Key", "a").header("content-type", "application/json").body(format!("{{\"customer_id\":\"{}\"}}", "x".repeat(10_000)))),
         ("INVALID_PATH_PARAMETER", c.get(url("/v1/orders/not-a-uuid"))),
+        ("INVALID_PATH_PARAMETER", c.post(url("/v1/orders/not-a-uuid/cancel"))),
+        ("INVALID_PATH_PARAMETER", c.put(url("/v1/products/bad%20sku")).json(&json!({"name":"x","unit_price":5,"currency":"EUR","stock":1}))),
         ("INVALID_QUERY_PARAMETER", c.get(url("/v1/orders?limit=0"))),
         ("INVALID_CURSOR", c.get(url("/v1/orders?cursor=garbage"))),
         ("ROUTE_NOT_FOUND", c.get(url("/v2/nothing"))),
@@ -446,7 +461,27 @@ async fn every_error_code_is_produced_and_well_formed() {
     check(status, &headers, &body, "INTERNAL_ERROR");
 
     // No active plugin.
+    let active_digest = s
+        .state()
+        .registry
+        .slot_of("orders")
+        .unwrap()
+        .stable
+        .meta
+        .digest
+        .clone();
     s.state().registry.deactivate("orders").unwrap();
+    let ready = c.get(format!("{}/readyz", s.ops)).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert!(
+        ready["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "plugin" && c["ok"] == false),
+        "{ready}"
+    );
     let (status, headers, body) = send(
         c.post(url("/v1/orders"))
             .header("Idempotency-Key", "noplugin")
@@ -454,13 +489,24 @@ async fn every_error_code_is_produced_and_well_formed() {
     )
     .await;
     check(status, &headers, &body, "PLUGIN_UNAVAILABLE");
-    // The failed attempt released its key: once a plugin is back the retry succeeds.
     let digest = s
         .state()
         .registry
         .slot_of("orders")
         .map(|s| s.stable.meta.digest.clone());
     assert!(digest.is_none());
+    // The failed attempt released its key: once a plugin is back the retry succeeds.
+    s.state()
+        .registry
+        .activate("orders", &active_digest)
+        .unwrap();
+    let (status, _, body) = send(
+        c.post(url("/v1/orders"))
+            .header("Idempotency-Key", "noplugin")
+            .json(&good),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
 
     // Interrupted by shutdown.
     let s2 = TestServer::start(Backend::Sqlite, |c, _| {
@@ -478,6 +524,22 @@ async fn every_error_code_is_produced_and_well_formed() {
     check(status, &headers, &body, "SHUTTING_DOWN");
     // Storage unavailable: the pool is closed under the running server.
     s2.state().store.close().await;
+    let ready = s2
+        .client
+        .get(format!("{}/readyz", s2.ops))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert!(
+        ready["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "database" && c["ok"] == false),
+        "{ready}"
+    );
     let (status, headers, body) = send(s2.client.get(format!("{}/v1/products", s2.base))).await;
     check(status, &headers, &body, "STORAGE_UNAVAILABLE");
     // Admin endpoints (operations listener): disabled without a configured token; 401 with a
@@ -682,5 +744,125 @@ fn runbook_catalog_matches_the_code() {
             spec.code,
             spec.status.as_u16()
         );
+        let class = match spec.class {
+            weir_host::http::error::ErrorClass::Expected => "expected",
+            weir_host::http::error::ErrorClass::Unexpected => "unexpected",
+        };
+        let retry = if spec.retryable { "yes" } else { "no" };
+        assert!(
+            row.contains(&format!("| {class} | {retry} |")),
+            "RUNBOOK row for {} must state class {class} and retryable {retry}",
+            spec.code
+        );
     }
+}
+
+/// The catalog write path: a valid PUT is stored, listed and priced from; each invalid field
+/// is reported as its own violation.
+#[tokio::test]
+async fn products_are_written_listed_priced_and_validated() {
+    let s = TestServer::start(Backend::Sqlite, |c, _| {
+        c.policy.cache.ttl = std::time::Duration::ZERO
+    })
+    .await;
+    let c = &s.client;
+    let res = c
+        .put(format!("{}/v1/products/NEW-1", s.base))
+        .json(&json!({"name": "New thing", "unit_price": 1234, "currency": "EUR", "stock": 7}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let saved: Value = res.json().await.unwrap();
+    assert_eq!(
+        (
+            saved["sku"].as_str(),
+            saved["unit_price"].as_i64(),
+            saved["stock"].as_i64()
+        ),
+        (Some("NEW-1"), Some(1234), Some(7))
+    );
+    let list: Value = c
+        .get(format!("{}/v1/products", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["sku"] == "NEW-1" && p["name"] == "New thing")
+    );
+    let (status, _, order) =
+        post_order(&s, Some("new-1"), &order_body("cus_erin", &[("NEW-1", 2)])).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["subtotal"], 2468);
+
+    let res = c
+        .put(format!("{}/v1/products/NEW-2", s.base))
+        .json(&json!({"name": " ", "unit_price": -1, "currency": "euro", "stock": -3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["code"], "PRODUCT_INVALID");
+    let mut got: Vec<(String, String)> = problem["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["field"].as_str().unwrap().to_owned(),
+                v["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want = [
+        ("currency", "INVALID_FORMAT"),
+        ("name", "INVALID_LENGTH"),
+        ("stock", "OUT_OF_RANGE"),
+        ("unit_price", "OUT_OF_RANGE"),
+    ];
+    assert_eq!(got, want.map(|(f, c)| (f.to_owned(), c.to_owned())));
+    s.stop().await;
+}
+
+/// `idempotency.retention_secs` reaches the running service: once a key has expired, the
+/// same key starts a new request instead of being reported as reused.
+#[tokio::test]
+async fn idempotency_keys_expire_after_the_configured_retention() {
+    let s = TestServer::start(Backend::Sqlite, |c, _| {
+        c.idempotency.retention = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let (status, _, first) = post_order(
+        &s,
+        Some("short-lived"),
+        &order_body("cus_frank", &[("KB-001", 1)]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let other = order_body("cus_frank", &[("KB-001", 2)]);
+    let (status, _, body) = post_order(&s, Some("short-lived"), &other).await;
+    assert_eq!(body["code"], "IDEMPOTENCY_KEY_REUSED", "{status} {body}");
+    // Expiry is time-based: poll, bounded, until the key is past its retention.
+    let mut second = None;
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (status, _, body) = post_order(&s, Some("short-lived"), &other).await;
+        if status == StatusCode::CREATED {
+            second = Some(body);
+            break;
+        }
+        assert_eq!(body["code"], "IDEMPOTENCY_KEY_REUSED", "{status} {body}");
+    }
+    let second = second.expect("the key never expired after its 1 s retention");
+    assert_ne!(second["id"], first["id"]);
+    s.stop().await;
 }
