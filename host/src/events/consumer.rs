@@ -34,7 +34,6 @@ use uuid::Uuid;
 use super::message::{self, Inbound, InboundKind};
 use super::{EventsShared, Link, topology};
 use crate::http::AppState;
-use crate::http::orders::OrderView;
 use crate::runtime::{self, InvokeError, OrderError, OrderEvent};
 use crate::storage::{InboxOutcome, NewEvent, OrderStatus};
 use crate::worker::{WorkerContext, WorkerError};
@@ -378,24 +377,11 @@ fn order_event(
 ) -> NewEvent {
     // The processing span's context (same trace as the message); the message's own without
     // the OpenTelemetry layer.
-    let (traceparent, tracestate) = match crate::telemetry::inject_current() {
+    let trace = match crate::telemetry::inject_current() {
         (Some(tp), ts) => (Some(tp), ts),
         (None, _) => (inbound.traceparent.clone(), inbound.tracestate.clone()),
     };
-    let mut view = OrderView::from(order.clone());
-    view.status = next.as_str().to_owned();
-    view.version += 1;
-    view.updated_at = now;
-    NewEvent {
-        id: Uuid::now_v7(),
-        event_type: format!("order.{next}"),
-        source: app.event_source.clone(),
-        subject: order.id.to_string(),
-        occurred_at: now,
-        data: serde_json::to_value(&view).unwrap_or(serde_json::Value::Null),
-        traceparent,
-        tracestate,
-    }
+    crate::http::orders::transition_event(app, trace, order, next, now)
 }
 
 /// Transient plugin failures are retried; deterministic ones are dead-lettered.

@@ -246,10 +246,11 @@ pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// An outbox event about `order`, carrying the request's trace context.
+/// An outbox event about `order`, carrying the W3C trace context (`traceparent`,
+/// `tracestate`) of whatever caused it.
 pub(crate) fn order_event(
     app: &AppState,
-    ctx: Option<&RequestContext>,
+    trace: (Option<String>, Option<String>),
     event_type: &str,
     order: &OrderView,
     now: DateTime<Utc>,
@@ -261,9 +262,30 @@ pub(crate) fn order_event(
         subject: order.id.to_string(),
         occurred_at: now,
         data: serde_json::to_value(order).unwrap_or(serde_json::Value::Null),
-        traceparent: ctx.and_then(|c| c.traceparent.clone()),
-        tracestate: ctx.and_then(|c| c.tracestate.clone()),
+        traceparent: trace.0,
+        tracestate: trace.1,
     }
+}
+
+/// The `order.<next>` outbox event of a status transition of `order`, with the order as it
+/// will be after the transition (status, version + 1, `updated_at`) as its data. Shared by
+/// the cancel endpoint and the payments consumer.
+pub(crate) fn transition_event(
+    app: &AppState,
+    trace: (Option<String>, Option<String>),
+    order: &OrderRecord,
+    next: OrderStatus,
+    now: DateTime<Utc>,
+) -> NewEvent {
+    let mut view = OrderView::from(order.clone());
+    view.status = next.as_str().to_owned();
+    view.version += 1;
+    view.updated_at = now;
+    order_event(app, trace, &format!("order.{next}"), &view, now)
+}
+
+fn request_trace(ctx: &RequestContext) -> (Option<String>, Option<String>) {
+    (ctx.traceparent.clone(), ctx.tracestate.clone())
 }
 
 fn is_deterministic(err: &ApiError) -> bool {
@@ -523,7 +545,7 @@ async fn place_started(
         updated_at: now,
     };
     let view = OrderView::from(order.clone());
-    let event = order_event(app, Some(ctx), "order.placed", &view, now);
+    let event = order_event(app, request_trace(ctx), "order.placed", &view, now);
     let location = format!("/v1/orders/{}", order.id);
     let body = serde_json::to_vec(&view).map_err(|e| ApiError::Internal(e.to_string()))?;
     let stored = StoredResponse {
@@ -721,11 +743,7 @@ pub async fn cancel_order(
             return Ok(Json(order.into()));
         }
         let now = now();
-        let mut view = OrderView::from(order.clone());
-        view.status = next.as_str().to_owned();
-        view.version += 1;
-        view.updated_at = now;
-        let event = order_event(&app, Some(&ctx), &format!("order.{next}"), &view, now);
+        let event = transition_event(&app, request_trace(&ctx), &order, next, now);
         match db(
             &app,
             "transaction.transition_order",
