@@ -297,6 +297,58 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The transition write shared by `transition_order` and `transition_order_once`: bump
+    /// the version if it is still `expected_version`, add the events, and read the order back.
+    /// `None` when the order changed concurrently (the caller drops the transaction).
+    async fn apply_transition(
+        conn: &mut SqliteConnection,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<Option<OrderRecord>, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE orders SET status = ?, version = version + 1, updated_at = ? \
+                 WHERE id = ? AND version = ?",
+        )
+        .bind(new_status.as_str())
+        .bind(ts(now))
+        .bind(id_text(id))
+        .bind(expected_version)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        if updated.rows_affected() != 1 {
+            return Ok(None);
+        }
+        Self::insert_events(conn, events).await?;
+        let order = Self::fetch_order(conn, id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished mid-transaction")))?;
+        Ok(Some(order))
+    }
+
+    /// Record `message_id` as seen by `consumer`; false when it already was.
+    async fn insert_inbox(
+        conn: &mut SqliteConnection,
+        consumer: &str,
+        message_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let recorded = sqlx::query(
+            "INSERT INTO inbox_messages (consumer, message_id, received_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (consumer, message_id) DO NOTHING",
+        )
+        .bind(consumer)
+        .bind(message_id)
+        .bind(ts(now))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        Ok(recorded.rows_affected() == 1)
+    }
+
     /// Completes an `in_progress` key; `false` if there was none.
     async fn complete_key(
         conn: &mut SqliteConnection,
@@ -603,26 +655,14 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<TransitionOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE orders SET status = ?, version = version + 1, updated_at = ? \
-             WHERE id = ? AND version = ?",
-        )
-        .bind(new_status.as_str())
-        .bind(ts(now))
-        .bind(id_text(id))
-        .bind(expected_version)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if updated.rows_affected() != 1 {
-            return Ok(TransitionOutcome::Stale);
+        match Self::apply_transition(&mut tx, id, expected_version, new_status, events, now).await?
+        {
+            None => Ok(TransitionOutcome::Stale),
+            Some(order) => {
+                tx.commit().await.map_err(db_err)?;
+                Ok(TransitionOutcome::Applied(order))
+            }
         }
-        Self::insert_events(&mut tx, events).await?;
-        let order = Self::fetch_order(&mut tx, id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished mid-transaction")))?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(TransitionOutcome::Applied(order))
     }
 
     async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
@@ -738,17 +778,8 @@ impl Store for SqliteStore {
         consumer: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO inbox_messages (consumer, message_id, received_at) VALUES (?, ?, ?) \
-             ON CONFLICT (consumer, message_id) DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(message_id)
-        .bind(ts(now))
-        .execute(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        Self::insert_inbox(&mut conn, consumer, message_id, now).await
     }
 
     async fn count_rows(&self) -> Result<RowCounts, StoreError> {
@@ -873,40 +904,18 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<InboxOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        let recorded = sqlx::query(
-            "INSERT INTO inbox_messages (consumer, message_id, received_at) VALUES (?, ?, ?) \
-             ON CONFLICT (consumer, message_id) DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(message_id)
-        .bind(ts(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if recorded.rows_affected() != 1 {
+        if !Self::insert_inbox(&mut tx, consumer, message_id, now).await? {
             return Ok(InboxOutcome::Duplicate);
         }
-        let updated = sqlx::query(
-            "UPDATE orders SET status = ?, version = version + 1, updated_at = ? \
-             WHERE id = ? AND version = ?",
-        )
-        .bind(new_status.as_str())
-        .bind(ts(now))
-        .bind(id_text(id))
-        .bind(expected_version)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if updated.rows_affected() != 1 {
-            // Dropping the transaction rolls the inbox record back too.
-            return Ok(InboxOutcome::Stale);
+        // On `None` dropping the transaction rolls the inbox record back too.
+        match Self::apply_transition(&mut tx, id, expected_version, new_status, events, now).await?
+        {
+            None => Ok(InboxOutcome::Stale),
+            Some(order) => {
+                tx.commit().await.map_err(db_err)?;
+                Ok(InboxOutcome::Applied(order))
+            }
         }
-        Self::insert_events(&mut tx, events).await?;
-        let order = Self::fetch_order(&mut tx, id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished mid-transaction")))?;
-        tx.commit().await.map_err(db_err)?;
-        Ok(InboxOutcome::Applied(order))
     }
 }
 
