@@ -106,15 +106,6 @@ enum Backend {
     },
 }
 
-#[derive(Serialize, Deserialize)]
-struct Wire {
-    sku: String,
-    name: String,
-    unit_price: i64,
-    currency: String,
-    stock: i64,
-}
-
 impl Backend {
     async fn run(&self, op: CacheOp, ttl: Duration) -> Result<Option<CatalogProduct>, DepError> {
         match self {
@@ -169,26 +160,12 @@ impl Backend {
                             .query_async(&mut conn)
                             .await
                             .map_err(redis_error)?;
-                        Ok(raw
-                            .and_then(|r| serde_json::from_str::<Wire>(&r).ok())
-                            .map(|w| CatalogProduct {
-                                sku: w.sku,
-                                name: w.name,
-                                unit_price: w.unit_price,
-                                currency: w.currency,
-                                stock: w.stock,
-                            }))
+                        Ok(raw.and_then(|r| serde_json::from_str::<CatalogProduct>(&r).ok()))
                     }
                     CacheOp::Put(p) => {
                         let key = format!("{prefix}{}", p.sku);
-                        let value = serde_json::to_string(&Wire {
-                            sku: p.sku,
-                            name: p.name,
-                            unit_price: p.unit_price,
-                            currency: p.currency,
-                            stock: p.stock,
-                        })
-                        .map_err(|e| DepError::Internal(e.to_string()))?;
+                        let value = serde_json::to_string(&p)
+                            .map_err(|e| DepError::Internal(e.to_string()))?;
                         let () = redis::cmd("SET")
                             .arg(key)
                             .arg(value)
@@ -261,13 +238,7 @@ impl CatalogReader {
                 )
                 .await;
                 match found {
-                    Ok(p) => Ok(p.map(|p| CatalogProduct {
-                        sku: p.sku,
-                        name: p.name,
-                        unit_price: p.unit_price,
-                        currency: p.currency,
-                        stock: p.stock,
-                    })),
+                    Ok(p) => Ok(p.map(CatalogProduct::from)),
                     Err(e) if e.is_transient() => {
                         Err(DepError::Unavailable("database unavailable".to_owned()))
                     }

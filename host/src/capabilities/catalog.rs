@@ -12,8 +12,8 @@ use crate::runtime::InvocationState;
 use crate::runtime::bindings::catalog::{Host, Product};
 use crate::runtime::bindings::{DependencyError, Money};
 
-/// A product as the host's catalog knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A product as the host's catalog knows it (also its JSON form in the Redis cache).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CatalogProduct {
     /// Stock keeping unit, the product's key.
     pub sku: String,
@@ -25,6 +25,18 @@ pub struct CatalogProduct {
     pub currency: String,
     /// Units available (negative values are reported as zero).
     pub stock: i64,
+}
+
+impl From<crate::storage::Product> for CatalogProduct {
+    fn from(p: crate::storage::Product) -> Self {
+        Self {
+            sku: p.sku,
+            name: p.name,
+            unit_price: p.unit_price,
+            currency: p.currency,
+            stock: p.stock,
+        }
+    }
 }
 
 /// Why a catalog lookup failed. The cases map one to one onto the WIT `dependency-error`.
