@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use weir_host::capabilities::catalog::{CatalogProduct, StaticCatalog};
-use weir_host::runtime::{OrderLine, OrderRequest, Runtime, RuntimeConfig};
+use weir_core::domain::{CatalogProduct, LineRequest, OrderRequest};
+use weir_host::capabilities::catalog::StaticCatalog;
+use weir_host::runtime::{Runtime, RuntimeConfig};
 use weir_sdk::Plugin as _;
 
 const SKUS: [(&str, i64); 3] = [("KB-001", 8900), ("MS-002", 2900), ("CB-004", 900)];
@@ -40,12 +41,12 @@ fn bench(c: &mut Criterion) {
         currency: "EUR".into(),
         lines: SKUS
             .iter()
-            .map(|(sku, _)| OrderLine {
+            .map(|(sku, _)| LineRequest {
                 sku: (*sku).into(),
                 quantity: 2,
             })
             .collect(),
-        metadata: vec![],
+        metadata: BTreeMap::new(),
     };
 
     let mut group = c.benchmark_group("place_order");

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use weir_host::config::Config;
 use weir_host::server::Server;
+use weir_host::server::config::Config;
 
 #[derive(Default)]
 struct Phase {
@@ -172,7 +172,7 @@ fn main() {
         let db = server_rt
             .block_on(weir_host::storage::testing::PgTestDb::create())
             .expect("a PostgreSQL test database (is PostgreSQL on 127.0.0.1:5432?)");
-        config.database_url = Some(weir_host::config::DatabaseUrl::new(db.url()));
+        config.database_url = Some(weir_host::server::config::DatabaseUrl::new(db.url()));
         db
     });
     config.validate().expect("valid config");

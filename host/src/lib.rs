@@ -1,37 +1,60 @@
 //! Weir: a service host whose order business logic runs as sandboxed WebAssembly components.
 //!
+//! The order domain, its ports and its use-cases live in the `weir-core` crate, which knows
+//! nothing of HTTP, SQL, AMQP or WebAssembly. This crate is the adapters around it, in layers
+//! whose arrows only point down: a module uses only modules of lower layers (or, within a
+//! layer, modules listed before it). A unit test (`layering.rs`) fails on any upward or
+//! cyclic `crate::` path.
+//!
 //! # Layout
-//! - [`runtime`]: the wasmtime engine, bindings, budgets, registry and invocation.
-//! - [`capabilities`]: host implementations of the interfaces plugins import.
-//! - [`config`]: configuration types, loading and validation.
-//! - [`storage`]: the store trait with SQLite and PostgreSQL implementations.
-//! - [`events`]: RabbitMQ outbox relay, idempotent consumer, dead letters, backpressure.
-//! - [`http`]: the public API (handlers, problem responses, extractors).
-//! - [`health`]: the operations listener (`/livez`, `/readyz`, `/infoz`).
-//! - [`admin`]: the admin bearer-token guard ([`admin::AdminAuth`]) and rotation endpoints.
-//! - [`shutdown`]: the graceful-shutdown coordinator and the [`shutdown::Shutdown`] handle.
-//! - [`worker`]: supervised background workers (cancellation, spans, metrics, restarts).
-//! - [`server`]: start-up wiring of all of the above.
-//! - [`telemetry`]: JSON logs and OpenTelemetry traces, metrics and logs (OTLP), sampling,
-//!   W3C propagation.
-//! - [`plugin_check`]: `weir plugin check`.
-//! - [`policy`]: edge and dependency policies as tower layers (one per file).
-//! - [`metrics`]: the meter provider and the Prometheus text of `/metrics`.
-//! - [`cache`]: the catalog read path (cache, then database).
+//!
+//! 1. Foundations
+//!    - [`support`]: serde helpers for durations, secrets and secret URLs, build facts.
+//!    - [`telemetry`]: JSON logs, OpenTelemetry traces/metrics/logs, sampling, propagation,
+//!      the meter provider and `/metrics` text.
+//!    - [`lifecycle`]: the shutdown handle and drain coordinator, supervised workers.
+//! 2. Adapters of the core's ports and the plugin boundary
+//!    - [`storage`]: the SQLite and PostgreSQL stores, and the traced store wrapper.
+//!    - [`world`]: the `weir:orders` bindings and WIT <-> core conversions.
+//!    - [`capabilities`]: the host side of the interfaces plugins import, one file each.
+//!    - [`policy`]: edge and dependency policies as tower layers, one per file.
+//! 3. Engines and background paths
+//!    - [`runtime`]: the wasmtime engine, admission, invocation, the registry, and the
+//!      plugin decider (the core's `OrderDecider`).
+//!    - [`catalog`]: the catalog read path (cache, then database).
+//!    - [`events`]: the outbox relay, the idempotent consumer, dead letters, backpressure.
+//! 4. Listeners
+//!    - [`http`]: the public API (thin handlers, problem responses, the edge stack).
+//!    - [`ops`]: health, `/metrics` and the admin endpoints with their token check.
+//! 5. Assembly
+//!    - [`server`]: the full configuration, the shared state, the listeners; the only place
+//!      that wires everything.
+//!
+//! # Where things go
+//! - A new route: a handler in `http/` that extracts, calls one use-case of `weir-core` and
+//!   maps the error (copy `http/products.rs`); register it in `http::router` and `ApiDoc`.
+//! - A new use-case: one file in `core/src/app/` with its command, outcome and error types,
+//!   tested with the in-memory ports (copy `core/src/app/transition.rs`).
+//! - A new host capability: a WIT interface, then one file in `capabilities/` implementing
+//!   its `Host` trait on `Imports`, with `#[tracing::instrument(name = "plugin.import...")]`
+//!   (copy `capabilities/config.rs`).
+//! - A new background worker: a body run by `lifecycle::Supervisor::spawn` or `periodic`,
+//!   started from `server` (copy `events::backpressure::monitor` or the idempotency purge in
+//!   `server`).
 
-pub mod admin;
-pub mod cache;
 pub mod capabilities;
-pub mod config;
+pub mod catalog;
 pub mod events;
-pub mod health;
 pub mod http;
-pub mod metrics;
-pub mod plugin_check;
+pub mod lifecycle;
+pub mod ops;
 pub mod policy;
 pub mod runtime;
 pub mod server;
-pub mod shutdown;
 pub mod storage;
+pub mod support;
 pub mod telemetry;
-pub mod worker;
+pub mod world;
+
+#[cfg(test)]
+mod layering;

@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use weir_host::config::{Config, Overrides};
+use tracing::Instrument as _;
+use weir_host::server::config::{Config, Overrides};
 
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about = "Weir service host")]
@@ -145,7 +147,11 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             };
             // Before the server: runtime metrics bind to the global meter provider at start.
-            let telemetry = match weir_host::telemetry::init(&config) {
+            let telemetry = match weir_host::telemetry::init(
+                &config.telemetry,
+                &config.environment,
+                config.region.as_deref(),
+            ) {
                 Ok(t) => t,
                 Err(e) => {
                     weir_host::telemetry::init_logging();
@@ -155,7 +161,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             };
             // Before serving, so a signal arriving during start-up is not lost.
-            let mut signals = match weir_host::shutdown::Signals::install() {
+            let mut signals = match weir_host::lifecycle::Signals::install() {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot install signal handlers");
@@ -164,27 +170,37 @@ async fn run(cli: Cli) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let server = match weir_host::server::Server::start(config).await {
+            // Start-up runs in its own span: a failure is recorded there once, with its chain.
+            let span = tracing::info_span!("weir.start", otel.status_code = tracing::field::Empty);
+            let started = weir_host::server::Server::start(config)
+                .instrument(span.clone())
+                .await;
+            let server = match started {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(error = %e, "start-up failed");
-                    eprintln!("error: {e}");
+                    let chain = format!("{e:#}");
+                    span.record("otel.status_code", "ERROR");
+                    weir_host::telemetry::record_exception(&span, "STARTUP_FAILED", e.as_ref());
+                    tracing::error!(parent: &span, error = %chain, "start-up failed");
+                    drop(span);
+                    eprintln!("error: {chain}");
                     telemetry.shutdown().await;
                     return ExitCode::FAILURE;
                 }
             };
+            drop(span);
             let signal = signals.recv().await;
             tracing::info!(signal, "shutdown requested; draining");
-            // The coordinator (`weir_host::shutdown`); a second signal cuts it short.
+            // The coordinator (`weir_host::lifecycle::shutdown`); a second signal cuts it short.
             tokio::select! {
                 _report = server.drain() => {}
                 second = signals.recv() => {
                     tracing::error!(
                         signal = second,
-                        exit_code = weir_host::shutdown::EXIT_FORCED,
+                        exit_code = weir_host::lifecycle::EXIT_FORCED,
                         "shutdown: second signal; exiting immediately without finishing the drain"
                     );
-                    std::process::exit(i32::from(weir_host::shutdown::EXIT_FORCED));
+                    std::process::exit(i32::from(weir_host::lifecycle::EXIT_FORCED));
                 }
             }
             // Last: flush spans, metrics and logs of the drain itself (bounded, off-runtime).
@@ -213,10 +229,13 @@ async fn run(cli: Cli) -> ExitCode {
                     url.expose(),
                     &weir_host::storage::StoreOptions::default(),
                 )
-                .await?;
-                store.migrate().await?;
+                .await
+                .with_context(|| format!("could not open the database at {}", url.redacted()))?;
+                store.migrate().await.with_context(|| {
+                    format!("could not migrate the database at {}", url.redacted())
+                })?;
                 store.close().await;
-                Ok::<_, weir_host::storage::StoreError>(())
+                anyhow::Ok(())
             }
             .await;
             match result {
@@ -225,7 +244,7 @@ async fn run(cli: Cli) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("error: {}: {e}", url.redacted());
+                    eprintln!("error: {e:#}");
                     ExitCode::FAILURE
                 }
             }
@@ -233,7 +252,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Dlq { command } => dlq(command).await,
         Command::Plugin {
             command: PluginCommand::Check { file, json },
-        } => match weir_host::plugin_check::check(&file).await {
+        } => match weir_host::runtime::check::check(&file).await {
             Ok(report) => {
                 if json {
                     println!(
@@ -246,7 +265,7 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {}: {e}", file.display());
+                eprintln!("error: {}: {:#}", file.display(), anyhow::Error::new(e));
                 ExitCode::FAILURE
             }
         },

@@ -658,7 +658,7 @@ async fn a_second_signal_exits_at_once_with_a_distinct_code() {
     weir.signal("INT");
     assert_eq!(
         weir.exit_code().await,
-        Some(i32::from(weir_host::shutdown::EXIT_FORCED)),
+        Some(i32::from(weir_host::lifecycle::EXIT_FORCED)),
         "a second signal exits with EXIT_FORCED"
     );
     let answer = tokio::time::timeout(WAIT, call)

@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_host::capabilities::catalog::{CatalogProduct, StaticCatalog};
-use weir_host::runtime::{
-    BudgetKind, InvokeError, OrderLine, OrderRequest, PluginVersion, Runtime, RuntimeConfig,
-};
+use weir_core::domain::{CatalogProduct, LineRequest, OrderRequest};
+use weir_host::capabilities::catalog::StaticCatalog;
+use weir_host::runtime::{BudgetKind, InvokeError, PluginVersion, Runtime, RuntimeConfig};
 use weir_plugin_artifacts as artifacts;
 
 fn runtime(timeout: Duration) -> Runtime {
@@ -30,11 +29,11 @@ fn request(customer: &str) -> OrderRequest {
     OrderRequest {
         customer_id: customer.into(),
         currency: "EUR".into(),
-        lines: vec![OrderLine {
+        lines: vec![LineRequest {
             sku: "KB-001".into(),
             quantity: 2,
         }],
-        metadata: vec![],
+        metadata: BTreeMap::new(),
     }
 }
 

@@ -510,7 +510,9 @@ async fn every_error_code_is_produced_and_well_formed() {
 
     // Interrupted by shutdown.
     let s2 = TestServer::start(Backend::Sqlite, |c, _| {
-        c.admin_token = Some(weir_host::config::Secret::new("admin-token-for-tests-0123"));
+        c.admin_token = Some(weir_host::server::config::Secret::new(
+            "admin-token-for-tests-0123",
+        ));
     })
     .await;
     s2.state().runtime.interrupt_all();

@@ -24,8 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
-use weir_host::config::Config;
 use weir_host::events::{AmqpUrl, EventsConfig};
+use weir_host::server::config::Config;
 
 use crate::support::{Backend, TestServer, order_body};
 

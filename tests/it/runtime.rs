@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_host::capabilities::catalog::{CatalogProduct, StaticCatalog};
-use weir_host::runtime::{
-    BudgetKind, InvokeError, OrderError, OrderEvent, OrderLine, OrderRequest, OrderSnapshot,
-    OrderStatus, Runtime, RuntimeConfig, TrapKind,
+use weir_core::domain::{
+    CatalogProduct, LineRequest, Money, OrderError, OrderEvent, OrderRequest, OrderSnapshot,
+    OrderStatus,
 };
+use weir_host::capabilities::catalog::StaticCatalog;
+use weir_host::runtime::{BudgetKind, InvokeError, Runtime, RuntimeConfig, TrapKind};
 use weir_plugin_artifacts as artifacts;
 
 fn catalog() -> StaticCatalog {
@@ -32,11 +33,11 @@ fn request(customer: &str) -> OrderRequest {
     OrderRequest {
         customer_id: customer.into(),
         currency: "EUR".into(),
-        lines: vec![OrderLine {
+        lines: vec![LineRequest {
             sku: "KB-001".into(),
             quantity: 2,
         }],
-        metadata: vec![],
+        metadata: BTreeMap::new(),
     }
 }
 
@@ -81,23 +82,20 @@ async fn every_order_error_case_reaches_the_host_typed() {
     ];
     for (customer, check) in table {
         match rt.place_order(&plugin, &request(customer), None).await {
-            Err(InvokeError::Guest(e)) => assert!(check(&e), "{customer}: got {e:?}"),
+            Err(InvokeError::Refused(e)) => assert!(check(&e), "{customer}: got {e:?}"),
             other => panic!("{customer}: expected a typed guest error, got {other:?}"),
         }
         let order = OrderSnapshot {
-            id: "o1".into(),
+            id: uuid::Uuid::now_v7(),
             customer_id: customer.into(),
             status: OrderStatus::Placed,
-            total: weir_host::runtime::Money {
-                amount: 1,
-                currency: "EUR".into(),
-            },
+            total: Money::new(1, "EUR"),
         };
         match rt
             .transition(&plugin, &order, OrderEvent::PaymentCaptured, None)
             .await
         {
-            Err(InvokeError::Guest(e)) => assert!(check(&e), "transition {customer}: {e:?}"),
+            Err(InvokeError::Refused(e)) => assert!(check(&e), "transition {customer}: {e:?}"),
             other => panic!("transition {customer}: expected a typed guest error, got {other:?}"),
         }
     }

@@ -38,7 +38,7 @@ async fn get(s: &TestServer, path: &str) -> (u16, Value) {
 #[tokio::test]
 async fn operators_take_an_instance_out_of_rotation_and_back() {
     let s = TestServer::start(Backend::Sqlite, |c, _| {
-        c.admin_token = Some(weir_host::config::Secret::new(TOKEN));
+        c.admin_token = Some(weir_host::server::config::Secret::new(TOKEN));
     })
     .await;
     let (status, ready) = get(&s, "/readyz").await;

@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use weir_host::config::{Config, DatabaseUrl};
 use weir_host::server::Server;
+use weir_host::server::config::{Config, DatabaseUrl};
 use weir_host::storage::testing::PgTestDb;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +57,7 @@ impl TestServer {
         }
     }
 
-    pub fn state(&self) -> &weir_host::http::AppState {
+    pub fn state(&self) -> &weir_host::server::AppState {
         &self.server.as_ref().expect("running").state
     }
 

@@ -89,7 +89,7 @@ impl Traced {
     }
 
     async fn start_with(
-        tweak: impl FnOnce(&mut weir_host::config::Config, &std::path::Path),
+        tweak: impl FnOnce(&mut weir_host::server::config::Config, &std::path::Path),
     ) -> Self {
         let p = pipeline();
         let server = TestServer::start(Backend::Sqlite, tweak).await;

@@ -3,10 +3,10 @@
 //! Values come from the operator's configuration for the plugin's name; they are fixed for
 //! the lifetime of a loaded version, so a call sees one consistent view.
 
-use crate::runtime::InvocationState;
-use crate::runtime::bindings::config::Host;
+use super::Imports;
+use crate::world::bindings::config::Host;
 
-impl Host for InvocationState {
+impl Host for Imports {
     #[tracing::instrument(name = "plugin.import.config.get", skip_all, fields(key = %key), level = "debug")]
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         Ok(self.plugin.config.get(&key).cloned())

@@ -1,9 +1,9 @@
 //! `weir:orders/deadline`: how much of the call's time budget is left.
 
-use crate::runtime::InvocationState;
-use crate::runtime::bindings::deadline::Host;
+use super::Imports;
+use crate::world::bindings::deadline::Host;
 
-impl Host for InvocationState {
+impl Host for Imports {
     #[tracing::instrument(
         name = "plugin.import.deadline.remaining_ms",
         skip_all,

@@ -4,8 +4,8 @@
 //! span, so they carry its trace context. Each call has a record and byte budget; a guest
 //! that floods its log is trapped with [`LogBudgetExceeded`] rather than allowed to flood ours.
 
-use crate::runtime::InvocationState;
-use crate::runtime::bindings::log::{Host, Level};
+use super::Imports;
+use crate::world::bindings::log::{Host, Level};
 
 /// Raised into the guest as a trap when it exceeds its log budget.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,7 @@ fn clip(s: &str) -> &str {
     &s[..end]
 }
 
-impl Host for InvocationState {
+impl Host for Imports {
     #[tracing::instrument(name = "plugin.import.log.emit", skip_all, level = "debug")]
     async fn emit(
         &mut self,
@@ -35,12 +35,12 @@ impl Host for InvocationState {
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
         let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        if self.log_records_left == 0 || size > self.log_bytes_left {
-            self.limiter.hits.log = true;
+        if self.log.records == 0 || size > self.log.bytes {
+            self.log_exceeded = true;
             return Err(wasmtime::Error::new(LogBudgetExceeded));
         }
-        self.log_records_left -= 1;
-        self.log_bytes_left -= size;
+        self.log.records -= 1;
+        self.log.bytes -= size;
 
         let mut map = serde_json::Map::new();
         for (k, v) in &fields {

@@ -12,9 +12,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::EventsShared;
-use crate::config::{duration_ms, duration_secs};
-use crate::storage::Store;
-use crate::worker::{WorkerContext, WorkerError};
+use weir_core::ports::OutboxStore;
+
+use crate::lifecycle::{WorkerContext, WorkerError};
+use crate::support::{InvalidKey, duration_ms, duration_secs, ensure};
 
 /// The `[events.backpressure]` section. A `max_*` trips backpressure, the matching `resume_*`
 /// (lower) releases it.
@@ -60,38 +61,22 @@ impl Default for BackpressureConfig {
 
 impl BackpressureConfig {
     /// Each `resume_*` must be below its `max_*`.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.resume_unpublished >= self.max_unpublished {
-            return Err((
-                "events.backpressure.resume_unpublished",
-                "must be below events.backpressure.max_unpublished".into(),
-            ));
-        }
-        if self.resume_lag >= self.max_lag {
-            return Err((
-                "events.backpressure.resume_lag_ms",
-                "must be below events.backpressure.max_lag_ms".into(),
-            ));
-        }
-        if self.resume_consumer_backlog >= self.max_consumer_backlog {
-            return Err((
-                "events.backpressure.resume_consumer_backlog",
-                "must be below events.backpressure.max_consumer_backlog".into(),
-            ));
-        }
-        if self.check_interval.is_zero() {
-            return Err((
-                "events.backpressure.check_interval_ms",
-                "must be positive".into(),
-            ));
-        }
-        if self.retry_after.is_zero() {
-            return Err((
-                "events.backpressure.retry_after_secs",
-                "must be at least 1".into(),
-            ));
-        }
-        Ok(())
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        ensure(
+            self.resume_unpublished < self.max_unpublished,
+            "events.backpressure.resume_unpublished",
+            "must be below events.backpressure.max_unpublished",
+        )?;
+        ensure(
+            self.resume_lag < self.max_lag,
+            "events.backpressure.resume_lag_ms",
+            "must be below events.backpressure.max_lag_ms",
+        )?;
+        ensure(
+            self.resume_consumer_backlog < self.max_consumer_backlog,
+            "events.backpressure.resume_consumer_backlog",
+            "must be below events.backpressure.max_consumer_backlog",
+        )
     }
 }
 
@@ -172,10 +157,9 @@ pub fn decide(active: bool, m: &Measure, c: &BackpressureConfig) -> Option<Strin
 }
 
 /// Intake gate shared by the monitor, the consumer (backlog) and the orders handler.
-#[derive(Debug)]
 pub struct Backpressure {
     config: BackpressureConfig,
-    store: Arc<dyn Store>,
+    store: Arc<dyn OutboxStore>,
     active: AtomicBool,
     consumer_backlog: AtomicU64,
     snapshot: Arc<Mutex<BackpressureSnapshot>>,
@@ -183,9 +167,19 @@ pub struct Backpressure {
     refreshing: tokio::sync::Mutex<()>,
 }
 
+impl std::fmt::Debug for Backpressure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backpressure")
+            .field("config", &self.config)
+            .field("active", &self.active)
+            .field("consumer_backlog", &self.consumer_backlog)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Backpressure {
     /// Starts inactive.
-    pub fn new(config: BackpressureConfig, store: Arc<dyn Store>) -> Self {
+    pub fn new(config: BackpressureConfig, store: Arc<dyn OutboxStore>) -> Self {
         Self {
             config,
             store,
@@ -345,7 +339,7 @@ mod tests {
             ..BackpressureConfig::default()
         };
         assert_eq!(
-            bad.validate().unwrap_err().0,
+            bad.validate().unwrap_err().key,
             "events.backpressure.resume_unpublished"
         );
     }

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SubsecRound, Utc};
+use chrono::Utc;
 use futures::StreamExt as _;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
@@ -31,12 +31,13 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
+use weir_core::app::{ApplyTransition, InboxKey, TransitionError, Transitioned};
+use weir_core::domain::{OrderError, OrderEvent, OrderStatus, TraceContext};
+use weir_core::ports::DecideError;
+
 use super::message::{self, Inbound, InboundKind};
-use super::{EventsShared, Link, topology};
-use crate::http::AppState;
-use crate::runtime::{self, InvokeError, OrderError, OrderEvent};
-use crate::storage::{InboxOutcome, NewEvent, OrderStatus};
-use crate::worker::{WorkerContext, WorkerError};
+use super::{ConsumerDeps, EventsShared, Link, topology};
+use crate::lifecycle::{WorkerContext, WorkerError};
 
 /// What to do with a delivery after processing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,7 @@ pub enum Decision {
 /// drain's `messages_requeued`) and closes its connection.
 pub(crate) async fn run(
     shared: Arc<EventsShared>,
-    app: AppState,
+    app: ConsumerDeps,
     ctx: WorkerContext,
 ) -> Result<(), WorkerError> {
     let shutdown = ctx.token().clone();
@@ -100,7 +101,7 @@ pub(crate) async fn run(
 
 async fn session(
     shared: &EventsShared,
-    app: &AppState,
+    app: &ConsumerDeps,
     conn: &lapin::Connection,
     ctx: &WorkerContext,
 ) -> Result<(), (bool, String)> {
@@ -215,7 +216,7 @@ async fn stop_consuming(
 /// redelivered after reconnecting).
 async fn handle(
     shared: &EventsShared,
-    app: &AppState,
+    app: &ConsumerDeps,
     publisher: &lapin::Channel,
     delivery: lapin::message::Delivery,
 ) -> Result<(), String> {
@@ -288,133 +289,84 @@ fn continue_trace(span: &tracing::Span, inbound: &Inbound) {
     }
 }
 
-/// Decide what a valid message does, applying it when it can.
-pub async fn process(shared: &EventsShared, app: &AppState, inbound: &Inbound) -> Decision {
-    let consumer = shared.config.consumer_name.as_str();
-    match app.store.inbox_contains(consumer, &inbound.id).await {
-        Ok(true) => return Decision::Ack("duplicate"),
-        Ok(false) => {}
-        Err(e) => return Decision::Retry(format!("inbox lookup failed: {e}")),
-    }
-    let wit_event = match inbound.kind {
+/// Decide what a valid message does, applying it when it can: the transition use-case with
+/// the message's inbox key, so the transition and the inbox record commit together.
+pub async fn process(shared: &EventsShared, app: &ConsumerDeps, inbound: &Inbound) -> Decision {
+    let event = match inbound.kind {
         InboundKind::PaymentCaptured => OrderEvent::PaymentCaptured,
         InboundKind::ShipmentDispatched => OrderEvent::Shipped,
     };
-    // Optimistic concurrency: a concurrent change (e.g. a cancel) makes the write stale;
-    // decide again on the fresh order a bounded number of times.
-    for _ in 0..3 {
-        let order = match app.store.get_order(inbound.order_id).await {
-            Ok(Some(order)) => order,
-            Ok(None) => {
-                return Decision::DeadLetter(
-                    "unknown_order",
-                    format!("no order {}", inbound.order_id),
-                );
-            }
-            Err(e) => return Decision::Retry(format!("order lookup failed: {e}")),
-        };
-        let plugin = match app.orders_plugin() {
-            Ok(p) => p,
-            Err(_) => return Decision::Retry("no active orders plugin".to_owned()),
-        };
-        let snapshot = runtime::OrderSnapshot {
-            id: order.id.to_string(),
-            customer_id: order.customer_id.clone(),
-            status: crate::http::orders::status_to_wit(order.status),
-            total: runtime::Money {
-                amount: order.total,
-                currency: order.currency.clone(),
-            },
-        };
-        let deadline = tokio::time::Instant::now() + app.config.http.request_timeout;
-        let next = match app
-            .runtime
-            .transition(&plugin, &snapshot, wit_event, Some(deadline))
-            .await
-        {
-            Ok(status) => crate::http::orders::status_from_wit(status),
-            Err(e) => return classify_plugin_error(e, inbound.kind, order.status),
-        };
-        let now = Utc::now().trunc_subsecs(6);
-        if next == order.status {
-            return match app.store.record_inbox(&inbound.id, consumer, now).await {
-                Ok(true) => Decision::Ack("no_change"),
-                Ok(false) => Decision::Ack("duplicate"),
-                Err(e) => Decision::Retry(format!("inbox insert failed: {e}")),
-            };
-        }
-        let event = order_event(app, &order, next, inbound, now);
-        match app
-            .store
-            .transition_order_once(
-                consumer,
-                &inbound.id,
-                order.id,
-                order.version,
-                next,
-                &[event],
-                now,
-            )
-            .await
-        {
-            Ok(InboxOutcome::Applied(_)) => return Decision::Ack("applied"),
-            Ok(InboxOutcome::Duplicate) => return Decision::Ack("duplicate"),
-            Ok(InboxOutcome::Stale) => continue,
-            Err(e) => return Decision::Retry(format!("transition commit failed: {e}")),
-        }
-    }
-    Decision::Retry("the order kept changing concurrently".to_owned())
-}
-
-/// The `order.<status>` outbox event of a consumer-driven transition; it continues the trace
-/// of the message that caused it. Call inside the processing span.
-fn order_event(
-    app: &AppState,
-    order: &crate::storage::OrderRecord,
-    next: OrderStatus,
-    inbound: &Inbound,
-    now: chrono::DateTime<Utc>,
-) -> NewEvent {
     // The processing span's context (same trace as the message); the message's own without
     // the OpenTelemetry layer.
     let trace = match crate::telemetry::inject_current() {
-        (Some(tp), ts) => (Some(tp), ts),
-        (None, _) => (inbound.traceparent.clone(), inbound.tracestate.clone()),
+        (Some(traceparent), tracestate) => TraceContext {
+            traceparent: Some(traceparent),
+            tracestate,
+        },
+        (None, _) => TraceContext {
+            traceparent: inbound.traceparent.clone(),
+            tracestate: inbound.tracestate.clone(),
+        },
     };
-    crate::http::orders::transition_event(app, trace, order, next, now)
+    let cmd = ApplyTransition {
+        order_id: inbound.order_id,
+        event,
+        deadline: std::time::Instant::now() + app.deadline,
+        trace,
+        inbox: Some(InboxKey {
+            consumer: shared.config.consumer_name.clone(),
+            message_id: inbound.id.clone(),
+        }),
+    };
+    match app.orders.apply_transition(cmd).await {
+        Ok(Transitioned::Applied(_)) => Decision::Ack("applied"),
+        Ok(Transitioned::Unchanged(_)) => Decision::Ack("no_change"),
+        Ok(Transitioned::Duplicate) => Decision::Ack("duplicate"),
+        Err(TransitionError::NotFound(id)) => {
+            Decision::DeadLetter("unknown_order", format!("no order {id}"))
+        }
+        Err(TransitionError::Decide { status, source }) => {
+            classify_plugin_error(source, inbound.kind, status)
+        }
+        Err(e @ TransitionError::Store { .. }) => Decision::Retry(crate::support::chain(&e)),
+        Err(TransitionError::KeptChanging) => {
+            Decision::Retry("the order kept changing concurrently".to_owned())
+        }
+    }
 }
 
 /// Transient plugin failures are retried; deterministic ones are dead-lettered.
-pub fn classify_plugin_error(e: InvokeError, kind: InboundKind, status: OrderStatus) -> Decision {
+pub fn classify_plugin_error(e: DecideError, kind: InboundKind, status: OrderStatus) -> Decision {
     match e {
         // A shipment can overtake its payment: the order may still become `paid`.
-        InvokeError::Guest(OrderError::Conflict(msg))
+        DecideError::Refused(OrderError::Conflict(msg))
             if kind == InboundKind::ShipmentDispatched && status == OrderStatus::Placed =>
         {
             Decision::Retry(format!("order not paid yet: {msg}"))
         }
-        InvokeError::Guest(OrderError::Conflict(msg) | OrderError::NotFound(msg)) => {
+        DecideError::Refused(OrderError::Conflict(msg) | OrderError::NotFound(msg)) => {
             Decision::DeadLetter("rejected", msg)
         }
-        InvokeError::Guest(OrderError::Rejected(r)) => {
+        DecideError::Refused(OrderError::Rejected(r)) => {
             Decision::DeadLetter("rejected", format!("{}: {}", r.reason, r.message))
         }
-        InvokeError::Guest(OrderError::Invalid(v)) => {
+        DecideError::Refused(OrderError::Invalid(v)) => {
             Decision::DeadLetter("rejected", format!("{} invalid field(s)", v.len()))
         }
-        InvokeError::Guest(OrderError::Unavailable(msg)) => {
+        DecideError::Refused(OrderError::Unavailable(msg)) => {
             Decision::Retry(format!("plugin dependency unavailable: {msg}"))
         }
-        InvokeError::Guest(OrderError::Internal(msg)) => {
+        DecideError::Refused(OrderError::Internal(msg)) => {
             Decision::DeadLetter("poison", format!("plugin internal error: {msg}"))
         }
-        InvokeError::Budget(k) if k.is_time() => Decision::Retry(format!("plugin {k} budget")),
-        e @ (InvokeError::Trap { .. } | InvokeError::Budget(_)) => {
+        DecideError::Budget(k) if k.is_time() => Decision::Retry(format!("plugin {k} budget")),
+        e @ (DecideError::Trap { .. } | DecideError::Budget(_)) => {
             Decision::DeadLetter("poison", e.to_string())
         }
-        e @ (InvokeError::Interrupted
-        | InvokeError::Instantiate { .. }
-        | InvokeError::CircuitOpen { .. }) => Decision::Retry(e.to_string()),
+        e @ (DecideError::Interrupted
+        | DecideError::Instantiate { .. }
+        | DecideError::CircuitOpen { .. }
+        | DecideError::NoPlugin(_)) => Decision::Retry(e.to_string()),
     }
 }
 

@@ -7,8 +7,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::http::events::CloudEvent;
-use crate::storage::EventRecord;
+use weir_core::domain::{CloudEvent, EventRecord};
 
 /// Content type of structured-mode CloudEvents.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";

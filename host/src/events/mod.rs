@@ -36,54 +36,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::duration_ms;
-use crate::http::AppState;
-use crate::storage::Store;
-use crate::worker::Supervisor;
+use weir_core::app::OrderService;
+use weir_core::ports::{IntakeGate, OutboxStore};
+
+use crate::lifecycle::{Shutdown, Supervisor};
+use crate::support::{InvalidKey, SecretUrl, duration_ms, ensure};
 pub use backpressure::{Backpressure, BackpressureConfig, BackpressureSnapshot};
 pub(crate) use metrics::EventMetrics;
 
-/// An AMQP URL whose password is redacted wherever it is shown (`Debug`, `Serialize`, logs).
-#[derive(Clone, PartialEq, Eq)]
-pub struct AmqpUrl(String);
-
-impl AmqpUrl {
-    /// Wrap a URL.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
-    }
-
-    /// The full URL, password included; pass only to the client.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any password replaced by `[redacted]`.
-    pub fn redacted(&self) -> String {
-        crate::storage::redact_url(&self.0)
-    }
-}
-
-impl std::fmt::Debug for AmqpUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AmqpUrl({})", self.redacted())
-    }
-}
-
-impl Serialize for AmqpUrl {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.redacted())
-    }
-}
-
-impl<'de> Deserialize<'de> for AmqpUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(AmqpUrl)
-    }
-}
+/// An AMQP URL; its password is redacted wherever it is shown (`Debug`, `Serialize`, logs).
+pub type AmqpUrl = SecretUrl;
 
 /// The `[events]` section: names, relay and consumer tuning, retries and backpressure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -181,58 +146,52 @@ impl EventsConfig {
             .min(self.retry_max_delay)
     }
 
-    /// Values that parse but cannot work; the key is the dotted config key.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), InvalidKey> {
         let name_ok = |n: &str| !n.is_empty() && n.len() <= 200 && n.is_ascii();
-        if !name_ok(&self.exchange) {
-            return Err(("events.exchange", "must be 1-200 ASCII characters".into()));
-        }
-        if !name_ok(&self.inbound_exchange) {
-            return Err((
-                "events.inbound_exchange",
-                "must be 1-200 ASCII characters".into(),
-            ));
-        }
-        if !name_ok(&self.queue) {
-            return Err(("events.queue", "must be 1-200 ASCII characters".into()));
-        }
-        if self.consumer_name.is_empty() {
-            return Err(("events.consumer_name", "must not be empty".into()));
-        }
-        if self.prefetch == 0 {
-            return Err(("events.prefetch", "must be positive".into()));
-        }
-        if self.relay_batch == 0 || self.relay_batch > crate::storage::MAX_EVENTS_LIMIT {
-            return Err((
+        let name = "must be 1-200 ASCII characters";
+        ensure(name_ok(&self.exchange), "events.exchange", name)?;
+        ensure(
+            name_ok(&self.inbound_exchange),
+            "events.inbound_exchange",
+            name,
+        )?;
+        ensure(name_ok(&self.queue), "events.queue", name)?;
+        ensure(
+            !self.consumer_name.is_empty(),
+            "events.consumer_name",
+            "must not be empty",
+        )?;
+        ensure(self.prefetch > 0, "events.prefetch", "must be positive")?;
+        let max = weir_core::ports::store::MAX_EVENTS_LIMIT;
+        if self.relay_batch == 0 || self.relay_batch > max {
+            return Err(InvalidKey::new(
                 "events.relay_batch",
-                format!("must be 1-{}", crate::storage::MAX_EVENTS_LIMIT),
+                format!("must be 1-{max}"),
             ));
         }
-        if self.relay_lease <= self.confirm_timeout {
-            return Err((
-                "events.relay_lease_ms",
-                "must be longer than events.confirm_timeout_ms".into(),
-            ));
-        }
-        if self.relay_poll.is_zero() || self.confirm_timeout.is_zero() || self.relay_retry.is_zero()
-        {
-            return Err((
-                "events.relay_poll_ms",
-                "relay_poll_ms, relay_retry_ms and confirm_timeout_ms must be positive".into(),
-            ));
-        }
-        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
-            return Err((
-                "events.reconnect_max_ms",
-                "reconnect_min_ms must be positive and not above reconnect_max_ms".into(),
-            ));
-        }
-        if self.retry_delay.is_zero() || self.retry_max_delay < self.retry_delay {
-            return Err((
-                "events.retry_max_delay_ms",
-                "retry_delay_ms must be positive and not above retry_max_delay_ms".into(),
-            ));
-        }
+        ensure(
+            self.relay_lease > self.confirm_timeout,
+            "events.relay_lease_ms",
+            "must be longer than events.confirm_timeout_ms",
+        )?;
+        ensure(
+            !(self.relay_poll.is_zero()
+                || self.confirm_timeout.is_zero()
+                || self.relay_retry.is_zero()),
+            "events.relay_poll_ms",
+            "relay_poll_ms, relay_retry_ms and confirm_timeout_ms must be positive",
+        )?;
+        ensure(
+            !self.reconnect_min.is_zero() && self.reconnect_max >= self.reconnect_min,
+            "events.reconnect_max_ms",
+            "reconnect_min_ms must be positive and not above reconnect_max_ms",
+        )?;
+        ensure(
+            !self.retry_delay.is_zero() && self.retry_max_delay >= self.retry_delay,
+            "events.retry_max_delay_ms",
+            "retry_delay_ms must be positive and not above retry_max_delay_ms",
+        )?;
         self.backpressure.validate()
     }
 }
@@ -302,7 +261,7 @@ pub struct BrokerHealth {
 
 impl EventsHandle {
     /// The production path: events go over the broker at `url`.
-    pub fn amqp(url: AmqpUrl, config: EventsConfig, store: Arc<dyn Store>) -> Self {
+    pub fn amqp(url: AmqpUrl, config: EventsConfig, store: Arc<dyn OutboxStore>) -> Self {
         let metrics = EventMetrics::new();
         let backpressure = Backpressure::new(config.backpressure.clone(), store);
         metrics.observe_backpressure(backpressure.shared_snapshot());
@@ -368,6 +327,12 @@ impl EventsHandle {
     }
 }
 
+impl IntakeGate for EventsHandle {
+    fn admit(&self) -> Result<(), Duration> {
+        self.admit_intake()
+    }
+}
+
 impl EventsShared {
     pub(crate) fn set_link(&self, link: Link, connected: bool, error: Option<String>) {
         let cell = match link {
@@ -394,22 +359,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What the consumer needs to apply inbound events.
+#[derive(Clone)]
+pub struct ConsumerDeps {
+    /// The order use-cases (the consumer applies transitions through them).
+    pub orders: OrderService,
+    /// Deadline of one message's processing (plugin calls and database work).
+    pub deadline: Duration,
+    /// Where the consumer reports what it requeued while stopping.
+    pub shutdown: Shutdown,
+}
+
 /// Start the relay, the consumer and the backpressure monitor as supervised workers
-/// ([`crate::worker`]: `events.relay`, `events.consumer`, `events.backpressure`); nothing in
-/// embedded mode. Each stops when shutdown starts (the relay after its current batch, the
-/// consumer after cancelling its subscription and settling what it holds), closes its broker
-/// connection, and so takes part in the drain.
-pub fn spawn(state: &AppState, supervisor: &Supervisor) {
-    let Some(shared) = state.events.shared().cloned() else {
+/// ([`crate::lifecycle::worker`]: `events.relay`, `events.consumer`, `events.backpressure`);
+/// nothing in embedded mode. Each stops when shutdown starts (the relay after its current
+/// batch, the consumer after cancelling its subscription and settling what it holds), closes
+/// its broker connection, and so takes part in the drain.
+pub fn spawn(
+    events: &EventsHandle,
+    outbox: Arc<dyn OutboxStore>,
+    consumer: ConsumerDeps,
+    supervisor: &Supervisor,
+) {
+    let Some(shared) = events.shared().cloned() else {
         return;
     };
-    let (s, store) = (shared.clone(), state.store.clone());
+    let s = shared.clone();
     supervisor.spawn("events.relay", move |ctx| {
-        relay::run(s.clone(), store.clone(), relay::relay_id(), ctx)
+        relay::run(s.clone(), outbox.clone(), relay::relay_id(), ctx)
     });
-    let (s, app) = (shared.clone(), state.clone());
+    let s = shared.clone();
     supervisor.spawn("events.consumer", move |ctx| {
-        consumer::run(s.clone(), app.clone(), ctx)
+        consumer::run(s.clone(), consumer.clone(), ctx)
     });
     supervisor.spawn("events.backpressure", move |ctx| {
         backpressure::monitor(shared.clone(), ctx)
@@ -471,65 +452,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn amqp_password_never_shows() {
-        let url = AmqpUrl::new("amqp://weir:hunter2@mq:5672/%2f");
-        assert!(!format!("{url:?}").contains("hunter2"));
-        assert!(!serde_json::to_string(&url).unwrap().contains("hunter2"));
-        assert_eq!(url.redacted(), "amqp://weir:[redacted]@mq:5672/%2f");
-        let config = crate::config::Config {
-            amqp_url: Some(url),
-            ..crate::config::Config::default()
-        };
-        let shown = format!("{config:?} {}", serde_json::to_string(&config).unwrap());
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(config.validate().is_ok());
-        let bad = crate::config::Config {
-            amqp_url: Some(AmqpUrl::new("amqps://mq")),
-            ..crate::config::Config::default()
-        };
-        assert!(bad.validate().unwrap_err().to_string().contains("amqp_url"));
-    }
-
-    #[test]
-    fn the_events_section_loads_from_a_file_and_bad_keys_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("weir.toml");
-        std::fs::write(
-            &path,
-            "amqp_url = \"amqp://u:p@mq:5672/%2f\"\n[events]\nqueue = \"q1\"\nprefetch = 4\n\
-             retry_delay_ms = 100\n[events.backpressure]\nmax_unpublished = 10\n\
-             resume_unpublished = 5\nretry_after_secs = 3\n",
-        )
-        .unwrap();
-        let load = |path: &std::path::Path| {
-            crate::config::Config::load(&crate::config::Overrides {
-                config_file: Some(path.to_owned()),
-                ..crate::config::Overrides::default()
-            })
-        };
-        let cfg = load(&path).unwrap();
-        assert_eq!(cfg.amqp_url.unwrap().expose(), "amqp://u:p@mq:5672/%2f");
-        assert_eq!(cfg.events.queue, "q1");
-        assert_eq!(cfg.events.dead_letter_queue(), "q1.dlq");
-        assert_eq!(cfg.events.prefetch, 4);
-        assert_eq!(cfg.events.retry_delay, Duration::from_millis(100));
-        assert_eq!(cfg.events.backpressure.max_unpublished, 10);
-        assert_eq!(cfg.events.backpressure.retry_after, Duration::from_secs(3));
-        assert_eq!(cfg.events.exchange, "weir.orders", "defaults fill the rest");
-
-        std::fs::write(
-            &path,
-            "[events.backpressure]\nmax_unpublished = 10\nresume_unpublished = 10\n",
-        )
-        .unwrap();
-        let err = load(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("events.backpressure.resume_unpublished"),
-            "{err}"
-        );
-    }
-
-    #[test]
     fn retry_delays_double_and_cap() {
         let c = EventsConfig {
             retry_delay: Duration::from_millis(100),
@@ -549,11 +471,11 @@ mod tests {
             prefetch: 0,
             ..EventsConfig::default()
         };
-        assert_eq!(bad.validate().unwrap_err().0, "events.prefetch");
+        assert_eq!(bad.validate().unwrap_err().key, "events.prefetch");
         let bad = EventsConfig {
             relay_lease: Duration::from_secs(1),
             ..EventsConfig::default()
         };
-        assert_eq!(bad.validate().unwrap_err().0, "events.relay_lease_ms");
+        assert_eq!(bad.validate().unwrap_err().key, "events.relay_lease_ms");
     }
 }

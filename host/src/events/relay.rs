@@ -27,8 +27,10 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
 use super::{EventsShared, Link, message, topology};
-use crate::storage::{EventRecord, Store};
-use crate::worker::{WorkerContext, WorkerError};
+use weir_core::domain::EventRecord;
+use weir_core::ports::OutboxStore;
+
+use crate::lifecycle::{WorkerContext, WorkerError};
 
 /// A unique claimant id for this relay: process id plus a random suffix, so a restarted
 /// process never inherits the leases of its predecessor.
@@ -51,7 +53,7 @@ pub struct BatchReport {
 /// cancellation the current batch is confirmed and marked (or released) before returning.
 pub(crate) async fn run(
     shared: Arc<EventsShared>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn OutboxStore>,
     relay_id: String,
     ctx: WorkerContext,
 ) -> Result<(), WorkerError> {
@@ -101,7 +103,7 @@ struct Failure {
 
 async fn session(
     shared: &EventsShared,
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn OutboxStore>,
     relay_id: &str,
     conn: &lapin::Connection,
     ctx: &WorkerContext,
@@ -182,7 +184,7 @@ async fn session(
 /// `Err` means the link broke; the whole unsettled remainder was released.
 async fn publish_batch(
     shared: &EventsShared,
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn OutboxStore>,
     relay_id: &str,
     channel: &lapin::Channel,
     batch: Vec<EventRecord>,

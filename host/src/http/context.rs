@@ -4,10 +4,12 @@
 //! (request id accepted from `X-Request-Id` or assigned), opens the `http.server` root span
 //! whose parent is the W3C trace context extracted from `traceparent`/`tracestate` (so the
 //! caller's trace and sampled flag are continued), and turns an [`ApiError`] left in the
-//! response extensions into an RFC 9457 `application/problem+json` body whose `trace_id` is
-//! the exported span's. It is the only place errors are logged; an unexpected error detected
-//! here (not inside the plugin runtime, whose span records its own) is recorded on the root
-//! span as an `exception` event with its code and error chain.
+//! response extensions (or an edge policy's refusal) into an RFC 9457
+//! `application/problem+json` body whose `trace_id` is the exported span's. It is the only
+//! place request errors are logged: one line with the code and the full error chain
+//! (`context: cause: root cause`). An unexpected error detected here (not inside the plugin
+//! runtime or a store call, whose spans record their own) is recorded on the root span as an
+//! `exception` event with its code and error chain; the client gets a generic detail.
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
@@ -18,7 +20,8 @@ use serde::Serialize;
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::error::{ApiError, ErrorClass, ErrorExtension, FieldViolation};
+use super::error::{ApiError, ErrorClass, ErrorExtension, FieldViolation, take_policy_refusal};
+use crate::support::chain;
 
 /// Header carrying the request id in both directions.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -169,13 +172,18 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     req.extensions_mut().insert(ctx.clone());
 
     let mut response = next.run(req).instrument(span.clone()).await;
-    if let Some(ErrorExtension(err)) = response.extensions_mut().remove::<ErrorExtension>() {
+    let error = match response.extensions_mut().remove::<ErrorExtension>() {
+        Some(ErrorExtension(err)) => Some(err),
+        None => take_policy_refusal(&mut response).map(std::sync::Arc::new),
+    };
+    if let Some(err) = error {
         let spec = err.spec();
         span.record("error.type", spec.code);
         let _enter = span.enter();
+        let error_chain = chain(&*err);
         match spec.class {
             ErrorClass::Expected => {
-                tracing::info!(code = spec.code, status = spec.status.as_u16(), error = %err, "request failed");
+                tracing::info!(code = spec.code, status = spec.status.as_u16(), error = %error_chain, "request failed");
             }
             ErrorClass::Unexpected => {
                 span.record("otel.status_code", "ERROR");
@@ -183,11 +191,11 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
                 // Plugin and store failures were recorded on the span that saw them.
                 if !matches!(
                     *err,
-                    ApiError::Invoke(_) | ApiError::Plugin(_) | ApiError::Store(_)
+                    ApiError::Decide(_) | ApiError::Plugin(_) | ApiError::Store(_)
                 ) {
                     crate::telemetry::record_exception(&span, spec.code, &*err);
                 }
-                tracing::error!(code = spec.code, status = spec.status.as_u16(), error = %err, error.debug = ?err, "request failed");
+                tracing::error!(code = spec.code, status = spec.status.as_u16(), error = %error_chain, "request failed");
             }
         }
         let headers = std::mem::take(response.headers_mut());

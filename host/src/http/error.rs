@@ -13,8 +13,14 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde::Serialize;
 
-use crate::runtime::{InvokeError, OrderError};
-use crate::storage::StoreError;
+use weir_core::app::{PlaceError, ProductError, TransitionError};
+use weir_core::domain::OrderError;
+use weir_core::ports::{DecideError, StoreError};
+
+use crate::policy::RejectedBy;
+use crate::policy::load_shed::Shed;
+use crate::policy::rate_limit::RateLimited;
+use crate::policy::request_timeout::TimedOut;
 
 /// Whether an error is part of normal operation or a sign something is wrong with us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -174,20 +180,17 @@ pub enum ApiError {
     #[error("product is invalid")]
     ProductInvalid(Vec<FieldViolation>),
     /// The plugin returned a typed error.
-    #[error("plugin decided: {0:?}")]
+    #[error("plugin decided: {0}")]
     Plugin(OrderError),
-    /// The plugin invocation failed (trap, budget, shutdown, instantiation).
+    /// The plugin could not decide (trap, budget, shutdown, no version, breaker open).
     #[error(transparent)]
-    Invoke(InvokeError),
-    /// No active plugin version.
-    #[error("no active version of plugin {0}")]
-    NoPlugin(String),
-    /// The store failed.
+    Decide(DecideError),
+    /// The store failed: a [`StoreError`] with the context of what the request was doing.
     #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A bug or unexpected state; detail is logged, never sent.
-    #[error("internal error: {0}")]
-    Internal(String),
+    Store(anyhow::Error),
+    /// A bug or unexpected state; the chain is logged, never sent.
+    #[error(transparent)]
+    Internal(anyhow::Error),
     /// Order intake is held back: the outbox lag or the consumer backlog is over its
     /// threshold (events backpressure).
     #[error("order intake is paused while the event backlog drains")]
@@ -218,12 +221,95 @@ pub enum ApiError {
     },
 }
 
-impl From<InvokeError> for ApiError {
-    fn from(e: InvokeError) -> Self {
+impl From<DecideError> for ApiError {
+    fn from(e: DecideError) -> Self {
         match e {
-            InvokeError::Guest(g) => ApiError::Plugin(g),
-            other => ApiError::Invoke(other),
+            DecideError::Refused(g) => ApiError::Plugin(g),
+            other => ApiError::Decide(other),
         }
+    }
+}
+
+impl ApiError {
+    /// A store failure while doing `what` (the context in the logged chain).
+    pub fn store(what: &'static str, e: StoreError) -> Self {
+        ApiError::Store(anyhow::Error::new(e).context(what))
+    }
+}
+
+impl From<PlaceError> for ApiError {
+    fn from(e: PlaceError) -> Self {
+        match e {
+            PlaceError::KeyReused => ApiError::IdempotencyKeyReused,
+            PlaceError::KeyInProgress { retry_after } => {
+                ApiError::IdempotencyKeyInProgress { retry_after }
+            }
+            PlaceError::Backpressure { retry_after } => ApiError::Backpressure { retry_after },
+            PlaceError::Decide(d) => d.into(),
+            PlaceError::Store { step, source } => ApiError::Store(
+                anyhow::Error::new(source)
+                    .context(step)
+                    .context("placing an order"),
+            ),
+        }
+    }
+}
+
+impl From<TransitionError> for ApiError {
+    fn from(e: TransitionError) -> Self {
+        match e {
+            TransitionError::NotFound(id) => ApiError::OrderNotFound(id.to_string()),
+            TransitionError::Decide { source, .. } => source.into(),
+            TransitionError::Store { step, source } => ApiError::Store(
+                anyhow::Error::new(source)
+                    .context(step)
+                    .context("applying a transition"),
+            ),
+            TransitionError::KeptChanging => ApiError::Plugin(OrderError::Conflict(
+                "the order kept changing concurrently; retry".to_owned(),
+            )),
+        }
+    }
+}
+
+impl From<ProductError> for ApiError {
+    fn from(e: ProductError) -> Self {
+        match e {
+            ProductError::InvalidSku => ApiError::InvalidPath {
+                name: "sku",
+                reason: "must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'".to_owned(),
+            },
+            ProductError::Invalid(v) => ApiError::ProductInvalid(
+                v.into_iter()
+                    .map(|v| FieldViolation {
+                        field: v.field,
+                        code: v.code,
+                        message: v.message,
+                    })
+                    .collect(),
+            ),
+            ProductError::Store(e) => ApiError::store("writing the product", e),
+        }
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(e: RateLimited) -> Self {
+        ApiError::RateLimited {
+            retry_after: e.retry_after,
+        }
+    }
+}
+
+impl From<Shed> for ApiError {
+    fn from(_: Shed) -> Self {
+        ApiError::Overloaded
+    }
+}
+
+impl From<TimedOut> for ApiError {
+    fn from(e: TimedOut) -> Self {
+        ApiError::RequestTimeout { after: e.after }
     }
 }
 
@@ -254,15 +340,23 @@ impl ApiError {
             Self::Plugin(OrderError::Conflict(_)) => ORDER_CONFLICT,
             Self::Plugin(OrderError::Unavailable(_)) => DEPENDENCY_UNAVAILABLE,
             Self::Plugin(OrderError::Internal(_)) => PLUGIN_INTERNAL_ERROR,
-            Self::Invoke(InvokeError::Trap { .. }) => PLUGIN_TRAPPED,
-            Self::Invoke(InvokeError::Budget(k)) if k.is_time() => PLUGIN_TIMEOUT,
-            Self::Invoke(InvokeError::Budget(_)) => PLUGIN_BUDGET_EXCEEDED,
-            Self::Invoke(InvokeError::Interrupted) => SHUTTING_DOWN,
-            Self::Invoke(InvokeError::Instantiate { .. } | InvokeError::CircuitOpen { .. })
-            | Self::NoPlugin(_) => PLUGIN_UNAVAILABLE,
-            // Guest errors are converted to `Plugin` by `From`; this arm only guards misuse.
-            Self::Invoke(InvokeError::Guest(_)) => INTERNAL_ERROR,
-            Self::Store(e) if e.is_transient() => STORAGE_UNAVAILABLE,
+            Self::Decide(DecideError::Trap { .. }) => PLUGIN_TRAPPED,
+            Self::Decide(DecideError::Budget(k)) if k.is_time() => PLUGIN_TIMEOUT,
+            Self::Decide(DecideError::Budget(_)) => PLUGIN_BUDGET_EXCEEDED,
+            Self::Decide(DecideError::Interrupted) => SHUTTING_DOWN,
+            Self::Decide(
+                DecideError::Instantiate { .. }
+                | DecideError::CircuitOpen { .. }
+                | DecideError::NoPlugin(_),
+            ) => PLUGIN_UNAVAILABLE,
+            // Refusals are converted to `Plugin` by `From`; this arm only guards misuse.
+            Self::Decide(DecideError::Refused(_)) => INTERNAL_ERROR,
+            Self::Store(e)
+                if e.downcast_ref::<StoreError>()
+                    .is_some_and(StoreError::is_transient) =>
+            {
+                STORAGE_UNAVAILABLE
+            }
             Self::Store(_) | Self::Internal(_) => INTERNAL_ERROR,
             Self::Backpressure { .. } => BACKPRESSURE,
             Self::AdminDisabled => ADMIN_DISABLED,
@@ -279,7 +373,7 @@ impl ApiError {
             Self::IdempotencyKeyInProgress { retry_after }
             | Self::RateLimited { retry_after }
             | Self::Backpressure { retry_after }
-            | Self::Invoke(InvokeError::CircuitOpen { retry_after }) => Some(*retry_after),
+            | Self::Decide(DecideError::CircuitOpen { retry_after }) => Some(*retry_after),
             _ if self.spec().retryable => Some(Duration::from_secs(1)),
             _ => None,
         }
@@ -291,10 +385,10 @@ impl ApiError {
         let spec = self.spec();
         if spec.status.is_server_error() {
             return match self {
-                Self::Invoke(InvokeError::Budget(k)) if k.is_time() => {
+                Self::Decide(DecideError::Budget(k)) if k.is_time() => {
                     "The order plugin did not finish within its time budget; retry later.".into()
                 }
-                Self::Invoke(InvokeError::Budget(k)) => {
+                Self::Decide(DecideError::Budget(k)) => {
                     format!("The order plugin exceeded its {k} budget.")
                 }
                 Self::Backpressure { .. } => {
@@ -346,9 +440,58 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let spec = self.spec();
         let mut response = spec.status.into_response();
+        if matches!(self, ApiError::PayloadTooLarge { .. }) {
+            // Counted with the edge policies' refusals (`policy::http_metrics`).
+            response.extensions_mut().insert(RejectedBy("body_limit"));
+        }
         response
             .extensions_mut()
             .insert(ErrorExtension(Arc::new(self)));
         response
+    }
+}
+
+/// The API error of a policy refusal left in `response`'s extensions by an edge policy
+/// (see [`crate::policy::refusal`]), if any; removes it.
+pub fn take_policy_refusal(response: &mut Response) -> Option<ApiError> {
+    let ext = response.extensions_mut();
+    if let Some(e) = ext.remove::<RateLimited>() {
+        return Some(e.into());
+    }
+    if let Some(e) = ext.remove::<Shed>() {
+        return Some(e.into());
+    }
+    ext.remove::<TimedOut>().map(ApiError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_by_their_class_through_the_context() {
+        let transient = ApiError::store(
+            "reading the order",
+            StoreError::Unavailable(weir_core::ports::DriverError::new(std::io::Error::other(
+                "pool timed out",
+            ))),
+        );
+        assert_eq!(transient.spec().code, "STORAGE_UNAVAILABLE");
+        assert_eq!(
+            crate::support::chain(&transient),
+            "reading the order: database unavailable: pool timed out"
+        );
+        let corrupt = ApiError::store("reading the order", StoreError::Corrupt("bad".into()));
+        assert_eq!(corrupt.spec().code, "INTERNAL_ERROR");
+        // The traced store labels its spans with the same codes.
+        for e in [
+            StoreError::Conflict("x".into()),
+            StoreError::Unavailable(weir_core::ports::DriverError::new(std::io::Error::other(
+                "x",
+            ))),
+        ] {
+            let code = crate::storage::traced::error_code(&e);
+            assert_eq!(ApiError::store("x", e).spec().code, code);
+        }
     }
 }

@@ -1,12 +1,15 @@
-//! The public HTTP API.
+//! The public HTTP API: thin handlers that extract the request, call a use-case of the core,
+//! and map its result.
 //!
 //! # Layout
 //! - [`error`]: the error taxonomy and its single mapping to status/code/retryability.
 //! - [`context`]: request identity, the request span, problem rendering and error logging.
+//! - [`edge`]: the inbound stack of edge policies, in the one order that is right.
 //! - [`extract`]: extractors whose rejections are problem responses.
 //! - [`orders`], [`products`], [`events`]: the handlers.
 
 pub mod context;
+pub mod edge;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -14,46 +17,70 @@ pub mod orders;
 pub mod products;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
+use weir_core::app::OrderService;
 
-use crate::config::Config;
-use crate::runtime::{PluginVersion, Registry, Runtime};
-use crate::storage::Store;
+use crate::policy::PolicyConfig;
+use crate::support::{InvalidKey, duration_ms, ensure};
 use error::ApiError;
 
-/// Shared state of all handlers.
-#[derive(Clone)]
-pub struct AppState {
-    /// Orders, products, idempotency records and the outbox.
-    pub store: Arc<dyn Store>,
-    /// The plugin engine.
-    pub runtime: Runtime,
-    /// Loaded plugin versions and active slots.
-    pub registry: Arc<Registry>,
-    /// Validated configuration.
-    pub config: Arc<Config>,
-    /// CloudEvents `source` of events this host produces.
-    pub event_source: String,
-    /// The broker path (relay, consumer, backpressure), or the embedded default.
-    pub events: crate::events::EventsHandle,
-    /// Outbound dependencies: breakers (readiness) and fault hooks (tests, drills).
-    pub deps: Arc<crate::policy::dependency::Dependencies>,
-    /// Readiness latches (draining, in rotation), in-flight requests, background workers.
-    pub shutdown: crate::shutdown::Shutdown,
+/// HTTP edge settings (`[http]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Deadline of one request, plugin call and database work included.
+    #[serde(with = "duration_ms", rename = "request_timeout_ms")]
+    pub request_timeout: Duration,
 }
 
-impl AppState {
-    /// The plugin version that should serve the next orders call.
-    pub fn orders_plugin(&self) -> Result<Arc<PluginVersion>, ApiError> {
-        let name = &self.config.plugins.orders;
-        self.registry
-            .pick(name)
-            .ok_or_else(|| ApiError::NoPlugin(name.clone()))
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 64 << 10,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Check values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        ensure(
+            self.body_limit_bytes >= 1024,
+            "http.body_limit_bytes",
+            "must be at least 1024",
+        )?;
+        ensure(
+            !self.request_timeout.is_zero(),
+            "http.request_timeout_ms",
+            "must be positive",
+        )
+    }
+}
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The order use-cases.
+    pub orders: OrderService,
+    /// The `[http]` settings.
+    pub config: Arc<HttpConfig>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,7 +121,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The public API router with its edge layers.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: ApiState, policy: &PolicyConfig) -> Router {
+    let config = state.config.clone();
     let routes = Router::new()
         .route(
             "/v1/orders",
@@ -108,8 +136,8 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state.clone());
+        .with_state(state);
     // The edge stack (request context, metrics, panic catcher, body limit, rate limit, load
-    // shedding, timeout) and why each layer sits where it does: `policy::edge`.
-    crate::policy::edge(routes, &state.config)
+    // shedding, timeout) and why each layer sits where it does: `edge::stack`.
+    edge::stack(routes, &config, policy)
 }

@@ -1,34 +1,36 @@
 //! `/v1/orders`: place, read, list and cancel orders.
 //!
-//! Placing an order: idempotency check -> plugin `place-order` -> ONE transaction writing the
-//! order, its `order.placed` outbox event and the completed idempotency record. A failure
-//! before the transaction commits releases the key (transient errors) or stores the
-//! deterministic problem response (business rejections), so a retry is safe either way.
+//! Thin handlers: extract the request, call the core's use-case
+//! ([`OrderService::place_order`], [`OrderService::apply_transition`], the queries), map the
+//! result. The idempotency, the plugin call and the one transaction live in `weir-core`.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Extension, Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine as _;
-use chrono::{DateTime, SubsecRound, Utc};
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 use utoipa::ToSchema;
 use uuid::Uuid;
+use weir_core::app::{ApplyTransition, PlaceOrder, Placed, ResponseEncoder, Transitioned};
+use weir_core::domain::{
+    LineRequest, Order, OrderError, OrderEvent, OrderRequest, OrderStatus, StoredResponse,
+    TraceContext,
+};
+use weir_core::ports::OrderFilter;
 
-use super::AppState;
+pub use weir_core::domain::idempotency::request_hash;
+
+use super::ApiState;
 use super::context::{RequestContext, problem};
 use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryParams};
-use crate::runtime::{self, OrderError, OrderEvent, PluginVersion};
-use crate::storage::{
-    IdempotencyBegin, NewEvent, OrderFilter, OrderLineRecord, OrderRecord, OrderStatus, PluginRef,
-    StoredResponse, TransitionOutcome,
-};
-use crate::telemetry;
+
+/// Route template of placing an order: part of the idempotency scope and request hash.
+const PLACE_ROUTE: &str = "POST /v1/orders";
 
 /// Body of `POST /v1/orders`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -53,94 +55,20 @@ pub struct LineBody {
     pub quantity: u32,
 }
 
-/// An order as returned by the API. Amounts are integer minor units of `currency`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OrderView {
-    /// Order id (UUIDv7).
-    pub id: Uuid,
-    /// Customer.
-    pub customer_id: String,
-    /// ISO 4217 currency.
-    pub currency: String,
-    /// `placed`, `paid`, `shipped` or `cancelled`.
-    pub status: String,
-    /// Priced lines.
-    pub lines: Vec<LineView>,
-    /// Sum of line totals.
-    pub subtotal: i64,
-    /// Discount applied.
-    pub discount: i64,
-    /// Tax charged.
-    pub tax: i64,
-    /// Amount due.
-    pub total: i64,
-    /// Client metadata.
-    #[schema(value_type = Object)]
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    /// The plugin version that priced the order.
-    pub plugin: PluginView,
-    /// Optimistic-concurrency version, incremented on every change.
-    pub version: i64,
-    /// Creation time.
-    pub created_at: DateTime<Utc>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// One priced line.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct LineView {
-    /// Product sku.
-    pub sku: String,
-    /// Units.
-    pub quantity: u32,
-    /// Price of one unit.
-    pub unit_price: i64,
-    /// `unit_price * quantity`.
-    pub line_total: i64,
-}
-
-/// Which plugin version decided.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct PluginView {
-    /// Plugin name.
-    pub name: String,
-    /// Plugin version.
-    pub version: String,
-    /// sha256 of the component.
-    pub digest: String,
-}
-
-impl From<OrderRecord> for OrderView {
-    fn from(o: OrderRecord) -> Self {
+impl From<PlaceOrderBody> for OrderRequest {
+    fn from(b: PlaceOrderBody) -> Self {
         Self {
-            id: o.id,
-            customer_id: o.customer_id,
-            currency: o.currency,
-            status: o.status.as_str().to_owned(),
-            lines: o
+            customer_id: b.customer_id,
+            currency: b.currency,
+            lines: b
                 .lines
                 .into_iter()
-                .map(|l| LineView {
+                .map(|l| LineRequest {
                     sku: l.sku,
                     quantity: l.quantity,
-                    unit_price: l.unit_price,
-                    line_total: l.line_total,
                 })
                 .collect(),
-            subtotal: o.subtotal,
-            discount: o.discount,
-            tax: o.tax,
-            total: o.total,
-            metadata: o.metadata,
-            plugin: PluginView {
-                name: o.plugin.name,
-                version: o.plugin.version,
-                digest: o.plugin.digest,
-            },
-            version: o.version,
-            created_at: o.created_at,
-            updated_at: o.updated_at,
+            metadata: b.metadata,
         }
     }
 }
@@ -149,7 +77,7 @@ impl From<OrderRecord> for OrderView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct OrderPage {
     /// Orders, newest first.
-    pub items: Vec<OrderView>,
+    pub items: Vec<Order>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
@@ -168,139 +96,45 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
-/// Deterministic JSON: object keys sorted at every level, so equal bodies hash equally
-/// whatever key order the client used.
-fn canonical_json(v: &serde_json::Value) -> String {
-    fn write(v: &serde_json::Value, out: &mut String) {
-        match v {
-            serde_json::Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&map[k], out);
-                }
-                out.push('}');
-            }
-            serde_json::Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
+fn request_trace(ctx: &RequestContext) -> TraceContext {
+    TraceContext {
+        traceparent: ctx.traceparent.clone(),
+        tracestate: ctx.tracestate.clone(),
+    }
+}
+
+/// The responses of `POST /v1/orders` as stored for replay: exactly what the client gets.
+struct Responses<'a> {
+    ctx: &'a RequestContext,
+}
+
+impl ResponseEncoder for Responses<'_> {
+    fn created(&self, order: &Order) -> StoredResponse {
+        StoredResponse {
+            status: StatusCode::CREATED.as_u16(),
+            body: serde_json::to_vec(order).unwrap_or_default(),
+            headers: vec![
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("location".to_owned(), format!("/v1/orders/{}", order.id)),
+            ],
         }
     }
-    let mut out = String::new();
-    write(v, &mut out);
-    out
-}
 
-/// Hash identifying a request for idempotency: route plus canonical body.
-pub fn request_hash(route: &str, body: &serde_json::Value) -> String {
-    let mut h = Sha256::new();
-    h.update(route.as_bytes());
-    h.update([0]);
-    h.update(canonical_json(body).as_bytes());
-    hex::encode(h.finalize())
-}
-
-pub(crate) fn status_to_wit(s: OrderStatus) -> runtime::OrderStatus {
-    match s {
-        OrderStatus::Placed => runtime::OrderStatus::Placed,
-        OrderStatus::Paid => runtime::OrderStatus::Paid,
-        OrderStatus::Shipped => runtime::OrderStatus::Shipped,
-        OrderStatus::Cancelled => runtime::OrderStatus::Cancelled,
+    fn refused(&self, error: &OrderError) -> StoredResponse {
+        let err = ApiError::Plugin(error.clone());
+        StoredResponse {
+            status: err.spec().status.as_u16(),
+            body: serde_json::to_vec(&problem(&err, self.ctx, "/v1/orders")).unwrap_or_default(),
+            headers: vec![(
+                header::CONTENT_TYPE.as_str().to_owned(),
+                "application/problem+json".to_owned(),
+            )],
+        }
     }
 }
 
-pub(crate) fn status_from_wit(s: runtime::OrderStatus) -> OrderStatus {
-    match s {
-        runtime::OrderStatus::Placed => OrderStatus::Placed,
-        runtime::OrderStatus::Paid => OrderStatus::Paid,
-        runtime::OrderStatus::Shipped => OrderStatus::Shipped,
-        runtime::OrderStatus::Cancelled => OrderStatus::Cancelled,
-    }
-}
-
-fn plugin_ref(p: &PluginVersion) -> PluginRef {
-    PluginRef {
-        name: p.meta.name.clone(),
-        version: p.meta.version.clone(),
-        digest: p.meta.digest.clone(),
-    }
-}
-
-/// Now, at the microsecond precision both databases store, so a response built from this
-/// value equals the record read back later.
-pub(crate) fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
-}
-
-/// An outbox event about `order`, carrying the W3C trace context (`traceparent`,
-/// `tracestate`) of whatever caused it.
-pub(crate) fn order_event(
-    app: &AppState,
-    trace: (Option<String>, Option<String>),
-    event_type: &str,
-    order: &OrderView,
-    now: DateTime<Utc>,
-) -> NewEvent {
-    NewEvent {
-        id: Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        source: app.event_source.clone(),
-        subject: order.id.to_string(),
-        occurred_at: now,
-        data: serde_json::to_value(order).unwrap_or(serde_json::Value::Null),
-        traceparent: trace.0,
-        tracestate: trace.1,
-    }
-}
-
-/// The `order.<next>` outbox event of a status transition of `order`, with the order as it
-/// will be after the transition (status, version + 1, `updated_at`) as its data. Shared by
-/// the cancel endpoint and the payments consumer.
-pub(crate) fn transition_event(
-    app: &AppState,
-    trace: (Option<String>, Option<String>),
-    order: &OrderRecord,
-    next: OrderStatus,
-    now: DateTime<Utc>,
-) -> NewEvent {
-    let mut view = OrderView::from(order.clone());
-    view.status = next.as_str().to_owned();
-    view.version += 1;
-    view.updated_at = now;
-    order_event(app, trace, &format!("order.{next}"), &view, now)
-}
-
-fn request_trace(ctx: &RequestContext) -> (Option<String>, Option<String>) {
-    (ctx.traceparent.clone(), ctx.tracestate.clone())
-}
-
-fn is_deterministic(err: &ApiError) -> bool {
-    matches!(
-        err,
-        ApiError::Plugin(
-            OrderError::Invalid(_)
-                | OrderError::Rejected(_)
-                | OrderError::NotFound(_)
-                | OrderError::Conflict(_)
-        )
-    )
-}
-
-fn replay(stored: StoredResponse) -> Response {
+/// `stored` as a response; `replayed` adds `Idempotent-Replayed: true`.
+fn respond(stored: StoredResponse, replayed: bool) -> Response {
     let mut response = Response::new(axum::body::Body::from(stored.body));
     *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     for (name, value) in stored.headers {
@@ -311,10 +145,12 @@ fn replay(stored: StoredResponse) -> Response {
             response.headers_mut().append(n, v);
         }
     }
-    response.headers_mut().insert(
-        HeaderName::from_static("idempotent-replayed"),
-        HeaderValue::from_static("true"),
-    );
+    if replayed {
+        response.headers_mut().insert(
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderValue::from_static("true"),
+        );
+    }
     response
 }
 
@@ -324,7 +160,7 @@ fn replay(stored: StoredResponse) -> Response {
     request_body = PlaceOrderBody,
     params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1-255 visible ASCII characters; retries reuse it")),
     responses(
-        (status = 201, description = "Order placed (or replayed, with `Idempotent-Replayed: true`)", body = OrderView),
+        (status = 201, description = "Order placed (or replayed, with `Idempotent-Replayed: true`)", body = Order),
         (status = 400, description = "Malformed request", body = super::context::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Same key in progress", body = super::context::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid, rejected, or key reused with another body", body = super::context::Problem, content_type = "application/problem+json"),
@@ -332,269 +168,25 @@ fn replay(stored: StoredResponse) -> Response {
     )
 )]
 pub async fn place_order(
-    State(app): State<AppState>,
+    State(api): State<ApiState>,
     Extension(ctx): Extension<RequestContext>,
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<PlaceOrderBody>,
 ) -> Result<Response, ApiError> {
-    let started = Instant::now();
-    let scoped = format!("POST /v1/orders:{key}");
-    let hash = request_hash("POST /v1/orders", &body.raw);
-    let cfg = &app.config.idempotency;
-    let lookup = tracing::info_span!(
-        "idempotency.lookup",
-        otel.kind = "client",
-        db.system.name = app.store.backend(),
-        db.operation.name = "idempotency_begin",
-        idempotency.outcome = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    let begun = telemetry::traced(
-        lookup.clone(),
-        store_code,
-        app.store
-            .idempotency_begin(&scoped, &hash, Utc::now(), cfg.lock_ttl, cfg.retention),
-    )
-    .await?;
-    lookup.record(
-        "idempotency.outcome",
-        match &begun {
-            IdempotencyBegin::Started => "started",
-            IdempotencyBegin::Replay(_) => "replay",
-            IdempotencyBegin::Mismatch => "mismatch",
-            IdempotencyBegin::InProgress { .. } => "in_progress",
-        },
-    );
-    // The span ends when its last handle drops: now, not at the end of the request.
-    drop(lookup);
-    match begun {
-        IdempotencyBegin::Started => {}
-        IdempotencyBegin::Replay(stored) => return Ok(replay(stored)),
-        IdempotencyBegin::Mismatch => return Err(ApiError::IdempotencyKeyReused),
-        IdempotencyBegin::InProgress { retry_after } => {
-            return Err(ApiError::IdempotencyKeyInProgress { retry_after });
-        }
-    }
-    // From here the key is ours. Every path below completes or releases it; if the request
-    // is cancelled mid-way (edge timeout, client gone, shutdown) the guard releases it so the
-    // client's retry is not blocked until the lock expires.
-    let guard = ReleaseOnCancel {
-        store: app.store.clone(),
-        key: Some(scoped.clone()),
+    let cmd = PlaceOrder {
+        idempotency_key: format!("{PLACE_ROUTE}:{key}"),
+        request_hash: request_hash(PLACE_ROUTE, &body.raw),
+        request: body.value.into(),
+        deadline: Instant::now() + api.config.request_timeout,
+        trace: request_trace(&ctx),
     };
-    let outcome = after_begin(&app, &ctx, &scoped, body.value, started).await;
-    guard.disarm();
-    outcome
-}
-
-/// Releases an in-progress idempotency key when dropped while armed (the request future was
-/// cancelled before it could complete or release the key itself).
-struct ReleaseOnCancel {
-    store: std::sync::Arc<dyn crate::storage::Store>,
-    key: Option<String>,
-}
-
-impl ReleaseOnCancel {
-    fn disarm(mut self) {
-        self.key = None;
-    }
-}
-
-impl Drop for ReleaseOnCancel {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let store = self.store.clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    if let Err(e) = store.idempotency_release(&key).await {
-                        tracing::warn!(error = %e, "could not release the idempotency key of a cancelled request");
-                    }
-                });
-            }
-        }
-    }
-}
-
-async fn after_begin(
-    app: &AppState,
-    ctx: &RequestContext,
-    scoped: &str,
-    body: PlaceOrderBody,
-    started: Instant,
-) -> Result<Response, ApiError> {
-    // Events backpressure: checked after the key so replays of completed requests are still
-    // served; nothing was written, so the key is released for the client's retry.
-    if let Err(retry_after) = app.events.admit_intake() {
-        if let Err(store_err) = db(
-            app,
-            "idempotency.release",
-            app.store.idempotency_release(scoped),
-        )
-        .await
-        {
-            tracing::warn!(error = %store_err, "could not release the idempotency key");
-        }
-        return Err(ApiError::Backpressure { retry_after });
-    }
-
-    let result = place_started(app, ctx, scoped, body, started).await;
-    match result {
-        Ok(response) => Ok(response),
-        Err(err) if is_deterministic(&err) => {
-            let problem = problem(&err, ctx, "/v1/orders");
-            let stored = StoredResponse {
-                status: err.spec().status.as_u16(),
-                body: serde_json::to_vec(&problem).unwrap_or_default(),
-                headers: vec![(
-                    header::CONTENT_TYPE.as_str().to_owned(),
-                    "application/problem+json".to_owned(),
-                )],
-            };
-            if let Err(store_err) = db(
-                app,
-                "idempotency.complete",
-                app.store.idempotency_complete(scoped, &stored),
-            )
-            .await
-            {
-                tracing::warn!(error = %store_err, "could not store the idempotent error response; releasing the key");
-                let _ = db(
-                    app,
-                    "idempotency.release",
-                    app.store.idempotency_release(scoped),
-                )
-                .await;
-            }
-            Err(err)
-        }
-        Err(err) => {
-            if let Err(store_err) = db(
-                app,
-                "idempotency.release",
-                app.store.idempotency_release(scoped),
-            )
-            .await
-            {
-                // The lock expires after idempotency.lock_ttl; retries get 409 until then.
-                tracing::warn!(error = %store_err, "could not release the idempotency key");
-            }
-            Err(err)
-        }
-    }
-}
-
-async fn place_started(
-    app: &AppState,
-    ctx: &RequestContext,
-    scoped_key: &str,
-    body: PlaceOrderBody,
-    started: Instant,
-) -> Result<Response, ApiError> {
-    let plugin = app.orders_plugin()?;
-    let request = runtime::OrderRequest {
-        customer_id: body.customer_id.clone(),
-        currency: body.currency.clone(),
-        lines: body
-            .lines
-            .iter()
-            .map(|l| runtime::OrderLine {
-                sku: l.sku.clone(),
-                quantity: l.quantity,
-            })
-            .collect(),
-        metadata: body
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    };
-    let deadline = started + app.config.http.request_timeout;
-    let priced = app
-        .runtime
-        .place_order(&plugin, &request, Some(deadline))
-        .await?;
-
-    let now = now();
-    let order = OrderRecord {
-        id: Uuid::now_v7(),
-        customer_id: body.customer_id,
-        currency: body.currency,
-        status: OrderStatus::Placed,
-        lines: priced
-            .lines
-            .iter()
-            .map(|l| OrderLineRecord {
-                sku: l.sku.clone(),
-                quantity: l.quantity,
-                unit_price: l.unit_price.amount,
-                line_total: l.line_total.amount,
-            })
-            .collect(),
-        subtotal: priced.subtotal.amount,
-        discount: priced.discount.amount,
-        tax: priced.tax.amount,
-        total: priced.total.amount,
-        metadata: body
-            .metadata
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect(),
-        plugin: plugin_ref(&plugin),
-        version: 1,
-        created_at: now,
-        updated_at: now,
-    };
-    let view = OrderView::from(order.clone());
-    let event = order_event(app, request_trace(ctx), "order.placed", &view, now);
-    let location = format!("/v1/orders/{}", order.id);
-    let body = serde_json::to_vec(&view).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let stored = StoredResponse {
-        status: 201,
-        body: body.clone(),
-        headers: vec![
-            ("content-type".to_owned(), "application/json".to_owned()),
-            ("location".to_owned(), location.clone()),
-        ],
-    };
-    telemetry::traced(
-        telemetry::db_span(app.store.backend(), "transaction.create_order"),
-        store_code,
-        app.store
-            .create_order(&order, &[event], Some((scoped_key, &stored))),
-    )
-    .await?;
-
-    let mut response = (StatusCode::CREATED, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(response)
-}
-
-/// A store call as a `db.<operation>` client span (see `telemetry::traced`).
-fn db<'a, T: 'a>(
-    app: &AppState,
-    operation: &'static str,
-    call: impl std::future::Future<Output = Result<T, crate::storage::StoreError>> + 'a,
-) -> impl std::future::Future<Output = Result<T, crate::storage::StoreError>> + 'a {
-    telemetry::traced(
-        telemetry::db_span(app.store.backend(), operation),
-        store_code,
-        call,
-    )
-}
-
-/// The problem code a store error maps to, for the span that saw it fail.
-fn store_code(e: &crate::storage::StoreError) -> &'static str {
-    use super::error::codes::{INTERNAL_ERROR, STORAGE_UNAVAILABLE};
-    if e.is_transient() {
-        STORAGE_UNAVAILABLE.code
-    } else {
-        INTERNAL_ERROR.code
+    match api
+        .orders
+        .place_order(cmd, &Responses { ctx: &ctx })
+        .await?
+    {
+        Placed::Created { response, .. } => Ok(respond(response, false)),
+        Placed::Replayed(stored) => Ok(respond(stored, true)),
     }
 }
 
@@ -611,20 +203,23 @@ pub(crate) fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
     get, path = "/v1/orders/{id}", tag = "orders",
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
-        (status = 200, body = OrderView),
+        (status = 200, body = Order),
         (status = 400, body = super::context::Problem, content_type = "application/problem+json"),
         (status = 404, body = super::context::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_order(
-    State(app): State<AppState>,
+    State(api): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<OrderView>, ApiError> {
+) -> Result<Json<Order>, ApiError> {
     let id = parse_order_id(&id)?;
-    let order = db(&app, "order.get", app.store.get_order(id))
-        .await?
+    let order = api
+        .orders
+        .get_order(id)
+        .await
+        .map_err(|e| ApiError::store("reading the order", e))?
         .ok_or_else(|| ApiError::OrderNotFound(id.to_string()))?;
-    Ok(Json(order.into()))
+    Ok(Json(order))
 }
 
 const CURSOR_PREFIX: &str = "o1:";
@@ -654,7 +249,7 @@ fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
     )
 )]
 pub async fn list_orders(
-    State(app): State<AppState>,
+    State(api): State<ApiState>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let limit = q.limit.unwrap_or(20);
@@ -675,15 +270,16 @@ pub async fn list_orders(
         })
         .transpose()?;
     let before_id = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut orders = app
-        .store
+    let mut orders = api
+        .orders
         .list_orders(&OrderFilter {
             customer_id: q.customer_id,
             status,
             limit: limit + 1,
             before_id,
         })
-        .await?;
+        .await
+        .map_err(|e| ApiError::store("listing orders", e))?;
     let next_cursor = if orders.len() > limit as usize {
         orders.truncate(limit as usize);
         orders.last().map(|o| encode_cursor(o.id))
@@ -691,7 +287,7 @@ pub async fn list_orders(
         None
     };
     Ok(Json(OrderPage {
-        items: orders.into_iter().map(OrderView::from).collect(),
+        items: orders,
         next_cursor,
     }))
 }
@@ -701,79 +297,39 @@ pub async fn list_orders(
     post, path = "/v1/orders/{id}/cancel", tag = "orders",
     params(("id" = Uuid, Path, description = "Order id")),
     responses(
-        (status = 200, body = OrderView),
+        (status = 200, body = Order),
         (status = 404, body = super::context::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order can no longer be cancelled", body = super::context::Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel_order(
-    State(app): State<AppState>,
+    State(api): State<ApiState>,
     Extension(ctx): Extension<RequestContext>,
     Path(id): Path<String>,
-) -> Result<Json<OrderView>, ApiError> {
-    let id = parse_order_id(&id)?;
-    let deadline = Instant::now() + app.config.http.request_timeout;
-    // Optimistic concurrency: a concurrent change makes the update stale; re-read and decide
-    // again a bounded number of times.
-    for _ in 0..3 {
-        let order = db(&app, "order.get", app.store.get_order(id))
-            .await?
-            .ok_or_else(|| ApiError::OrderNotFound(id.to_string()))?;
-        let plugin = app.orders_plugin()?;
-        let snapshot = runtime::OrderSnapshot {
-            id: order.id.to_string(),
-            customer_id: order.customer_id.clone(),
-            status: status_to_wit(order.status),
-            total: runtime::Money {
-                amount: order.total,
-                currency: order.currency.clone(),
-            },
-        };
-        let next = status_from_wit(
-            app.runtime
-                .transition(
-                    &plugin,
-                    &snapshot,
-                    OrderEvent::CancelRequested,
-                    Some(deadline),
-                )
-                .await?,
-        );
-        if next == order.status {
-            return Ok(Json(order.into()));
-        }
-        let now = now();
-        let event = transition_event(&app, request_trace(&ctx), &order, next, now);
-        match db(
-            &app,
-            "transaction.transition_order",
-            app.store
-                .transition_order(id, order.version, next, &[event], now),
-        )
-        .await?
-        {
-            TransitionOutcome::Applied(updated) => return Ok(Json(updated.into())),
-            TransitionOutcome::Stale => continue,
-        }
+) -> Result<Json<Order>, ApiError> {
+    let order_id = parse_order_id(&id)?;
+    let outcome = api
+        .orders
+        .apply_transition(ApplyTransition {
+            order_id,
+            event: OrderEvent::CancelRequested,
+            deadline: Instant::now() + api.config.request_timeout,
+            trace: request_trace(&ctx),
+            inbox: None,
+        })
+        .await?;
+    match outcome {
+        Transitioned::Applied(order) | Transitioned::Unchanged(order) => Ok(Json(order)),
+        // Only messages (with an inbox key) can be duplicates.
+        Transitioned::Duplicate => Err(ApiError::Internal(anyhow::anyhow!(
+            "a cancel without an inbox key was reported as a duplicate"
+        ))),
     }
-    Err(ApiError::Plugin(OrderError::Conflict(
-        "the order kept changing concurrently; retry".to_owned(),
-    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_hash_ignores_key_order_but_not_values() {
-        let a = serde_json::json!({"a": 1, "b": {"x": [1, 2], "y": "z"}});
-        let b = serde_json::json!({"b": {"y": "z", "x": [1, 2]}, "a": 1});
-        let c = serde_json::json!({"b": {"y": "z", "x": [2, 1]}, "a": 1});
-        assert_eq!(request_hash("r", &a), request_hash("r", &b));
-        assert_ne!(request_hash("r", &a), request_hash("r", &c));
-        assert_ne!(request_hash("r", &a), request_hash("s", &a));
-    }
 
     #[test]
     fn cursors_round_trip_and_garbage_is_rejected() {

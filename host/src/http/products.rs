@@ -6,10 +6,12 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
-use super::error::{ApiError, FieldViolation};
+use weir_core::domain::Product;
+use weir_core::domain::product::ProductChange;
+
+use super::ApiState;
+use super::error::ApiError;
 use super::extract::JsonBody;
-use crate::storage::Product;
 
 /// A catalog product.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -61,19 +63,14 @@ pub struct PutProductBody {
     pub stock: i64,
 }
 
-/// Whether `sku` is a valid product key.
-pub fn valid_sku(sku: &str) -> bool {
-    !sku.is_empty()
-        && sku.len() <= 64
-        && sku
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// List the catalog.
 #[utoipa::path(get, path = "/v1/products", tag = "catalog", responses((status = 200, body = ProductList)))]
-pub async fn list_products(State(app): State<AppState>) -> Result<Json<ProductList>, ApiError> {
-    let items = app.store.list_products().await?;
+pub async fn list_products(State(api): State<ApiState>) -> Result<Json<ProductList>, ApiError> {
+    let items = api
+        .orders
+        .list_products()
+        .await
+        .map_err(|e| ApiError::store("listing products", e))?;
     Ok(Json(ProductList {
         items: items.into_iter().map(ProductView::from).collect(),
     }))
@@ -90,54 +87,17 @@ pub async fn list_products(State(app): State<AppState>) -> Result<Json<ProductLi
     )
 )]
 pub async fn put_product(
-    State(app): State<AppState>,
+    State(api): State<ApiState>,
     Path(sku): Path<String>,
     body: JsonBody<PutProductBody>,
 ) -> Result<Json<ProductView>, ApiError> {
-    if !valid_sku(&sku) {
-        return Err(ApiError::InvalidPath {
-            name: "sku",
-            reason: "must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'".to_owned(),
-        });
-    }
     let b = body.value;
-    let mut violations = Vec::new();
-    let mut violation = |field: &str, code: &str, message: &str| {
-        violations.push(FieldViolation {
-            field: field.to_owned(),
-            code: code.to_owned(),
-            message: message.to_owned(),
-        })
+    let change = ProductChange {
+        name: b.name,
+        unit_price: b.unit_price,
+        currency: b.currency,
+        stock: b.stock,
     };
-    if b.name.trim().is_empty() || b.name.chars().count() > 200 {
-        violation("name", "INVALID_LENGTH", "must be 1-200 characters");
-    }
-    if b.unit_price < 0 {
-        violation("unit_price", "OUT_OF_RANGE", "must not be negative");
-    }
-    if b.currency.len() != 3 || !b.currency.bytes().all(|c| c.is_ascii_uppercase()) {
-        violation(
-            "currency",
-            "INVALID_FORMAT",
-            "must be an ISO 4217 code like EUR",
-        );
-    }
-    if b.stock < 0 {
-        violation("stock", "OUT_OF_RANGE", "must not be negative");
-    }
-    if !violations.is_empty() {
-        return Err(ApiError::ProductInvalid(violations));
-    }
-    let saved = app
-        .store
-        .upsert_product(&Product {
-            sku,
-            name: b.name,
-            unit_price: b.unit_price,
-            currency: b.currency,
-            stock: b.stock,
-            updated_at: Utc::now(),
-        })
-        .await?;
+    let saved = api.orders.put_product(&sku, change).await?;
     Ok(Json(saved.into()))
 }

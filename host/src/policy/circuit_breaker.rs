@@ -60,10 +60,10 @@ pub struct BreakerConfig {
     /// Calls that must have finished in the window before the rate is judged.
     pub min_calls: u32,
     /// Length of the sliding window.
-    #[serde(with = "crate::config::duration_ms", rename = "window_ms")]
+    #[serde(with = "crate::support::duration_ms", rename = "window_ms")]
     pub window: Duration,
     /// How long the breaker stays open before probing.
-    #[serde(with = "crate::config::duration_ms", rename = "open_ms")]
+    #[serde(with = "crate::support::duration_ms", rename = "open_ms")]
     pub open_for: Duration,
     /// Probes admitted per half-open period; all must succeed to close.
     pub half_open_probes: u32,

@@ -32,7 +32,7 @@ use super::timeout::TimedOut;
 #[serde(default, deny_unknown_fields)]
 pub struct DependencyConfig {
     /// Bound of one attempt.
-    #[serde(with = "crate::config::duration_ms", rename = "timeout_ms")]
+    #[serde(with = "crate::support::duration_ms", rename = "timeout_ms")]
     pub timeout: Duration,
     /// Attempts in flight at once; more fail fast.
     pub max_concurrency: usize,

@@ -25,7 +25,7 @@ use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::http::error::{ErrorExtension, codes};
+use super::RejectedBy;
 
 #[derive(Debug, Clone)]
 struct Instruments {
@@ -117,17 +117,6 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
-/// The policy that refused a request, from the code of the error it left.
-pub fn rejecting_policy(code: &str) -> Option<&'static str> {
-    match code {
-        c if c == codes::RATE_LIMITED.code => Some("rate_limit"),
-        c if c == codes::OVERLOADED.code => Some("shed"),
-        c if c == codes::REQUEST_TIMEOUT.code => Some("timeout"),
-        c if c == codes::PAYLOAD_TOO_LARGE.code => Some("body_limit"),
-        _ => None,
-    }
-}
-
 impl<S> Service<Request> for HttpMetrics<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
@@ -175,11 +164,7 @@ where
                     KeyValue::new("http.response.status_class", status_class(status)),
                 ],
             );
-            if let Some(policy) = response
-                .extensions()
-                .get::<ErrorExtension>()
-                .and_then(|e| rejecting_policy(e.0.spec().code))
-            {
+            if let Some(RejectedBy(policy)) = response.extensions().get::<RejectedBy>().copied() {
                 i.rejections
                     .add(1, &[KeyValue::new("policy", policy), route]);
             }
@@ -200,7 +185,5 @@ mod tests {
             "_OTHER"
         );
         assert_eq!(status_class(503), "5xx");
-        assert_eq!(rejecting_policy("OVERLOADED"), Some("shed"));
-        assert_eq!(rejecting_policy("ORDER_REJECTED"), None);
     }
 }

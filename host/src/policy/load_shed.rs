@@ -13,13 +13,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use http::StatusCode;
 use tokio::sync::Semaphore;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::error::Overloaded;
 use tower::{Layer, Service};
 
-use crate::http::error::ApiError;
+use super::refusal;
+
+/// This policy's refusal: the global concurrency limit was reached and the request was shed
+/// at once. Carried in the response extensions of the `503` it answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("concurrency limit reached; request shed")]
+pub struct Shed;
 
 /// At most `max` requests in flight across all routes; the rest are shed.
 #[derive(Debug, Clone)]
@@ -82,8 +89,13 @@ where
         Box::pin(async move {
             Ok(match fut.await {
                 Ok(response) => response,
-                Err(e) if e.is::<Overloaded>() => ApiError::Overloaded.into_response(),
-                Err(e) => ApiError::Internal(format!("load shed layer: {e}")).into_response(),
+                // The inner services never fail, so every error is the shed.
+                Err(e) => {
+                    if !e.is::<Overloaded>() {
+                        tracing::error!(error = %e, "load shed layer failed; shedding");
+                    }
+                    refusal(StatusCode::SERVICE_UNAVAILABLE, "shed", Shed)
+                }
             })
         })
     }
@@ -100,7 +112,6 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::http::error::ErrorExtension;
 
     #[tokio::test]
     async fn requests_over_the_limit_are_shed_at_once_and_admitted_ones_finish() {
@@ -127,8 +138,7 @@ mod tests {
         // The limit is global: another route is shed too, and without waiting.
         let refused = app.clone().oneshot(req("/fast")).await.unwrap();
         assert_eq!(refused.status(), 503);
-        let err = refused.extensions().get::<ErrorExtension>().unwrap();
-        assert_eq!(err.0.spec().code, "OVERLOADED");
+        assert_eq!(refused.extensions().get::<Shed>(), Some(&Shed));
 
         gate.notify_one();
         assert_eq!(admitted.await.unwrap().unwrap().status(), 200);

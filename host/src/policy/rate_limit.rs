@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -37,7 +37,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service};
 
-use crate::http::error::ApiError;
+use super::refusal;
+
+/// This policy's refusal: the client's bucket is empty. Carried in the response extensions
+/// of the `429` it answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit exceeded; retry in {}ms", retry_after.as_millis())]
+pub struct RateLimited {
+    /// When the next request of this client will be admitted (whole seconds, rounded up).
+    pub retry_after: Duration,
+}
 
 /// Header carrying the client's API key.
 pub const API_KEY: &str = "x-api-key";
@@ -197,10 +206,13 @@ where
                 let wait = not_until.wait_time_from(shared.clock.now());
                 // Whole seconds, rounded up: a client that waits Retry-After is admitted.
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let mut response = ApiError::RateLimited {
-                    retry_after: Duration::from_secs(secs.max(1)),
-                }
-                .into_response();
+                let mut response = refusal(
+                    http::StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit",
+                    RateLimited {
+                        retry_after: Duration::from_secs(secs.max(1)),
+                    },
+                );
                 set(&mut response, "ratelimit-limit", u64::from(shared.burst));
                 set(&mut response, "ratelimit-remaining", 0);
                 set(&mut response, "ratelimit-reset", secs.max(1));
@@ -218,7 +230,6 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::http::error::ErrorExtension;
 
     fn req(key: Option<&str>, peer: [u8; 4]) -> Request {
         let mut r = Request::builder().uri("/x");
@@ -260,13 +271,10 @@ mod tests {
             .unwrap();
         assert_eq!(res.status(), 429);
         assert_eq!(
-            res.extensions()
-                .get::<ErrorExtension>()
-                .unwrap()
-                .0
-                .spec()
-                .code,
-            "RATE_LIMITED"
+            res.extensions().get::<RateLimited>(),
+            Some(&RateLimited {
+                retry_after: Duration::from_secs(1)
+            })
         );
         assert_eq!(res.headers()["ratelimit-remaining"], "0");
         assert_eq!(res.headers()["ratelimit-reset"], "1");

@@ -14,10 +14,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tower::{Layer, Service};
 
-use crate::http::error::ApiError;
+use super::refusal;
+
+/// This policy's refusal: the route's bound elapsed and the handler was cancelled. Carried in
+/// the response extensions of the `504` it answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("request timed out after {}ms", after.as_millis())]
+pub struct TimedOut {
+    /// The bound that elapsed.
+    pub after: Duration,
+}
 
 /// Bound every request by its route's timeout.
 #[derive(Debug, Clone)]
@@ -81,9 +90,13 @@ where
         );
         let fut = self.inner.call(req);
         Box::pin(async move {
-            tokio::time::timeout(after, fut)
-                .await
-                .unwrap_or_else(|_| Ok(ApiError::RequestTimeout { after }.into_response()))
+            tokio::time::timeout(after, fut).await.unwrap_or_else(|_| {
+                Ok(refusal(
+                    http::StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    TimedOut { after },
+                ))
+            })
         })
     }
 }
@@ -96,7 +109,6 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::http::error::ErrorExtension;
 
     #[tokio::test(start_paused = true)]
     async fn each_route_gets_its_bound_and_the_handler_is_cancelled() {
@@ -136,8 +148,12 @@ mod tests {
         let started = tokio::time::Instant::now();
         let res = app.clone().oneshot(req("/slow/42")).await.unwrap();
         assert_eq!(res.status(), 504);
-        let err = res.extensions().get::<ErrorExtension>().unwrap();
-        assert_eq!(err.0.spec().code, "REQUEST_TIMEOUT");
+        assert_eq!(
+            res.extensions().get::<TimedOut>(),
+            Some(&TimedOut {
+                after: Duration::from_millis(200)
+            })
+        );
         assert_eq!(
             started.elapsed(),
             Duration::from_millis(200),

@@ -42,10 +42,10 @@ pub struct RetryConfig {
     /// Retries after the first attempt (0 disables retrying).
     pub max_retries: u32,
     /// Base of the exponential backoff.
-    #[serde(with = "crate::config::duration_ms", rename = "base_ms")]
+    #[serde(with = "crate::support::duration_ms", rename = "base_ms")]
     pub base: Duration,
     /// Upper bound of one backoff.
-    #[serde(with = "crate::config::duration_ms", rename = "cap_ms")]
+    #[serde(with = "crate::support::duration_ms", rename = "cap_ms")]
     pub cap: Duration,
     /// Retries allowed as a share of first attempts over the last 10 s (0-1000).
     pub budget_percent: f32,

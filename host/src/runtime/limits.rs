@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub struct Budget {
     /// Wall-clock limit of one call, instantiation included. Enforced by a tokio timeout and,
     /// while the guest is running wasm, by epoch interruption.
-    #[serde(with = "crate::config::duration_ms", rename = "timeout_ms")]
+    #[serde(with = "crate::support::duration_ms", rename = "timeout_ms")]
     pub timeout: Duration,
     /// Largest linear memory one instance may grow to, in bytes.
     pub memory_bytes: usize,
@@ -48,16 +48,14 @@ impl Default for Budget {
     }
 }
 
-/// Which limits one invocation hit; set by the limiter and the host imports before they
-/// refuse, read by the invoker to classify the failure.
+/// Which limits one invocation hit; set by the limiter before it refuses, read by the invoker
+/// to classify the failure (the log budget is the `log` import's, see `capabilities`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct LimitHits {
     /// A memory grow beyond [`Budget::memory_bytes`] was refused.
     pub memory: bool,
     /// A table grow beyond [`Budget::table_elements`] was refused.
     pub table: bool,
-    /// The log budget was exhausted.
-    pub log: bool,
 }
 
 /// Error raised into the guest (as a trap) when it grows past its memory budget.

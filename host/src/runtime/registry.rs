@@ -5,30 +5,16 @@
 //! An invocation holds an `Arc` to the version it started on, so a swap never disturbs calls
 //! already running.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 
-use super::bindings::{Capability, PluginPre};
 use super::state::InvocationState;
-
-/// What identifies a loaded plugin version and what it runs with.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginMeta {
-    /// Name reported by `describe`.
-    pub name: String,
-    /// Version reported by `describe`.
-    pub version: String,
-    /// Lower-case hex sha256 of the component bytes.
-    pub digest: String,
-    /// Operator configuration visible through the `config` import.
-    #[serde(skip)]
-    pub config: BTreeMap<String, String>,
-}
+pub use crate::capabilities::PluginMeta;
+use crate::world::bindings::{Capability, PluginPre};
 
 /// A compiled, admitted plugin version, ready to instantiate.
 pub struct PluginVersion {

@@ -1,30 +1,35 @@
-//! Durable storage: orders, the transactional outbox, idempotency records, the product catalog
-//! and the consumer inbox.
+//! Durable storage: the SQLite and PostgreSQL adapters of the core's store ports.
 //!
-//! Everything above this module talks to one object-safe trait, [`Store`], held as
-//! `Arc<dyn Store>`. [`connect`] picks the backend from the URL scheme.
+//! The use-cases talk to the port traits of [`weir_core::ports::store`] (orders, idempotency
+//! keys, the outbox, the inbox, products). This module implements them twice and adds what
+//! only the host needs ([`Database`]: migrations, ping, close, row counts). [`Store`] is all
+//! of it in one object-safe trait, held as `Arc<dyn Store>` and handed to the core as each
+//! port (trait upcasting). [`connect`] picks the backend from the URL scheme; [`traced`]
+//! wraps a store so every call gets its `db.*` span.
 //!
 //! # Layout
 //!
-//! - `mod.rs` (this file): domain types, [`StoreError`] and its classification, the [`Store`]
-//!   trait, [`connect`], helpers shared by both backends, and the backend-agnostic test suite
-//!   that runs against both implementations.
+//! - `mod.rs` (this file): [`Database`], [`Store`], [`connect`], [`ConnectError`], the
+//!   classification of driver errors into [`StoreError`], and helpers shared by both
+//!   backends.
 //! - `sqlite.rs`: [`SqliteStore`], the embedded default (`sqlite:` URLs). WAL journal,
 //!   `synchronous=NORMAL`, a 5 s busy timeout, foreign keys on. Every write transaction starts
 //!   with `BEGIN IMMEDIATE`, so a writer takes the write lock up front instead of failing with
 //!   `SQLITE_BUSY` when it tries to upgrade a read lock that another writer is also holding.
 //! - `postgres.rs`: [`PgStore`], the production path (`postgres://` and `postgresql://`).
+//! - [`traced`]: [`traced::TracedStore`], the one place store calls get their spans.
 //! - [`testing`]: creates and drops a throw-away PostgreSQL database; shared with the
 //!   cross-process tests in `tests/`.
+//! - `tests.rs`: the backend-agnostic suite, run against both implementations.
 //! - `host/migrations/{sqlite,postgres}/`: one migration folder per backend, embedded in the
-//!   binary with `sqlx::migrate!` and applied by [`Store::migrate`].
+//!   binary with `sqlx::migrate!` and applied by [`Database::migrate`].
 //!
 //! # Why two implementations instead of `sqlx::Any`
 //!
 //! `sqlx::Any` cannot bind UUIDs or timestamps, and the two engines differ where it matters:
 //! PostgreSQL has native `uuid`, `timestamptz`, `jsonb` and row-level concurrency; SQLite has
 //! a single writer and no native types for any of those. Each implementation uses its engine's
-//! own idioms; the shared suite in this file pins down that both behave the same.
+//! own idioms; the shared suite pins down that both behave the same.
 //!
 //! # Representation notes
 //!
@@ -37,261 +42,65 @@
 //!
 //! # Events feed caveat (PostgreSQL)
 //!
-//! [`Store::list_events`] pages by `seq`. On SQLite writers are serialized, so `seq` order is
-//! commit order and a cursor never skips a row. On PostgreSQL a sequence value is taken at
-//! insert time, so a transaction that commits later may expose a smaller `seq` than one already
-//! read. The feed is the embedded default's way to expose the outbox; the production relay
-//! claims unpublished rows instead (`FOR UPDATE SKIP LOCKED`) and is not affected.
+//! [`OutboxStore::list_events`] pages by `seq`. On SQLite writers are serialized, so `seq`
+//! order is commit order and a cursor never skips a row. On PostgreSQL a sequence value is
+//! taken at insert time, so a transaction that commits later may expose a smaller `seq` than
+//! one already read. The feed is the embedded default's way to expose the outbox; the
+//! production relay claims unpublished rows instead (`FOR UPDATE SKIP LOCKED`) and is not
+//! affected.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 mod postgres;
 mod sqlite;
+pub mod traced;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use traced::TracedStore;
+pub use weir_core::domain::idempotency::{
+    BEGIN_ATTEMPTS, ExistingKey, KeyDecision, decide_existing,
+};
+pub use weir_core::domain::{
+    EventRecord, IdempotencyBegin, NewEvent, Order, OrderLine, OrderStatus, PluginRef, Product,
+    StoredResponse, UnknownOrderStatus,
+};
+pub use weir_core::ports::store::{MAX_EVENTS_LIMIT, MAX_LIST_LIMIT};
+pub use weir_core::ports::{
+    DriverError, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter, OrderStore, OutboxStats,
+    OutboxStore, ProductStore, StoreError, TransitionOutcome,
+};
 
-/// The most orders [`Store::list_orders`] returns in one page, whatever the filter asks for.
-pub const MAX_LIST_LIMIT: u32 = 500;
+use crate::support::{SecretUrl, redact_url};
 
-/// The most events [`Store::list_events`] returns in one page, whatever the caller asks for.
-pub const MAX_EVENTS_LIMIT: u32 = 1000;
+/// A database URL; its password is redacted wherever it is shown.
+pub type DatabaseUrl = SecretUrl;
 
-/// Lifecycle state of an order. Stored as its lowercase name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderStatus {
-    Placed,
-    Paid,
-    Shipped,
-    Cancelled,
-}
-
-impl OrderStatus {
-    /// Every status, in lifecycle order.
-    pub const ALL: [OrderStatus; 4] = [
-        OrderStatus::Placed,
-        OrderStatus::Paid,
-        OrderStatus::Shipped,
-        OrderStatus::Cancelled,
-    ];
-
-    /// The stored and serialized name: `"placed"`, `"paid"`, `"shipped"`, `"cancelled"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Placed => "placed",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Shipped => "shipped",
-            OrderStatus::Cancelled => "cancelled",
-        }
+/// `"sqlite"` or `"postgres"` for a URL this build can open, from its scheme.
+pub fn backend_of(url: &str) -> Option<&'static str> {
+    if url.starts_with("sqlite:") {
+        Some("sqlite")
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some("postgres")
+    } else {
+        None
     }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that is not one of the [`OrderStatus`] names.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown order status {0:?}")]
-pub struct UnknownOrderStatus(pub String);
-
-impl FromStr for OrderStatus {
-    type Err = UnknownOrderStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        OrderStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownOrderStatus(s.to_owned()))
-    }
-}
-
-/// One priced line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderLineRecord {
-    pub sku: String,
-    pub quantity: u32,
-    /// Minor units, as priced when the order was placed.
-    pub unit_price: i64,
-    /// Minor units; whatever the plugin decided (not recomputed here).
-    pub line_total: i64,
-}
-
-/// The plugin version that made the business decision for an order, kept for audits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PluginRef {
-    pub name: String,
-    pub version: String,
-    /// sha256 of the component, hex.
-    pub digest: String,
-}
-
-/// An order with its lines, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OrderRecord {
-    /// UUIDv7 chosen by the caller: ids sort by creation time.
-    pub id: Uuid,
-    pub customer_id: String,
-    pub currency: String,
-    pub status: OrderStatus,
-    /// In `line_no` order (stored as 1, 2, ... in vector order).
-    pub lines: Vec<OrderLineRecord>,
-    pub subtotal: i64,
-    pub discount: i64,
-    pub tax: i64,
-    pub total: i64,
-    pub metadata: serde_json::Map<String, serde_json::Value>,
-    pub plugin: PluginRef,
-    /// Optimistic-concurrency version: 1 at creation, +1 per transition.
-    pub version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// An event to append to the outbox in the same transaction as the change it describes.
-/// Fields follow CloudEvents naming.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewEvent {
-    /// Unique per event (the outbox rejects a duplicate id); consumers dedupe on it.
-    pub id: Uuid,
-    pub event_type: String,
-    pub source: String,
-    pub subject: String,
-    pub occurred_at: DateTime<Utc>,
-    pub data: serde_json::Value,
-    /// W3C trace context of the request that produced the event, propagated by the relay.
-    pub traceparent: Option<String>,
-    pub tracestate: Option<String>,
-}
-
-/// An outbox row.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    /// Position in the outbox; the events feed cursor.
-    pub seq: i64,
-    pub id: Uuid,
-    pub event_type: String,
-    pub source: String,
-    pub subject: String,
-    pub occurred_at: DateTime<Utc>,
-    pub data: serde_json::Value,
-    pub traceparent: Option<String>,
-    pub tracestate: Option<String>,
-    pub published_at: Option<DateTime<Utc>>,
-}
-
-/// A catalog entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Product {
-    pub sku: String,
-    pub name: String,
-    /// Minor units of `currency`.
-    pub unit_price: i64,
-    pub currency: String,
-    pub stock: i64,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// An HTTP response kept for idempotent replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub body: Vec<u8>,
-    /// In order; a name may repeat.
-    pub headers: Vec<(String, String)>,
-}
-
-/// What [`Store::idempotency_begin`] decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdempotencyBegin {
-    /// The caller now holds the key (until `now + lock_ttl`) and must finish with
-    /// [`Store::create_order`] (with the key), [`Store::idempotency_complete`] or
-    /// [`Store::idempotency_release`].
-    Started,
-    /// The key completed earlier with the same request: send this response again.
-    Replay(StoredResponse),
-    /// Another attempt with the same key holds it right now.
-    InProgress { retry_after: Duration },
-    /// The key was used with a different request.
-    Mismatch,
-}
-
-/// Which orders [`Store::list_orders`] returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderFilter {
-    pub customer_id: Option<String>,
-    pub status: Option<OrderStatus>,
-    /// Page size; capped at [`MAX_LIST_LIMIT`]. Zero returns an empty page.
-    pub limit: u32,
-    /// Cursor: only orders with `id < before_id` (older ones), newest first.
-    pub before_id: Option<Uuid>,
-}
-
-impl Default for OrderFilter {
-    fn default() -> Self {
-        OrderFilter {
-            customer_id: None,
-            status: None,
-            limit: 50,
-            before_id: None,
-        }
-    }
-}
-
-/// Result of [`Store::transition_order`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "a one-off return value, never stored in bulk; unboxed keeps matching simple"
-)]
-pub enum TransitionOutcome {
-    /// The order as stored after the transition.
-    Applied(OrderRecord),
-    /// The order's version was not `expected_version` (it changed concurrently) or the order
-    /// does not exist; nothing was written.
-    Stale,
-}
-
-/// Result of [`Store::transition_order_once`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "a one-off return value, never stored in bulk; unboxed keeps matching simple"
-)]
-pub enum InboxOutcome {
-    /// The transition and the inbox record were committed together.
-    Applied(OrderRecord),
-    /// The consumer had already recorded this message id: nothing was written.
-    Duplicate,
-    /// The order's version was not `expected_version` (or the order is gone): nothing was
-    /// written, not even the inbox record, so the message can be processed again.
-    Stale,
-}
-
-/// Unpublished outbox backlog, for metrics and readiness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct OutboxStats {
-    pub unpublished: u64,
-    /// `now - occurred_at` of the oldest unpublished event (zero if it lies in the future).
-    pub oldest_unpublished_age: Option<Duration>,
 }
 
 /// Row counts used by crash-safety tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RowCounts {
+    /// Orders.
     pub orders: u64,
+    /// Order lines.
     pub order_lines: u64,
+    /// Outbox events.
     pub outbox_events: u64,
+    /// Completed idempotency keys.
     pub idempotency_completed: u64,
 }
 
@@ -318,42 +127,23 @@ impl Default for StoreOptions {
     }
 }
 
-/// Storage failures, classified for the caller: retry ([`StoreError::is_transient`]), report a
-/// conflict, or treat as a bug.
+/// Opening a database or applying its migrations failed.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database could not be reached or did not answer in time (pool timeout, I/O,
-    /// connection loss, lock timeout, serialization failure). Retryable.
-    #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    /// A constraint rejected the write (unique, foreign key, check, not null), or a
-    /// precondition the store enforces did not hold.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// Applying the embedded migrations failed.
-    #[error("database migration failed")]
-    Migration(#[source] sqlx::migrate::MigrateError),
-    /// The database URL is malformed or has an unsupported scheme (password redacted).
+pub enum ConnectError {
+    /// The URL is malformed or has an unsupported scheme (password redacted).
     #[error("invalid database URL: {0}")]
     InvalidUrl(String),
-    /// A stored row cannot be decoded (e.g. an unknown status or a malformed id).
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-    /// Anything else the database reported; a bug or an operator problem, not retryable.
-    #[error("database error")]
-    Internal(#[source] sqlx::Error),
+    /// The database could not be opened.
+    #[error("cannot open the database")]
+    Open(#[source] StoreError),
+    /// Applying the embedded migrations failed.
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
-impl StoreError {
-    /// Whether the same call may succeed if retried later.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
-
-impl From<sqlx::migrate::MigrateError> for StoreError {
+impl From<sqlx::migrate::MigrateError> for ConnectError {
     fn from(err: sqlx::migrate::MigrateError) -> Self {
-        StoreError::Migration(err)
+        ConnectError::Migrate(err)
     }
 }
 
@@ -366,7 +156,7 @@ pub(crate) fn classify(err: sqlx::Error, is_transient_code: fn(&str) -> bool) ->
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(DriverError::new(err)),
         sqlx::Error::Decode(ref source) => {
             StoreError::Corrupt(format!("undecodable value: {source}"))
         }
@@ -374,7 +164,6 @@ pub(crate) fn classify(err: sqlx::Error, is_transient_code: fn(&str) -> bool) ->
             ref index,
             ref source,
         } => StoreError::Corrupt(format!("undecodable column {index}: {source}")),
-        sqlx::Error::Migrate(migrate) => StoreError::Migration(*migrate),
         sqlx::Error::Database(ref db) => {
             let kind = match db.kind() {
                 ErrorKind::UniqueViolation => Some("unique"),
@@ -395,57 +184,21 @@ pub(crate) fn classify(err: sqlx::Error, is_transient_code: fn(&str) -> bool) ->
                 ));
             }
             if db.code().is_some_and(|code| is_transient_code(&code)) {
-                StoreError::Unavailable(err)
+                StoreError::Unavailable(DriverError::new(err))
             } else {
-                StoreError::Internal(err)
+                StoreError::Internal(DriverError::new(err))
             }
         }
-        other => StoreError::Internal(other),
+        other => StoreError::Internal(DriverError::new(other)),
     }
 }
 
-/// Returns `url` with any password (userinfo or `password=` query parameter) replaced by
-/// `[redacted]`, for logs, `Debug` and `/infoz`. The one redactor of connection URLs:
-/// [`crate::config::DatabaseUrl`] and [`crate::events::AmqpUrl`] use it too.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let authority_start = scheme_end + 3;
-        let authority_end = out[authority_start..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| authority_start + i);
-        if let Some(at) = out[authority_start..authority_end].rfind('@') {
-            let userinfo_end = authority_start + at;
-            if let Some(colon) = out[authority_start..userinfo_end].find(':') {
-                out.replace_range(authority_start + colon + 1..userinfo_end, "[redacted]");
-            }
-        }
-    }
-    if let Some(query_start) = out.find('?') {
-        let (head, query) = out.split_at(query_start + 1);
-        let redacted: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                    format!("{key}=[redacted]")
-                }
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out = format!("{head}{}", redacted.join("&"));
-    }
-    out
-}
-
-/// The storage interface of the host. One implementation per backend; see the module docs.
-///
-/// Every method that writes more than one row does so in one transaction: either all of it is
-/// visible afterwards or none of it. `Debug` never shows a password.
+/// What only the host needs of a database, beyond the core's ports.
 #[async_trait::async_trait]
-pub trait Store: fmt::Debug + Send + Sync + 'static {
+pub trait Database: fmt::Debug + Send + Sync + 'static {
     /// Applies the embedded migrations of this backend. Idempotent; safe to run from several
     /// replicas at once (sqlx takes a lock).
-    async fn migrate(&self) -> Result<(), StoreError>;
+    async fn migrate(&self) -> Result<(), ConnectError>;
 
     /// `SELECT 1`, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -456,175 +209,32 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// Closes the pool, waiting for checked-out connections to come back.
     async fn close(&self);
 
-    /// Claims an idempotency key (already scoped by the caller, e.g.
-    /// `"POST /v1/orders:<client key>"`) for a request whose canonical hash is
-    /// `request_hash`.
-    ///
-    /// - absent, or created more than `retention` ago: (re)created `in_progress`, locked until
-    ///   `now + lock_ttl` -> [`IdempotencyBegin::Started`];
-    /// - different `request_hash` -> [`IdempotencyBegin::Mismatch`];
-    /// - completed -> [`IdempotencyBegin::Replay`];
-    /// - in progress and locked -> [`IdempotencyBegin::InProgress`] (retry after the lock
-    ///   expires, at least 1 s);
-    /// - in progress with an expired lock (the holder died): taken over ->
-    ///   [`IdempotencyBegin::Started`].
-    ///
-    /// Race-free: of any number of concurrent calls with one key, at most one is `Started`.
-    async fn idempotency_begin(
-        &self,
-        key: &str,
-        request_hash: &str,
-        now: DateTime<Utc>,
-        lock_ttl: Duration,
-        retention: Duration,
-    ) -> Result<IdempotencyBegin, StoreError>;
-
-    /// Deletes an `in_progress` key: the attempt failed without effects and a retry may run.
-    /// A completed key is left alone.
-    async fn idempotency_release(&self, key: &str) -> Result<(), StoreError>;
-
-    /// Completes an `in_progress` key with a response that had no database effects (e.g. a
-    /// deterministic 422). Fails with [`StoreError::Conflict`] if the key is not in progress
-    /// (missing, purged or already completed).
-    async fn idempotency_complete(
-        &self,
-        key: &str,
-        response: &StoredResponse,
-    ) -> Result<(), StoreError>;
-
-    /// Deletes keys created before `created_before`; returns how many.
-    async fn purge_idempotency(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError>;
-
-    /// In one transaction: inserts the order, its lines (`line_no` 1, 2, ... in vector order) and
-    /// `events`, and, with `idempotency = Some((key, response))`, completes the key with the
-    /// response. The key must be `in_progress`, otherwise nothing is written and the call
-    /// fails with [`StoreError::Conflict`]; this stops a slow attempt whose lock was taken
-    /// over from creating a second order. Any failure writes nothing.
-    async fn create_order(
-        &self,
-        order: &OrderRecord,
-        events: &[NewEvent],
-        idempotency: Option<(&str, &StoredResponse)>,
-    ) -> Result<(), StoreError>;
-
-    async fn get_order(&self, id: Uuid) -> Result<Option<OrderRecord>, StoreError>;
-
-    /// Orders matching `filter`, newest first, with their lines (two queries per page).
-    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError>;
-
-    /// In one transaction: sets the status if the order's version is `expected_version`
-    /// (bumping the version, `updated_at = now`) and appends `events`. A version mismatch or
-    /// a missing order yields [`TransitionOutcome::Stale`] and writes nothing. The store does
-    /// not judge whether the transition is allowed; the caller (plugin) does.
-    async fn transition_order(
-        &self,
-        id: Uuid,
-        expected_version: i64,
-        new_status: OrderStatus,
-        events: &[NewEvent],
-        now: DateTime<Utc>,
-    ) -> Result<TransitionOutcome, StoreError>;
-
-    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError>;
-
-    /// All products, ordered by sku.
-    async fn list_products(&self) -> Result<Vec<Product>, StoreError>;
-
-    /// Inserts or replaces the product with this sku; returns it as stored.
-    async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError>;
-
-    /// Inserts `products` if the catalog is empty; returns whether it did. Safe against
-    /// concurrent seeding from several replicas.
-    async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError>;
-
-    /// Outbox events with `seq > after_seq`, ascending, at most `limit` (capped at
-    /// [`MAX_EVENTS_LIMIT`]). See the module docs for the PostgreSQL ordering caveat.
-    async fn list_events(&self, after_seq: i64, limit: u32)
-    -> Result<Vec<EventRecord>, StoreError>;
-
-    async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError>;
-
-    /// Records that `consumer` received `message_id`; `false` if it already had (a duplicate
-    /// delivery to skip). Dedupe is per consumer.
-    async fn record_inbox(
-        &self,
-        message_id: &str,
-        consumer: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
-
     /// Row counts for crash-safety tests.
     async fn count_rows(&self) -> Result<RowCounts, StoreError>;
+}
 
-    /// Claims up to `limit` unpublished outbox events for the relay `claimant` until
-    /// `now + lease`, in `seq` order, and returns them in `seq` order.
-    ///
-    /// A row is claimable when it is unpublished and not leased (no lease or an expired one).
-    /// A row is skipped while an earlier unpublished row of the same `subject` (order) is
-    /// leased, by anyone, so events of one order are never published by two relays at once
-    /// nor out of order (a deferred row, see [`Store::release_outbox`], holds back the later
-    /// events of its order too). On PostgreSQL
-    /// claims are serialized by a transaction-scoped advisory lock and rows are picked with
-    /// `FOR UPDATE SKIP LOCKED`; on SQLite the write lock of `BEGIN IMMEDIATE` does the same.
-    async fn claim_outbox(
-        &self,
-        claimant: &str,
-        now: DateTime<Utc>,
-        lease: Duration,
-        limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError>;
+/// Every store port plus [`Database`]: one object per database, `Arc<dyn Store>`. `Debug`
+/// never shows a password.
+pub trait Store:
+    Database + OrderStore + IdempotencyStore + OutboxStore + InboxStore + ProductStore
+{
+}
 
-    /// Marks these events published at `now` and drops their leases; returns how many rows
-    /// changed (already published rows are left alone).
-    async fn mark_published(&self, ids: &[Uuid], now: DateTime<Utc>) -> Result<u64, StoreError>;
-
-    /// After a failed publish of these unpublished events held by `claimant`: counts the
-    /// attempt (`publish_attempts + 1`) and either gives the leases back at once
-    /// (`retry_at = None`: any relay may retry them) or keeps them until `retry_at` (a
-    /// deferred retry, e.g. after the broker returned the message as unroutable).
-    async fn release_outbox(
-        &self,
-        claimant: &str,
-        ids: &[Uuid],
-        retry_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError>;
-
-    /// Whether `consumer` already recorded `message_id` (a cheap pre-check; the authoritative
-    /// dedupe is the inbox insert inside [`Store::transition_order_once`]).
-    async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError>;
-
-    /// In ONE transaction: records `(consumer, message_id)` in the inbox and applies the
-    /// transition like [`Store::transition_order`]. A message id the consumer already recorded
-    /// yields [`InboxOutcome::Duplicate`]; a version mismatch [`InboxOutcome::Stale`]; either
-    /// way nothing is written. Concurrent calls with one message id apply at most once.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "mirrors transition_order plus the inbox key; a struct would only rename them"
-    )]
-    async fn transition_order_once(
-        &self,
-        consumer: &str,
-        message_id: &str,
-        id: Uuid,
-        expected_version: i64,
-        new_status: OrderStatus,
-        events: &[NewEvent],
-        now: DateTime<Utc>,
-    ) -> Result<InboxOutcome, StoreError>;
+impl<T> Store for T where
+    T: Database + OrderStore + IdempotencyStore + OutboxStore + InboxStore + ProductStore
+{
 }
 
 /// Opens a pool for `url`: `sqlite:` URLs (e.g. `sqlite://weir.db`, `sqlite::memory:`) give a
 /// [`SqliteStore`], `postgres://` and `postgresql://` a [`PgStore`]. Does not migrate.
-pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, opts).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url, opts).await?))
-    } else {
-        Err(StoreError::InvalidUrl(format!(
+pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Arc<dyn Store>, ConnectError> {
+    match backend_of(url) {
+        Some("sqlite") => Ok(Arc::new(SqliteStore::connect(url, opts).await?)),
+        Some(_) => Ok(Arc::new(PgStore::connect(url, opts).await?)),
+        None => Err(ConnectError::InvalidUrl(format!(
             "unsupported scheme (expected sqlite:, postgres:// or postgresql://): {}",
             redact_url(url)
-        )))
+        ))),
     }
 }
 
@@ -640,7 +250,7 @@ pub(crate) fn add_duration(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 
 /// `later - earlier` as a std duration, zero if negative.
 pub(crate) fn elapsed(earlier: DateTime<Utc>, later: DateTime<Utc>) -> Duration {
-    (later - earlier).to_std().unwrap_or(Duration::ZERO)
+    weir_core::domain::idempotency::elapsed(earlier, later)
 }
 
 pub(crate) fn parse_status(s: &str) -> Result<OrderStatus, StoreError> {
@@ -658,64 +268,15 @@ pub(crate) fn status_from_db(status: i64) -> Result<u16, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("stored HTTP status {status} out of range")))
 }
 
-/// The effective page size for [`Store::list_orders`].
+/// The effective page size for [`OrderStore::list_orders`].
 pub(crate) fn page_limit(limit: u32) -> i64 {
     i64::from(limit.min(MAX_LIST_LIMIT))
 }
 
-/// The effective page size for [`Store::list_events`].
+/// The effective page size for [`OutboxStore::list_events`].
 pub(crate) fn events_limit(limit: u32) -> i64 {
     i64::from(limit.min(MAX_EVENTS_LIMIT))
 }
-
-/// An idempotency row as read by [`Store::idempotency_begin`].
-pub(crate) struct ExistingKey {
-    pub(crate) request_hash: String,
-    /// `Some` when the key is completed.
-    pub(crate) response: Option<StoredResponse>,
-    pub(crate) locked_until: DateTime<Utc>,
-    pub(crate) created_at: DateTime<Utc>,
-}
-
-/// What to do about an existing idempotency row.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum KeyDecision {
-    /// Past retention: overwrite it with a fresh `in_progress` row (conditional on the old
-    /// `created_at`).
-    Replace,
-    /// In progress with an expired lock: extend the lock (conditional on the old
-    /// `locked_until`).
-    TakeOver,
-    /// Answer without writing.
-    Answer(IdempotencyBegin),
-}
-
-/// The idempotency state machine, shared by both backends so they cannot drift apart.
-pub(crate) fn decide_existing(
-    existing: ExistingKey,
-    request_hash: &str,
-    now: DateTime<Utc>,
-    retention: Duration,
-) -> KeyDecision {
-    if elapsed(existing.created_at, now) >= retention {
-        return KeyDecision::Replace;
-    }
-    if existing.request_hash != request_hash {
-        return KeyDecision::Answer(IdempotencyBegin::Mismatch);
-    }
-    if let Some(response) = existing.response {
-        return KeyDecision::Answer(IdempotencyBegin::Replay(response));
-    }
-    if existing.locked_until > now {
-        let retry_after = elapsed(now, existing.locked_until).max(Duration::from_secs(1));
-        return KeyDecision::Answer(IdempotencyBegin::InProgress { retry_after });
-    }
-    KeyDecision::TakeOver
-}
-
-/// How many times `idempotency_begin` re-reads a row that changed under it before giving up
-/// with `InProgress` (only reachable under heavy contention on one key).
-pub(crate) const BEGIN_ATTEMPTS: usize = 5;
 
 /// Throw-away PostgreSQL databases for tests.
 #[doc(hidden)]

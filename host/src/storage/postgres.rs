@@ -16,12 +16,14 @@ use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{
-    BEGIN_ATTEMPTS, EventRecord, ExistingKey, IdempotencyBegin, InboxOutcome, KeyDecision,
-    NewEvent, OrderFilter, OrderLineRecord, OrderRecord, OrderStatus, OutboxStats, PluginRef,
-    Product, RowCounts, Store, StoreError, StoreOptions, StoredResponse, TransitionOutcome,
-    add_duration, classify, decide_existing, elapsed, events_limit, page_limit, parse_status,
-    quantity_from_db, redact_url, status_from_db,
+    BEGIN_ATTEMPTS, ConnectError, Database, EventRecord, ExistingKey, IdempotencyBegin,
+    IdempotencyStore, InboxOutcome, InboxStore, KeyDecision, NewEvent, Order, OrderFilter,
+    OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore, PluginRef, Product, ProductStore,
+    RowCounts, StoreError, StoreOptions, StoredResponse, TransitionOutcome, add_duration, classify,
+    decide_existing, elapsed, events_limit, page_limit, parse_status, quantity_from_db,
+    status_from_db,
 };
+use crate::support::redact_url;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -75,9 +77,9 @@ macro_rules! product_columns {
 }
 
 /// An order row without its lines.
-fn order_from_row(row: &PgRow) -> Result<OrderRecord, StoreError> {
+fn order_from_row(row: &PgRow) -> Result<Order, StoreError> {
     let metadata: Json<serde_json::Map<String, serde_json::Value>> = get(row, "metadata")?;
-    Ok(OrderRecord {
+    Ok(Order {
         id: get(row, "id")?,
         customer_id: get(row, "customer_id")?,
         currency: get(row, "currency")?,
@@ -99,8 +101,8 @@ fn order_from_row(row: &PgRow) -> Result<OrderRecord, StoreError> {
     })
 }
 
-fn line_from_row(row: &PgRow) -> Result<OrderLineRecord, StoreError> {
-    Ok(OrderLineRecord {
+fn line_from_row(row: &PgRow) -> Result<OrderLine, StoreError> {
+    Ok(OrderLine {
         sku: get(row, "sku")?,
         quantity: quantity_from_db(get(row, "quantity")?)?,
         unit_price: get(row, "unit_price")?,
@@ -155,10 +157,10 @@ impl fmt::Debug for PgStore {
 impl PgStore {
     /// Connects a pool to `url` (`postgres://` or `postgresql://`). Sessions are named `weir`
     /// in `pg_stat_activity` and get `statement_timeout` from `opts`.
-    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, ConnectError> {
         let redacted = redact_url(url);
         let mut options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::InvalidUrl(format!("{redacted}: {e}")))?
+            .map_err(|e| ConnectError::InvalidUrl(format!("{redacted}: {e}")))?
             .application_name("weir");
         if let Some(timeout) = opts.statement_timeout {
             options = options.options([("statement_timeout", timeout.as_millis().to_string())]);
@@ -168,17 +170,14 @@ impl PgStore {
             .acquire_timeout(opts.acquire_timeout)
             .connect_with(options)
             .await
-            .map_err(db_err)?;
+            .map_err(|e| ConnectError::Open(db_err(e)))?;
         Ok(PgStore {
             pool,
             url: redacted,
         })
     }
 
-    async fn attach_lines(
-        conn: &mut PgConnection,
-        orders: &mut [OrderRecord],
-    ) -> Result<(), StoreError> {
+    async fn attach_lines(conn: &mut PgConnection, orders: &mut [Order]) -> Result<(), StoreError> {
         if orders.is_empty() {
             return Ok(());
         }
@@ -191,7 +190,7 @@ impl PgStore {
         .fetch_all(&mut *conn)
         .await
         .map_err(db_err)?;
-        let mut lines: HashMap<Uuid, Vec<OrderLineRecord>> = HashMap::new();
+        let mut lines: HashMap<Uuid, Vec<OrderLine>> = HashMap::new();
         for row in &rows {
             let order_id: Uuid = get(row, "order_id")?;
             lines.entry(order_id).or_default().push(line_from_row(row)?);
@@ -202,10 +201,7 @@ impl PgStore {
         Ok(())
     }
 
-    async fn fetch_order(
-        conn: &mut PgConnection,
-        id: Uuid,
-    ) -> Result<Option<OrderRecord>, StoreError> {
+    async fn fetch_order(conn: &mut PgConnection, id: Uuid) -> Result<Option<Order>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             order_columns!(),
@@ -256,7 +252,7 @@ impl PgStore {
         new_status: OrderStatus,
         events: &[NewEvent],
         now: DateTime<Utc>,
-    ) -> Result<Option<OrderRecord>, StoreError> {
+    ) -> Result<Option<Order>, StoreError> {
         let updated = sqlx::query(
             "UPDATE orders SET status = $1, version = version + 1, updated_at = $2 \
                  WHERE id = $3 AND version = $4",
@@ -417,8 +413,8 @@ impl PgStore {
 }
 
 #[async_trait::async_trait]
-impl Store for PgStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
+impl Database for PgStore {
+    async fn migrate(&self) -> Result<(), ConnectError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
@@ -439,6 +435,30 @@ impl Store for PgStore {
         self.pool.close().await;
     }
 
+    async fn count_rows(&self) -> Result<RowCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM orders) AS orders, \
+             (SELECT COUNT(*) FROM order_lines) AS order_lines, \
+             (SELECT COUNT(*) FROM outbox_events) AS outbox_events, \
+             (SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed') AS completed",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(get::<i64>(&row, column)?).unwrap_or_default())
+        };
+        Ok(RowCounts {
+            orders: count("orders")?,
+            order_lines: count("order_lines")?,
+            outbox_events: count("outbox_events")?,
+            idempotency_completed: count("completed")?,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for PgStore {
     async fn idempotency_begin(
         &self,
         key: &str,
@@ -492,10 +512,13 @@ impl Store for PgStore {
             .map_err(db_err)?;
         Ok(done.rows_affected())
     }
+}
 
+#[async_trait::async_trait]
+impl OrderStore for PgStore {
     async fn create_order(
         &self,
-        order: &OrderRecord,
+        order: &Order,
         events: &[NewEvent],
         idempotency: Option<(&str, &StoredResponse)>,
     ) -> Result<(), StoreError> {
@@ -559,12 +582,12 @@ impl Store for PgStore {
         tx.commit().await.map_err(db_err)
     }
 
-    async fn get_order(&self, id: Uuid) -> Result<Option<OrderRecord>, StoreError> {
+    async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         Self::fetch_order(&mut conn, id).await
     }
 
-    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError> {
+    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>, StoreError> {
         let limit = page_limit(filter.limit);
         if limit == 0 {
             return Ok(Vec::new());
@@ -615,86 +638,60 @@ impl Store for PgStore {
         }
     }
 
-    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            product_columns!(),
-            " FROM products WHERE sku = $1"
-        ))
-        .bind(sku)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.as_ref().map(product_from_row).transpose()
+    async fn transition_order_once(
+        &self,
+        consumer: &str,
+        message_id: &str,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<InboxOutcome, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // A concurrent insert of the same key waits on the unique index until the other
+        // transaction ends, then does nothing: at most one of them applies.
+        if !Self::insert_inbox(&mut tx, consumer, message_id, now).await? {
+            return Ok(InboxOutcome::Duplicate);
+        }
+        // On `None` dropping the transaction rolls the inbox record back too.
+        match Self::apply_transition(&mut tx, id, expected_version, new_status, events, now).await?
+        {
+            None => Ok(InboxOutcome::Stale),
+            Some(order) => {
+                tx.commit().await.map_err(db_err)?;
+                Ok(InboxOutcome::Applied(order))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl InboxStore for PgStore {
+    async fn record_inbox(
+        &self,
+        message_id: &str,
+        consumer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        Self::insert_inbox(&mut conn, consumer, message_id, now).await
     }
 
-    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            product_columns!(),
-            " FROM products ORDER BY sku"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(product_from_row).collect()
-    }
-
-    async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {
-        let row = sqlx::query(concat!(
-            "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sku) DO UPDATE SET \
-             name = excluded.name, unit_price = excluded.unit_price, \
-             currency = excluded.currency, stock = excluded.stock, \
-             updated_at = excluded.updated_at RETURNING ",
-            product_columns!()
-        ))
-        .bind(&product.sku)
-        .bind(&product.name)
-        .bind(product.unit_price)
-        .bind(&product.currency)
-        .bind(product.stock)
-        .bind(product.updated_at)
+    async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM inbox_messages WHERE consumer = $1 AND message_id = $2)",
+        )
+        .bind(consumer)
+        .bind(message_id)
         .fetch_one(&self.pool)
         .await
-        .map_err(db_err)?;
-        product_from_row(&row)
+        .map_err(db_err)
     }
+}
 
-    async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        // Serializes seeding replicas (and blocks concurrent writers to the catalog, which
-        // only matters at startup); readers are not blocked.
-        sqlx::query("LOCK TABLE products IN SHARE ROW EXCLUSIVE MODE")
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products)")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if any {
-            return Ok(false);
-        }
-        for product in products {
-            sqlx::query(
-                "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&product.sku)
-            .bind(&product.name)
-            .bind(product.unit_price)
-            .bind(&product.currency)
-            .bind(product.stock)
-            .bind(product.updated_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(true)
-    }
-
+#[async_trait::async_trait]
+impl OutboxStore for PgStore {
     async fn list_events(
         &self,
         after_seq: i64,
@@ -726,37 +723,6 @@ impl Store for PgStore {
         Ok(OutboxStats {
             unpublished: u64::try_from(unpublished).unwrap_or_default(),
             oldest_unpublished_age: oldest.map(|oldest| elapsed(oldest, now)),
-        })
-    }
-
-    async fn record_inbox(
-        &self,
-        message_id: &str,
-        consumer: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        Self::insert_inbox(&mut conn, consumer, message_id, now).await
-    }
-
-    async fn count_rows(&self) -> Result<RowCounts, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM orders) AS orders, \
-             (SELECT COUNT(*) FROM order_lines) AS order_lines, \
-             (SELECT COUNT(*) FROM outbox_events) AS outbox_events, \
-             (SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed') AS completed",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let count = |column: &str| -> Result<u64, StoreError> {
-            Ok(u64::try_from(get::<i64>(&row, column)?).unwrap_or_default())
-        };
-        Ok(RowCounts {
-            orders: count("orders")?,
-            order_lines: count("order_lines")?,
-            outbox_events: count("outbox_events")?,
-            idempotency_completed: count("completed")?,
         })
     }
 
@@ -844,43 +810,88 @@ impl Store for PgStore {
         .map_err(db_err)?;
         Ok(())
     }
+}
 
-    async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM inbox_messages WHERE consumer = $1 AND message_id = $2)",
-        )
-        .bind(consumer)
-        .bind(message_id)
-        .fetch_one(&self.pool)
+#[async_trait::async_trait]
+impl ProductStore for PgStore {
+    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products WHERE sku = $1"
+        ))
+        .bind(sku)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(db_err)
+        .map_err(db_err)?;
+        row.as_ref().map(product_from_row).transpose()
     }
 
-    async fn transition_order_once(
-        &self,
-        consumer: &str,
-        message_id: &str,
-        id: Uuid,
-        expected_version: i64,
-        new_status: OrderStatus,
-        events: &[NewEvent],
-        now: DateTime<Utc>,
-    ) -> Result<InboxOutcome, StoreError> {
+    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products ORDER BY sku"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(product_from_row).collect()
+    }
+
+    async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sku) DO UPDATE SET \
+             name = excluded.name, unit_price = excluded.unit_price, \
+             currency = excluded.currency, stock = excluded.stock, \
+             updated_at = excluded.updated_at RETURNING ",
+            product_columns!()
+        ))
+        .bind(&product.sku)
+        .bind(&product.name)
+        .bind(product.unit_price)
+        .bind(&product.currency)
+        .bind(product.stock)
+        .bind(product.updated_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        product_from_row(&row)
+    }
+
+    async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        // A concurrent insert of the same key waits on the unique index until the other
-        // transaction ends, then does nothing: at most one of them applies.
-        if !Self::insert_inbox(&mut tx, consumer, message_id, now).await? {
-            return Ok(InboxOutcome::Duplicate);
+        // Serializes seeding replicas (and blocks concurrent writers to the catalog, which
+        // only matters at startup); readers are not blocked.
+        sqlx::query("LOCK TABLE products IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products)")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if any {
+            return Ok(false);
         }
-        // On `None` dropping the transaction rolls the inbox record back too.
-        match Self::apply_transition(&mut tx, id, expected_version, new_status, events, now).await?
-        {
-            None => Ok(InboxOutcome::Stale),
-            Some(order) => {
-                tx.commit().await.map_err(db_err)?;
-                Ok(InboxOutcome::Applied(order))
-            }
+        for product in products {
+            sqlx::query(
+                "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&product.sku)
+            .bind(&product.name)
+            .bind(product.unit_price)
+            .bind(&product.currency)
+            .bind(product.stock)
+            .bind(product.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 }
 
@@ -909,7 +920,10 @@ mod tests {
         let err = PgStore::connect("postgres://weir:s3cret@127.0.0.1:1/weir", &opts)
             .await
             .unwrap_err();
-        assert!(err.is_transient(), "{err:?}");
+        assert!(
+            matches!(&err, ConnectError::Open(e) if e.is_transient()),
+            "{err:?}"
+        );
         assert!(!format!("{err:?}").contains("s3cret"));
     }
 }

@@ -24,12 +24,14 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 use super::{
-    BEGIN_ATTEMPTS, EventRecord, ExistingKey, IdempotencyBegin, InboxOutcome, KeyDecision,
-    NewEvent, OrderFilter, OrderLineRecord, OrderRecord, OrderStatus, OutboxStats, PluginRef,
-    Product, RowCounts, Store, StoreError, StoreOptions, StoredResponse, TransitionOutcome,
-    add_duration, classify, decide_existing, elapsed, events_limit, page_limit, parse_status,
-    quantity_from_db, redact_url, status_from_db,
+    BEGIN_ATTEMPTS, ConnectError, Database, EventRecord, ExistingKey, IdempotencyBegin,
+    IdempotencyStore, InboxOutcome, InboxStore, KeyDecision, NewEvent, Order, OrderFilter,
+    OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore, PluginRef, Product, ProductStore,
+    RowCounts, StoreError, StoreOptions, StoredResponse, TransitionOutcome, add_duration, classify,
+    decide_existing, elapsed, events_limit, page_limit, parse_status, quantity_from_db,
+    status_from_db,
 };
+use crate::support::redact_url;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -101,9 +103,9 @@ macro_rules! product_columns {
 }
 
 /// An order row without its lines.
-fn order_from_row(row: &SqliteRow) -> Result<OrderRecord, StoreError> {
+fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
     let metadata: Json<serde_json::Map<String, serde_json::Value>> = get(row, "metadata")?;
-    Ok(OrderRecord {
+    Ok(Order {
         id: parse_id(&get::<String>(row, "id")?)?,
         customer_id: get(row, "customer_id")?,
         currency: get(row, "currency")?,
@@ -125,8 +127,8 @@ fn order_from_row(row: &SqliteRow) -> Result<OrderRecord, StoreError> {
     })
 }
 
-fn line_from_row(row: &SqliteRow) -> Result<OrderLineRecord, StoreError> {
-    Ok(OrderLineRecord {
+fn line_from_row(row: &SqliteRow) -> Result<OrderLine, StoreError> {
+    Ok(OrderLine {
         sku: get(row, "sku")?,
         quantity: quantity_from_db(get(row, "quantity")?)?,
         unit_price: get(row, "unit_price")?,
@@ -182,10 +184,10 @@ impl SqliteStore {
     /// Opens (creating if missing) the database at `url`. An in-memory database
     /// (`sqlite::memory:`) is kept on a single connection that is never recycled, since the
     /// data lives only as long as a connection does.
-    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, ConnectError> {
         let redacted = redact_url(url);
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::InvalidUrl(format!("{redacted}: {e}")))?
+            .map_err(|e| ConnectError::InvalidUrl(format!("{redacted}: {e}")))?
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
@@ -201,7 +203,10 @@ impl SqliteStore {
         } else {
             pool.max_connections(opts.max_connections.max(1))
         };
-        let pool = pool.connect_with(options).await.map_err(db_err)?;
+        let pool = pool
+            .connect_with(options)
+            .await
+            .map_err(|e| ConnectError::Open(db_err(e)))?;
         Ok(SqliteStore {
             pool,
             url: redacted,
@@ -224,7 +229,7 @@ impl SqliteStore {
 
     async fn attach_lines(
         conn: &mut SqliteConnection,
-        orders: &mut [OrderRecord],
+        orders: &mut [Order],
     ) -> Result<(), StoreError> {
         if orders.is_empty() {
             return Ok(());
@@ -239,7 +244,7 @@ impl SqliteStore {
         }
         query.push(") ORDER BY order_id, line_no");
         let rows = query.build().fetch_all(&mut *conn).await.map_err(db_err)?;
-        let mut lines: HashMap<Uuid, Vec<OrderLineRecord>> = HashMap::new();
+        let mut lines: HashMap<Uuid, Vec<OrderLine>> = HashMap::new();
         for row in &rows {
             let order_id = parse_id(&get::<String>(row, "order_id")?)?;
             lines.entry(order_id).or_default().push(line_from_row(row)?);
@@ -253,7 +258,7 @@ impl SqliteStore {
     async fn fetch_order(
         conn: &mut SqliteConnection,
         id: Uuid,
-    ) -> Result<Option<OrderRecord>, StoreError> {
+    ) -> Result<Option<Order>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             order_columns!(),
@@ -307,7 +312,7 @@ impl SqliteStore {
         new_status: OrderStatus,
         events: &[NewEvent],
         now: DateTime<Utc>,
-    ) -> Result<Option<OrderRecord>, StoreError> {
+    ) -> Result<Option<Order>, StoreError> {
         let updated = sqlx::query(
             "UPDATE orders SET status = ?, version = version + 1, updated_at = ? \
                  WHERE id = ? AND version = ?",
@@ -474,8 +479,8 @@ impl SqliteStore {
 }
 
 #[async_trait::async_trait]
-impl Store for SqliteStore {
-    async fn migrate(&self) -> Result<(), StoreError> {
+impl Database for SqliteStore {
+    async fn migrate(&self) -> Result<(), ConnectError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
     }
@@ -496,6 +501,30 @@ impl Store for SqliteStore {
         self.pool.close().await;
     }
 
+    async fn count_rows(&self) -> Result<RowCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM orders) AS orders, \
+             (SELECT COUNT(*) FROM order_lines) AS order_lines, \
+             (SELECT COUNT(*) FROM outbox_events) AS outbox_events, \
+             (SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed') AS completed",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        let count = |column: &str| -> Result<u64, StoreError> {
+            Ok(u64::try_from(get::<i64>(&row, column)?).unwrap_or_default())
+        };
+        Ok(RowCounts {
+            orders: count("orders")?,
+            order_lines: count("order_lines")?,
+            outbox_events: count("outbox_events")?,
+            idempotency_completed: count("completed")?,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for SqliteStore {
     async fn idempotency_begin(
         &self,
         key: &str,
@@ -550,10 +579,13 @@ impl Store for SqliteStore {
             .map_err(db_err)?;
         Ok(done.rows_affected())
     }
+}
 
+#[async_trait::async_trait]
+impl OrderStore for SqliteStore {
     async fn create_order(
         &self,
-        order: &OrderRecord,
+        order: &Order,
         events: &[NewEvent],
         idempotency: Option<(&str, &StoredResponse)>,
     ) -> Result<(), StoreError> {
@@ -608,12 +640,12 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(db_err)
     }
 
-    async fn get_order(&self, id: Uuid) -> Result<Option<OrderRecord>, StoreError> {
+    async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         Self::fetch_order(&mut conn, id).await
     }
 
-    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError> {
+    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>, StoreError> {
         let limit = page_limit(filter.limit);
         if limit == 0 {
             return Ok(Vec::new());
@@ -665,79 +697,58 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            product_columns!(),
-            " FROM products WHERE sku = ?"
-        ))
-        .bind(sku)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db_err)?;
-        row.as_ref().map(product_from_row).transpose()
+    async fn transition_order_once(
+        &self,
+        consumer: &str,
+        message_id: &str,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<InboxOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if !Self::insert_inbox(&mut tx, consumer, message_id, now).await? {
+            return Ok(InboxOutcome::Duplicate);
+        }
+        // On `None` dropping the transaction rolls the inbox record back too.
+        match Self::apply_transition(&mut tx, id, expected_version, new_status, events, now).await?
+        {
+            None => Ok(InboxOutcome::Stale),
+            Some(order) => {
+                tx.commit().await.map_err(db_err)?;
+                Ok(InboxOutcome::Applied(order))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl InboxStore for SqliteStore {
+    async fn record_inbox(
+        &self,
+        message_id: &str,
+        consumer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        Self::insert_inbox(&mut conn, consumer, message_id, now).await
     }
 
-    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            product_columns!(),
-            " FROM products ORDER BY sku"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(product_from_row).collect()
-    }
-
-    async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {
-        let row = sqlx::query(concat!(
-            "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name, \
-             unit_price = excluded.unit_price, currency = excluded.currency, \
-             stock = excluded.stock, updated_at = excluded.updated_at RETURNING ",
-            product_columns!()
-        ))
-        .bind(&product.sku)
-        .bind(&product.name)
-        .bind(product.unit_price)
-        .bind(&product.currency)
-        .bind(product.stock)
-        .bind(ts(product.updated_at))
+    async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM inbox_messages WHERE consumer = ? AND message_id = ?)",
+        )
+        .bind(consumer)
+        .bind(message_id)
         .fetch_one(&self.pool)
         .await
-        .map_err(db_err)?;
-        product_from_row(&row)
+        .map_err(db_err)
     }
+}
 
-    async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products)")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if any {
-            return Ok(false);
-        }
-        for product in products {
-            sqlx::query(
-                "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&product.sku)
-            .bind(&product.name)
-            .bind(product.unit_price)
-            .bind(&product.currency)
-            .bind(product.stock)
-            .bind(ts(product.updated_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)?;
-        Ok(true)
-    }
-
+#[async_trait::async_trait]
+impl OutboxStore for SqliteStore {
     async fn list_events(
         &self,
         after_seq: i64,
@@ -769,37 +780,6 @@ impl Store for SqliteStore {
         Ok(OutboxStats {
             unpublished: u64::try_from(unpublished).unwrap_or_default(),
             oldest_unpublished_age: oldest.map(|oldest| elapsed(oldest, now)),
-        })
-    }
-
-    async fn record_inbox(
-        &self,
-        message_id: &str,
-        consumer: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        Self::insert_inbox(&mut conn, consumer, message_id, now).await
-    }
-
-    async fn count_rows(&self) -> Result<RowCounts, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM orders) AS orders, \
-             (SELECT COUNT(*) FROM order_lines) AS order_lines, \
-             (SELECT COUNT(*) FROM outbox_events) AS outbox_events, \
-             (SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed') AS completed",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let count = |column: &str| -> Result<u64, StoreError> {
-            Ok(u64::try_from(get::<i64>(&row, column)?).unwrap_or_default())
-        };
-        Ok(RowCounts {
-            orders: count("orders")?,
-            order_lines: count("order_lines")?,
-            outbox_events: count("outbox_events")?,
-            idempotency_completed: count("completed")?,
         })
     }
 
@@ -881,41 +861,81 @@ impl Store for SqliteStore {
         .map_err(db_err)?;
         Ok(())
     }
+}
 
-    async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM inbox_messages WHERE consumer = ? AND message_id = ?)",
-        )
-        .bind(consumer)
-        .bind(message_id)
-        .fetch_one(&self.pool)
+#[async_trait::async_trait]
+impl ProductStore for SqliteStore {
+    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products WHERE sku = ?"
+        ))
+        .bind(sku)
+        .fetch_optional(&self.pool)
         .await
-        .map_err(db_err)
+        .map_err(db_err)?;
+        row.as_ref().map(product_from_row).transpose()
     }
 
-    async fn transition_order_once(
-        &self,
-        consumer: &str,
-        message_id: &str,
-        id: Uuid,
-        expected_version: i64,
-        new_status: OrderStatus,
-        events: &[NewEvent],
-        now: DateTime<Utc>,
-    ) -> Result<InboxOutcome, StoreError> {
+    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products ORDER BY sku"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(product_from_row).collect()
+    }
+
+    async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name, \
+             unit_price = excluded.unit_price, currency = excluded.currency, \
+             stock = excluded.stock, updated_at = excluded.updated_at RETURNING ",
+            product_columns!()
+        ))
+        .bind(&product.sku)
+        .bind(&product.name)
+        .bind(product.unit_price)
+        .bind(&product.currency)
+        .bind(product.stock)
+        .bind(ts(product.updated_at))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        product_from_row(&row)
+    }
+
+    async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        if !Self::insert_inbox(&mut tx, consumer, message_id, now).await? {
-            return Ok(InboxOutcome::Duplicate);
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products)")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if any {
+            return Ok(false);
         }
-        // On `None` dropping the transaction rolls the inbox record back too.
-        match Self::apply_transition(&mut tx, id, expected_version, new_status, events, now).await?
-        {
-            None => Ok(InboxOutcome::Stale),
-            Some(order) => {
-                tx.commit().await.map_err(db_err)?;
-                Ok(InboxOutcome::Applied(order))
-            }
+        for product in products {
+            sqlx::query(
+                "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&product.sku)
+            .bind(&product.name)
+            .bind(product.unit_price)
+            .bind(&product.currency)
+            .bind(product.stock)
+            .bind(ts(product.updated_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 }
 

@@ -21,7 +21,8 @@
 //!   variables the SDK reads. With no endpoint nothing is exported and nothing is logged about
 //!   it: spans still get real trace ids so logs and problem bodies stay correlated.
 //! - Sampling: parent-based with a live root ratio and per-route overrides ([`sampling`]);
-//!   operators change the ratio through [`admin`] and see it in `/infoz`.
+//!   operators change the ratio through the operations API (`PUT /admin/telemetry/sampling`)
+//!   and see it in `/infoz`.
 //! - Propagation: W3C `traceparent`/`tracestate` ([`extract_http`], [`inject_current`],
 //!   [`context_from`], [`traceparent_of`]).
 //!
@@ -32,22 +33,23 @@
 //!   `tracing_opentelemetry::OpenTelemetrySpanExt::set_parent` before first entering it.
 //! - Outbox rows written in a request take `RequestContext::traceparent`/`tracestate` (the
 //!   `http.server` span's context), so the relay continues the request's trace.
-//! - Metrics: `crate::metrics` owns the process's `SdkMeterProvider` (Prometheus `/metrics`)
+//! - Metrics: [`metrics`] owns the process's `SdkMeterProvider` (Prometheus `/metrics`)
 //!   and passes its builder through [`extend_meter_provider`], which merges in this pipeline's
 //!   resource and adds the OTLP periodic reader ([`otlp_metric_reader`]) when metrics are
 //!   exported. [`Telemetry`] builds a provider of its own only when asked to
 //!   ([`TelemetryOptions::meter_provider`], for embedding and tests).
-//! - Database calls: wrap them in [`traced`] with a [`db_span`]; besides the span it shields
+//! - Database calls: the storage module's traced store wraps every call in [`traced`] with a
+//!   [`db_span`]; besides the span it shields
 //!   the request's spans from drivers that keep `Span::current()` alive (sqlx's SQLite
 //!   worker), which would otherwise hold the request's root span open.
 //!
 //! # Shutdown
 //! [`TelemetryGuard::shutdown`] flushes and shuts down the three providers (the meter
-//! provider of `crate::metrics` included) in parallel on a blocking thread (their exporters
+//! provider of [`metrics`] included) in parallel on a blocking thread (their exporters
 //! block), bounded by `telemetry.shutdown_timeout_ms`; `main` calls it after the drain.
 
-pub mod admin;
 mod json;
+pub mod metrics;
 pub mod sampling;
 
 use std::collections::{BTreeMap, HashMap};
@@ -77,7 +79,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 pub use json::JsonLines;
 pub use sampling::{SamplingControl, SamplingView};
 
-use crate::config::Config;
+use crate::support::{InvalidKey, ensure};
 
 /// Stdout log filter when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_FILTER: &str =
@@ -110,7 +112,7 @@ pub struct TelemetryConfig {
     /// Head sampling.
     pub sampling: SamplingConfig,
     /// Bound on flushing all providers at shutdown.
-    #[serde(with = "crate::config::duration_ms", rename = "shutdown_timeout_ms")]
+    #[serde(with = "crate::support::duration_ms", rename = "shutdown_timeout_ms")]
     pub shutdown_timeout: Duration,
 }
 
@@ -144,32 +146,31 @@ impl Default for SamplingConfig {
 }
 
 impl TelemetryConfig {
-    /// Check values that parse but cannot work: `(key, reason)`.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.service_name.trim().is_empty() {
-            return Err(("telemetry.service_name", "must not be empty".to_owned()));
-        }
-        if let Err(e) = sampling::check_ratio(self.sampling.ratio) {
-            return Err(("telemetry.sampling.ratio", e.to_string()));
-        }
+    /// Check values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        ensure(
+            !self.service_name.trim().is_empty(),
+            "telemetry.service_name",
+            "must not be empty",
+        )?;
+        sampling::check_ratio(self.sampling.ratio)
+            .map_err(|e| InvalidKey::new("telemetry.sampling.ratio", e.to_string()))?;
         for (route, ratio) in &self.sampling.routes {
             if !route.starts_with('/') {
-                return Err((
+                return Err(InvalidKey::new(
                     "telemetry.sampling.routes",
                     format!("{route:?} must be a route template starting with /"),
                 ));
             }
-            if let Err(e) = sampling::check_ratio(*ratio) {
-                return Err(("telemetry.sampling.routes", format!("{route}: {e}")));
-            }
+            sampling::check_ratio(*ratio).map_err(|e| {
+                InvalidKey::new("telemetry.sampling.routes", format!("{route}: {e}"))
+            })?;
         }
-        if self.shutdown_timeout.is_zero() {
-            return Err((
-                "telemetry.shutdown_timeout_ms",
-                "must be positive".to_owned(),
-            ));
-        }
-        Ok(())
+        ensure(
+            !self.shutdown_timeout.is_zero(),
+            "telemetry.shutdown_timeout_ms",
+            "must be positive",
+        )
     }
 }
 
@@ -274,17 +275,18 @@ pub struct TelemetryOptions {
 }
 
 impl TelemetryOptions {
-    /// Options for `config`, exporting per the environment.
-    pub fn from_config(config: &Config) -> Self {
+    /// Options for `config` in `environment` (and `region`), exporting per the process
+    /// environment (`OTEL_*`).
+    pub fn from_config(config: &TelemetryConfig, environment: &str, region: Option<&str>) -> Self {
         Self {
-            service_name: config.telemetry.service_name.clone(),
-            service_version: crate::health::VERSION.to_owned(),
+            service_name: config.service_name.clone(),
+            service_version: crate::support::VERSION.to_owned(),
             instance_id: uuid::Uuid::new_v4().to_string(),
-            environment: config.environment.clone(),
-            region: config.region.clone(),
-            sampling: config.telemetry.sampling.clone(),
+            environment: environment.to_owned(),
+            region: region.map(str::to_owned),
+            sampling: config.sampling.clone(),
             export: Export::FromEnv,
-            // `crate::metrics` owns the process's meter provider (Prometheus + OTLP).
+            // [`metrics`] owns the process's meter provider (Prometheus + OTLP).
             meter_provider: false,
         }
     }
@@ -344,7 +346,7 @@ pub fn otlp_metric_reader(
     Ok(Some(PeriodicReader::builder(exporter).build()))
 }
 
-/// For the module that builds the process's `SdkMeterProvider` (`crate::metrics`): merge in
+/// For the module that builds the process's `SdkMeterProvider` ([`metrics`]): merge in
 /// the resource of the pipeline installed by [`init`] and add its OTLP periodic reader when
 /// metrics are exported. Without an installed pipeline the builder is returned unchanged.
 /// Call inside the Tokio runtime (the gRPC exporter needs it).
@@ -559,9 +561,9 @@ impl TelemetryGuard {
         let started = std::time::Instant::now();
         let timeout = self.shutdown_timeout;
         let telemetry = self.telemetry.clone();
-        // The process's meter provider lives in `crate::metrics`; its final collection goes
+        // The process's meter provider lives in [`metrics`]; its final collection goes
         // out over OTLP here.
-        let meter = crate::metrics::install().ok().map(|m| m.provider().clone());
+        let meter = metrics::install().ok().map(|m| m.provider().clone());
         let task = tokio::task::spawn_blocking(move || telemetry.shutdown_blocking(timeout, meter));
         match tokio::time::timeout(timeout + Duration::from_millis(500), task).await {
             Ok(Ok(failures)) if failures.is_empty() => {
@@ -639,10 +641,14 @@ pub fn init_logging() {
 /// Install the process-wide pipeline for `config`: global subscriber (stdout JSON +
 /// OpenTelemetry), W3C propagator, and the meter provider (when this module builds it).
 /// Call once, inside the Tokio runtime, before anything creates instruments.
-pub fn init(config: &Config) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(
+    config: &TelemetryConfig,
+    environment: &str,
+    region: Option<&str>,
+) -> Result<TelemetryGuard, TelemetryError> {
     init_with(
-        TelemetryOptions::from_config(config),
-        config.telemetry.shutdown_timeout,
+        TelemetryOptions::from_config(config, environment, region),
+        config.shutdown_timeout,
     )
 }
 
@@ -760,13 +766,7 @@ pub fn record_exception(
     code: &'static str,
     err: &(dyn std::error::Error + 'static),
 ) {
-    let mut chain = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let chain = crate::support::chain(err);
     span.add_event(
         "exception",
         vec![
@@ -848,10 +848,10 @@ mod tests {
         let mut c = TelemetryConfig::default();
         assert!(c.validate().is_ok());
         c.sampling.ratio = 1.5;
-        assert_eq!(c.validate().unwrap_err().0, "telemetry.sampling.ratio");
+        assert_eq!(c.validate().unwrap_err().key, "telemetry.sampling.ratio");
         c.sampling.ratio = 0.5;
         c.sampling.routes.insert("v1/orders".to_owned(), 0.1);
-        assert_eq!(c.validate().unwrap_err().0, "telemetry.sampling.routes");
+        assert_eq!(c.validate().unwrap_err().key, "telemetry.sampling.routes");
     }
 
     #[test]

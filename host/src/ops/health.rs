@@ -1,5 +1,4 @@
-//! The operations listener: `/livez`, `/readyz`, `/infoz`, and the admin endpoints of
-//! [`crate::telemetry::admin`] and [`crate::admin`] (bearer token; disabled without one).
+//! Health: `/livez`, `/readyz`, `/infoz`.
 //!
 //! Readiness also fails while the instance drains (`draining`, from the first shutdown
 //! signal on) or when an operator took it out of rotation (`in_rotation`); liveness does not.
@@ -11,23 +10,30 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
 use http::StatusCode;
 use serde::Serialize;
 
-use crate::http::AppState;
+use super::OpsState;
+use crate::support::{GIT_COMMIT, VERSION};
 
-/// Build facts compiled into the binary.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Git commit of the build, or `unknown`.
-pub const GIT_COMMIT: &str = match option_env!("WEIR_GIT_COMMIT") {
-    Some(c) => c,
-    None => "unknown",
-};
+/// What `/infoz` shows that is fixed at start-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct InfoFacts {
+    /// Short hash of the configuration with secrets redacted.
+    pub config_hash: String,
+    /// `environment`.
+    pub environment: String,
+    /// The invocation budget.
+    pub budget: crate::runtime::Budget,
+    /// Which optional features are on.
+    pub features: serde_json::Value,
+    /// `shutdown.pre_stop_delay_ms`.
+    pub pre_stop_delay_ms: u64,
+    /// `shutdown.drain_deadline_ms`.
+    pub drain_deadline_ms: u64,
+}
 
 #[derive(Debug, Serialize)]
 struct Check {
@@ -43,13 +49,13 @@ struct Readiness {
     checks: Vec<Check>,
 }
 
-async fn livez() -> &'static str {
+pub(super) async fn livez() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(app): State<AppState>) -> Response {
+pub(super) async fn readyz(State(app): State<OpsState>) -> Response {
     let mut checks = Vec::new();
-    let db = tokio::time::timeout(Duration::from_secs(2), app.store.ping()).await;
+    let db = tokio::time::timeout(Duration::from_secs(2), app.database.ping()).await;
     checks.push(match db {
         Ok(Ok(())) => Check {
             name: "database",
@@ -74,16 +80,16 @@ async fn readyz(State(app): State<AppState>) -> Response {
             detail: Some("ping timed out after 2s".to_owned()),
         },
     });
-    let plugin = app.orders_plugin();
+    let plugin = app.registry.pick(&app.orders_plugin);
     checks.push(Check {
         name: "plugin",
-        ok: plugin.is_ok(),
+        ok: plugin.is_some(),
         detail: Some(match plugin {
-            Ok(p) => format!(
+            Some(p) => format!(
                 "{} {} sha256:{}",
                 p.meta.name, p.meta.version, p.meta.digest
             ),
-            Err(_) => format!("no active version of {}", app.config.plugins.orders),
+            None => format!("no active version of {}", app.orders_plugin),
         }),
     });
     // An open breaker on an essential dependency makes the instance unready; an optional
@@ -179,7 +185,7 @@ struct VersionInfoz {
     digest: String,
 }
 
-async fn infoz(State(app): State<AppState>) -> Json<serde_json::Value> {
+pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value> {
     let plugins: Vec<PluginInfoz> = app
         .registry
         .active_names()
@@ -197,47 +203,30 @@ async fn infoz(State(app): State<AppState>) -> Json<serde_json::Value> {
             })
         })
         .collect();
+    let facts = &app.facts;
     Json(serde_json::json!({
         "service": "weir",
         "version": VERSION,
         "git_commit": GIT_COMMIT,
-        "config_hash": app.config.hash(),
-        "database": app.store.backend(),
-        "environment": app.config.environment,
-        "orders_plugin": app.config.plugins.orders,
+        "config_hash": facts.config_hash,
+        "database": app.database.backend(),
+        "environment": facts.environment,
+        "orders_plugin": app.orders_plugin,
         "plugins": plugins,
         "runtime": {
             "in_flight": app.runtime.in_flight(),
-            "budget": app.runtime.config().budget,
+            "budget": facts.budget,
         },
         "telemetry": crate::telemetry::info(),
         "events": app.events.info(),
-        "features": {
-            "admin_api": app.config.admin_token.is_some(),
-            "broker_events": app.config.amqp_url.is_some(),
-            "redis_cache": app.config.policy.cache.redis_url.is_some(),
-            "plugins_dir": app.config.plugins.dir.is_some(),
-            "demo_catalog": app.config.seed_demo_catalog,
-        },
+        "features": facts.features,
         "shutdown": {
             "draining": app.shutdown.is_draining(),
             "in_rotation": app.shutdown.in_rotation(),
             "in_flight_requests": app.shutdown.in_flight_requests(),
-            "pre_stop_delay_ms": app.config.shutdown.pre_stop_delay.as_millis() as u64,
-            "drain_deadline_ms": app.config.shutdown.drain_deadline.as_millis() as u64,
+            "pre_stop_delay_ms": facts.pre_stop_delay_ms,
+            "drain_deadline_ms": facts.drain_deadline_ms,
         },
         "workers": app.shutdown.supervisor().view(),
     }))
-}
-
-/// The operations router.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/infoz", get(infoz))
-        .route("/metrics", get(crate::metrics::handler))
-        .merge(crate::telemetry::admin::router())
-        .merge(crate::admin::router())
-        .with_state(state)
 }

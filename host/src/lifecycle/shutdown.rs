@@ -1,7 +1,7 @@
 //! Graceful shutdown: one coordinator ([`drain`]) and one [`Shutdown`] handle passed down.
 //!
-//! The handle is created once by [`crate::server::Server::start`] and cloned into
-//! [`crate::http::AppState`]. It carries:
+//! The handle is created once by the server at start-up and cloned into whatever needs it
+//! (the API and operations state, the event consumer). It carries:
 //! - the readiness latches: `draining` (set once, at the first signal) and `in_rotation`
 //!   (flipped by operators through `PUT /admin/rotation`); `/readyz` fails if either says so;
 //! - the listener token (stop accepting) and the background token (every worker and loop);
@@ -41,10 +41,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::duration_ms;
-use crate::runtime::Runtime;
-use crate::storage::Store;
-use crate::worker::{Backoff, Supervisor};
+use super::worker::{Backoff, Supervisor};
+use crate::support::{InvalidKey, duration_ms, ensure};
 
 /// Exit code of a process stopped by a second signal during the drain (work may have been
 /// cut off; idempotency keys and the outbox make client retries safe).
@@ -80,21 +78,23 @@ impl Default for ShutdownConfig {
 }
 
 impl ShutdownConfig {
-    /// Check values that parse but cannot work: `(key, reason)`.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.drain_deadline.is_zero() {
-            return Err(("shutdown.drain_deadline_ms", "must be positive".to_owned()));
-        }
-        if self.pre_stop_delay >= self.drain_deadline {
-            return Err((
-                "shutdown.pre_stop_delay_ms",
-                "must be shorter than shutdown.drain_deadline_ms".to_owned(),
-            ));
-        }
-        if self.interrupt_grace.is_zero() {
-            return Err(("shutdown.interrupt_grace_ms", "must be positive".to_owned()));
-        }
-        Ok(())
+    /// Check values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        ensure(
+            !self.drain_deadline.is_zero(),
+            "shutdown.drain_deadline_ms",
+            "must be positive",
+        )?;
+        ensure(
+            self.pre_stop_delay < self.drain_deadline,
+            "shutdown.pre_stop_delay_ms",
+            "must be shorter than shutdown.drain_deadline_ms",
+        )?;
+        ensure(
+            !self.interrupt_grace.is_zero(),
+            "shutdown.interrupt_grace_ms",
+            "must be positive",
+        )
     }
 }
 
@@ -248,16 +248,31 @@ pub struct DrainReport {
     pub duration_ms: u64,
 }
 
+/// Work in flight that the drain waits for and, at the deadline, interrupts: plugin
+/// invocations (the runtime implements it).
+#[async_trait::async_trait]
+pub trait Interruptible: Send + Sync {
+    /// Calls running now.
+    fn in_flight(&self) -> usize;
+    /// Wait until none is running, up to `timeout`; `true` when drained.
+    async fn drain(&self, timeout: Duration) -> bool;
+    /// Interrupt every running and future call.
+    fn interrupt_all(&self);
+}
+
+/// A resource closed last, after everything that used it stopped (the storage pool).
+pub type Closer = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Everything the coordinator stops, besides what the [`Shutdown`] handle tracks.
 pub struct DrainPlan {
     /// Deadlines and delays.
     pub config: ShutdownConfig,
     /// The serving tasks of the listeners (they end when their connections are closed).
     pub listeners: Vec<JoinHandle<()>>,
-    /// The plugin runtime.
-    pub runtime: Runtime,
-    /// The store whose pool is closed last.
-    pub store: Arc<dyn Store>,
+    /// The plugin invocations.
+    pub invocations: Arc<dyn Interruptible>,
+    /// Closes the storage pool, last.
+    pub close: Closer,
 }
 
 fn ms(d: Duration) -> u64 {
@@ -269,8 +284,8 @@ pub async fn drain(shutdown: &Shutdown, plan: DrainPlan) -> DrainReport {
     let DrainPlan {
         config,
         listeners,
-        runtime,
-        store,
+        invocations: runtime,
+        close,
     } = plan;
     let started = Instant::now();
     let deadline = started + config.drain_deadline;
@@ -393,7 +408,7 @@ pub async fn drain(shutdown: &Shutdown, plan: DrainPlan) -> DrainReport {
 
     // 6. Close the pools.
     let t = Instant::now();
-    store.close().await;
+    close.await;
     tracing::info!(
         phase = "close",
         duration_ms = ms(t.elapsed()),
@@ -473,12 +488,12 @@ mod tests {
             drain_deadline: Duration::from_secs(10),
             ..ShutdownConfig::default()
         };
-        assert_eq!(c.validate().unwrap_err().0, "shutdown.pre_stop_delay_ms");
+        assert_eq!(c.validate().unwrap_err().key, "shutdown.pre_stop_delay_ms");
         let c = ShutdownConfig {
             drain_deadline: Duration::ZERO,
             ..ShutdownConfig::default()
         };
-        assert_eq!(c.validate().unwrap_err().0, "shutdown.drain_deadline_ms");
+        assert_eq!(c.validate().unwrap_err().key, "shutdown.drain_deadline_ms");
     }
 
     #[test]

@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::{LoadError, Runtime, RuntimeConfig};
 use crate::capabilities::catalog::StaticCatalog;
-use crate::runtime::{Capability, LoadError, Runtime, RuntimeConfig};
+use crate::world::WORLD;
+use crate::world::conversions::capability_name;
 
 /// What `weir plugin check` reports for a valid component.
 #[derive(Debug, Serialize)]
@@ -58,23 +60,9 @@ pub async fn check(path: &Path) -> Result<CheckReport, LoadError> {
     })
 }
 
-/// WIT name of a capability.
-pub fn capability_name(c: Capability) -> &'static str {
-    match c {
-        Capability::Log => "log",
-        Capability::Catalog => "catalog",
-        Capability::Config => "config",
-        Capability::Deadline => "deadline",
-    }
-}
-
 impl std::fmt::Display for CheckReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "ok: {} {} implements weir:orders/plugin@0.1.0",
-            self.name, self.version
-        )?;
+        writeln!(f, "ok: {} {} implements {WORLD}", self.name, self.version)?;
         writeln!(f, "  digest:       {}", self.digest)?;
         writeln!(f, "  size:         {} bytes", self.size)?;
         writeln!(f, "  capabilities: {}", self.capabilities.join(", "))?;

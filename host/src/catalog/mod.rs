@@ -1,6 +1,7 @@
 //! The catalog read path: a cache in front of the database, each behind its dependency stack.
 //!
-//! [`CatalogReader`] is the [`Catalog`] the plugin runtime's `catalog` import calls. A lookup
+//! [`CatalogReader`] implements the core's [`Catalog`] port; the plugin runtime's `catalog`
+//! import calls it. A lookup
 //! asks the cache first (in-process by default; Redis when `REDIS_URL` /
 //! `policy.cache.redis_url` is set, so replicas share it), then the database, and writes
 //! found products back to the cache in the background. The cache is a dependency like the
@@ -17,58 +18,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::capabilities::catalog::{Catalog, CatalogError, CatalogProduct};
+use weir_core::domain::CatalogProduct;
+use weir_core::ports::{Catalog, CatalogError, ProductStore};
+
+use crate::policy::CacheConfig;
 use crate::policy::bulkhead::BulkheadLayer;
-use crate::policy::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
-use crate::policy::dependency::{DepError, Dependency, DependencyConfig};
+use crate::policy::circuit_breaker::CircuitBreakerLayer;
+use crate::policy::dependency::{DepError, Dependency};
 use crate::policy::observe::ObserveLayer;
-use crate::policy::retry::{Idempotent, RetryConfig, RetryPolicy};
+use crate::policy::retry::{Idempotent, RetryPolicy};
 use crate::policy::timeout::TimeoutLayer;
-use crate::storage::Store;
-
-/// Settings of the catalog cache.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheConfig {
-    /// How long an entry is served; 0 disables the cache.
-    #[serde(with = "crate::config::duration_ms", rename = "ttl_ms")]
-    pub ttl: Duration,
-    /// Entries kept by the in-process cache.
-    pub max_entries: usize,
-    /// Redis URL (`redis://host:port/db`); the in-process cache when unset.
-    pub redis_url: Option<String>,
-    /// Prefix of Redis keys, to share one Redis between services or environments.
-    pub key_prefix: String,
-    /// The cache's dependency stack.
-    pub dependency: DependencyConfig,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        Self {
-            ttl: Duration::from_secs(2),
-            max_entries: 10_000,
-            redis_url: None,
-            key_prefix: "weir:catalog:v1:".to_owned(),
-            dependency: DependencyConfig {
-                timeout: Duration::from_millis(25),
-                max_concurrency: 128,
-                breaker: BreakerConfig::default(),
-                // A cache miss is cheap: never retry the cache.
-                retry: RetryConfig {
-                    max_retries: 0,
-                    ..RetryConfig::default()
-                },
-            },
-        }
-    }
-}
 
 /// A database read of one product; always safe to repeat.
 #[derive(Debug, Clone)]
@@ -214,7 +178,7 @@ impl CatalogReader {
     /// Build the read path. `database` guards the store reads; `cache` (with its settings)
     /// the cache, when enabled. Returns the reader and the kind of cache in use.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn ProductStore>,
         database: &Dependency,
         cache: Option<(&Dependency, &CacheConfig)>,
     ) -> Result<(Self, &'static str), CacheSetupError> {
@@ -224,20 +188,8 @@ impl CatalogReader {
             let fault = fault.clone();
             async move {
                 fault.apply().await;
-                let span = crate::telemetry::db_span(store.backend(), "product.get");
-                let found = crate::telemetry::traced(
-                    span,
-                    |e: &crate::storage::StoreError| {
-                        if e.is_transient() {
-                            "DEPENDENCY_UNAVAILABLE"
-                        } else {
-                            "INTERNAL_ERROR"
-                        }
-                    },
-                    store.get_product(&sku),
-                )
-                .await;
-                match found {
+                // The store is the traced one: this read gets its `db.product.get` span.
+                match store.get_product(&sku).await {
                     Ok(p) => Ok(p.map(CatalogProduct::from)),
                     Err(e) if e.is_transient() => {
                         Err(DepError::Unavailable("database unavailable".to_owned()))

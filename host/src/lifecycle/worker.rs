@@ -17,7 +17,7 @@
 //!   successful unit), unless shutdown has started. A panicking worker never takes the
 //!   process or another worker down.
 //! - **A place in the drain**: every worker is tracked; the shutdown coordinator
-//!   ([`crate::shutdown`]) cancels them, then waits for them up to the drain deadline and
+//!   ([`crate::lifecycle::shutdown`]) cancels them, then waits for them up to the drain deadline and
 //!   logs which ones did not stop.
 //!
 //! # Writing a worker
@@ -26,7 +26,7 @@
 //!
 //! ```no_run
 //! # use std::time::Duration;
-//! # fn f(supervisor: &weir_host::worker::Supervisor) {
+//! # fn f(supervisor: &weir_host::lifecycle::Supervisor) {
 //! supervisor.periodic("example.purge", Duration::from_secs(60), || async {
 //!     // One unit of work: return how many items it handled, or an error to count and log.
 //!     Ok::<u64, std::io::Error>(0)
@@ -39,7 +39,7 @@
 //!
 //! ```no_run
 //! # use std::time::Duration;
-//! # fn f(supervisor: &weir_host::worker::Supervisor) {
+//! # fn f(supervisor: &weir_host::lifecycle::Supervisor) {
 //! supervisor.spawn("example.relay", |ctx| async move {
 //!     while !ctx.is_cancelled() {
 //!         // Finish the unit even if shutdown starts meanwhile: it must not be cut in half.
@@ -248,7 +248,7 @@ impl WorkerContext {
 /// A worker's name and its live stats.
 type Registered = (&'static str, Arc<Stats>);
 
-/// Runs workers under supervision; one per process, owned by [`crate::shutdown::Shutdown`].
+/// Runs workers under supervision; one per process, owned by [`crate::lifecycle::Shutdown`].
 #[derive(Clone)]
 pub struct Supervisor {
     token: CancellationToken,

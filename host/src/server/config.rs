@@ -1,103 +1,31 @@
-//! Configuration: defaults, then a TOML file, then `WEIR__SECTION__KEY` environment
+//! The full configuration: defaults, then a TOML file, then `WEIR__SECTION__KEY` environment
 //! overrides, then the command line (whose flags also read `WEIR_LISTEN`, `WEIR_OPS_LISTEN`,
-//! `WEIR_DATA_DIR`, `WEIR_CONFIG`, `DATABASE_URL`, `WEIR_ADMIN_TOKEN`).
+//! `WEIR_DATA_DIR`, `WEIR_CONFIG`, `DATABASE_URL`, `WEIR_ADMIN_TOKEN`, `AMQP_URL`).
 //!
-//! Validation happens once at start-up and every error names the offending key. Secrets
-//! (database password, admin token) are wrapped in [`Secret`] or redacted in [`DatabaseUrl`]
-//! so they never reach logs, `Debug` output or `/infoz`.
+//! This is the only place that knows every section: each module owns its section's type and
+//! its `validate` (all return [`InvalidKey`]); [`Config::validate`] runs them and checks what
+//! spans sections. Every error names the offending key. Secrets (database password, admin
+//! token, broker password) are wrapped in [`Secret`] or [`SecretUrl`] so they never reach
+//! logs, `Debug` output or `/infoz`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::events::{AmqpUrl, EventsConfig};
+use crate::http::HttpConfig;
+use crate::lifecycle::ShutdownConfig;
+use crate::policy::PolicyConfig;
 use crate::runtime::RuntimeConfig;
-
-/// A secret string: `Debug` and `Serialize` print `[redacted]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret value; call only where it is used.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("[redacted]")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
-    }
-}
-
-/// A database URL whose password is redacted everywhere it is shown.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DatabaseUrl(String);
-
-impl DatabaseUrl {
-    /// Wrap a URL.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
-    }
-
-    /// The full URL, password included; pass only to the driver.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any password (userinfo or `password=` parameter) replaced by `[redacted]`.
-    pub fn redacted(&self) -> String {
-        crate::storage::redact_url(&self.0)
-    }
-
-    /// `postgres` or `sqlite`, or `None` for other schemes.
-    pub fn backend(&self) -> Option<&'static str> {
-        let scheme = self.0.split(':').next().unwrap_or_default();
-        match scheme {
-            "postgres" | "postgresql" => Some("postgres"),
-            "sqlite" => Some("sqlite"),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "DatabaseUrl({})", self.redacted())
-    }
-}
-
-impl Serialize for DatabaseUrl {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.redacted())
-    }
-}
-
-impl<'de> Deserialize<'de> for DatabaseUrl {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(DatabaseUrl)
-    }
-}
+pub use crate::storage::DatabaseUrl;
+use crate::storage::backend_of;
+pub use crate::support::{InvalidKey, Secret, SecretUrl};
+use crate::support::{duration_ms, duration_secs, ensure};
+use crate::telemetry::TelemetryConfig;
 
 /// The whole host configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,16 +60,16 @@ pub struct Config {
     /// RabbitMQ URL (`AMQP_URL`); set, events go over the broker (outbox relay, consumer,
     /// backpressure); unset, the embedded default serves them at `/v1/events`. The password
     /// is redacted wherever the URL is shown.
-    pub amqp_url: Option<crate::events::AmqpUrl>,
+    pub amqp_url: Option<AmqpUrl>,
     /// Exchange, queue, retry and backpressure settings of the broker path.
-    pub events: crate::events::EventsConfig,
+    pub events: EventsConfig,
     /// Edge and dependency policies, and the catalog cache.
-    pub policy: crate::policy::PolicyConfig,
+    pub policy: PolicyConfig,
     /// Telemetry: service name, sampling, shutdown flush bound (OTLP export itself is
     /// configured by the standard `OTEL_*` environment variables).
-    pub telemetry: crate::telemetry::TelemetryConfig,
+    pub telemetry: TelemetryConfig,
     /// Graceful shutdown: pre-stop delay, drain deadline, interrupt grace.
-    pub shutdown: crate::shutdown::ShutdownConfig,
+    pub shutdown: ShutdownConfig,
 }
 
 impl Default for Config {
@@ -161,35 +89,15 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             plugins: PluginsConfig::default(),
             amqp_url: None,
-            events: crate::events::EventsConfig::default(),
-            policy: crate::policy::PolicyConfig::default(),
-            telemetry: crate::telemetry::TelemetryConfig::default(),
-            shutdown: crate::shutdown::ShutdownConfig::default(),
+            events: EventsConfig::default(),
+            policy: PolicyConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
 
-/// HTTP edge settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Largest accepted request body.
-    pub body_limit_bytes: usize,
-    /// Deadline of one request, plugin call and database work included.
-    #[serde(with = "duration_ms", rename = "request_timeout_ms")]
-    pub request_timeout: Duration,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            body_limit_bytes: 64 << 10,
-            request_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Idempotency key handling.
+/// Idempotency key handling (`[idempotency]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdempotencyConfig {
@@ -214,7 +122,7 @@ impl Default for IdempotencyConfig {
     }
 }
 
-/// Connection pool settings.
+/// Connection pool settings (`[database]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
@@ -234,7 +142,7 @@ impl Default for DatabaseConfig {
     }
 }
 
-/// Which plugins run and with what configuration.
+/// Which plugins run and with what configuration (`[plugins]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginsConfig {
@@ -283,13 +191,8 @@ pub enum ConfigError {
     #[error("configuration error: {0}")]
     Parse(String),
     /// A value parsed but is not acceptable.
-    #[error("invalid configuration key `{key}`: {reason}")]
-    Invalid {
-        /// Dotted key, e.g. `runtime.budget.timeout_ms`.
-        key: &'static str,
-        /// Why it is rejected.
-        reason: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] InvalidKey),
 }
 
 impl Config {
@@ -342,90 +245,63 @@ impl Config {
             self.database_url = Some(DatabaseUrl::new(v.clone()));
         }
         if let Some(v) = &o.amqp_url {
-            self.amqp_url = Some(crate::events::AmqpUrl::new(v.clone()));
+            self.amqp_url = Some(AmqpUrl::new(v.clone()));
         }
         if let Some(v) = &o.admin_token {
             self.admin_token = Some(Secret::new(v.clone()));
         }
     }
 
-    /// Check values that parse but cannot work.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.to_owned(),
-            })
-        };
-        if let Some(url) = &self.database_url
-            && url.backend().is_none()
-        {
-            return invalid(
+    /// Check values that parse but cannot work: each section's own rules, then what spans
+    /// sections.
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        if let Some(url) = &self.database_url {
+            ensure(
+                backend_of(url.expose()).is_some(),
                 "database_url",
                 "must start with postgres://, postgresql:// or sqlite:",
-            );
+            )?;
         }
-        if let Some(t) = &self.admin_token
-            && t.expose().len() < 16
-        {
-            return invalid("admin_token", "must be at least 16 characters");
+        if let Some(t) = &self.admin_token {
+            ensure(
+                t.expose().len() >= 16,
+                "admin_token",
+                "must be at least 16 characters",
+            )?;
         }
-        if self.listen == self.ops_listen && self.listen.port() != 0 {
-            return invalid("ops_listen", "must differ from listen");
-        }
-        if self.http.body_limit_bytes < 1024 {
-            return invalid("http.body_limit_bytes", "must be at least 1024");
-        }
-        if self.http.request_timeout.is_zero() {
-            return invalid("http.request_timeout_ms", "must be positive");
-        }
-        let b = &self.runtime.budget;
-        if b.timeout.is_zero() {
-            return invalid("runtime.budget.timeout_ms", "must be positive");
-        }
-        if b.memory_bytes < (1 << 20) {
-            return invalid("runtime.budget.memory_bytes", "must be at least 1 MiB");
-        }
-        if self.runtime.epoch_tick.is_zero() || self.runtime.epoch_tick > b.timeout {
-            return invalid(
-                "runtime.epoch_tick_ms",
-                "must be positive and not above runtime.budget.timeout_ms",
-            );
-        }
-        if self.runtime.max_instances == 0 {
-            return invalid("runtime.max_instances", "must be positive");
-        }
-        if self.database.max_connections == 0 {
-            return invalid("database.max_connections", "must be positive");
-        }
-        if self.idempotency.lock_ttl <= self.http.request_timeout {
-            return invalid(
-                "idempotency.lock_ttl_ms",
-                "must be longer than http.request_timeout_ms",
-            );
-        }
-        if let Err((key, reason)) = self.telemetry.validate() {
-            return Err(ConfigError::Invalid { key, reason });
-        }
-        if let Err((key, reason)) = self.shutdown.validate() {
-            return Err(ConfigError::Invalid { key, reason });
-        }
-        if let Some(url) = &self.amqp_url
-            && !url.expose().starts_with("amqp://")
-        {
-            return invalid(
+        ensure(
+            self.listen != self.ops_listen || self.listen.port() == 0,
+            "ops_listen",
+            "must differ from listen",
+        )?;
+        self.http.validate()?;
+        self.runtime.validate()?;
+        ensure(
+            self.database.max_connections > 0,
+            "database.max_connections",
+            "must be positive",
+        )?;
+        ensure(
+            self.idempotency.lock_ttl > self.http.request_timeout,
+            "idempotency.lock_ttl_ms",
+            "must be longer than http.request_timeout_ms",
+        )?;
+        self.telemetry.validate()?;
+        self.shutdown.validate()?;
+        if let Some(url) = &self.amqp_url {
+            ensure(
+                url.expose().starts_with("amqp://"),
                 "amqp_url",
                 "must start with amqp:// (this build has no TLS support for amqps://)",
-            );
+            )?;
         }
-        if let Err((key, reason)) = self.events.validate() {
-            return Err(ConfigError::Invalid { key, reason });
-        }
-        if self.plugins.orders.is_empty() {
-            return invalid("plugins.orders", "must name a plugin");
-        }
-        self.policy.validate()?;
-        Ok(())
+        self.events.validate()?;
+        ensure(
+            !self.plugins.orders.is_empty(),
+            "plugins.orders",
+            "must name a plugin",
+        )?;
+        self.policy.validate()
     }
 
     /// The database URL in effect: the configured one or SQLite in `data_dir`.
@@ -451,43 +327,19 @@ impl Config {
     }
 }
 
-/// Serde helper: a [`Duration`] written as whole milliseconds.
-pub mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Serialize as milliseconds.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    /// Deserialize from milliseconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
-/// Serde helper: a [`Duration`] written as whole seconds.
-pub mod duration_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Serialize as seconds.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_secs())
-    }
-
-    /// Deserialize from seconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::load(&Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        })
+    }
 
     #[test]
     fn database_password_never_shows() {
@@ -496,7 +348,7 @@ mod tests {
         assert!(!serde_json::to_string(&url).unwrap().contains("hunter2"));
         let query = DatabaseUrl::new("postgres://db/weir?user=app&password=hunter2");
         assert!(!format!("{query:?}").contains("hunter2"), "{query:?}");
-        assert_eq!(url.backend(), Some("postgres"));
+        assert_eq!(backend_of(url.expose()), Some("postgres"));
         let cfg = Config {
             database_url: Some(url),
             admin_token: Some(Secret::new("super-secret-admin-token")),
@@ -508,37 +360,101 @@ mod tests {
 
     #[test]
     fn file_values_load_and_bad_keys_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("weir.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:0\"\n[runtime.budget]\ntimeout_ms = 250\n",
-        )
-        .unwrap();
-        let cfg = Config::load(&Overrides {
-            config_file: Some(path.clone()),
-            ..Overrides::default()
-        })
-        .unwrap();
+        let cfg = load("listen = \"127.0.0.1:0\"\n[runtime.budget]\ntimeout_ms = 250\n").unwrap();
         assert_eq!(cfg.listen.port(), 0);
         assert_eq!(cfg.runtime.budget.timeout, Duration::from_millis(250));
 
-        std::fs::write(&path, "[runtime.budget]\ntimeout_msec = 250\n").unwrap();
-        let err = Config::load(&Overrides {
-            config_file: Some(path.clone()),
-            ..Overrides::default()
-        })
-        .unwrap_err()
-        .to_string();
+        let err = load("[runtime.budget]\ntimeout_msec = 250\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("timeout_msec"), "{err}");
 
-        std::fs::write(&path, "[runtime.budget]\ntimeout_ms = 0\n").unwrap();
-        let err = Config::load(&Overrides {
-            config_file: Some(path),
-            ..Overrides::default()
-        })
-        .unwrap_err()
-        .to_string();
+        let err = load("[runtime.budget]\ntimeout_ms = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("runtime.budget.timeout_ms"), "{err}");
+    }
+
+    #[test]
+    fn policy_settings_load_from_toml_and_bad_values_are_named() {
+        let cfg = load(
+            "[policy]\nmax_concurrency = 32\nroute_timeouts_ms = { \"/v1/orders\" = 3000 }\n\
+             [policy.rate_limit]\nper_second = 10\nburst = 20\n\
+             [policy.database.breaker]\nfailure_rate = 0.25\nopen_ms = 1000\n\
+             [policy.cache]\nttl_ms = 0\n",
+        )
+        .unwrap();
+        let p = &cfg.policy;
+        assert_eq!(p.max_concurrency, 32);
+        assert_eq!(p.route_timeouts_ms["/v1/orders"], 3000);
+        assert_eq!((p.rate_limit.per_second, p.rate_limit.burst), (10, 20));
+        assert_eq!(p.database.breaker.failure_rate, 0.25);
+        assert_eq!(p.database.breaker.open_for, Duration::from_secs(1));
+        assert!(p.cache.ttl.is_zero());
+
+        for (toml, key) in [
+            ("[policy]\nmax_concurrency = 0\n", "policy.max_concurrency"),
+            (
+                "[policy.database.breaker]\nfailure_rate = 1.5\n",
+                "policy.database",
+            ),
+            (
+                "[policy.plugin_breaker]\nmin_calls = 0\n",
+                "policy.plugin_breaker",
+            ),
+        ] {
+            let err = load(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+        let err = load("[policy]\nmax_concurency = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_concurency"), "{err}");
+    }
+
+    #[test]
+    fn amqp_password_never_shows() {
+        let url = AmqpUrl::new("amqp://weir:hunter2@mq:5672/%2f");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert!(!serde_json::to_string(&url).unwrap().contains("hunter2"));
+        assert_eq!(url.redacted(), "amqp://weir:[redacted]@mq:5672/%2f");
+        let config = Config {
+            amqp_url: Some(url),
+            ..Config::default()
+        };
+        let shown = format!("{config:?} {}", serde_json::to_string(&config).unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(config.validate().is_ok());
+        let bad = Config {
+            amqp_url: Some(AmqpUrl::new("amqps://mq")),
+            ..Config::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("amqp_url"));
+    }
+
+    #[test]
+    fn the_events_section_loads_from_a_file_and_bad_keys_are_named() {
+        let cfg = load(
+            "amqp_url = \"amqp://u:p@mq:5672/%2f\"\n[events]\nqueue = \"q1\"\nprefetch = 4\n\
+             retry_delay_ms = 100\n[events.backpressure]\nmax_unpublished = 10\n\
+             resume_unpublished = 5\nretry_after_secs = 3\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.amqp_url.unwrap().expose(), "amqp://u:p@mq:5672/%2f");
+        assert_eq!(cfg.events.queue, "q1");
+        assert_eq!(cfg.events.dead_letter_queue(), "q1.dlq");
+        assert_eq!(cfg.events.prefetch, 4);
+        assert_eq!(cfg.events.retry_delay, Duration::from_millis(100));
+        assert_eq!(cfg.events.backpressure.max_unpublished, 10);
+        assert_eq!(cfg.events.backpressure.retry_after, Duration::from_secs(3));
+        assert_eq!(cfg.events.exchange, "weir.orders", "defaults fill the rest");
+
+        let err = load("[events.backpressure]\nmax_unpublished = 10\nresume_unpublished = 10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("events.backpressure.resume_unpublished"),
+            "{err}"
+        );
     }
 }

@@ -52,12 +52,12 @@ pub fn provider_builder(
         .with_service_name("weir")
         .with_attribute(opentelemetry::KeyValue::new(
             "service.version",
-            crate::health::VERSION,
+            crate::support::VERSION,
         ))
         .build();
     // Telemetry merges in the process resource (the same as on spans and log records) and,
     // when OTLP metrics export is configured, the OTLP periodic reader.
-    crate::telemetry::extend_meter_provider(
+    super::extend_meter_provider(
         SdkMeterProvider::builder()
             .with_resource(resource)
             .with_reader(exporter),
@@ -95,7 +95,7 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics` on the operations listener.
+/// `GET /metrics` on the operations listener: the Prometheus text of every instrument.
 pub async fn handler() -> Response {
     match install().and_then(|m| m.render()) {
         Ok(text) => ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),

@@ -1,0 +1,454 @@
+//! In-memory ports for the use-case tests.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::idempotency::{ExistingKey, KeyDecision, decide_existing};
+use crate::domain::{
+    EventRecord, IdempotencyBegin, Money, NewEvent, Order, OrderError, OrderEvent, OrderRequest,
+    OrderSnapshot, OrderStatus, PluginRef, PricedLine, PricedOrder, Product, StoredResponse,
+};
+use crate::ports::clock::Detached;
+use crate::ports::*;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[derive(Default)]
+pub struct State {
+    pub orders: BTreeMap<Uuid, Order>,
+    pub keys: HashMap<String, ExistingKey>,
+    pub events: Vec<NewEvent>,
+    pub inbox: HashSet<(String, String)>,
+    pub products: BTreeMap<String, Product>,
+}
+
+/// Every store port in memory, with failure injection.
+#[derive(Default)]
+pub struct MemStore {
+    pub state: Mutex<State>,
+    /// The next `create_order` fails as unavailable.
+    pub fail_next_create: AtomicBool,
+    /// This many next transition writes are stale (a concurrent change).
+    pub stale_writes: AtomicU32,
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Unavailable(DriverError::new(std::io::Error::other("connection reset")))
+}
+
+impl MemStore {
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn write_transition(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Option<Order> {
+        if self
+            .stale_writes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return None;
+        }
+        let mut s = self.state();
+        let order = s.orders.get_mut(&id)?;
+        if order.version != expected_version {
+            return None;
+        }
+        *order = order.transitioned(new_status, now);
+        let updated = order.clone();
+        s.events.extend(events.iter().cloned());
+        Some(updated)
+    }
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for MemStore {
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        lock_ttl: Duration,
+        retention: Duration,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        let mut s = self.state();
+        let fresh = ExistingKey {
+            request_hash: request_hash.to_owned(),
+            response: None,
+            locked_until: now + chrono::Duration::from_std(lock_ttl).unwrap(),
+            created_at: now,
+        };
+        let Some(existing) = s.keys.get(key).cloned() else {
+            s.keys.insert(key.to_owned(), fresh);
+            return Ok(IdempotencyBegin::Started);
+        };
+        match decide_existing(existing, request_hash, now, retention) {
+            KeyDecision::Answer(a) => Ok(a),
+            KeyDecision::Replace | KeyDecision::TakeOver => {
+                s.keys.insert(key.to_owned(), fresh);
+                Ok(IdempotencyBegin::Started)
+            }
+        }
+    }
+
+    async fn idempotency_release(&self, key: &str) -> Result<(), StoreError> {
+        let mut s = self.state();
+        if s.keys.get(key).is_some_and(|k| k.response.is_none()) {
+            s.keys.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn idempotency_complete(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        match s.keys.get_mut(key) {
+            Some(k) if k.response.is_none() => {
+                k.response = Some(response.clone());
+                Ok(())
+            }
+            _ => Err(StoreError::Conflict("key not in progress".into())),
+        }
+    }
+
+    async fn purge_idempotency(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut s = self.state();
+        let before = s.keys.len();
+        s.keys.retain(|_, k| k.created_at >= created_before);
+        Ok((before - s.keys.len()) as u64)
+    }
+}
+
+#[async_trait::async_trait]
+impl OrderStore for MemStore {
+    async fn create_order(
+        &self,
+        order: &Order,
+        events: &[NewEvent],
+        idempotency: Option<(&str, &StoredResponse)>,
+    ) -> Result<(), StoreError> {
+        if self.fail_next_create.swap(false, Ordering::SeqCst) {
+            return Err(unavailable());
+        }
+        let mut s = self.state();
+        if let Some((key, response)) = idempotency {
+            match s.keys.get_mut(key) {
+                Some(k) if k.response.is_none() => k.response = Some(response.clone()),
+                _ => return Err(StoreError::Conflict("key not in progress".into())),
+            }
+        }
+        s.orders.insert(order.id, order.clone());
+        s.events.extend(events.iter().cloned());
+        Ok(())
+    }
+
+    async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
+        Ok(self.state().orders.get(&id).cloned())
+    }
+
+    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>, StoreError> {
+        Ok(self
+            .state()
+            .orders
+            .values()
+            .rev()
+            .filter(|o| filter.status.is_none_or(|s| o.status == s))
+            .take(filter.limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn transition_order(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<TransitionOutcome, StoreError> {
+        Ok(
+            match self.write_transition(id, expected_version, new_status, events, now) {
+                Some(o) => TransitionOutcome::Applied(o),
+                None => TransitionOutcome::Stale,
+            },
+        )
+    }
+
+    async fn transition_order_once(
+        &self,
+        consumer: &str,
+        message_id: &str,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<InboxOutcome, StoreError> {
+        let inbox_key = (consumer.to_owned(), message_id.to_owned());
+        if self.state().inbox.contains(&inbox_key) {
+            return Ok(InboxOutcome::Duplicate);
+        }
+        match self.write_transition(id, expected_version, new_status, events, now) {
+            Some(o) => {
+                self.state().inbox.insert(inbox_key);
+                Ok(InboxOutcome::Applied(o))
+            }
+            None => Ok(InboxOutcome::Stale),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl InboxStore for MemStore {
+    async fn record_inbox(
+        &self,
+        message_id: &str,
+        consumer: &str,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .state()
+            .inbox
+            .insert((consumer.to_owned(), message_id.to_owned())))
+    }
+
+    async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .state()
+            .inbox
+            .contains(&(consumer.to_owned(), message_id.to_owned())))
+    }
+}
+
+#[async_trait::async_trait]
+impl OutboxStore for MemStore {
+    async fn list_events(
+        &self,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(self
+            .state()
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| EventRecord {
+                seq: i as i64 + 1,
+                id: e.id,
+                event_type: e.event_type.clone(),
+                source: e.source.clone(),
+                subject: e.subject.clone(),
+                occurred_at: e.occurred_at,
+                data: e.data.clone(),
+                traceparent: e.traceparent.clone(),
+                tracestate: e.tracestate.clone(),
+                published_at: None,
+            })
+            .filter(|e| e.seq > after_seq)
+            .take(limit as usize)
+            .collect())
+    }
+
+    async fn outbox_stats(&self, _now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
+        Ok(OutboxStats::default())
+    }
+
+    async fn claim_outbox(
+        &self,
+        _claimant: &str,
+        _now: DateTime<Utc>,
+        _lease: Duration,
+        _limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn mark_published(&self, _ids: &[Uuid], _now: DateTime<Utc>) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    async fn release_outbox(
+        &self,
+        _claimant: &str,
+        _ids: &[Uuid],
+        _retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ProductStore for MemStore {
+    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
+        Ok(self.state().products.get(sku).cloned())
+    }
+
+    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
+        Ok(self.state().products.values().cloned().collect())
+    }
+
+    async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {
+        self.state()
+            .products
+            .insert(product.sku.clone(), product.clone());
+        Ok(product.clone())
+    }
+
+    async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        if !s.products.is_empty() {
+            return Ok(false);
+        }
+        for p in products {
+            s.products.insert(p.sku.clone(), p.clone());
+        }
+        Ok(true)
+    }
+}
+
+/// What the fake decider answers next.
+pub enum Answer {
+    /// Price every line at 100 per unit.
+    Price,
+    /// Refuse with this error.
+    Fail(fn() -> DecideError),
+    /// Never answer.
+    Hang,
+}
+
+/// A decider with scripted answers; transitions follow the reference lifecycle.
+pub struct FakeDecider {
+    pub place: Mutex<Answer>,
+    pub place_calls: AtomicU32,
+    pub transition_calls: AtomicU32,
+}
+
+impl Default for FakeDecider {
+    fn default() -> Self {
+        Self {
+            place: Mutex::new(Answer::Price),
+            place_calls: AtomicU32::new(0),
+            transition_calls: AtomicU32::new(0),
+        }
+    }
+}
+
+pub fn plugin() -> PluginRef {
+    PluginRef {
+        name: "fake".into(),
+        version: "1.0.0".into(),
+        digest: "00".repeat(32),
+    }
+}
+
+#[async_trait::async_trait]
+impl OrderDecider for FakeDecider {
+    async fn place(
+        &self,
+        request: &OrderRequest,
+        _cx: DecisionContext<'_>,
+    ) -> Result<Decided<PricedOrder>, DecideError> {
+        self.place_calls.fetch_add(1, Ordering::SeqCst);
+        let answer = match &*lock(&self.place) {
+            Answer::Price => None,
+            Answer::Fail(f) => Some(Err(f())),
+            Answer::Hang => Some(Ok(())),
+        };
+        match answer {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(())) => std::future::pending::<()>().await,
+            None => {}
+        }
+        let money = |amount| Money::new(amount, request.currency.clone());
+        let lines: Vec<PricedLine> = request
+            .lines
+            .iter()
+            .map(|l| PricedLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                unit_price: money(100),
+                line_total: money(100 * i64::from(l.quantity)),
+            })
+            .collect();
+        let subtotal: i64 = lines.iter().map(|l| l.line_total.amount).sum();
+        Ok(Decided {
+            value: PricedOrder {
+                lines,
+                subtotal: money(subtotal),
+                discount: money(0),
+                tax: money(0),
+                total: money(subtotal),
+            },
+            by: plugin(),
+        })
+    }
+
+    async fn transition(
+        &self,
+        order: &OrderSnapshot,
+        event: OrderEvent,
+        _cx: DecisionContext<'_>,
+    ) -> Result<Decided<OrderStatus>, DecideError> {
+        self.transition_calls.fetch_add(1, Ordering::SeqCst);
+        match crate::domain::status::allowed_targets(order.status, event).first() {
+            Some(next) => Ok(Decided {
+                value: *next,
+                by: plugin(),
+            }),
+            None => Err(DecideError::Refused(OrderError::Conflict(format!(
+                "{event} does not apply to a {} order",
+                order.status
+            )))),
+        }
+    }
+}
+
+/// An intake gate that can be closed.
+#[derive(Default)]
+pub struct Gate(pub AtomicBool);
+
+impl IntakeGate for Gate {
+    fn admit(&self) -> Result<(), Duration> {
+        if self.0.load(Ordering::SeqCst) {
+            Err(Duration::from_secs(7))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Collects detached tasks; the test runs them when it wants.
+#[derive(Default)]
+pub struct Tasks(pub Mutex<Vec<Detached>>);
+
+impl Spawner for Tasks {
+    fn spawn(&self, task: Detached) {
+        lock(&self.0).push(task);
+    }
+}
+
+impl Tasks {
+    pub fn run_all(&self) {
+        let tasks: Vec<Detached> = std::mem::take(&mut *lock(&self.0));
+        for t in tasks {
+            futures::executor::block_on(t);
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Use-case tests against in-memory ports.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+
+use super::fakes::{Answer, FakeDecider, Gate, MemStore, Tasks};
+use super::*;
+use crate::domain::idempotency::request_hash;
+use crate::domain::{
+    LineRequest, Order, OrderError, OrderEvent, OrderRequest, OrderStatus, Rejection,
+    StoredResponse,
+};
+use crate::ports::{DecideError, SystemClock, TrapKind};
+
+struct World {
+    store: Arc<MemStore>,
+    decider: Arc<FakeDecider>,
+    gate: Arc<Gate>,
+    tasks: Arc<Tasks>,
+    service: OrderService,
+}
+
+impl World {
+    fn new() -> Self {
+        let store = Arc::new(MemStore::default());
+        let decider = Arc::new(FakeDecider::default());
+        let gate = Arc::new(Gate::default());
+        let tasks = Arc::new(Tasks::default());
+        let ports = Ports {
+            orders: store.clone(),
+            idempotency: store.clone(),
+            inbox: store.clone(),
+            outbox: store.clone(),
+            products: store.clone(),
+            decider: decider.clone(),
+            intake: gate.clone(),
+            clock: Arc::new(SystemClock),
+            spawner: tasks.clone(),
+        };
+        Self {
+            service: OrderService::new(ports, Settings::default()),
+            store,
+            decider,
+            gate,
+            tasks,
+        }
+    }
+
+    fn place(&self, key: &str, skus: &[(&str, u32)]) -> Result<Placed, PlaceError> {
+        block_on(self.service.place_order(command(key, skus), &Encoder))
+    }
+
+    fn place_ok(&self, key: &str) -> Order {
+        match self.place(key, &[("KB-001", 2)]) {
+            Ok(Placed::Created { order, .. }) => order,
+            other => panic!("expected a new order, got {other:?}"),
+        }
+    }
+
+    fn transition(
+        &self,
+        order: &Order,
+        event: OrderEvent,
+        inbox: Option<&str>,
+    ) -> Result<Transitioned, TransitionError> {
+        block_on(self.service.apply_transition(ApplyTransition {
+            order_id: order.id,
+            event,
+            deadline: Instant::now() + Duration::from_secs(5),
+            trace: Default::default(),
+            inbox: inbox.map(|m| InboxKey {
+                consumer: "payments".into(),
+                message_id: m.into(),
+            }),
+        }))
+    }
+}
+
+fn command(key: &str, skus: &[(&str, u32)]) -> PlaceOrder {
+    let request = OrderRequest {
+        customer_id: "cus_1".into(),
+        currency: "EUR".into(),
+        lines: skus
+            .iter()
+            .map(|(sku, quantity)| LineRequest {
+                sku: (*sku).into(),
+                quantity: *quantity,
+            })
+            .collect(),
+        metadata: Default::default(),
+    };
+    PlaceOrder {
+        idempotency_key: format!("POST /v1/orders:{key}"),
+        request_hash: request_hash("POST /v1/orders", &serde_json::to_value(&request).unwrap()),
+        request,
+        deadline: Instant::now() + Duration::from_secs(5),
+        trace: Default::default(),
+    }
+}
+
+struct Encoder;
+
+impl ResponseEncoder for Encoder {
+    fn created(&self, order: &Order) -> StoredResponse {
+        StoredResponse {
+            status: 201,
+            body: serde_json::to_vec(order).unwrap(),
+            headers: vec![],
+        }
+    }
+
+    fn refused(&self, error: &OrderError) -> StoredResponse {
+        StoredResponse {
+            status: 422,
+            body: error.tag().as_bytes().to_vec(),
+            headers: vec![],
+        }
+    }
+}
+
+fn key_state(w: &World, key: &str) -> Option<bool> {
+    w.store
+        .state()
+        .keys
+        .get(&format!("POST /v1/orders:{key}"))
+        .map(|k| k.response.is_some())
+}
+
+#[test]
+fn a_placed_order_is_written_with_its_event_and_completed_key_then_replayed() {
+    let w = World::new();
+    let order = w.place_ok("k1");
+    assert_eq!(order.status, OrderStatus::Placed);
+    assert_eq!((order.total, order.version), (200, 1));
+    {
+        let s = w.store.state();
+        assert_eq!(s.orders.len(), 1);
+        assert_eq!(s.events.len(), 1);
+        assert_eq!(s.events[0].event_type, "order.placed");
+        assert_eq!(s.events[0].data, serde_json::to_value(&order).unwrap());
+    }
+    assert_eq!(key_state(&w, "k1"), Some(true));
+    let Ok(Placed::Replayed(replayed)) = w.place("k1", &[("KB-001", 2)]) else {
+        panic!("expected a replay")
+    };
+    assert_eq!(replayed.body, serde_json::to_vec(&order).unwrap());
+    assert!(matches!(
+        w.place("k1", &[("KB-001", 3)]),
+        Err(PlaceError::KeyReused)
+    ));
+    assert_eq!(w.decider.place_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(w.store.state().orders.len(), 1, "nothing written twice");
+}
+
+#[test]
+fn deterministic_refusals_are_stored_and_transient_failures_release_the_key() {
+    let w = World::new();
+    *w.decider.place.lock().unwrap() = Answer::Fail(|| {
+        DecideError::Refused(OrderError::Rejected(Rejection {
+            reason: "INSUFFICIENT_STOCK".into(),
+            message: "no".into(),
+        }))
+    });
+    assert!(matches!(
+        w.place("r1", &[("HD-005", 1)]),
+        Err(PlaceError::Decide(DecideError::Refused(_)))
+    ));
+    assert_eq!(key_state(&w, "r1"), Some(true), "the refusal is stored");
+    let Ok(Placed::Replayed(stored)) = w.place("r1", &[("HD-005", 1)]) else {
+        panic!("a refusal replays")
+    };
+    assert_eq!(stored.status, 422);
+
+    for failure in [
+        (|| DecideError::Trap {
+            kind: TrapKind::Unreachable,
+            detail: crate::ports::Detail("panic".into()),
+        }) as fn() -> DecideError,
+        || DecideError::Refused(OrderError::Unavailable("catalog down".into())),
+        || DecideError::Interrupted,
+    ] {
+        *w.decider.place.lock().unwrap() = Answer::Fail(failure);
+        assert!(matches!(
+            w.place("t1", &[("KB-001", 1)]),
+            Err(PlaceError::Decide(_))
+        ));
+        assert_eq!(key_state(&w, "t1"), None, "released for the retry");
+    }
+    *w.decider.place.lock().unwrap() = Answer::Price;
+    w.place_ok("t1");
+    assert_eq!(w.store.state().orders.len(), 1);
+}
+
+#[test]
+fn backpressure_and_a_failed_write_release_the_key_and_write_nothing() {
+    let w = World::new();
+    w.gate.0.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        w.place("b1", &[("KB-001", 1)]),
+        Err(PlaceError::Backpressure { retry_after }) if retry_after == Duration::from_secs(7)
+    ));
+    assert_eq!(key_state(&w, "b1"), None);
+    assert_eq!(
+        w.decider.place_calls.load(Ordering::SeqCst),
+        0,
+        "decided nothing"
+    );
+    w.gate.0.store(false, Ordering::SeqCst);
+
+    w.store.fail_next_create.store(true, Ordering::SeqCst);
+    let err = w.place("b1", &[("KB-001", 1)]).unwrap_err();
+    assert!(matches!(err, PlaceError::Store { .. }), "{err:?}");
+    assert_eq!(
+        super::place_order::chain(&err),
+        "writing the order, its event and the idempotency record: database unavailable: connection reset"
+    );
+    assert_eq!(key_state(&w, "b1"), None);
+    assert!(w.store.state().orders.is_empty() && w.store.state().events.is_empty());
+    w.place_ok("b1");
+}
+
+#[test]
+fn a_request_dropped_mid_decision_releases_its_key_in_the_background() {
+    let w = World::new();
+    *w.decider.place.lock().unwrap() = Answer::Hang;
+    block_on(async {
+        let fut = w
+            .service
+            .place_order(command("d1", &[("KB-001", 1)]), &Encoder);
+        futures::pin_mut!(fut);
+        assert!(futures::poll!(fut.as_mut()).is_pending());
+    });
+    assert_eq!(key_state(&w, "d1"), Some(false), "held until the task runs");
+    assert!(matches!(
+        w.place("d1", &[("KB-001", 1)]),
+        Err(PlaceError::KeyInProgress { .. })
+    ));
+    w.tasks.run_all();
+    assert_eq!(key_state(&w, "d1"), None);
+    *w.decider.place.lock().unwrap() = Answer::Price;
+    w.place_ok("d1");
+}
+
+#[test]
+fn transitions_apply_once_and_retry_after_a_concurrent_change() {
+    let w = World::new();
+    let order = w.place_ok("o1");
+    let Ok(Transitioned::Applied(paid)) = w.transition(&order, OrderEvent::PaymentCaptured, None)
+    else {
+        panic!("payment applies")
+    };
+    assert_eq!((paid.status, paid.version), (OrderStatus::Paid, 2));
+    assert_eq!(
+        w.store.state().events.last().unwrap().event_type,
+        "order.paid"
+    );
+
+    // Two stale writes: decided three times, applied on the third.
+    w.store.stale_writes.store(2, Ordering::SeqCst);
+    let before = w.decider.transition_calls.load(Ordering::SeqCst);
+    let Ok(Transitioned::Applied(cancelled)) =
+        w.transition(&order, OrderEvent::CancelRequested, None)
+    else {
+        panic!("cancel applies")
+    };
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    assert_eq!(
+        w.decider.transition_calls.load(Ordering::SeqCst) - before,
+        3
+    );
+    // Cancelling again changes nothing.
+    assert!(matches!(
+        w.transition(&order, OrderEvent::CancelRequested, None),
+        Ok(Transitioned::Unchanged(o)) if o.version == 3
+    ));
+    // Always stale: bounded.
+    let other = w.place_ok("o2");
+    w.store.stale_writes.store(100, Ordering::SeqCst);
+    assert!(matches!(
+        w.transition(&other, OrderEvent::CancelRequested, None),
+        Err(TransitionError::KeptChanging)
+    ));
+    w.store.stale_writes.store(0, Ordering::SeqCst);
+    // A refusal carries the status it was decided on.
+    assert!(matches!(
+        w.transition(&order, OrderEvent::Shipped, None),
+        Err(TransitionError::Decide {
+            status: OrderStatus::Cancelled,
+            source: DecideError::Refused(OrderError::Conflict(_))
+        })
+    ));
+    let missing = Order {
+        id: uuid::Uuid::now_v7(),
+        ..order
+    };
+    assert!(matches!(
+        w.transition(&missing, OrderEvent::CancelRequested, None),
+        Err(TransitionError::NotFound(_))
+    ));
+}
+
+#[test]
+fn messages_are_applied_at_most_once_by_the_inbox() {
+    let w = World::new();
+    let order = w.place_ok("m1");
+    assert!(matches!(
+        w.transition(&order, OrderEvent::PaymentCaptured, Some("msg-1")),
+        Ok(Transitioned::Applied(_))
+    ));
+    assert!(matches!(
+        w.transition(&order, OrderEvent::PaymentCaptured, Some("msg-1")),
+        Ok(Transitioned::Duplicate)
+    ));
+    assert_eq!(w.store.state().orders[&order.id].version, 2);
+    // No change still records the message, once.
+    assert!(matches!(
+        w.transition(&order, OrderEvent::CancelRequested, Some("msg-2")),
+        Ok(Transitioned::Applied(_))
+    ));
+    assert!(matches!(
+        w.transition(&order, OrderEvent::CancelRequested, Some("msg-3")),
+        Ok(Transitioned::Unchanged(_))
+    ));
+    assert!(
+        w.store
+            .state()
+            .inbox
+            .contains(&("payments".into(), "msg-3".into()))
+    );
+    assert!(matches!(
+        w.transition(&order, OrderEvent::CancelRequested, Some("msg-3")),
+        Ok(Transitioned::Duplicate)
+    ));
+    assert_eq!(w.store.state().events.len(), 3, "placed, paid, cancelled");
+}
+
+#[test]
+fn product_updates_are_validated_before_anything_is_written() {
+    let w = World::new();
+    let change = |price| crate::domain::product::ProductChange {
+        name: "Keyboard".into(),
+        unit_price: price,
+        currency: "EUR".into(),
+        stock: 3,
+    };
+    assert!(matches!(
+        block_on(w.service.put_product("bad sku", change(1))),
+        Err(ProductError::InvalidSku)
+    ));
+    assert!(matches!(
+        block_on(w.service.put_product("KB-001", change(-1))),
+        Err(ProductError::Invalid(v)) if v.len() == 1 && v[0].field == "unit_price"
+    ));
+    assert!(w.store.state().products.is_empty());
+    let saved = block_on(w.service.put_product("KB-001", change(8900))).unwrap();
+    assert_eq!(block_on(w.service.list_products()).unwrap(), vec![saved]);
+}

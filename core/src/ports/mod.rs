@@ -1,0 +1,27 @@
+//! The ports: what the use-cases need from the world, as traits. Adapters in `weir-host`
+//! implement them (SQLite and PostgreSQL stores, the WebAssembly decider, the events
+//! backpressure gate); the use-case tests implement them in memory.
+//!
+//! - [`store`]: order, idempotency, outbox, inbox and product stores, split by aggregate, and
+//!   their one error type.
+//! - [`catalog`]: product lookups for deciders.
+//! - [`decider`]: the order decider (place / transition) and its failures.
+//! - [`intake`]: the gate that can hold back new orders (events backpressure).
+//! - [`clock`]: wall-clock time and background spawning.
+
+pub mod catalog;
+pub mod clock;
+pub mod decider;
+pub mod intake;
+pub mod store;
+
+pub use catalog::{Catalog, CatalogError};
+pub use clock::{Clock, Detached, Spawner, SystemClock};
+pub use decider::{
+    BudgetKind, DecideError, Decided, DecisionContext, Detail, OrderDecider, TrapKind,
+};
+pub use intake::{IntakeGate, OpenIntake};
+pub use store::{
+    DriverError, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter, OrderStore, OutboxStats,
+    OutboxStore, ProductStore, StoreError, TransitionOutcome,
+};

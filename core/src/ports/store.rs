@@ -1,0 +1,304 @@
+//! Durable storage, split by aggregate: orders, idempotency keys, the outbox, the consumer
+//! inbox and the product catalog. One error type, [`StoreError`], classified for the caller.
+//!
+//! Every method that writes more than one row does so in one transaction: either all of it
+//! is visible afterwards or none of it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::{
+    EventRecord, IdempotencyBegin, NewEvent, Order, OrderStatus, Product, StoredResponse,
+};
+
+/// The most orders [`OrderStore::list_orders`] returns in one page, whatever the filter asks.
+pub const MAX_LIST_LIMIT: u32 = 500;
+
+/// The most events [`OutboxStore::list_events`] returns in one page, whatever the caller asks.
+pub const MAX_EVENTS_LIMIT: u32 = 1000;
+
+/// The error a database driver reported, kept opaque (the core names no driver) but intact:
+/// its message and its own causes stay in the error chain.
+#[derive(Debug)]
+pub struct DriverError(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl DriverError {
+    /// Wrap a driver's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DriverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Storage failures, classified for the caller: retry ([`StoreError::is_transient`]), report
+/// a conflict, or treat as a bug.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or did not answer in time (pool timeout, I/O,
+    /// connection loss, lock timeout, serialization failure). Retryable.
+    #[error("database unavailable")]
+    Unavailable(#[source] DriverError),
+    /// A constraint rejected the write (unique, foreign key, check, not null), or a
+    /// precondition the store enforces did not hold.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A stored row cannot be decoded (e.g. an unknown status or a malformed id).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// Anything else the database reported; a bug or an operator problem, not retryable.
+    #[error("database error")]
+    Internal(#[source] DriverError),
+}
+
+impl StoreError {
+    /// Whether the same call may succeed if retried later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Which orders [`OrderStore::list_orders`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFilter {
+    /// Only this customer's orders.
+    pub customer_id: Option<String>,
+    /// Only orders in this status.
+    pub status: Option<OrderStatus>,
+    /// Page size; capped at [`MAX_LIST_LIMIT`]. Zero returns an empty page.
+    pub limit: u32,
+    /// Cursor: only orders with `id < before_id` (older ones), newest first.
+    pub before_id: Option<Uuid>,
+}
+
+impl Default for OrderFilter {
+    fn default() -> Self {
+        OrderFilter {
+            customer_id: None,
+            status: None,
+            limit: 50,
+            before_id: None,
+        }
+    }
+}
+
+/// Result of [`OrderStore::transition_order`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a one-off return value, never stored in bulk; unboxed keeps matching simple"
+)]
+pub enum TransitionOutcome {
+    /// The order as stored after the transition.
+    Applied(Order),
+    /// The order's version was not `expected_version` (it changed concurrently) or the order
+    /// does not exist; nothing was written.
+    Stale,
+}
+
+/// Result of [`OrderStore::transition_order_once`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a one-off return value, never stored in bulk; unboxed keeps matching simple"
+)]
+pub enum InboxOutcome {
+    /// The transition and the inbox record were committed together.
+    Applied(Order),
+    /// The consumer had already recorded this message id: nothing was written.
+    Duplicate,
+    /// The order's version was not `expected_version` (or the order is gone): nothing was
+    /// written, not even the inbox record, so the message can be processed again.
+    Stale,
+}
+
+/// Unpublished outbox backlog, for metrics and backpressure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxStats {
+    /// Rows not yet confirmed by the broker.
+    pub unpublished: u64,
+    /// `now - occurred_at` of the oldest unpublished event (zero if it lies in the future).
+    pub oldest_unpublished_age: Option<Duration>,
+}
+
+/// Idempotency keys (see [`crate::domain::idempotency`]).
+#[async_trait::async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims a key (already scoped by the caller, e.g. `"POST /v1/orders:<client key>"`)
+    /// for a request whose canonical hash is `request_hash`:
+    ///
+    /// - absent, or created more than `retention` ago: (re)created `in_progress`, locked until
+    ///   `now + lock_ttl` -> [`IdempotencyBegin::Started`];
+    /// - different `request_hash` -> [`IdempotencyBegin::Mismatch`];
+    /// - completed -> [`IdempotencyBegin::Replay`];
+    /// - in progress and locked -> [`IdempotencyBegin::InProgress`] (retry after the lock
+    ///   expires, at least 1 s);
+    /// - in progress with an expired lock (the holder died): taken over ->
+    ///   [`IdempotencyBegin::Started`].
+    ///
+    /// Race-free: of any number of concurrent calls with one key, at most one is `Started`.
+    async fn idempotency_begin(
+        &self,
+        key: &str,
+        request_hash: &str,
+        now: DateTime<Utc>,
+        lock_ttl: Duration,
+        retention: Duration,
+    ) -> Result<IdempotencyBegin, StoreError>;
+
+    /// Deletes an `in_progress` key: the attempt failed without effects and a retry may run.
+    /// A completed key is left alone.
+    async fn idempotency_release(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Completes an `in_progress` key with a response that had no database effects (e.g. a
+    /// deterministic 422). Fails with [`StoreError::Conflict`] if the key is not in progress
+    /// (missing, purged or already completed).
+    async fn idempotency_complete(
+        &self,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes keys created before `created_before`; returns how many.
+    async fn purge_idempotency(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// Orders, with the outbox events and idempotency completion written alongside them.
+#[async_trait::async_trait]
+pub trait OrderStore: Send + Sync {
+    /// In one transaction: inserts the order, its lines (in vector order) and `events`, and,
+    /// with `idempotency = Some((key, response))`, completes the key with the response. The
+    /// key must be `in_progress`, otherwise nothing is written and the call fails with
+    /// [`StoreError::Conflict`]; this stops a slow attempt whose lock was taken over from
+    /// creating a second order. Any failure writes nothing.
+    async fn create_order(
+        &self,
+        order: &Order,
+        events: &[NewEvent],
+        idempotency: Option<(&str, &StoredResponse)>,
+    ) -> Result<(), StoreError>;
+
+    /// One order with its lines.
+    async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError>;
+
+    /// Orders matching `filter`, newest first, with their lines.
+    async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>, StoreError>;
+
+    /// In one transaction: sets the status if the order's version is `expected_version`
+    /// (bumping the version, `updated_at = now`) and appends `events`. A version mismatch or
+    /// a missing order yields [`TransitionOutcome::Stale`] and writes nothing. The store does
+    /// not judge whether the transition is allowed; the use-case does.
+    async fn transition_order(
+        &self,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<TransitionOutcome, StoreError>;
+
+    /// In ONE transaction: records `(consumer, message_id)` in the inbox and applies the
+    /// transition like [`OrderStore::transition_order`]. A message id the consumer already
+    /// recorded yields [`InboxOutcome::Duplicate`]; a version mismatch
+    /// [`InboxOutcome::Stale`]; either way nothing is written. Concurrent calls with one
+    /// message id apply at most once.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "mirrors transition_order plus the inbox key; a struct would only rename them"
+    )]
+    async fn transition_order_once(
+        &self,
+        consumer: &str,
+        message_id: &str,
+        id: Uuid,
+        expected_version: i64,
+        new_status: OrderStatus,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<InboxOutcome, StoreError>;
+}
+
+/// The consumer inbox: which messages each consumer already processed.
+#[async_trait::async_trait]
+pub trait InboxStore: Send + Sync {
+    /// Records that `consumer` received `message_id`; `false` if it already had (a duplicate
+    /// delivery to skip). Dedupe is per consumer.
+    async fn record_inbox(
+        &self,
+        message_id: &str,
+        consumer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Whether `consumer` already recorded `message_id` (a cheap pre-check; the authoritative
+    /// dedupe is the inbox insert inside [`OrderStore::transition_order_once`]).
+    async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError>;
+}
+
+/// The transactional outbox: the events feed and the relay's claims.
+#[async_trait::async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Outbox events with `seq > after_seq`, ascending, at most `limit` (capped at
+    /// [`MAX_EVENTS_LIMIT`]).
+    async fn list_events(&self, after_seq: i64, limit: u32)
+    -> Result<Vec<EventRecord>, StoreError>;
+
+    /// The unpublished backlog.
+    async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError>;
+
+    /// Claims up to `limit` unpublished events for the relay `claimant` until `now + lease`,
+    /// in `seq` order. A row is claimable when it is unpublished and not leased (no lease or
+    /// an expired one); a row is skipped while an earlier unpublished row of the same
+    /// `subject` (order) is leased, by anyone, so events of one order are never published by
+    /// two relays at once nor out of order.
+    async fn claim_outbox(
+        &self,
+        claimant: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Marks these events published at `now` and drops their leases; returns how many rows
+    /// changed (already published rows are left alone).
+    async fn mark_published(&self, ids: &[Uuid], now: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// After a failed publish of these unpublished events held by `claimant`: counts the
+    /// attempt and either gives the leases back at once (`retry_at = None`) or keeps them
+    /// until `retry_at` (a deferred retry, e.g. after the broker returned the message).
+    async fn release_outbox(
+        &self,
+        claimant: &str,
+        ids: &[Uuid],
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+}
+
+/// The product catalog.
+#[async_trait::async_trait]
+pub trait ProductStore: Send + Sync {
+    /// One product.
+    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError>;
+
+    /// All products, ordered by sku.
+    async fn list_products(&self) -> Result<Vec<Product>, StoreError>;
+
+    /// Inserts or replaces the product with this sku; returns it as stored.
+    async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError>;
+
+    /// Inserts `products` if the catalog is empty; returns whether it did. Safe against
+    /// concurrent seeding from several replicas.
+    async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError>;
+}

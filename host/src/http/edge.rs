@@ -1,0 +1,67 @@
+//! The inbound edge stack of the API: the one place that decides the order of the layers.
+//!
+//! Outermost first (axum applies the last `.layer` outermost, hence the reverse order in the
+//! code):
+//! 1. **Request context** ([`super::context`]): request id, trace id and the `http.server`
+//!    span exist before anything can fail, and it renders every error left by the layers
+//!    below (a handler's [`ApiError`] or a policy's refusal) as a problem response with
+//!    those ids. Outermost so nothing escapes it.
+//! 2. **HTTP metrics**: inside the context (it reads the refusal before the context consumes
+//!    it) and outside every policy, so rejections and full durations are counted.
+//! 3. **Request log**: one redacted event per request, inside the request span (so it
+//!    carries the request and trace ids) and outside every policy, so rejected requests are
+//!    logged with their final status too.
+//! 4. **Panic catcher**: a panic anywhere below becomes a 500 problem, which the log, the
+//!    metrics and the context above still see.
+//! 5. **Body limit**: a limit configuration that extractors enforce lazily (413); cheap,
+//!    so it sits with the other request-shape checks before the expensive policies.
+//! 6. **Rate limit**: per client, before the concurrency limit, so a noisy client is refused
+//!    without taking one of the shared in-flight slots from well-behaved ones.
+//! 7. **Load shed / concurrency limit**: refuses at once when the global limit is reached;
+//!    it is outside the timeout so a shed request costs no timer, and it holds its slot
+//!    until the handler finishes or is cancelled by the timeout below.
+//! 8. **Request timeout**: innermost, so it bounds only the handler's work (not time spent
+//!    being rejected) and, by dropping the handler, cancels the plugin call inside it.
+//!
+//! All of these are applied with `Router::layer`, i.e. per route after routing, which is what
+//! makes the route template (`MatchedPath`) available to metrics and the timeout. The
+//! shared state (rate-limit buckets, the concurrency semaphore) is shared by all routes.
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use super::HttpConfig;
+use super::context;
+use super::error::ApiError;
+use super::extract::BodyLimit;
+use crate::policy::{
+    PolicyConfig, http_metrics, load_shed, rate_limit, request_log, request_timeout,
+};
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal(anyhow::anyhow!("the handler panicked")).into_response()
+}
+
+/// Wrap the API routes in the edge stack (see the module doc for the order).
+pub fn stack(routes: Router, http: &HttpConfig, policy: &PolicyConfig) -> Router {
+    let limit = http.body_limit_bytes;
+    routes
+        .layer(request_timeout::RequestTimeoutLayer::new(
+            http.request_timeout,
+            policy.route_timeouts(),
+        ))
+        .layer(load_shed::LoadShedLayer::new(policy.max_concurrency))
+        .layer(rate_limit::RateLimitLayer::new(
+            &policy.rate_limit,
+            policy.request_log.tenant_header.as_deref(),
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::Extension(BodyLimit(limit)))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(request_log::RequestLogLayer::new(&policy.request_log))
+        .layer(http_metrics::HttpMetricsLayer::new())
+        .layer(middleware::from_fn(context::request_context))
+}

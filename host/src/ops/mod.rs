@@ -1,0 +1,65 @@
+//! The operations listener: health (`/livez`, `/readyz`, `/infoz`), `/metrics`, and the admin
+//! endpoints behind the bearer token (disabled without one).
+//!
+//! # Layout
+//! - [`health`]: liveness, readiness with per-check detail, build and runtime facts.
+//! - [`auth`]: the one admin token check and its extractor, [`auth::AdminAuth`].
+//! - [`admin`]: rotation (take the instance out of rotation and back).
+//! - [`sampling`]: the live trace sampling ratio.
+//!
+//! Errors are the API's problem responses ([`crate::http::error`]), rendered by the same
+//! request-context middleware.
+
+pub mod admin;
+pub mod auth;
+pub mod health;
+pub mod sampling;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use crate::events::EventsHandle;
+use crate::lifecycle::Shutdown;
+use crate::policy::dependency::Dependencies;
+use crate::runtime::{Registry, Runtime};
+use crate::storage::Database;
+use crate::support::Secret;
+
+pub use health::InfoFacts;
+
+/// Shared state of the operations listener.
+#[derive(Clone)]
+pub struct OpsState {
+    /// The database (ping, backend name).
+    pub database: Arc<dyn Database>,
+    /// Loaded plugin versions and active slots.
+    pub registry: Arc<Registry>,
+    /// The plugin engine (in-flight calls, budget).
+    pub runtime: Runtime,
+    /// Name of the plugin serving the orders API.
+    pub orders_plugin: String,
+    /// Outbound dependencies (breakers, for readiness).
+    pub deps: Arc<Dependencies>,
+    /// The broker path, or the embedded default.
+    pub events: EventsHandle,
+    /// Readiness latches, in-flight requests, workers.
+    pub shutdown: Shutdown,
+    /// The admin bearer token; admin endpoints are disabled without one.
+    pub admin_token: Option<Secret>,
+    /// Facts fixed at start-up, shown by `/infoz`.
+    pub facts: Arc<InfoFacts>,
+}
+
+/// The operations router.
+pub fn router(state: OpsState) -> Router {
+    Router::new()
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .route("/infoz", get(health::infoz))
+        .route("/metrics", get(crate::telemetry::metrics::handler))
+        .merge(sampling::router())
+        .merge(admin::router())
+        .with_state(state)
+}

@@ -1,0 +1,420 @@
+//! One invocation, in small steps: ask the version's breaker, open the `plugin.invoke` span,
+//! run a fresh instance under the budget, classify the failure, record metrics, emit the
+//! guest's output.
+//!
+//! Each exported function of the world is a [`Call`]: its name, what it returns, and how to
+//! call it on an instance. [`Runtime::invoke`] is generic over it, so every call returns its
+//! own type and nothing needs an `unreachable!` arm.
+//!
+//! A failure is recorded on the `plugin.invoke` span (status, `trap.kind`, an `exception`
+//! event with the error chain) and in the metrics, and not logged here: whoever asked for the
+//! decision (the request, the consumer) logs it once, with its own context.
+
+use std::future::Future;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+use tokio::time::Instant;
+use tracing::{Instrument, field::Empty};
+use wasmtime::{Store, Trap};
+use weir_core::ports::Detail;
+
+use super::error::trap_kind;
+use super::output::CapturedOutput;
+use super::{BudgetKind, InvocationState, InvokeError, PluginVersion, Runtime};
+use crate::capabilities::{Imports, LogBudget};
+use crate::policy::circuit_breaker::Permit;
+use crate::world::bindings;
+
+/// The runtime's instruments.
+pub(super) struct Metrics {
+    invocations: Counter<u64>,
+    call_duration: Histogram<f64>,
+    instantiate_duration: Histogram<f64>,
+    traps: Counter<u64>,
+    in_flight: UpDownCounter<i64>,
+}
+
+impl Metrics {
+    pub(super) fn new() -> Self {
+        let meter = opentelemetry::global::meter("weir.runtime");
+        Self {
+            invocations: meter
+                .u64_counter("weir.plugin.invocations")
+                .with_description("Plugin invocations by plugin, version, function and outcome")
+                .build(),
+            call_duration: meter
+                .f64_histogram("weir.plugin.call.duration")
+                .with_unit("s")
+                .with_description("Duration of plugin calls, instantiation included")
+                .with_boundaries(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5,
+                ])
+                .build(),
+            instantiate_duration: meter
+                .f64_histogram("weir.plugin.instantiate.duration")
+                .with_unit("s")
+                .with_description("Time to create a fresh plugin instance")
+                .with_boundaries(vec![
+                    0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005,
+                ])
+                .build(),
+            traps: meter
+                .u64_counter("weir.plugin.traps")
+                .with_description("Plugin traps and budget exhaustions by kind")
+                .build(),
+            in_flight: meter
+                .i64_up_down_counter("weir.plugin.in_flight")
+                .with_description("Plugin invocations in progress")
+                .build(),
+        }
+    }
+}
+
+/// One exported function of the `weir:orders/plugin` world.
+pub(super) trait Call: Send {
+    /// The WIT name, a span attribute and metric label.
+    const NAME: &'static str;
+    /// Whether the version's circuit breaker is asked first (admission's `describe` is
+    /// never refused).
+    const GUARDED: bool = true;
+    /// What the function returns.
+    type Output: Send;
+
+    /// Call the function on a fresh instance.
+    fn call(
+        self,
+        instance: &bindings::Plugin,
+        store: &mut Store<InvocationState>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Output>> + Send;
+
+    /// The outcome label of a returned value (`ok`, or the guest error's tag).
+    fn outcome(output: &Self::Output) -> &'static str;
+}
+
+/// `describe`: name, version and declared capabilities.
+pub(super) struct Describe;
+
+impl Call for Describe {
+    const NAME: &'static str = "describe";
+    const GUARDED: bool = false;
+    type Output = bindings::PluginInfo;
+
+    async fn call(
+        self,
+        instance: &bindings::Plugin,
+        store: &mut Store<InvocationState>,
+    ) -> wasmtime::Result<Self::Output> {
+        instance.call_describe(store).await
+    }
+
+    fn outcome(_: &Self::Output) -> &'static str {
+        "ok"
+    }
+}
+
+/// `place-order`.
+pub(super) struct PlaceOrder<'r>(pub &'r bindings::OrderRequest);
+
+impl Call for PlaceOrder<'_> {
+    const NAME: &'static str = "place-order";
+    type Output = Result<bindings::PricedOrder, bindings::OrderError>;
+
+    async fn call(
+        self,
+        instance: &bindings::Plugin,
+        store: &mut Store<InvocationState>,
+    ) -> wasmtime::Result<Self::Output> {
+        instance.call_place_order(store, self.0).await
+    }
+
+    fn outcome(output: &Self::Output) -> &'static str {
+        guest_outcome(output)
+    }
+}
+
+/// `transition`.
+pub(super) struct Transition<'r>(pub &'r bindings::OrderSnapshot, pub bindings::OrderEvent);
+
+impl Call for Transition<'_> {
+    const NAME: &'static str = "transition";
+    type Output = Result<bindings::OrderStatus, bindings::OrderError>;
+
+    async fn call(
+        self,
+        instance: &bindings::Plugin,
+        store: &mut Store<InvocationState>,
+    ) -> wasmtime::Result<Self::Output> {
+        instance.call_transition(store, self.0, self.1).await
+    }
+
+    fn outcome(output: &Self::Output) -> &'static str {
+        guest_outcome(output)
+    }
+}
+
+fn guest_outcome<T>(output: &Result<T, bindings::OrderError>) -> &'static str {
+    match output {
+        Ok(_) => "ok",
+        Err(bindings::OrderError::Invalid(_)) => "invalid",
+        Err(bindings::OrderError::NotFound(_)) => "not-found",
+        Err(bindings::OrderError::Conflict(_)) => "conflict",
+        Err(bindings::OrderError::Rejected(_)) => "rejected",
+        Err(bindings::OrderError::Unavailable(_)) => "unavailable",
+        Err(bindings::OrderError::Internal(_)) => "internal",
+    }
+}
+
+impl Runtime {
+    /// Invoke `call` on a fresh instance of `plugin`, by `deadline` at the latest (the
+    /// configured budget may end it sooner).
+    pub(super) async fn invoke<C: Call>(
+        &self,
+        plugin: &PluginVersion,
+        call: C,
+        deadline: Option<Instant>,
+    ) -> Result<C::Output, InvokeError> {
+        let inner = &*self.inner;
+        let _token = inner.tracker.token();
+        let started = Instant::now();
+        let budget_end = started + inner.config.budget.timeout;
+        let deadline = deadline.map_or(budget_end, |d| d.min(budget_end));
+        let labels = [
+            KeyValue::new("plugin.name", plugin.meta.name.clone()),
+            KeyValue::new("plugin.version", plugin.meta.version.clone()),
+            KeyValue::new("plugin.function", C::NAME),
+        ];
+        let span = invocation_span(plugin, C::NAME);
+        inner.metrics.in_flight.add(1, &labels);
+
+        let permit = if C::GUARDED {
+            match self.breaker_permit(plugin) {
+                Ok(permit) => Some(permit),
+                Err(refused) => {
+                    inner.metrics.in_flight.add(-1, &labels);
+                    self.record(&span, &labels, started, "short_circuited", Some(&refused));
+                    return Err(refused);
+                }
+            }
+        } else {
+            None
+        };
+        let state = self.fresh_state(plugin, deadline);
+        let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
+        let result = self
+            .run_bounded(plugin, call, state, deadline, &labels)
+            .instrument(span.clone())
+            .await;
+        if let Some(permit) = permit {
+            permit.record(Some(
+                result.as_ref().is_err_and(InvokeError::is_plugin_fault),
+            ));
+        }
+        inner.metrics.in_flight.add(-1, &labels);
+
+        {
+            let _enter = span.enter();
+            emit_stdio("stdout", &stdout);
+            emit_stdio("stderr", &stderr);
+        }
+        let outcome = match &result {
+            Ok(output) => C::outcome(output),
+            Err(e) => e.outcome(),
+        };
+        self.record(&span, &labels, started, outcome, result.as_ref().err());
+        result
+    }
+
+    /// A permit of the version's breaker (looked up once per version), or the refusal.
+    fn breaker_permit(&self, plugin: &PluginVersion) -> Result<Permit, InvokeError> {
+        let meta = &plugin.meta;
+        plugin
+            .breaker
+            .get_or_init(|| {
+                self.inner
+                    .plugin_breakers
+                    .get(&format!("plugin:{}@{}", meta.name, meta.version))
+            })
+            .try_acquire()
+            .map_err(|open| InvokeError::CircuitOpen {
+                retry_after: open.retry_after,
+            })
+    }
+
+    /// The store data of one call: the imports' state and the WASI context.
+    fn fresh_state(&self, plugin: &PluginVersion, deadline: Instant) -> InvocationState {
+        let config = &self.inner.config;
+        let imports = Imports::new(
+            plugin.meta.clone(),
+            self.inner.catalog.clone(),
+            config.catalog_timeout,
+            deadline,
+            LogBudget {
+                records: config.budget.log_records,
+                bytes: config.budget.log_bytes,
+            },
+        );
+        InvocationState::new(&config.budget, imports)
+    }
+
+    /// Run the call by `deadline`, unless shutdown interrupts it first.
+    async fn run_bounded<C: Call>(
+        &self,
+        plugin: &PluginVersion,
+        call: C,
+        state: InvocationState,
+        deadline: Instant,
+        labels: &[KeyValue],
+    ) -> Result<C::Output, InvokeError> {
+        let work = self.run(plugin, call, state, deadline, labels);
+        tokio::select! {
+            biased;
+            () = self.inner.interrupt.cancelled() => Err(InvokeError::Interrupted),
+            r = tokio::time::timeout_at(deadline, work) => {
+                r.unwrap_or(Err(InvokeError::Budget(BudgetKind::WallClock)))
+            }
+        }
+    }
+
+    /// A fresh store and instance, then the call; the store and instance are dropped
+    /// afterwards whatever happened.
+    async fn run<C: Call>(
+        &self,
+        plugin: &PluginVersion,
+        call: C,
+        state: InvocationState,
+        deadline: Instant,
+        labels: &[KeyValue],
+    ) -> Result<C::Output, InvokeError> {
+        let inner = &*self.inner;
+        let mut store = Store::new(&inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let tick = inner.config.epoch_tick.as_nanos().max(1);
+        let ticks = deadline
+            .saturating_duration_since(Instant::now())
+            .as_nanos()
+            .div_ceil(tick)
+            + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        if let Some(fuel) = inner.config.budget.fuel {
+            store.set_fuel(fuel).map_err(|e| InvokeError::Instantiate {
+                detail: Detail(format!("{e:#}")),
+            })?;
+        }
+
+        let t0 = Instant::now();
+        let instance = match plugin.pre.instantiate_async(&mut store).await {
+            Ok(i) => i,
+            Err(e) if e.downcast_ref::<Trap>().is_some() => return Err(classify(&store, e)),
+            Err(e) => {
+                return Err(InvokeError::Instantiate {
+                    detail: Detail(format!("{e:#}")),
+                });
+            }
+        };
+        let instantiate = t0.elapsed();
+        tracing::Span::current().record("instantiate_us", instantiate.as_micros() as u64);
+        inner
+            .metrics
+            .instantiate_duration
+            .record(instantiate.as_secs_f64(), labels);
+
+        call.call(&instance, &mut store)
+            .await
+            .map_err(|e| classify(&store, e))
+    }
+
+    /// Outcome, duration and failure on the span and in the metrics.
+    fn record(
+        &self,
+        span: &tracing::Span,
+        labels: &[KeyValue; 3],
+        started: Instant,
+        outcome: &'static str,
+        error: Option<&InvokeError>,
+    ) {
+        let elapsed = started.elapsed();
+        let metrics = &self.inner.metrics;
+        span.record("outcome", outcome);
+        span.record("duration_us", elapsed.as_micros() as u64);
+        let mut attrs = labels.to_vec();
+        attrs.push(KeyValue::new("outcome", outcome));
+        metrics.invocations.add(1, &attrs);
+        metrics.call_duration.record(elapsed.as_secs_f64(), &attrs);
+        let Some(e) = error else { return };
+        let kind = match e {
+            InvokeError::Trap { kind, .. } => Some(kind.as_str()),
+            InvokeError::Budget(b) => Some(b.as_str()),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            span.record("trap.kind", kind);
+            let mut attrs = labels.to_vec();
+            attrs.push(KeyValue::new("trap.kind", kind));
+            metrics.traps.add(1, &attrs);
+        }
+        // A typed refusal is the plugin's answer, not a failure of the call.
+        if !matches!(e, InvokeError::Refused(_)) {
+            span.record("otel.status_code", "ERROR");
+            crate::telemetry::record_exception(span, e.outcome(), e);
+        }
+    }
+}
+
+fn invocation_span(plugin: &PluginVersion, function: &'static str) -> tracing::Span {
+    let meta = &plugin.meta;
+    tracing::info_span!(
+        "plugin.invoke",
+        plugin.name = %meta.name,
+        plugin.version = %meta.version,
+        plugin.digest = %meta.digest,
+        plugin.function = function,
+        outcome = Empty,
+        trap.kind = Empty,
+        instantiate_us = Empty,
+        duration_us = Empty,
+        otel.status_code = Empty,
+    )
+}
+
+/// Turn a wasmtime error from a call into a typed [`InvokeError`], preferring the limits the
+/// host itself recorded over the trap code they caused.
+fn classify(store: &Store<InvocationState>, err: wasmtime::Error) -> InvokeError {
+    let data = store.data();
+    if data.limiter.hits.memory {
+        return InvokeError::Budget(BudgetKind::Memory);
+    }
+    if data.limiter.hits.table {
+        return InvokeError::Budget(BudgetKind::Table);
+    }
+    if data.imports.log_exceeded() {
+        return InvokeError::Budget(BudgetKind::Log);
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => InvokeError::Budget(BudgetKind::Cpu),
+        Some(Trap::OutOfFuel) => InvokeError::Budget(BudgetKind::Fuel),
+        Some(trap) => InvokeError::Trap {
+            kind: trap_kind(*trap),
+            detail: Detail(format!("{err:?}")),
+        },
+        None => InvokeError::Trap {
+            kind: weir_core::ports::TrapKind::Host,
+            detail: Detail(format!("{err:?}")),
+        },
+    }
+}
+
+fn emit_stdio(stream: &'static str, out: &CapturedOutput) {
+    let (bytes, dropped) = out.take();
+    if bytes.is_empty() && dropped == 0 {
+        return;
+    }
+    for line in String::from_utf8_lossy(&bytes).lines() {
+        tracing::info!(target: "weir::plugin", stream, "{line}");
+    }
+    if dropped > 0 {
+        tracing::warn!(target: "weir::plugin", stream, dropped_bytes = dropped, "plugin output truncated");
+    }
+}

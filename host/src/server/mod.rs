@@ -1,0 +1,413 @@
+//! Start-up and the two listeners: the only place that assembles everything.
+//!
+//! [`Server::start`] opens the store and migrates it, seeds the demo catalog, builds the plugin
+//! runtime, admits the built-in reference plugin and any components in `plugins.dir`, wires
+//! the core's use-cases to their adapters (the traced store, the plugin decider, the events
+//! intake gate), binds the API and operations listeners, starts the background workers, and
+//! logs one line with the bound addresses. Every start-up failure carries its context chain
+//! ("could not open the database at ...: ...: permission denied").
+//! [`Server::drain`] hands everything to the shutdown coordinator
+//! ([`crate::lifecycle::shutdown::drain`]).
+//!
+//! # Layout
+//! - `mod.rs` (this file): [`Server`], [`AppState`], the wiring.
+//! - [`config`]: the full [`config::Config`] and its loading.
+
+pub mod config;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use weir_core::app::{OrderService, Ports, Settings};
+use weir_core::domain::Product;
+use weir_core::ports::{Detached, Spawner, SystemClock};
+
+use crate::catalog::CatalogReader;
+use crate::events::{ConsumerDeps, EventsHandle};
+use crate::http::ApiState;
+use crate::lifecycle::{DrainPlan, DrainReport, Shutdown, ShutdownConfig};
+use crate::ops::{InfoFacts, OpsState};
+use crate::policy::dependency::{Dependencies, Dependency};
+use crate::runtime::{PluginDecider, PluginVersion, Registry, Runtime};
+use crate::storage::{self, Store, StoreOptions, TracedStore};
+use config::Config;
+
+/// The small catalog seeded into an empty database so the service is usable at once.
+pub fn demo_catalog() -> Vec<Product> {
+    let now = Utc::now();
+    [
+        ("KB-001", "Mechanical keyboard", 8900, 100),
+        ("MS-002", "Wireless mouse", 2900, 250),
+        ("MN-003", "27-inch monitor", 27900, 40),
+        ("CB-004", "USB-C cable", 900, 1000),
+        ("HD-005", "Noise-cancelling headphones", 19900, 0),
+    ]
+    .into_iter()
+    .map(|(sku, name, price, stock)| Product {
+        sku: sku.to_owned(),
+        name: name.to_owned(),
+        unit_price: price,
+        currency: "EUR".to_owned(),
+        stock,
+        updated_at: now,
+    })
+    .collect()
+}
+
+/// Everything a running server is made of; tests and drills reach in through it.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database, traced (every call gets its `db.*` span).
+    pub store: Arc<dyn Store>,
+    /// The plugin engine.
+    pub runtime: Runtime,
+    /// Loaded plugin versions and active slots.
+    pub registry: Arc<Registry>,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The order use-cases, wired to the adapters above.
+    pub orders: OrderService,
+    /// The broker path (relay, consumer, backpressure), or the embedded default.
+    pub events: EventsHandle,
+    /// Outbound dependencies: breakers (readiness) and fault hooks (tests, drills).
+    pub deps: Arc<Dependencies>,
+    /// Readiness latches (draining, in rotation), in-flight requests, background workers.
+    pub shutdown: Shutdown,
+}
+
+impl AppState {
+    /// The plugin version that would serve the next orders call.
+    pub fn orders_plugin(&self) -> Option<Arc<PluginVersion>> {
+        self.registry.pick(&self.config.plugins.orders)
+    }
+}
+
+/// A running server.
+pub struct Server {
+    /// Bound API address.
+    pub api_addr: SocketAddr,
+    /// Bound operations address.
+    pub ops_addr: SocketAddr,
+    /// Shared state (store, runtime, registry, config, use-cases).
+    pub state: AppState,
+    listeners: Vec<JoinHandle<()>>,
+}
+
+/// Spawns the core's detached clean-up work on the tokio runtime.
+struct TokioSpawner;
+
+impl Spawner for TokioSpawner {
+    fn spawn(&self, task: Detached) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(task);
+        }
+    }
+}
+
+impl Server {
+    /// Start everything described in the module doc.
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        // First: instruments created below bind to the global meter provider.
+        if let Err(e) = crate::telemetry::metrics::install() {
+            tracing::error!(error = %e, "metrics disabled");
+        }
+        let store = open_store(&config).await?;
+
+        // Catalog reads: cache (optional), then the database, each behind its own
+        // dependency stack (timeout, concurrency limit, breaker, retries; see `policy`).
+        let policy = &config.policy;
+        let deps = Arc::new(Dependencies {
+            database: Dependency::new("database", true, policy.database.clone()),
+            cache: (!policy.cache.ttl.is_zero())
+                .then(|| Dependency::new("cache", false, policy.cache.dependency.clone())),
+        });
+        let (catalog, cache_kind) = CatalogReader::new(
+            store.clone(),
+            &deps.database,
+            deps.cache.as_ref().map(|d| (d, &policy.cache)),
+        )
+        .context("could not set up the catalog cache")?;
+        tracing::info!(cache = cache_kind, "catalog read path ready");
+        let runtime = Runtime::new(config.runtime.clone(), Arc::new(catalog))
+            .context("could not build the plugin engine")?;
+        runtime
+            .plugin_breakers()
+            .configure(policy.plugin_breaker.clone());
+        let registry = Arc::new(load_plugins(&config, &runtime).await?);
+
+        let events = match &config.amqp_url {
+            Some(url) => EventsHandle::amqp(url.clone(), config.events.clone(), store.clone()),
+            None => EventsHandle::default(),
+        };
+        let orders = OrderService::new(
+            Ports {
+                orders: store.clone(),
+                idempotency: store.clone(),
+                inbox: store.clone(),
+                outbox: store.clone(),
+                products: store.clone(),
+                decider: Arc::new(PluginDecider::new(
+                    runtime.clone(),
+                    registry.clone(),
+                    config.plugins.orders.clone(),
+                )),
+                intake: Arc::new(events.clone()),
+                clock: Arc::new(SystemClock),
+                spawner: Arc::new(TokioSpawner),
+            },
+            Settings {
+                lock_ttl: config.idempotency.lock_ttl,
+                retention: config.idempotency.retention,
+                ..Settings::default()
+            },
+        );
+        let state = AppState {
+            store: store.clone(),
+            runtime,
+            registry,
+            config: config.clone(),
+            orders,
+            events,
+            deps,
+            shutdown: Shutdown::new(),
+        };
+        let (api_addr, ops_addr, listeners) = serve(&state).await?;
+        spawn_idempotency_purge(&state);
+        // Outbox relay, consumer and backpressure monitor (none in the embedded default), as
+        // supervised workers: the drain cancels and waits for them with the others.
+        crate::events::spawn(
+            &state.events,
+            store.clone(),
+            ConsumerDeps {
+                orders: state.orders.clone(),
+                deadline: config.http.request_timeout,
+                shutdown: state.shutdown.clone(),
+            },
+            state.shutdown.supervisor(),
+        );
+
+        tracing::info!(
+            api = %api_addr,
+            ops = %ops_addr,
+            database = store.backend(),
+            orders_plugin = %config.plugins.orders,
+            "weir listening on http://{api_addr} (operations on http://{ops_addr})"
+        );
+        Ok(Self {
+            api_addr,
+            ops_addr,
+            state,
+            listeners,
+        })
+    }
+
+    /// The graceful shutdown of [`crate::lifecycle::shutdown`] with the configured pre-stop
+    /// delay and drain deadline; call at the first SIGTERM/SIGINT.
+    pub async fn drain(self) -> DrainReport {
+        let config = self.state.config.shutdown.clone();
+        self.drain_with(config).await
+    }
+
+    /// The same drain without a pre-stop delay and with `grace` as its deadline (tests).
+    pub async fn shutdown(self, grace: std::time::Duration) -> DrainReport {
+        let config = ShutdownConfig {
+            pre_stop_delay: std::time::Duration::ZERO,
+            drain_deadline: grace,
+            ..self.state.config.shutdown.clone()
+        };
+        self.drain_with(config).await
+    }
+
+    async fn drain_with(self, config: ShutdownConfig) -> DrainReport {
+        let store = self.state.store.clone();
+        let plan = DrainPlan {
+            config,
+            listeners: self.listeners,
+            invocations: Arc::new(self.state.runtime.clone()),
+            close: Box::pin(async move { store.close().await }),
+        };
+        crate::lifecycle::shutdown::drain(&self.state.shutdown, plan).await
+    }
+}
+
+/// The database in effect, migrated, seeded, and wrapped so every call is traced.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    if config.database_url.is_none() {
+        config.ensure_data_dir().with_context(|| {
+            format!(
+                "could not create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+    }
+    let url = config.effective_database_url();
+    let raw = storage::connect(
+        url.expose(),
+        &StoreOptions {
+            max_connections: config.database.max_connections,
+            acquire_timeout: config.database.acquire_timeout,
+            ..StoreOptions::default()
+        },
+    )
+    .await
+    .with_context(|| format!("could not open the database at {}", url.redacted()))?;
+    raw.migrate()
+        .await
+        .with_context(|| format!("could not migrate the database at {}", url.redacted()))?;
+    let store: Arc<dyn Store> = Arc::new(TracedStore::new(raw));
+    if config.seed_demo_catalog
+        && store
+            .seed_products_if_empty(&demo_catalog())
+            .await
+            .with_context(|| format!("could not seed the demo catalog into {}", url.redacted()))?
+    {
+        tracing::info!(products = demo_catalog().len(), "seeded the demo catalog");
+    }
+    Ok(store)
+}
+
+/// The registry with the built-in reference plugin and every component of `plugins.dir`
+/// admitted and active; fails when the configured orders plugin is not among them.
+async fn load_plugins(config: &Config, runtime: &Runtime) -> anyhow::Result<Registry> {
+    let registry = Registry::new();
+    let plugin_config = |name: &str| -> BTreeMap<String, String> {
+        config.plugins.config.get(name).cloned().unwrap_or_default()
+    };
+    let builtin = runtime
+        .load(weir_plugin_artifacts::ORDERS_WASM.to_vec(), plugin_config)
+        .await
+        .context("could not admit the built-in orders plugin")?;
+    admit(&registry, builtin, "built-in");
+    if let Some(dir) = &config.plugins.dir {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("could not read plugins.dir {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+            .collect();
+        files.sort();
+        for file in files {
+            let version = runtime
+                .load_file(&file, plugin_config)
+                .await
+                .with_context(|| format!("could not admit plugin {}", file.display()))?;
+            admit(&registry, version, &file.display().to_string());
+        }
+    }
+    anyhow::ensure!(
+        registry.pick(&config.plugins.orders).is_some(),
+        "plugins.orders is {:?} but no loaded plugin has that name",
+        config.plugins.orders
+    );
+    Ok(registry)
+}
+
+/// Bind both listeners and serve them until the shutdown token stops them.
+async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<JoinHandle<()>>)> {
+    let config = &state.config;
+    let bind = |addr: SocketAddr| async move {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener
+            .local_addr()
+            .with_context(|| format!("cannot read the address bound for {addr}"))?;
+        anyhow::Ok((listener, local))
+    };
+    let (api, api_addr) = bind(config.listen).await?;
+    let (ops, ops_addr) = bind(config.ops_listen).await?;
+
+    let api_state = ApiState {
+        orders: state.orders.clone(),
+        config: Arc::new(config.http.clone()),
+    };
+    let ops_state = OpsState {
+        database: state.store.clone(),
+        registry: state.registry.clone(),
+        runtime: state.runtime.clone(),
+        orders_plugin: config.plugins.orders.clone(),
+        deps: state.deps.clone(),
+        events: state.events.clone(),
+        shutdown: state.shutdown.clone(),
+        admin_token: config.admin_token.clone(),
+        facts: Arc::new(InfoFacts {
+            config_hash: config.hash(),
+            environment: config.environment.clone(),
+            budget: config.runtime.budget.clone(),
+            features: serde_json::json!({
+                "admin_api": config.admin_token.is_some(),
+                "broker_events": config.amqp_url.is_some(),
+                "redis_cache": config.policy.cache.redis_url.is_some(),
+                "plugins_dir": config.plugins.dir.is_some(),
+                "demo_catalog": config.seed_demo_catalog,
+            }),
+            pre_stop_delay_ms: config.shutdown.pre_stop_delay.as_millis() as u64,
+            drain_deadline_ms: config.shutdown.drain_deadline.as_millis() as u64,
+        }),
+    };
+    let shutdown = state.shutdown.clone();
+    // Outermost API layer: count admitted requests so the drain can wait for them.
+    let api_router =
+        crate::http::router(api_state, &config.policy).layer(axum::middleware::from_fn_with_state(
+            shutdown.clone(),
+            crate::lifecycle::shutdown::track_requests,
+        ));
+    let mut listeners = Vec::new();
+    for (listener, router, name) in [
+        (api, api_router, "api"),
+        (ops, crate::ops::router(ops_state), "ops"),
+    ] {
+        // Stop accepting at `stop_accepting`; keep-alive connections close after their
+        // current request.
+        let token = shutdown.listener_token();
+        listeners.push(tokio::spawn(async move {
+            // Connect info: the rate limit keys clients without an API key by peer IP.
+            let router = router.into_make_service_with_connect_info::<SocketAddr>();
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(listener = name, error = %e, "listener failed");
+            }
+        }));
+    }
+    Ok((api_addr, ops_addr, listeners))
+}
+
+fn admit(registry: &Registry, version: Arc<PluginVersion>, source: &str) {
+    let version = registry.insert(version);
+    let meta = &version.meta;
+    match registry.activate(&meta.name, &meta.digest) {
+        Ok(_) => tracing::info!(
+            plugin = %meta.name,
+            version = %meta.version,
+            digest = %meta.digest,
+            source,
+            "plugin admitted and active"
+        ),
+        Err(e) => tracing::error!(error = %e, "plugin admitted but not activated"),
+    }
+}
+
+/// The idempotency purge, a periodic [`crate::lifecycle::worker`]: deletes keys older than
+/// `idempotency.retention` every `idempotency.purge_interval`.
+fn spawn_idempotency_purge(state: &AppState) {
+    let store = state.store.clone();
+    let idempotency = state.config.idempotency.clone();
+    state.shutdown.supervisor().periodic(
+        "idempotency.purge",
+        idempotency.purge_interval,
+        move || {
+            let store = store.clone();
+            let cutoff = Utc::now()
+                - chrono::Duration::from_std(idempotency.retention)
+                    .unwrap_or(chrono::Duration::days(1));
+            async move { store.purge_idempotency(cutoff).await }
+        },
+    );
+}

@@ -1,0 +1,101 @@
+//! Small shared support with no dependency on any other module of the host: serde helpers for
+//! durations, the configuration-key error every section's `validate` returns, secrets and
+//! secret-bearing URLs, and the build facts.
+//!
+//! # Layout
+//! - [`secret`]: [`Secret`] and [`SecretUrl`] (redacted in `Debug`, `Serialize` and logs) and
+//!   the one URL redactor, [`redact_url`].
+//! - [`duration_ms`], [`duration_secs`]: a [`std::time::Duration`] written as whole
+//!   milliseconds or seconds in configuration files.
+//! - [`InvalidKey`]: "this dotted configuration key has an unusable value, because ...".
+//! - [`VERSION`], [`GIT_COMMIT`]: what was built.
+
+pub mod secret;
+
+pub use secret::{Secret, SecretUrl, redact_url};
+
+/// The crate version compiled into the binary.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Git commit of the build, or `unknown`.
+pub const GIT_COMMIT: &str = match option_env!("WEIR_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// A configuration value that parses but cannot work: the dotted key and why. Every
+/// configuration section's `validate` returns this; the server's configuration error names
+/// the key from it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration key `{key}`: {reason}")]
+pub struct InvalidKey {
+    /// Dotted key, e.g. `runtime.budget.timeout_ms`.
+    pub key: &'static str,
+    /// Why it is rejected.
+    pub reason: String,
+}
+
+impl InvalidKey {
+    /// `key` is invalid because of `reason`.
+    pub fn new(key: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// `Err(InvalidKey)` unless `ok`.
+pub fn ensure(ok: bool, key: &'static str, reason: &str) -> Result<(), InvalidKey> {
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidKey::new(key, reason))
+    }
+}
+
+/// Serde helper: a [`std::time::Duration`] written as whole milliseconds.
+pub mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialize as milliseconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Deserialize from milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Serde helper: a [`std::time::Duration`] written as whole seconds.
+pub mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialize as seconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    /// Deserialize from seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// An error and its causes on one line, `a: b: c` (what `{:#}` prints for `anyhow`).
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
