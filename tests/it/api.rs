@@ -9,22 +9,6 @@ use weir_plugin_artifacts as artifacts;
 
 use crate::support::{Backend, TestServer, order_body, plugin_dir};
 
-async fn post_order(
-    s: &TestServer,
-    key: Option<&str>,
-    body: &Value,
-) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut req = s.client.post(format!("{}/v1/orders", s.base)).json(body);
-    if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
-    }
-    let res = req.send().await.expect("request");
-    let status = res.status();
-    let headers = res.headers().clone();
-    let body = res.json::<Value>().await.unwrap_or(Value::Null);
-    (status, headers, body)
-}
-
 fn assert_problem(
     status: StatusCode,
     headers: &reqwest::header::HeaderMap,
@@ -71,24 +55,10 @@ async fn api_suite(backend: Backend) {
     let s = TestServer::start(backend, |_, _| {}).await;
 
     // Health.
-    let ready = s
-        .client
-        .get(format!("{}/readyz", s.ops))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    let ready: Value = ready.json().await.unwrap();
+    let (status, ready) = s.readyz().await;
+    assert_eq!(status, 200);
     assert_eq!(ready["ready"], true);
-    let info: Value = s
-        .client
-        .get(format!("{}/infoz", s.ops))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = s.ops_get("/infoz").await.1;
     assert_eq!(info["plugins"][0]["name"], "orders");
     assert!(!info["version"].as_str().unwrap().is_empty(), "{info}");
     assert!(!info["git_commit"].as_str().unwrap().is_empty(), "{info}");
@@ -114,20 +84,12 @@ async fn api_suite(backend: Backend) {
     );
 
     // Demo catalog is seeded.
-    let products: Value = s
-        .client
-        .get(format!("{}/v1/products", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let products = s.get("/v1/products").await.1;
     assert!(products["items"].as_array().unwrap().len() >= 4);
 
     // Place, then replay.
     let body = order_body("cus_alice", &[("KB-001", 1), ("CB-004", 3)]);
-    let (status, headers, order) = post_order(&s, Some("k-1"), &body).await;
+    let (status, headers, order) = s.post_order(Some("k-1"), &body).await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
     let id = order["id"].as_str().unwrap().to_owned();
     assert_eq!(headers["location"], format!("/v1/orders/{id}"));
@@ -136,35 +98,27 @@ async fn api_suite(backend: Backend) {
     assert_eq!(order["plugin"]["name"], "orders");
     assert_eq!(order["plugin"]["digest"].as_str().unwrap().len(), 64);
 
-    let (status, headers, replayed) = post_order(&s, Some("k-1"), &body).await;
+    let (status, headers, replayed) = s.post_order(Some("k-1"), &body).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(headers["idempotent-replayed"], "true");
     assert_eq!(replayed, order);
 
     // Same key, different body.
     let other = order_body("cus_alice", &[("KB-001", 2)]);
-    let (status, headers, problem) = post_order(&s, Some("k-1"), &other).await;
+    let (status, headers, problem) = s.post_order(Some("k-1"), &other).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_problem(status, &headers, &problem, "IDEMPOTENCY_KEY_REUSED");
 
     // Read back, list, paginate.
-    let got: Value = s
-        .client
-        .get(format!("{}/v1/orders/{id}", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got = s.get(&format!("/v1/orders/{id}")).await.1;
     assert_eq!(got, order);
     for i in 0..4 {
-        let (st, _, _) = post_order(
-            &s,
-            Some(&format!("page-{i}")),
-            &order_body("cus_bob", &[("MS-002", 1)]),
-        )
-        .await;
+        let (st, _, _) = s
+            .post_order(
+                Some(&format!("page-{i}")),
+                &order_body("cus_bob", &[("MS-002", 1)]),
+            )
+            .await;
         assert_eq!(st, StatusCode::CREATED);
     }
     let mut seen = Vec::new();
@@ -212,15 +166,7 @@ async fn api_suite(backend: Backend) {
     }
 
     // Event feed: placed events for 5 orders and one cancel, as CloudEvents.
-    let feed: Value = s
-        .client
-        .get(format!("{}/v1/events?after=0&limit=100", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed = s.get("/v1/events?after=0&limit=100").await.1;
     let items = feed["items"].as_array().unwrap();
     assert_eq!(items.len(), 6, "{feed}");
     assert_eq!(items[0]["specversion"], "1.0");
@@ -232,15 +178,10 @@ async fn api_suite(backend: Backend) {
         .map(|e| e["sequence"].as_str().unwrap().parse().unwrap())
         .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]));
-    let next: Value = s
-        .client
-        .get(format!("{}/v1/events?after={}", s.base, feed["next_after"]))
-        .send()
+    let next = s
+        .get(&format!("/v1/events?after={}", feed["next_after"]))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert!(next["items"].as_array().unwrap().is_empty());
 
     // OpenAPI.
@@ -273,7 +214,7 @@ async fn concurrent_same_key(backend: Backend) {
     let s = TestServer::start(backend, |_, _| {}).await;
     let body = order_body("cus_carol", &[("KB-001", 1)]);
     let results =
-        futures::future::join_all((0..16).map(|_| post_order(&s, Some("same-key"), &body))).await;
+        futures::future::join_all((0..16).map(|_| s.post_order(Some("same-key"), &body))).await;
     let mut ids = BTreeSet::new();
     for (status, headers, body) in &results {
         match *status {
@@ -291,15 +232,7 @@ async fn concurrent_same_key(backend: Backend) {
         1,
         "exactly one order id across all 201s: {ids:?}"
     );
-    let page: Value = s
-        .client
-        .get(format!("{}/v1/orders?customer_id=cus_carol", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = s.get("/v1/orders?customer_id=cus_carol").await.1;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     let counts = s.state().store.count_rows().await.unwrap();
     assert_eq!((counts.orders, counts.outbox_events), (1, 1));
@@ -471,9 +404,8 @@ async fn every_error_code_is_produced_and_well_formed() {
         .digest
         .clone();
     s.state().registry.deactivate("orders").unwrap();
-    let ready = c.get(format!("{}/readyz", s.ops)).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
-    let ready: Value = ready.json().await.unwrap();
+    let (status, ready) = s.readyz().await;
+    assert_eq!(status, 503);
     assert!(
         ready["checks"]
             .as_array()
@@ -526,14 +458,8 @@ async fn every_error_code_is_produced_and_well_formed() {
     check(status, &headers, &body, "SHUTTING_DOWN");
     // Storage unavailable: the pool is closed under the running server.
     s2.state().store.close().await;
-    let ready = s2
-        .client
-        .get(format!("{}/readyz", s2.ops))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
-    let ready: Value = ready.json().await.unwrap();
+    let (status, ready) = s2.readyz().await;
+    assert_eq!(status, 503);
     assert!(
         ready["checks"]
             .as_array()
@@ -799,8 +725,9 @@ async fn products_are_written_listed_priced_and_validated() {
             .iter()
             .any(|p| p["sku"] == "NEW-1" && p["name"] == "New thing")
     );
-    let (status, _, order) =
-        post_order(&s, Some("new-1"), &order_body("cus_erin", &[("NEW-1", 2)])).await;
+    let (status, _, order) = s
+        .post_order(Some("new-1"), &order_body("cus_erin", &[("NEW-1", 2)]))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
     assert_eq!(order["subtotal"], 2468);
 
@@ -843,21 +770,21 @@ async fn idempotency_keys_expire_after_the_configured_retention() {
         c.idempotency.retention = std::time::Duration::from_secs(1);
     })
     .await;
-    let (status, _, first) = post_order(
-        &s,
-        Some("short-lived"),
-        &order_body("cus_frank", &[("KB-001", 1)]),
-    )
-    .await;
+    let (status, _, first) = s
+        .post_order(
+            Some("short-lived"),
+            &order_body("cus_frank", &[("KB-001", 1)]),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let other = order_body("cus_frank", &[("KB-001", 2)]);
-    let (status, _, body) = post_order(&s, Some("short-lived"), &other).await;
+    let (status, _, body) = s.post_order(Some("short-lived"), &other).await;
     assert_eq!(body["code"], "IDEMPOTENCY_KEY_REUSED", "{status} {body}");
     // Expiry is time-based: poll, bounded, until the key is past its retention.
     let mut second = None;
     for _ in 0..60 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let (status, _, body) = post_order(&s, Some("short-lived"), &other).await;
+        let (status, _, body) = s.post_order(Some("short-lived"), &other).await;
         if status == StatusCode::CREATED {
             second = Some(body);
             break;

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use weir_host::events::{AmqpUrl, EventsConfig};
 use weir_host::server::config::Config;
 
-use crate::support::{Backend, TestServer, order_body};
+use crate::support::{Backend, TestServer, check, order_body};
 
 const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Upper bound of any wait on the broker in these tests.
@@ -363,15 +363,7 @@ async fn relay_publishes_every_order_once_in_order_with_trace_context() {
         assert_eq!(types, want, "order {id}");
     }
     // Readiness reports the broker connected; /infoz shows the broker path.
-    let ready: Value = s
-        .client
-        .get(format!("{}/readyz", s.ops))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = s.ops_get("/readyz").await.1;
     let broker_check = ready["checks"]
         .as_array()
         .unwrap()
@@ -379,15 +371,7 @@ async fn relay_publishes_every_order_once_in_order_with_trace_context() {
         .find(|c| c["name"] == "broker")
         .expect("broker check");
     assert_eq!(broker_check["detail"], "connected", "{ready}");
-    let info: Value = s
-        .client
-        .get(format!("{}/infoz", s.ops))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = s.ops_get("/infoz").await.1;
     assert_eq!(info["events"]["mode"], "amqp");
     // The relay, the consumer and the monitor run on the worker supervisor (and its drain).
     let workers = info["workers"].as_array().expect("workers in /infoz");
@@ -470,20 +454,9 @@ impl Drop for Proxy {
 async fn readyz_until(s: &TestServer, what: &str, want: impl Fn(&str) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let res = s
-            .client
-            .get(format!("{}/readyz", s.ops))
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        let body: Value = res.json().await.unwrap();
-        let detail = body["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "broker")
-            .and_then(|c| c["detail"].as_str())
+        let (status, body) = s.readyz().await;
+        let detail = check(&body, "broker")["detail"]
+            .as_str()
             .unwrap_or_default()
             .to_owned();
         if want(&detail) {
@@ -704,15 +677,7 @@ fn cloud_event(id: &str, event_type: &str, order_id: &str) -> Vec<u8> {
 }
 
 async fn order_status(s: &TestServer, id: &str) -> (String, i64) {
-    let o: Value = s
-        .client
-        .get(format!("{}/v1/orders/{id}", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let o = s.get(&format!("/v1/orders/{id}")).await.1;
     (
         o["status"].as_str().unwrap().to_owned(),
         o["version"].as_i64().unwrap(),
@@ -920,15 +885,7 @@ async fn backpressure_rejects_intake_until_the_outbox_drains() {
     assert_eq!(headers["content-type"], "application/problem+json");
     // Load, not failure: still ready; /infoz shows it.
     readyz_until(&s, "degraded but ready", |d| d.starts_with("degraded")).await;
-    let info: Value = s
-        .client
-        .get(format!("{}/infoz", s.ops))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = s.ops_get("/infoz").await.1;
     assert_eq!(info["events"]["backpressure"]["active"], true, "{info}");
     assert_eq!(info["events"]["backpressure"]["unpublished"], 3, "{info}");
 

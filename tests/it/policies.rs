@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use weir_host::policy::circuit_breaker::BreakerState;
 
-use crate::support::{Backend, TestServer, order_body};
+use crate::support::{Backend, TestServer, check, eventually, order_body};
 
 /// Sum of the samples of `name` whose label set contains every `labels` pair.
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -26,69 +26,11 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-async fn metrics_text(s: &TestServer) -> String {
-    let res = s
-        .client
-        .get(format!("{}/metrics", s.ops))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    assert!(
-        res.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
-    );
-    res.text().await.unwrap()
-}
-
 async fn place(s: &TestServer, key: &str) -> (u16, reqwest::header::HeaderMap, Value) {
-    let res = s
-        .client
-        .post(format!("{}/v1/orders", s.base))
-        .header("Idempotency-Key", key)
-        .json(&order_body("cus_policy", &[("KB-001", 1)]))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    (status, headers, res.json().await.unwrap_or(Value::Null))
-}
-
-async fn readyz(s: &TestServer) -> (u16, Value) {
-    let res = s
-        .client
-        .get(format!("{}/readyz", s.ops))
-        .send()
-        .await
-        .unwrap();
-    (res.status().as_u16(), res.json().await.unwrap())
-}
-
-fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
-    body["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} check in {body}"))
-}
-
-/// Poll `probe` until it returns true: at most `tries` times, `every` apart.
-async fn eventually<F, Fut>(what: &str, tries: u32, every: Duration, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..tries {
-        if probe().await {
-            return;
-        }
-        tokio::time::sleep(every).await;
-    }
-    panic!("{what}: not reached after {tries} tries {every:?} apart");
+    let (status, headers, body) = s
+        .post_order(Some(key), &order_body("cus_policy", &[("KB-001", 1)]))
+        .await;
+    (status.as_u16(), headers, body)
 }
 
 /// The scenario: a slow catalog makes lookups time out at the configured bound and
@@ -125,7 +67,7 @@ async fn slow_catalog_times_out_opens_the_breaker_fails_fast_and_recovers() {
 
     let (status, _, body) = place(&s, "healthy").await;
     assert_eq!(status, 201, "{body}");
-    let before = metrics_text(&s).await;
+    let before = s.metrics().await;
 
     // Slow catalog: far beyond the 100ms bound of a database attempt. With the healthy call
     // above, two timeouts make 2 failures of 3 calls: the breaker opens; the third request is
@@ -138,7 +80,7 @@ async fn slow_catalog_times_out_opens_the_breaker_fails_fast_and_recovers() {
         assert_eq!(body["retryable"], true);
         assert!(headers.contains_key("retry-after"));
     }
-    let after_slow = metrics_text(&s).await;
+    let after_slow = s.metrics().await;
     assert!(
         timeouts(&after_slow) - timeouts(&before) >= 2.0,
         "slow lookups ended as timeouts of the database attempt"
@@ -148,7 +90,7 @@ async fn slow_catalog_times_out_opens_the_breaker_fails_fast_and_recovers() {
         "the third was short-circuited"
     );
     assert_eq!(deps.database.breaker.state(), BreakerState::Open);
-    let (status, body) = readyz(&s).await;
+    let (status, body) = s.readyz().await;
     assert_eq!(
         status, 503,
         "an open breaker on the database makes the instance unready: {body}"
@@ -162,7 +104,7 @@ async fn slow_catalog_times_out_opens_the_breaker_fails_fast_and_recovers() {
         (status, body["code"].as_str()),
         (503, Some("DEPENDENCY_UNAVAILABLE"))
     );
-    let while_open = metrics_text(&s).await;
+    let while_open = s.metrics().await;
     assert_eq!(
         timeouts(&while_open),
         timeouts(&after_slow),
@@ -180,11 +122,11 @@ async fn slow_catalog_times_out_opens_the_breaker_fails_fast_and_recovers() {
         || async { deps.database.breaker.state() == BreakerState::HalfOpen },
     )
     .await;
-    assert_eq!(readyz(&s).await.0, 200);
+    assert_eq!(s.readyz().await.0, 200);
     let (status, _, body) = place(&s, "recovered").await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(deps.database.breaker.state(), BreakerState::Closed);
-    let closed = metrics_text(&s).await;
+    let closed = s.metrics().await;
     for (from, to) in [
         ("closed", "open"),
         ("open", "half_open"),
@@ -281,7 +223,7 @@ async fn a_flood_beyond_the_concurrency_limit_is_shed_while_admitted_requests_su
     for a in admitted {
         assert_eq!(a.await.unwrap(), 201, "admitted requests succeed");
     }
-    let text = metrics_text(&s).await;
+    let text = s.metrics().await;
     assert!(
         metric(
             &text,
@@ -482,9 +424,9 @@ async fn the_redis_cache_serves_reads_and_its_failures_degrade_to_the_database()
     .await;
     let cached: Value = serde_json::from_str(&redis_get(&key).await.unwrap()).unwrap();
     assert_eq!(cached["sku"], "KB-001");
-    let before = metrics_text(&s).await;
+    let before = s.metrics().await;
     assert_eq!(place(&s, "cached").await.0, 201);
-    let after = metrics_text(&s).await;
+    let after = s.metrics().await;
     assert!(hits(&after, "ok") > hits(&before, "ok"));
 
     // A slow cache: every lookup times out at the cache bound, the breaker opens, and
@@ -498,10 +440,10 @@ async fn the_redis_cache_serves_reads_and_its_failures_degrade_to_the_database()
         );
     }
     assert_eq!(cache.breaker.state(), BreakerState::Open);
-    let (status, body) = readyz(&s).await;
+    let (status, body) = s.readyz().await;
     assert_eq!(status, 200, "the cache is optional: {body}");
     assert_eq!(check(&body, "cache.breaker")["ok"], true);
-    let degraded = metrics_text(&s).await;
+    let degraded = s.metrics().await;
     assert!(hits(&degraded, "timeout") >= 2.0);
     assert!(
         db_reads(&degraded) > db_reads(&after),
@@ -564,7 +506,7 @@ async fn metrics_pass_promtool_and_labels_are_bounded() {
             .await
             .unwrap();
     }
-    let text = metrics_text(&s).await;
+    let text = s.metrics().await;
     for name in [
         "http_server_request_duration_seconds_bucket",
         "http_server_active_requests",

@@ -7,33 +7,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Backend, TestServer, order_body};
+use crate::support::{Backend, TestServer, check, order_body};
 
 const TOKEN: &str = "admin-token-for-rotation-tests";
-
-fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
-    body["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} check in {body}"))
-}
-
-async fn get(s: &TestServer, path: &str) -> (u16, Value) {
-    let r = s
-        .client
-        .get(format!("{}{path}", s.ops))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 #[tokio::test]
 async fn operators_take_an_instance_out_of_rotation_and_back() {
@@ -41,7 +17,7 @@ async fn operators_take_an_instance_out_of_rotation_and_back() {
         c.admin_token = Some(weir_host::server::config::Secret::new(TOKEN));
     })
     .await;
-    let (status, ready) = get(&s, "/readyz").await;
+    let (status, ready) = s.ops_get("/readyz").await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(check(&ready, "in_rotation")["ok"], true);
     assert_eq!(check(&ready, "draining")["ok"], true);
@@ -59,7 +35,7 @@ async fn operators_take_an_instance_out_of_rotation_and_back() {
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["code"], "ADMIN_UNAUTHORIZED");
     }
-    assert_eq!(get(&s, "/readyz").await.0, 200);
+    assert_eq!(s.ops_get("/readyz").await.0, 200);
 
     // Out of rotation: readiness fails, liveness stays, the API still serves.
     let r = s
@@ -76,10 +52,10 @@ async fn operators_take_an_instance_out_of_rotation_and_back() {
         body,
         json!({"in_rotation": false, "draining": false, "previous": true})
     );
-    let (status, ready) = get(&s, "/readyz").await;
+    let (status, ready) = s.ops_get("/readyz").await;
     assert_eq!(status, 503, "{ready}");
     assert_eq!(check(&ready, "in_rotation")["ok"], false);
-    assert_eq!(get(&s, "/livez").await.0, 200);
+    assert_eq!(s.ops_get("/livez").await.0, 200);
     let placed = s
         .client
         .post(format!("{}/v1/orders", s.base))
@@ -112,8 +88,8 @@ async fn operators_take_an_instance_out_of_rotation_and_back() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(get(&s, "/readyz").await.0, 200);
-    let (_, info) = get(&s, "/infoz").await;
+    assert_eq!(s.ops_get("/readyz").await.0, 200);
+    let (_, info) = s.ops_get("/infoz").await;
     assert_eq!(info["features"]["admin_api"], true, "{info}");
     assert_eq!(info["shutdown"]["in_rotation"], true, "{info}");
     assert_eq!(info["shutdown"]["draining"], false, "{info}");
@@ -141,7 +117,7 @@ async fn admin_endpoints_are_disabled_without_a_token() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "ADMIN_DISABLED");
-    assert_eq!(get(&s, "/readyz").await.0, 200, "nothing changed");
+    assert_eq!(s.ops_get("/readyz").await.0, 200, "nothing changed");
     s.stop().await;
 }
 
@@ -166,11 +142,11 @@ async fn readiness_fails_at_once_while_listeners_serve_through_the_pre_stop_dela
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(draining, "the drain started");
-    let (status, ready) = get(&s, "/readyz").await;
+    let (status, ready) = s.ops_get("/readyz").await;
     assert_eq!(status, 503, "{ready}");
     assert_eq!(check(&ready, "draining")["ok"], false);
-    assert_eq!(get(&s, "/livez").await.0, 200, "liveness is unaffected");
-    assert_eq!(get(&s, "/infoz").await.1["shutdown"]["draining"], true);
+    assert_eq!(s.ops_get("/livez").await.0, 200, "liveness is unaffected");
+    assert_eq!(s.ops_get("/infoz").await.1["shutdown"]["draining"], true);
     // During the pre-stop delay the API still admits and serves requests.
     let placed = s
         .client

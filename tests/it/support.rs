@@ -89,3 +89,111 @@ pub fn order_body(customer: &str, lines: &[(&str, u32)]) -> serde_json::Value {
         "lines": lines.iter().map(|(sku, q)| serde_json::json!({"sku": sku, "quantity": q})).collect::<Vec<_>>(),
     })
 }
+
+/// Status and body of a response; the body as JSON, or `Value::String` of its text.
+async fn status_and_body(res: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("response body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+impl TestServer {
+    /// `GET` `path` on the API listener.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        status_and_body(res).await
+    }
+
+    /// `GET` `path` on the operations listener.
+    pub async fn ops_get(&self, path: &str) -> (u16, serde_json::Value) {
+        let res = self
+            .client
+            .get(format!("{}{path}", self.ops))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        status_and_body(res).await
+    }
+
+    /// `POST /v1/orders` with `body`, and `key` as the `Idempotency-Key` when given: status,
+    /// headers and the JSON body (`Null` when it is not JSON).
+    pub async fn post_order(
+        &self,
+        key: Option<&str>,
+        body: &serde_json::Value,
+    ) -> (
+        reqwest::StatusCode,
+        reqwest::header::HeaderMap,
+        serde_json::Value,
+    ) {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/orders", self.base))
+            .json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let res = req.send().await.expect("POST /v1/orders");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.json().await.unwrap_or(serde_json::Value::Null);
+        (status, headers, body)
+    }
+
+    /// `/readyz`: status and body.
+    pub async fn readyz(&self) -> (u16, serde_json::Value) {
+        self.ops_get("/readyz").await
+    }
+
+    /// The Prometheus text of `/metrics`, checked for its content type.
+    pub async fn metrics(&self) -> String {
+        let res = self
+            .client
+            .get(format!("{}/metrics", self.ops))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        res.text().await.unwrap()
+    }
+}
+
+/// The readiness check `name` of a `/readyz` body.
+pub fn check<'a>(body: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    body["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {body}"))
+}
+
+/// Poll `probe` until it returns true: at most `tries` times, `every` apart (for state that
+/// settles over time, e.g. a breaker's open period; never to wait for an event).
+pub async fn eventually<F, Fut>(what: &str, tries: u32, every: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..tries {
+        if probe().await {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
+    panic!("{what}: not reached after {tries} tries {every:?} apart");
+}

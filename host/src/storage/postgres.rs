@@ -165,12 +165,24 @@ impl PgStore {
         if let Some(timeout) = opts.statement_timeout {
             options = options.options([("statement_timeout", timeout.as_millis().to_string())]);
         }
-        let pool = PgPoolOptions::new()
+        let pool = match PgPoolOptions::new()
             .max_connections(opts.max_connections.max(1))
             .acquire_timeout(opts.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .map_err(|e| ConnectError::Open(db_err(e)))?;
+        {
+            Ok(pool) => pool,
+            // The pool retries until its timeout and then reports only that; one direct
+            // attempt names the cause (refused, authentication, unknown database...).
+            Err(sqlx::Error::PoolTimedOut) => {
+                let cause = match sqlx::ConnectOptions::connect(&options).await {
+                    Ok(_) => sqlx::Error::PoolTimedOut,
+                    Err(e) => e,
+                };
+                return Err(ConnectError::Open(db_err(cause)));
+            }
+            Err(e) => return Err(ConnectError::Open(db_err(e))),
+        };
         Ok(PgStore {
             pool,
             url: redacted,

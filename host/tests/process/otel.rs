@@ -6,84 +6,27 @@
 //! through the shutdown flush that SIGTERM triggers.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use weir_tests::otlp::{Attributes, Receiver};
+
+use crate::support::{Weir, weir_command};
 
 const ADMIN_TOKEN: &str = "otel-process-test-admin-token";
 
-struct Weir {
-    child: Child,
-    api: String,
-    ops: String,
-    stdout: tokio::task::JoinHandle<Vec<String>>,
-    _dir: tempfile::TempDir,
-}
-
-/// Start `weir serve` on ephemeral ports with `env`, and wait for its "listening" line.
+/// Start `weir serve` on ephemeral ports in a fresh data directory with `env`.
 async fn start(env: &[(&str, String)]) -> Weir {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    let mut cmd = weir_command();
     cmd.arg("serve")
         .env("WEIR_LISTEN", "127.0.0.1:0")
         .env("WEIR_OPS_LISTEN", "127.0.0.1:0")
-        .env("WEIR_DATA_DIR", dir.path().join("data"))
-        .env("RUST_LOG", "info")
-        .env_remove("DATABASE_URL")
-        .env_remove("AMQP_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
+        .env("WEIR_DATA_DIR", dir.path().join("data"));
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn weir");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let listening = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("weir listening") {
-                return serde_json::from_str::<Value>(&line).unwrap();
-            }
-        }
-        panic!("weir exited before listening");
-    })
-    .await
-    .expect("weir did not log its listening line within 120 s");
-    let stdout = tokio::spawn(async move {
-        let mut rest = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            rest.push(line);
-        }
-        rest
-    });
-    Weir {
-        child,
-        api: format!("http://{}", listening["api"].as_str().unwrap()),
-        ops: format!("http://{}", listening["ops"].as_str().unwrap()),
-        stdout,
-        _dir: dir,
-    }
-}
-
-impl Weir {
-    /// SIGTERM, then the exit status and every stdout line after the listening one.
-    async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
-        let pid = self.child.id().expect("running").to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
-            .await
-            .expect("weir did not exit within 60 s of SIGTERM")
-            .unwrap();
-        (status, self.stdout.await.unwrap())
-    }
+    Weir::spawn_in(cmd, Some(dir)).await
 }
 
 fn otlp_env(receiver: &Receiver) -> Vec<(&'static str, String)> {
@@ -103,7 +46,7 @@ fn otlp_env(receiver: &Receiver) -> Vec<(&'static str, String)> {
 }
 
 fn order(customer: &str, sku: &str) -> Value {
-    json!({"customer_id": customer, "currency": "EUR", "lines": [{"sku": sku, "quantity": 1}]})
+    crate::support::order_body(customer, sku)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,14 +57,7 @@ async fn sigterm_flushes_all_signals_with_one_resource_and_the_ratio_changes_at_
     let sampling = format!("{}/admin/telemetry/sampling", weir.ops);
 
     // /infoz shows the live ratio and what is exported.
-    let info: Value = c
-        .get(format!("{}/infoz", weir.ops))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = weir.ops_json("/infoz").await;
     assert_eq!(info["telemetry"]["sampling"]["ratio"], 1.0, "{info}");
     assert_eq!(
         info["telemetry"]["export"],
@@ -152,14 +88,7 @@ async fn sigterm_flushes_all_signals_with_one_resource_and_the_ratio_changes_at_
     let answer: Value = res.json().await.unwrap();
     assert_eq!(answer["previous_ratio"], 1.0, "{answer}");
     assert_eq!(answer["ratio"], 0.0, "{answer}");
-    let info: Value = c
-        .get(format!("{}/infoz", weir.ops))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = weir.ops_json("/infoz").await;
     assert_eq!(info["telemetry"]["sampling"]["ratio"], 0.0, "{info}");
     let dropped = format!("dropped-{}", uuid::Uuid::new_v4().simple());
     let res = c
@@ -309,14 +238,7 @@ async fn without_an_endpoint_nothing_is_exported_and_nothing_complains() {
     ])
     .await;
     let c = reqwest::Client::new();
-    let info: Value = c
-        .get(format!("{}/infoz", weir.ops))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = weir.ops_json("/infoz").await;
     assert_eq!(
         info["telemetry"]["export"],
         json!({"traces": false, "metrics": false, "logs": false}),

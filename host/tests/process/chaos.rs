@@ -24,20 +24,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::RwLock;
 use weir_host::storage::testing::PgTestDb;
 
-/// Upper bound of any single wait (start-up, exit, polling).
-const WAIT: Duration = Duration::from_secs(120);
-const POLL: Duration = Duration::from_millis(20);
+use crate::support::{POLL, WAIT, Weir, client, field, weir_command};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Backend {
@@ -78,26 +73,13 @@ impl Deployment {
     }
 
     async fn start(&self, config: &Path) -> Weir {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+        let mut cmd = weir_command();
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--config")
             .arg(config);
-        for var in [
-            "DATABASE_URL",
-            "AMQP_URL",
-            "REDIS_URL",
-            "WEIR_ADMIN_TOKEN",
-            "WEIR_CONFIG",
-            "WEIR_LISTEN",
-            "WEIR_OPS_LISTEN",
-            "WEIR_DATA_DIR",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-        ] {
-            cmd.env_remove(var);
-        }
         if let Some(pg) = &self.pg {
             cmd.arg("--database-url").arg(pg.url());
         }
@@ -173,161 +155,8 @@ impl Deployment {
     }
 }
 
-/// One `weir serve` process and its JSON log.
-struct Weir {
-    child: Child,
-    api: String,
-    ops: String,
-    log: Arc<Mutex<Vec<Value>>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-fn field<'a>(line: &'a Value, name: &str) -> Option<&'a Value> {
-    line.get(name).or_else(|| line.get("fields")?.get(name))
-}
-
-fn message(line: &Value) -> &str {
-    field(line, "message")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-}
-
-impl Weir {
-    async fn spawn(mut cmd: Command) -> Self {
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn weir");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if message(&v).starts_with("weir listening") {
-                    let _ = tx.send(v.clone());
-                }
-                sink.lock().unwrap().push(v);
-            }
-        });
-        let mut err_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let err_sink = stderr.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = err_lines.next_line().await {
-                let mut s = err_sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let listening = tokio::time::timeout(WAIT, rx.recv()).await;
-        let Ok(Some(line)) = listening else {
-            let _ = child.start_kill();
-            panic!(
-                "weir did not log `weir listening` within {WAIT:?}; stderr:\n{}",
-                stderr.lock().unwrap()
-            );
-        };
-        let addr = |name: &str| {
-            format!(
-                "http://{}",
-                field(&line, name)
-                    .and_then(Value::as_str)
-                    .unwrap_or_else(|| panic!("no `{name}` in the start-up line {line}"))
-            )
-        };
-        Self {
-            api: addr("api"),
-            ops: addr("ops"),
-            child,
-            log,
-            stderr,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("running child has a pid");
-        let status = std::process::Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
-    }
-
-    /// Wait for the exit (bounded) and return its code.
-    async fn exit_code(&mut self) -> Option<i32> {
-        match tokio::time::timeout(WAIT, self.child.wait()).await {
-            Ok(status) => status.expect("wait for weir").code(),
-            Err(_) => {
-                let _ = self.child.start_kill();
-                panic!("weir did not exit within {WAIT:?}");
-            }
-        }
-    }
-
-    async fn kill9(mut self) {
-        self.child.kill().await.expect("SIGKILL weir");
-    }
-
-    /// The first log line whose message starts with `prefix`.
-    fn log_line(&self, prefix: &str) -> Value {
-        let log = self.log.lock().unwrap();
-        log.iter()
-            .find(|l| message(l).starts_with(prefix))
-            .cloned()
-            .unwrap_or_else(|| {
-                panic!(
-                    "no log line starting with {prefix:?}; messages: {:#?}\nstderr:\n{}",
-                    log.iter().map(message).collect::<Vec<_>>(),
-                    self.stderr.lock().unwrap()
-                )
-            })
-    }
-
-    /// Wait (bounded) until a log line starting with `prefix` was written.
-    async fn wait_log(&self, prefix: &str) {
-        let started = tokio::time::Instant::now();
-        while !self
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| message(l).starts_with(prefix))
-        {
-            assert!(
-                started.elapsed() < WAIT,
-                "timed out waiting for log line {prefix:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Poll `/infoz` until `pred` holds (bounded).
-    async fn wait_infoz(&self, what: &str, pred: impl Fn(&Value) -> bool) {
-        let client = reqwest::Client::new();
-        let started = tokio::time::Instant::now();
-        loop {
-            if let Ok(r) = client.get(format!("{}/infoz", self.ops)).send().await
-                && let Ok(v) = r.json::<Value>().await
-                && pred(&v)
-            {
-                return;
-            }
-            assert!(started.elapsed() < WAIT, "timed out waiting for {what}");
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
 fn order_body(customer: &str) -> Value {
-    json!({
-        "customer_id": customer,
-        "currency": "EUR",
-        "lines": [{"sku": "CB-004", "quantity": 1}],
-    })
+    crate::support::order_body(customer, "CB-004")
 }
 
 /// What the client saw for one request.
@@ -368,13 +197,6 @@ async fn place(client: &reqwest::Client, base: &str, key: &str) -> Outcome {
         },
         Err(e) => Outcome::Transport(format!("body: {e:?}")),
     }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(WAIT)
-        .build()
-        .expect("client")
 }
 
 /// Generous request timeout and drain deadline: on a busy CI machine a slow request must not

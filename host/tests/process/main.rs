@@ -1,0 +1,21 @@
+//! Process-level tests of the `weir` binary, one test binary: the real executable, real files,
+//! real signals, real exit codes, and the in-process runtime logging test.
+//!
+//! - [`support`]: one `weir` child process ([`support::Weir`]): spawn, wait for its start-up
+//!   line, signal it, read its JSON log and stderr, poll `/infoz`, all bounded in time.
+//! - `chaos`: SIGTERM and SIGKILL under load on SQLite and PostgreSQL, the consumer killed
+//!   mid-message, a second signal.
+//! - `cli`: `weir plugin check`, configuration errors.
+//! - `errors`: the context chain of start-up, store and plugin failures in one log line and
+//!   one span error.
+//! - `otel`: OpenTelemetry export to a real OTLP receiver, flushed at SIGTERM.
+//! - `plugin_logs`: guest output and plugin logs inside the invocation span (it installs a
+//!   thread-local subscriber; the other tests here run `weir` as a child process and install
+//!   none, so callsite interest is never decided without it).
+
+mod chaos;
+mod cli;
+mod errors;
+mod otel;
+mod plugin_logs;
+mod support;
