@@ -1,7 +1,7 @@
 //! Health latches and the in-process drain: taking an instance out of rotation through the
 //! admin API (bearer token), readiness failing while draining, and the pre-stop delay during
 //! which the listeners still serve. Process-level shutdown (signals, exit codes, kill -9) is
-//! in `host/tests/chaos.rs`.
+//! in `host/tests/process/chaos.rs`.
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //! stay independent while running in parallel with each other and with the rest of the suite
 //! (whose spans are exported too, and ignored). Process-wide behaviour (the real `weir`
 //! binary, `OTEL_*` variables, metrics and logs, the admin ratio change, SIGTERM flush) is
-//! tested in `host/tests/otel_process.rs`.
+//! tested in `host/tests/process/otel.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;

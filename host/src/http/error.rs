@@ -1,7 +1,7 @@
 //! The one error taxonomy of the HTTP API and its single mapping to problem responses.
 //!
 //! Every failure a client can see is an [`ApiError`]. [`ApiError::spec`] is the only place
-//! that decides status, stable `code`, class and retryability; [`CATALOG`] lists every code
+//! that decides status, stable `code`, class and retryability; [`codes::CATALOG`] lists every code
 //! (a test checks it against RUNBOOK.md). `IntoResponse` never logs: it puts the error in the
 //! response extensions and the request-context middleware renders the problem body with the
 //! request and trace ids and logs it inside the request span.

@@ -1,7 +1,7 @@
 //! `/v1/orders`: place, read, list and cancel orders.
 //!
 //! Thin handlers: extract the request, call the core's use-case
-//! ([`OrderService::place_order`], [`OrderService::apply_transition`], the queries), map the
+//! (`OrderService::place_order`, `OrderService::apply_transition`, the queries), map the
 //! result. The idempotency, the plugin call and the one transaction live in `weir-core`.
 
 use std::collections::BTreeMap;

@@ -21,7 +21,7 @@
 //! 4. `drain`: in-flight HTTP requests, plugin invocations and workers run to completion, up
 //!    to `shutdown.drain_deadline_ms` after the signal.
 //! 5. `interrupt` (only when the deadline passed with work left): plugin calls are
-//!    interrupted ([`Runtime::interrupt_all`]); their requests are answered with a
+//!    interrupted ([`Interruptible::interrupt_all`], the runtime's); their requests are answered with a
 //!    retryable `503 SHUTTING_DOWN` (the idempotency key is released, nothing was written);
 //!    `shutdown.interrupt_grace_ms` bounds the wait for those answers.
 //! 6. `close`: the storage pool is closed.

@@ -1,6 +1,6 @@
 //! Errors of the plugin runtime.
 //!
-//! An invocation fails with the core's [`DecideError`] (re-exported as [`InvokeError`]): it
+//! An invocation fails with the core's `DecideError` (re-exported as [`InvokeError`]): it
 //! keeps four failure families apart, because the host answers each differently: a typed
 //! guest error is the plugin's business decision; a trap is a plugin bug; an exhausted budget
 //! is a plugin that ran too long or too big; a host failure is ours. This module adds what

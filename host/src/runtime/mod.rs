@@ -4,7 +4,7 @@
 //! # Layout
 //! - `mod.rs` (this file): [`Runtime`] (the engine, admission, typed calls, drain) and its
 //!   configuration.
-//! - [`invoke`]: one invocation, in small steps (breaker, span, fresh instance under the
+//! - `invoke`: one invocation, in small steps (breaker, span, fresh instance under the
 //!   budget, classification, metrics, guest output).
 //! - [`decider`]: [`PluginDecider`], the core's `OrderDecider` port served by the active
 //!   version of a plugin.

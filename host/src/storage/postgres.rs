@@ -137,7 +137,7 @@ fn product_from_row(row: &PgRow) -> Result<Product, StoreError> {
     })
 }
 
-/// The PostgreSQL implementation of [`Store`].
+/// The PostgreSQL implementation of the store ports ([`super::Store`]).
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,

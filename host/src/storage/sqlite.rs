@@ -163,7 +163,7 @@ fn product_from_row(row: &SqliteRow) -> Result<Product, StoreError> {
     })
 }
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of the store ports ([`super::Store`]).
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
