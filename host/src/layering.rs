@@ -23,6 +23,7 @@ const ORDER: &[(&str, u8)] = &[
     ("http", 4),
     ("ops", 4),
     ("server", 5),
+    ("cli", 6),
 ];
 
 fn rank(module: &str) -> Option<usize> {

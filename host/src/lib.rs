@@ -29,6 +29,8 @@
 //! 5. Assembly
 //!    - [`server`]: the full configuration, the shared state, the listeners; the only place
 //!      that wires everything.
+//! 6. Clients
+//!    - [`cli`]: the `weir plugin push|list|...` commands, clients of the operations API.
 //!
 //! # Where things go
 //! - A new route: a handler in `http/` that extracts, calls one use-case of `weir-core` and
@@ -44,6 +46,7 @@
 
 pub mod capabilities;
 pub mod catalog;
+pub mod cli;
 pub mod events;
 pub mod http;
 pub mod lifecycle;

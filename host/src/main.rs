@@ -117,6 +117,75 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Upload a component to a running instance (WEIR_ADMIN_URL, WEIR_ADMIN_TOKEN) and
+    /// optionally release it.
+    Push {
+        /// The component file.
+        file: PathBuf,
+        /// Make it the stable version at once.
+        #[arg(long, conflicts_with_all = ["canary", "shadow"])]
+        activate: bool,
+        /// Route this percentage (1-100) of routing keys to it.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100), conflicts_with = "shadow")]
+        canary: Option<u8>,
+        /// Compare its decisions with the stable version's on this percentage of requests.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+        shadow: Option<u8>,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Every plugin: release and versions.
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// One plugin: release, versions, per-version figures.
+    Status {
+        /// Plugin name.
+        name: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Make the canary the stable version.
+    Promote {
+        /// Plugin name.
+        name: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Go back to the previous stable version at once (canary and shadow removed).
+    Rollback {
+        /// Plugin name.
+        name: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// The audit trail of a plugin's releases, newest first.
+    History {
+        /// Plugin name.
+        name: String,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Output {
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> ExitCode {
@@ -250,6 +319,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Dlq { command } => dlq(command).await,
+
         Command::Plugin {
             command: PluginCommand::Check { file, json },
         } => match weir_host::runtime::check::check(&file).await {
@@ -269,6 +339,7 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Plugin { command } => plugin_client(command).await,
     }
 }
 
@@ -312,6 +383,129 @@ async fn dlq(command: DlqCommand) -> ExitCode {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// `weir plugin push|list|status|promote|rollback|history`: a client of the operations API.
+async fn plugin_client(command: PluginCommand) -> ExitCode {
+    use weir_host::cli::{AdminClient, PushTo, history_text, plugin_text, release_line};
+    let client = match AdminClient::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let print = |json: bool, value: &serde_json::Value, text: String| {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            print!("{text}");
+        }
+    };
+    let field = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("-")
+            .to_owned()
+    };
+    let result = match command {
+        PluginCommand::Push {
+            file,
+            activate,
+            canary,
+            shadow,
+            reason,
+            output,
+        } => {
+            let bytes = match std::fs::read(&file) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("error: cannot read {}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let to = match (activate, canary, shadow) {
+                (true, _, _) => PushTo::Stable,
+                (_, Some(w), _) => PushTo::Canary(w),
+                (_, _, Some(p)) => PushTo::Shadow(p),
+                _ => PushTo::Nowhere,
+            };
+            client
+                .push(bytes, to, reason.as_deref())
+                .await
+                .map(|(admitted, released)| {
+                    let mut text = format!(
+                        "{} {} {} ({} bytes) {}\n",
+                        field(&admitted, "name"),
+                        field(&admitted, "version"),
+                        field(&admitted, "digest"),
+                        admitted
+                            .get("size")
+                            .and_then(serde_json::Value::as_u64)
+                            .unwrap_or(0),
+                        if admitted.get("new") == Some(&serde_json::Value::Bool(true)) {
+                            "admitted"
+                        } else {
+                            "was already admitted"
+                        }
+                    );
+                    if let Some(r) = &released {
+                        text.push_str(&format!("released: {}\n", release_line(r)));
+                    }
+                    let value = serde_json::json!({"admitted": admitted, "release": released});
+                    print(output.json, &value, text);
+                })
+        }
+        PluginCommand::List { output } => client.list().await.map(|v| {
+            let text = v
+                .get("plugins")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(plugin_text)
+                .collect::<String>();
+            print(output.json, &v, text);
+        }),
+        PluginCommand::Status { name, output } => client
+            .status(&name)
+            .await
+            .map(|v| print(output.json, &v, plugin_text(&v))),
+        PluginCommand::Promote {
+            name,
+            reason,
+            output,
+        } => client
+            .promote(&name, reason.as_deref())
+            .await
+            .map(|v| print(output.json, &v, format!("{name}: {}\n", release_line(&v)))),
+        PluginCommand::Rollback {
+            name,
+            reason,
+            output,
+        } => client
+            .rollback(&name, reason.as_deref())
+            .await
+            .map(|v| print(output.json, &v, format!("{name}: {}\n", release_line(&v)))),
+        PluginCommand::History {
+            name,
+            limit,
+            output,
+        } => client
+            .history(&name, limit)
+            .await
+            .map(|v| print(output.json, &v, history_text(&v))),
+        PluginCommand::Check { .. } => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -53,6 +53,26 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "weir_hostile_logflood",
         "hostile-logflood.wasm",
     ),
+    (
+        "weir-plugin-orders-next",
+        "weir_plugin_orders_next",
+        "orders-next.wasm",
+    ),
+    (
+        "weir-hostile-describe-panic",
+        "weir_hostile_describe_panic",
+        "hostile-describe-panic.wasm",
+    ),
+    (
+        "weir-hostile-describe-spin",
+        "weir_hostile_describe_spin",
+        "hostile-describe-spin.wasm",
+    ),
+    (
+        "weir-hostile-orders-trap",
+        "weir_hostile_orders_trap",
+        "hostile-orders-trap.wasm",
+    ),
 ];
 
 /// Directories (relative to the workspace root) whose changes require a rebuild.
@@ -60,6 +80,7 @@ const WATCHED: &[&str] = &[
     "wit",
     "sdk",
     "plugins/orders",
+    "plugins/orders-next",
     "plugins/errors",
     "plugins/wrong-world",
     "plugins/hostile",

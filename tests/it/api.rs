@@ -251,7 +251,7 @@ async fn concurrent_requests_with_one_key_make_one_order_postgres() {
 
 /// Every code of the catalog is produced by at least one request and asserted on status,
 /// code and body shape. A code added without a case here fails this test.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_code_is_produced_and_well_formed() {
     let mut produced = BTreeSet::new();
     let mut check =
@@ -626,6 +626,51 @@ async fn every_error_code_is_produced_and_well_formed() {
     check(status, &headers, &body, "REQUEST_TIMEOUT");
     fault.release();
     s6.stop().await;
+
+    // The plugin lifecycle API (operations listener, admin token).
+    const ADMIN: &str = "admin-token-for-tests-0123";
+    let s7 = TestServer::start(Backend::Sqlite, |c, _| {
+        c.admin_token = Some(weir_host::server::config::Secret::new(ADMIN));
+        c.plugins.releases.upload_limit_bytes = 4 << 20;
+        c.runtime.budget.timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let admin = |req: reqwest::RequestBuilder| req.bearer_auth(ADMIN);
+    let plugins = format!("{}/admin/v1/plugins", s7.ops);
+    let (status, headers, body) = send(admin(s7.client.post(&plugins).body("not wasm"))).await;
+    check(status, &headers, &body, "PLUGIN_REJECTED");
+    assert_eq!(body["stage"], "decode");
+    let (status, headers, body) =
+        send(admin(s7.client.post(&plugins).body(vec![0u8; 5 << 20]))).await;
+    check(status, &headers, &body, "PLUGIN_TOO_LARGE");
+    assert_eq!(body["stage"], "size");
+    let (status, headers, body) = send(admin(s7.client.get(format!("{plugins}/nothing")))).await;
+    check(status, &headers, &body, "PLUGIN_NOT_FOUND");
+    let (status, headers, body) = send(admin(
+        s7.client
+            .put(format!("{plugins}/orders/release"))
+            .json(&json!({"generation": 99, "stable": "x"})),
+    ))
+    .await;
+    check(status, &headers, &body, "RELEASE_CONFLICT");
+    let (status, headers, body) =
+        send(admin(s7.client.post(format!("{plugins}/orders/rollback")))).await;
+    check(status, &headers, &body, "RELEASE_INVALID");
+    // One admission at a time per instance: a second upload while `describe` spins is busy.
+    let spin = std::fs::read(artifacts::HOSTILE_DESCRIBE_SPIN).unwrap();
+    let (first, second) = tokio::join!(
+        send(admin(s7.client.post(&plugins).body(spin.clone()))),
+        send(admin(s7.client.post(&plugins).body(spin.clone()))),
+    );
+    let (busy, other) = if first.0 == 503 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let (status, headers, body) = busy;
+    check(status, &headers, &body, "ADMISSION_BUSY");
+    assert_eq!(other.0, 422, "the other one ran: {}", other.2);
+    s7.stop().await;
 
     let missing: Vec<_> = CATALOG
         .iter()

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::idempotency::{ExistingKey, KeyDecision, decide_existing};
+use crate::domain::release::{Release, ReleaseAudit};
 use crate::domain::{
     EventRecord, IdempotencyBegin, Money, NewEvent, Order, OrderError, OrderEvent, OrderRequest,
     OrderSnapshot, OrderStatus, PluginRef, PricedLine, PricedOrder, Product, StoredResponse,
@@ -22,6 +23,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[derive(Default)]
 pub struct State {
+    pub components: BTreeMap<String, (ComponentRecord, Vec<u8>)>,
+    pub releases: BTreeMap<String, Release>,
+    pub history: Vec<ReleaseAudit>,
     pub orders: BTreeMap<Uuid, Order>,
     pub keys: HashMap<String, ExistingKey>,
     pub events: Vec<NewEvent>,
@@ -450,5 +454,93 @@ impl Tasks {
         for t in tasks {
             futures::executor::block_on(t);
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl ComponentStore for MemStore {
+    async fn put_component(
+        &self,
+        record: &ComponentRecord,
+        bytes: &[u8],
+    ) -> Result<PutComponent, StoreError> {
+        let mut s = self.state();
+        if let Some((existing, _)) = s.components.get(&record.digest) {
+            return Ok(PutComponent::Existing(existing.clone()));
+        }
+        if let Some((taken, _)) = s.components.values().find(|(r, _)| {
+            record.admitted_by != crate::ports::releases::STARTUP
+                && r.name == record.name
+                && r.version == record.version
+        }) {
+            return Ok(PutComponent::VersionTaken(taken.clone()));
+        }
+        s.components
+            .insert(record.digest.clone(), (record.clone(), bytes.to_vec()));
+        Ok(PutComponent::Inserted)
+    }
+
+    async fn get_component(&self, digest: &str) -> Result<Option<ComponentRecord>, StoreError> {
+        Ok(self.state().components.get(digest).map(|(r, _)| r.clone()))
+    }
+
+    async fn component_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.state().components.get(digest).map(|(_, b)| b.clone()))
+    }
+
+    async fn list_components(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<ComponentRecord>, StoreError> {
+        Ok(self
+            .state()
+            .components
+            .values()
+            .filter(|(r, _)| name.is_none_or(|n| r.name == n))
+            .map(|(r, _)| r.clone())
+            .collect())
+    }
+}
+
+#[async_trait::async_trait]
+impl ReleaseStore for MemStore {
+    async fn get_release(&self, name: &str) -> Result<Option<Release>, StoreError> {
+        Ok(self.state().releases.get(name).cloned())
+    }
+
+    async fn list_releases(&self) -> Result<Vec<Release>, StoreError> {
+        Ok(self.state().releases.values().cloned().collect())
+    }
+
+    async fn swap_release(
+        &self,
+        expected: i64,
+        next: &Release,
+        audit: &ReleaseAudit,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        let current = s.releases.get(&next.name).map_or(0, |r| r.generation);
+        if current != expected {
+            return Ok(false);
+        }
+        s.releases.insert(next.name.clone(), next.clone());
+        s.history.push(audit.clone());
+        Ok(true)
+    }
+
+    async fn release_history(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<ReleaseAudit>, StoreError> {
+        Ok(self
+            .state()
+            .history
+            .iter()
+            .rev()
+            .filter(|a| a.name == name)
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 }

@@ -6,9 +6,11 @@
 //! - [`transition`]: apply an event to an order through the decider, with optimistic
 //!   concurrency (the one retry loop, shared by the cancel route and the payments consumer).
 //! - [`queries`]: reads (orders, the events feed, products) and product updates.
+//! - [`releases`]: plugin components and releases (compare-and-set, audited).
 
 pub mod place_order;
 pub mod queries;
+pub mod releases;
 pub mod transition;
 
 #[cfg(test)]
@@ -24,6 +26,7 @@ use crate::ports::{
 
 pub use place_order::{PlaceError, PlaceOrder, Placed, ResponseEncoder};
 pub use queries::ProductError;
+pub use releases::{Registered, ReleaseError, ReleaseService};
 pub use transition::{ApplyTransition, InboxKey, TransitionError, Transitioned};
 
 /// What the use-cases run against.

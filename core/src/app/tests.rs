@@ -358,3 +358,156 @@ fn product_updates_are_validated_before_anything_is_written() {
     let saved = block_on(w.service.put_product("KB-001", change(8900))).unwrap();
     assert_eq!(block_on(w.service.list_products()).unwrap(), vec![saved]);
 }
+
+mod releases {
+    use std::sync::Arc;
+
+    use futures::executor::block_on;
+
+    use super::super::fakes::MemStore;
+    use super::super::{Registered, ReleaseError, ReleaseService};
+    use crate::domain::release::{Canary, DesiredRelease, ReleaseChange};
+    use crate::ports::{ComponentRecord, SystemClock};
+
+    fn record(name: &str, version: &str, digest: &str) -> ComponentRecord {
+        ComponentRecord {
+            digest: digest.into(),
+            name: name.into(),
+            version: version.into(),
+            size: 3,
+            capabilities: vec![],
+            admitted_at: chrono::Utc::now(),
+            admitted_by: "ops".into(),
+        }
+    }
+
+    fn service() -> (Arc<MemStore>, ReleaseService) {
+        let store = Arc::new(MemStore::default());
+        let svc = ReleaseService::new(store.clone(), store.clone(), Arc::new(SystemClock));
+        (store, svc)
+    }
+
+    fn set(stable: &str, canary: Option<(&str, u8)>) -> ReleaseChange {
+        ReleaseChange::Set(DesiredRelease {
+            stable: stable.into(),
+            canary: canary.map(|(d, w)| Canary {
+                digest: d.into(),
+                weight: w,
+            }),
+            shadow: None,
+        })
+    }
+
+    #[test]
+    fn registration_is_idempotent_and_versions_are_immutable() {
+        let (_, svc) = service();
+        let a = record("orders", "1.0.0", "aa");
+        assert_eq!(
+            block_on(svc.register(&a, b"aaa")).unwrap(),
+            Registered::New(a.clone())
+        );
+        assert!(matches!(
+            block_on(svc.register(&a, b"aaa")).unwrap(),
+            Registered::Existing(r) if r == a
+        ));
+        let err = block_on(svc.register(&record("orders", "1.0.0", "bb"), b"bbb")).unwrap_err();
+        assert!(
+            matches!(err, ReleaseError::VersionTaken { ref digest, .. } if digest == "aa"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn changes_are_compare_and_set_audited_and_checked_against_admitted_versions() {
+        let (store, svc) = service();
+        for (v, d) in [("1.0.0", "aa"), ("2.0.0", "bb")] {
+            block_on(svc.register(&record("orders", v, d), b"x")).unwrap();
+        }
+        block_on(svc.register(&record("other", "1.0.0", "cc"), b"x")).unwrap();
+        let r1 = block_on(svc.change("orders", &set("aa", None), Some(0), "alice", None)).unwrap();
+        assert_eq!(r1.generation, 1);
+        // A stale writer is refused; a digest of another plugin is refused.
+        assert!(matches!(
+            block_on(svc.change("orders", &set("bb", None), Some(0), "bob", None)),
+            Err(ReleaseError::Stale {
+                expected: 0,
+                current: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            block_on(svc.change("orders", &set("cc", None), Some(1), "bob", None)),
+            Err(ReleaseError::Invalid(_))
+        ));
+        let r2 = block_on(svc.change(
+            "orders",
+            &set("aa", Some(("bb", 20))),
+            Some(1),
+            "bob",
+            Some("try b"),
+        ))
+        .unwrap();
+        assert_eq!((r2.generation, r2.canary.unwrap().weight), (2, 20));
+        let r3 =
+            block_on(svc.change("orders", &ReleaseChange::Promote, None, "bob", None)).unwrap();
+        assert_eq!(
+            (r3.stable.as_str(), r3.previous_stable.as_deref()),
+            ("bb", Some("aa"))
+        );
+        let r4 = block_on(svc.change(
+            "orders",
+            &ReleaseChange::Rollback,
+            Some(3),
+            "carol",
+            Some("oops"),
+        ))
+        .unwrap();
+        assert_eq!((r4.generation, r4.stable.as_str()), (4, "aa"));
+        let history = block_on(svc.history("orders", 10)).unwrap();
+        let actions: Vec<_> = history
+            .iter()
+            .map(|a| (a.action.as_str(), a.actor.as_str(), a.generation))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("rollback", "carol", 4),
+                ("promote", "bob", 3),
+                ("set", "bob", 2),
+                ("set", "alice", 1)
+            ]
+        );
+        assert_eq!(history[0].reason.as_deref(), Some("oops"));
+        assert_eq!(history[0].from.as_ref().unwrap().stable, "bb");
+        assert_eq!(store.state().releases["orders"].generation, 4);
+        assert!(matches!(
+            block_on(svc.change("nothing", &ReleaseChange::Promote, None, "x", None)),
+            Err(ReleaseError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn start_up_follows_its_own_releases_but_never_an_operators() {
+        let (_, svc) = service();
+        for (v, d) in [("1.0.0", "aa"), ("2.0.0", "bb"), ("3.0.0", "cc")] {
+            block_on(svc.register(&record("orders", v, d), b"x")).unwrap();
+        }
+        assert_eq!(
+            block_on(svc.adopt_at_startup("orders", "aa"))
+                .unwrap()
+                .stable,
+            "aa"
+        );
+        // A restart with another built-in version moves a start-up release along...
+        let r = block_on(svc.adopt_at_startup("orders", "bb")).unwrap();
+        assert_eq!((r.stable.as_str(), r.generation), ("bb", 2));
+        // ...but not an operator's.
+        block_on(svc.change("orders", &set("cc", None), None, "alice", None)).unwrap();
+        assert_eq!(
+            block_on(svc.adopt_at_startup("orders", "aa"))
+                .unwrap()
+                .stable,
+            "cc"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 //! - [`events`]: the outbox event shape, the CloudEvents view and the order-event builders.
 //! - [`idempotency`]: request hashing and the idempotency key state machine.
 //! - [`product`]: catalog products and their validation.
+//! - [`release`]: plugin releases (stable, canary, shadow), their rules and sticky routing.
 
 pub mod error;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod money;
 pub mod order;
 pub mod pricing;
 pub mod product;
+pub mod release;
 pub mod status;
 
 pub use error::{OrderError, Rejection, Violation};

@@ -182,6 +182,13 @@ impl DecideError {
     pub fn is_plugin_fault(&self) -> bool {
         matches!(self, Self::Trap { .. } | Self::Budget(_))
     }
+
+    /// Whether this counts against the version in its release (canary judgement): plugin
+    /// faults and the plugin's own `internal` errors; never a business answer (invalid,
+    /// rejected, not found, conflict, unavailable) or a host condition.
+    pub fn counts_against_version(&self) -> bool {
+        self.is_plugin_fault() || matches!(self, Self::Refused(OrderError::Internal(_)))
+    }
 }
 
 /// Makes the business decisions about orders.

@@ -7,12 +7,14 @@
 //! - [`catalog`]: product lookups for deciders.
 //! - [`decider`]: the order decider (place / transition) and its failures.
 //! - [`intake`]: the gate that can hold back new orders (events backpressure).
+//! - [`releases`]: stored plugin components and their releases.
 //! - [`clock`]: wall-clock time and background spawning.
 
 pub mod catalog;
 pub mod clock;
 pub mod decider;
 pub mod intake;
+pub mod releases;
 pub mod store;
 
 pub use catalog::{Catalog, CatalogError};
@@ -21,6 +23,7 @@ pub use decider::{
     BudgetKind, DecideError, Decided, DecisionContext, Detail, OrderDecider, TrapKind,
 };
 pub use intake::{IntakeGate, OpenIntake};
+pub use releases::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 pub use store::{
     DriverError, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter, OrderStore, OutboxStats,
     OutboxStore, ProductStore, StoreError, TransitionOutcome,

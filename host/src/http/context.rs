@@ -77,6 +77,10 @@ pub struct Problem {
     /// Plugin rejection reason code (`ORDER_REJECTED`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The admission stage that refused an uploaded component (`PLUGIN_REJECTED`,
+    /// `PLUGIN_TOO_LARGE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
 }
 
 /// Build the problem body for `err`.
@@ -97,6 +101,7 @@ pub fn problem(err: &ApiError, ctx: &RequestContext, instance: &str) -> Problem 
         instance: instance.to_owned(),
         violations: err.violations(),
         reason: err.reason().map(str::to_owned),
+        stage: err.stage().map(str::to_owned),
     }
 }
 

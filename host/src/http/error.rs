@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde::Serialize;
 
-use weir_core::app::{PlaceError, ProductError, TransitionError};
+use weir_core::app::{PlaceError, ProductError, ReleaseError, TransitionError};
 use weir_core::domain::OrderError;
 use weir_core::ports::{DecideError, StoreError};
 
@@ -103,6 +103,12 @@ pub mod codes {
         INTERNAL_ERROR = ("INTERNAL_ERROR", INTERNAL_SERVER_ERROR, Unexpected, false, "Internal error");
         ADMIN_DISABLED = ("ADMIN_DISABLED", NOT_FOUND, Expected, false, "Admin endpoints are disabled on this instance");
         ADMIN_UNAUTHORIZED = ("ADMIN_UNAUTHORIZED", UNAUTHORIZED, Expected, false, "A valid admin bearer token is required");
+        PLUGIN_REJECTED = ("PLUGIN_REJECTED", UNPROCESSABLE_ENTITY, Expected, false, "The component was refused at admission");
+        PLUGIN_TOO_LARGE = ("PLUGIN_TOO_LARGE", PAYLOAD_TOO_LARGE, Expected, false, "The component is larger than the upload limit");
+        PLUGIN_NOT_FOUND = ("PLUGIN_NOT_FOUND", NOT_FOUND, Expected, false, "No such plugin");
+        RELEASE_CONFLICT = ("RELEASE_CONFLICT", CONFLICT, Expected, false, "The release changed since it was read");
+        RELEASE_INVALID = ("RELEASE_INVALID", UNPROCESSABLE_ENTITY, Expected, false, "The release change is not allowed");
+        ADMISSION_BUSY = ("ADMISSION_BUSY", SERVICE_UNAVAILABLE, Expected, true, "Another component is being admitted");
     }
 }
 
@@ -204,6 +210,39 @@ pub enum ApiError {
     /// An admin endpoint was called without the configured bearer token.
     #[error("missing or wrong admin bearer token")]
     AdminUnauthorized,
+    /// An uploaded component was refused at admission `stage`.
+    #[error("refused at the {stage} stage: {detail}")]
+    PluginRejected {
+        /// `decode`, `compile`, `world`, `describe` or `policy`.
+        stage: &'static str,
+        /// Why (bounded; the operator's own upload).
+        detail: String,
+    },
+    /// An uploaded component is over the upload limit.
+    #[error("the component is larger than {limit} bytes")]
+    PluginTooLarge {
+        /// `plugins.releases.upload_limit_bytes`.
+        limit: usize,
+    },
+    /// No plugin (or no release of it) by that name.
+    #[error("plugin {0} not found")]
+    PluginNotFound(String),
+    /// A release change based on a stale generation.
+    #[error("the release of {name} is at generation {current}, not {expected}; read it again")]
+    ReleaseConflict {
+        /// Plugin name.
+        name: String,
+        /// The generation the caller sent.
+        expected: i64,
+        /// The generation stored.
+        current: i64,
+    },
+    /// A release change that breaks a rule.
+    #[error("{0}")]
+    ReleaseInvalid(String),
+    /// Another admission is running on this instance.
+    #[error("another component is being admitted on this instance")]
+    AdmissionBusy,
     /// The client's rate limit is used up (edge rate-limit policy).
     #[error("rate limit exceeded; retry in {}ms", retry_after.as_millis())]
     RateLimited {
@@ -293,6 +332,31 @@ impl From<ProductError> for ApiError {
     }
 }
 
+impl From<ReleaseError> for ApiError {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::NotFound(name) => ApiError::PluginNotFound(name),
+            ReleaseError::Stale {
+                name,
+                expected,
+                current,
+            } => ApiError::ReleaseConflict {
+                name,
+                expected,
+                current,
+            },
+            ReleaseError::Invalid(m) => ApiError::ReleaseInvalid(m),
+            e @ ReleaseError::VersionTaken { .. } => ApiError::PluginRejected {
+                stage: "policy",
+                detail: e.to_string(),
+            },
+            ReleaseError::Store { step, source } => {
+                ApiError::Store(anyhow::Error::new(source).context(step))
+            }
+        }
+    }
+}
+
 impl From<RateLimited> for ApiError {
     fn from(e: RateLimited) -> Self {
         ApiError::RateLimited {
@@ -361,6 +425,12 @@ impl ApiError {
             Self::Backpressure { .. } => BACKPRESSURE,
             Self::AdminDisabled => ADMIN_DISABLED,
             Self::AdminUnauthorized => ADMIN_UNAUTHORIZED,
+            Self::PluginRejected { .. } => PLUGIN_REJECTED,
+            Self::PluginTooLarge { .. } => PLUGIN_TOO_LARGE,
+            Self::PluginNotFound(_) => PLUGIN_NOT_FOUND,
+            Self::ReleaseConflict { .. } => RELEASE_CONFLICT,
+            Self::ReleaseInvalid(_) => RELEASE_INVALID,
+            Self::AdmissionBusy => ADMISSION_BUSY,
             Self::RateLimited { .. } => RATE_LIMITED,
             Self::Overloaded => OVERLOADED,
             Self::RequestTimeout { .. } => REQUEST_TIMEOUT,
@@ -427,6 +497,15 @@ impl ApiError {
     pub fn reason(&self) -> Option<&str> {
         match self {
             Self::Plugin(OrderError::Rejected(r)) => Some(&r.reason),
+            _ => None,
+        }
+    }
+
+    /// The admission stage that refused an upload (`PLUGIN_REJECTED`, `PLUGIN_TOO_LARGE`).
+    pub fn stage(&self) -> Option<&'static str> {
+        match self {
+            Self::PluginRejected { stage, .. } => Some(stage),
+            Self::PluginTooLarge { .. } => Some("size"),
             _ => None,
         }
     }

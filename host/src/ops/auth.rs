@@ -10,8 +10,10 @@
 //! - missing or wrong `Authorization: Bearer <token>`: `401 ADMIN_UNAUTHORIZED` with
 //!   `WWW-Authenticate: Bearer realm="weir-admin"`.
 //!
-//! The token is compared in constant time (SHA-256 of both sides, then `subtle`), so neither
-//! its content nor its length leaks through timing.
+//! Tokens have names (`admin_token` is `admin`; `[admin_tokens]` adds named ones): the name
+//! of the token used is the actor recorded in the audit trail of plugin releases. A token is
+//! compared in constant time (SHA-256 of both sides, then `subtle`) against every configured
+//! one, so neither its content nor its length nor which token matched leaks through timing.
 //!
 //! ```ignore
 //! async fn handler(_: AdminAuth, State(ops): State<OpsState>) -> Json<...> { ... }
@@ -48,11 +50,15 @@ impl From<AdminError> for ApiError {
     }
 }
 
-/// Check the bearer token of an admin request against the configured one.
-pub fn authorize(expected: Option<&Secret>, headers: &HeaderMap) -> Result<(), AdminError> {
-    let Some(expected) = expected else {
+/// The configured admin tokens and their names.
+pub type AdminTokens = [(String, Secret)];
+
+/// Check the bearer token of an admin request against the configured ones; the name of the
+/// token that matched.
+pub fn authorize(tokens: &AdminTokens, headers: &HeaderMap) -> Result<String, AdminError> {
+    if tokens.is_empty() {
         return Err(AdminError::Disabled);
-    };
+    }
     let provided = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -63,24 +69,32 @@ pub fn authorize(expected: Option<&Secret>, headers: &HeaderMap) -> Result<(), A
         .map(str::trim)
         .unwrap_or_default();
     let a = Sha256::digest(provided.as_bytes());
-    let b = Sha256::digest(expected.expose().as_bytes());
-    if bool::from(a.ct_eq(&b)) && !provided.is_empty() {
-        Ok(())
-    } else {
-        Err(AdminError::Unauthorized)
+    let mut matched = None;
+    for (name, token) in tokens {
+        let b = Sha256::digest(token.expose().as_bytes());
+        if bool::from(a.ct_eq(&b)) && matched.is_none() {
+            matched = Some(name.clone());
+        }
+    }
+    match matched {
+        Some(name) if !provided.is_empty() => Ok(name),
+        _ => Err(AdminError::Unauthorized),
     }
 }
 
-/// Proof that the request carried the configured admin bearer token.
-#[derive(Debug, Clone, Copy)]
-pub struct AdminAuth;
+/// Proof that the request carried a configured admin bearer token; `actor` is its name.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    /// The name of the token used (`admin` for `admin_token`).
+    pub actor: String,
+}
 
 impl FromRequestParts<OpsState> for AdminAuth {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, ops: &OpsState) -> Result<Self, Response> {
-        authorize(ops.admin_token.as_ref(), &parts.headers)
-            .map(|()| AdminAuth)
+        authorize(&ops.admin_tokens, &parts.headers)
+            .map(|actor| AdminAuth { actor })
             .map_err(rejection)
     }
 }
@@ -102,28 +116,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_token_must_match_exactly() {
-        let token = Secret::new("0123456789abcdef-admin");
+    fn the_token_must_match_exactly_and_names_the_actor() {
+        let tokens = vec![
+            ("admin".to_owned(), Secret::new("0123456789abcdef-admin")),
+            ("ci".to_owned(), Secret::new("0123456789abcdef-ci-token")),
+        ];
         let headers = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
             h
         };
         assert_eq!(
-            authorize(None, &headers("Bearer x")),
+            authorize(&[], &headers("Bearer x")),
             Err(AdminError::Disabled)
         );
         assert_eq!(
-            authorize(Some(&token), &HeaderMap::new()),
+            authorize(&tokens, &HeaderMap::new()),
             Err(AdminError::Unauthorized)
         );
         assert_eq!(
-            authorize(Some(&token), &headers("Bearer 0123456789abcdef-admi")),
+            authorize(&tokens, &headers("Bearer 0123456789abcdef-admi")),
             Err(AdminError::Unauthorized)
         );
         assert_eq!(
-            authorize(Some(&token), &headers("Bearer 0123456789abcdef-admin")),
-            Ok(())
+            authorize(&tokens, &headers("Bearer 0123456789abcdef-admin")),
+            Ok("admin".to_owned())
+        );
+        assert_eq!(
+            authorize(&tokens, &headers("Bearer 0123456789abcdef-ci-token")),
+            Ok("ci".to_owned())
         );
     }
 }

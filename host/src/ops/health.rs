@@ -80,15 +80,32 @@ pub(super) async fn readyz(State(app): State<OpsState>) -> Response {
             detail: Some("ping timed out after 2s".to_owned()),
         },
     });
-    let plugin = app.registry.pick(&app.orders_plugin);
+    // The orders plugin serves, and this replica applied the releases in the database.
+    let slot = app.registry.slot_of(&app.orders_plugin);
+    let synced = app.releases.synced();
     checks.push(Check {
         name: "plugin",
-        ok: plugin.is_some(),
-        detail: Some(match plugin {
-            Some(p) => format!(
-                "{} {} sha256:{}",
-                p.meta.name, p.meta.version, p.meta.digest
-            ),
+        ok: slot.is_some() && synced,
+        detail: Some(match &slot {
+            Some(s) => {
+                let v = |p: &crate::runtime::PluginVersion| {
+                    format!(
+                        "{} {} sha256:{}",
+                        p.meta.name, p.meta.version, p.meta.digest
+                    )
+                };
+                let mut d = v(&s.stable);
+                if let Some((c, w)) = &s.canary {
+                    d.push_str(&format!("; canary {} at {w}%", v(c)));
+                }
+                if let Some((sh, sample)) = &s.shadow {
+                    d.push_str(&format!("; shadow {} sampled {sample}", v(sh)));
+                }
+                if !synced {
+                    d.push_str("; releases not applied yet");
+                }
+                d
+            }
             None => format!("no active version of {}", app.orders_plugin),
         }),
     });
@@ -174,15 +191,22 @@ pub(super) async fn readyz(State(app): State<OpsState>) -> Response {
 #[derive(Debug, Serialize)]
 struct PluginInfoz {
     name: String,
+    generation: i64,
     stable: VersionInfoz,
     #[serde(skip_serializing_if = "Option::is_none")]
-    canary: Option<(VersionInfoz, u8)>,
+    canary: Option<VersionInfoz>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<VersionInfoz>,
 }
 
 #[derive(Debug, Serialize)]
 struct VersionInfoz {
     version: String,
     digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sample: Option<f64>,
 }
 
 pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value> {
@@ -195,11 +219,21 @@ pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value
             let v = |p: &crate::runtime::PluginVersion| VersionInfoz {
                 version: p.meta.version.clone(),
                 digest: format!("sha256:{}", p.meta.digest),
+                weight: None,
+                sample: None,
             };
             Some(PluginInfoz {
                 name,
+                generation: slot.generation,
                 stable: v(&slot.stable),
-                canary: slot.canary.as_ref().map(|(c, w)| (v(c), *w)),
+                canary: slot.canary.as_ref().map(|(c, w)| VersionInfoz {
+                    weight: Some(*w),
+                    ..v(c)
+                }),
+                shadow: slot.shadow.as_ref().map(|(s, sample)| VersionInfoz {
+                    sample: Some(*sample),
+                    ..v(s)
+                }),
             })
         })
         .collect();
@@ -213,6 +247,11 @@ pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value
         "environment": facts.environment,
         "orders_plugin": app.orders_plugin,
         "plugins": plugins,
+        "releases": {
+            "synced": app.releases.synced(),
+            "rollbacks_total": app.releases.rollbacks_total(),
+            "recent_rollbacks": app.releases.recent_rollbacks(),
+        },
         "runtime": {
             "in_flight": app.runtime.in_flight(),
             "budget": facts.budget,

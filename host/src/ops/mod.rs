@@ -5,6 +5,7 @@
 //! - [`health`]: liveness, readiness with per-check detail, build and runtime facts.
 //! - [`auth`]: the one admin token check and its extractor, [`auth::AdminAuth`].
 //! - [`admin`]: rotation (take the instance out of rotation and back).
+//! - [`plugins`]: the plugin lifecycle (upload, release, promote, roll back, history).
 //! - [`sampling`]: the live trace sampling ratio.
 //!
 //! Errors are the API's problem responses ([`crate::http::error`]), rendered by the same
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod plugins;
 pub mod sampling;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use axum::routing::get;
 use crate::events::EventsHandle;
 use crate::lifecycle::Shutdown;
 use crate::policy::dependency::Dependencies;
+use crate::runtime::releases::Releases;
 use crate::runtime::{Registry, Runtime};
 use crate::storage::Database;
 use crate::support::Secret;
@@ -46,14 +49,17 @@ pub struct OpsState {
     pub events: EventsHandle,
     /// Readiness latches, in-flight requests, workers.
     pub shutdown: Shutdown,
-    /// The admin bearer token; admin endpoints are disabled without one.
-    pub admin_token: Option<Secret>,
+    /// The admin bearer tokens by name; admin endpoints are disabled without any.
+    pub admin_tokens: Arc<Vec<(String, Secret)>>,
+    /// The plugin lifecycle.
+    pub releases: Arc<Releases>,
     /// Facts fixed at start-up, shown by `/infoz`.
     pub facts: Arc<InfoFacts>,
 }
 
 /// The operations router.
 pub fn router(state: OpsState) -> Router {
+    let upload_limit = state.releases.config().upload_limit_bytes;
     Router::new()
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
@@ -61,5 +67,6 @@ pub fn router(state: OpsState) -> Router {
         .route("/metrics", get(crate::telemetry::metrics::handler))
         .merge(sampling::router())
         .merge(admin::router())
+        .merge(plugins::router(upload_limit))
         .with_state(state)
 }

@@ -38,6 +38,9 @@ pub enum LoadError {
     /// The component is malformed or failed validation/compilation.
     #[error("invalid component: {0}")]
     Invalid(String),
+    /// Compiling took longer than `runtime.compile_timeout_ms`.
+    #[error("compiling the component took longer than {}ms", .0.as_millis())]
+    CompileTimeout(std::time::Duration),
     /// The component does not implement the `weir:orders/plugin` world (missing exports,
     /// or imports the host does not provide).
     #[error("component does not implement {WORLD}: {0}")]
@@ -57,6 +60,21 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl LoadError {
+    /// The admission stage that refused the component: `decode` (not a component),
+    /// `compile`, `world` (does not implement `weir:orders/plugin`), `describe` (the
+    /// self-test failed or returned unusable info), `read` (the file).
+    pub fn stage(&self) -> &'static str {
+        match self {
+            LoadError::NotAComponent(_) => "decode",
+            LoadError::Invalid(_) | LoadError::CompileTimeout(_) => "compile",
+            LoadError::WorldMismatch(_) => "world",
+            LoadError::Describe(_) | LoadError::InvalidInfo(_) => "describe",
+            LoadError::Io { .. } => "read",
+        }
+    }
 }
 
 /// The runtime could not be built from its configuration.

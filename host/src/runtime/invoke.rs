@@ -21,7 +21,7 @@ use weir_core::ports::Detail;
 
 use super::error::trap_kind;
 use super::output::CapturedOutput;
-use super::{BudgetKind, InvocationState, InvokeError, PluginVersion, Runtime};
+use super::{BudgetKind, InvocationState, InvokeError, PluginVersion, Role, Runtime};
 use crate::capabilities::{Imports, LogBudget};
 use crate::policy::circuit_breaker::Permit;
 use crate::world::bindings;
@@ -172,6 +172,7 @@ impl Runtime {
     pub(super) async fn invoke<C: Call>(
         &self,
         plugin: &PluginVersion,
+        role: Role,
         call: C,
         deadline: Option<Instant>,
     ) -> Result<C::Output, InvokeError> {
@@ -183,9 +184,11 @@ impl Runtime {
         let labels = [
             KeyValue::new("plugin.name", plugin.meta.name.clone()),
             KeyValue::new("plugin.version", plugin.meta.version.clone()),
+            KeyValue::new("plugin.digest", plugin.meta.digest.clone()),
+            KeyValue::new("plugin.role", role.as_str()),
             KeyValue::new("plugin.function", C::NAME),
         ];
-        let span = invocation_span(plugin, C::NAME);
+        let span = invocation_span(plugin, role, C::NAME);
         inner.metrics.in_flight.add(1, &labels);
 
         let permit = if C::GUARDED {
@@ -330,7 +333,7 @@ impl Runtime {
     fn record(
         &self,
         span: &tracing::Span,
-        labels: &[KeyValue; 3],
+        labels: &[KeyValue; 5],
         started: Instant,
         outcome: &'static str,
         error: Option<&InvokeError>,
@@ -363,13 +366,14 @@ impl Runtime {
     }
 }
 
-fn invocation_span(plugin: &PluginVersion, function: &'static str) -> tracing::Span {
+fn invocation_span(plugin: &PluginVersion, role: Role, function: &'static str) -> tracing::Span {
     let meta = &plugin.meta;
     tracing::info_span!(
         "plugin.invoke",
         plugin.name = %meta.name,
         plugin.version = %meta.version,
         plugin.digest = %meta.digest,
+        plugin.role = role.as_str(),
         plugin.function = function,
         outcome = Empty,
         trap.kind = Empty,

@@ -11,7 +11,11 @@
 //! - [`limits`]: the per-call [`Budget`] and the memory/table limiter.
 //! - [`state`]: the store data of one invocation (a fresh one per call).
 //! - [`output`]: bounded capture of guest stdout/stderr.
-//! - [`registry`]: loaded versions by digest and the active slot of each plugin name.
+//! - [`registry`]: loaded versions by digest and the active slot of each plugin name
+//!   (stable, canary, shadow; sticky routing).
+//! - [`releases`]: the plugin lifecycle: admission of uploads, releases applied from the
+//!   database on every replica, shadow comparisons, automatic canary rollback.
+//! - [`artifacts`]: the compiled-artifact cache in the data directory.
 //! - [`check`]: `weir plugin check`.
 //! - [`error`]: [`LoadError`], [`EngineError`] and trap classification; invocations fail with
 //!   the core's `DecideError` ([`InvokeError`]).
@@ -24,6 +28,7 @@
 //! stdio budgets. Whatever happens the store and instance are dropped afterwards: a trapped
 //! instance is never reused. Traps and timeouts are reported, never retried here.
 
+pub mod artifacts;
 pub mod check;
 pub mod decider;
 pub mod error;
@@ -31,6 +36,7 @@ mod invoke;
 pub mod limits;
 pub mod output;
 pub mod registry;
+pub mod releases;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -48,10 +54,11 @@ use weir_core::domain::{OrderEvent, OrderRequest, OrderSnapshot, OrderStatus, Pr
 use weir_core::ports::Catalog;
 
 pub use crate::world::bindings::{Capability, PluginInfo};
+pub use artifacts::{ArtifactCache, CacheOutcome};
 pub use decider::PluginDecider;
 pub use error::{BudgetKind, EngineError, InvokeError, LoadError};
 pub use limits::Budget;
-pub use registry::{PluginMeta, PluginVersion, Registry, RegistryError, Slot};
+pub use registry::{PluginMeta, PluginVersion, Registry, RegistryError, Role, Route, Slot};
 pub use state::InvocationState;
 pub use weir_core::ports::TrapKind;
 
@@ -76,6 +83,10 @@ pub struct RuntimeConfig {
     /// Upper bound of one catalog lookup made by a plugin.
     #[serde(with = "crate::support::duration_ms", rename = "catalog_timeout_ms")]
     pub catalog_timeout: Duration,
+    /// Upper bound of compiling one component at admission; a pathological component is
+    /// refused at the `compile` stage after it (its compile thread is abandoned).
+    #[serde(with = "crate::support::duration_ms", rename = "compile_timeout_ms")]
+    pub compile_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -85,6 +96,7 @@ impl Default for RuntimeConfig {
             max_instances: 128,
             epoch_tick: Duration::from_millis(5),
             catalog_timeout: Duration::from_millis(200),
+            compile_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -112,6 +124,11 @@ impl RuntimeConfig {
             self.max_instances > 0,
             "runtime.max_instances",
             "must be positive",
+        )?;
+        ensure(
+            !self.compile_timeout.is_zero(),
+            "runtime.compile_timeout_ms",
+            "must be positive",
         )
     }
 }
@@ -127,6 +144,7 @@ struct Inner {
     metrics: invoke::Metrics,
     /// One breaker per plugin version (see [`Runtime::plugin_breakers`]).
     plugin_breakers: BreakerSet,
+    artifacts: ArtifactCache,
 }
 
 impl Drop for Inner {
@@ -151,9 +169,20 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Build the engine, the linker with the host capabilities, and start the epoch ticker.
+    /// Build the engine, the linker with the host capabilities, and start the epoch ticker;
+    /// no compiled-artifact cache.
     pub fn new(config: RuntimeConfig, catalog: Arc<dyn Catalog>) -> Result<Self, EngineError> {
+        Self::with_artifacts(config, catalog, None)
+    }
+
+    /// [`Runtime::new`] with the compiled-artifact cache in `artifact_dir`.
+    pub fn with_artifacts(
+        config: RuntimeConfig,
+        catalog: Arc<dyn Catalog>,
+        artifact_dir: Option<std::path::PathBuf>,
+    ) -> Result<Self, EngineError> {
         let engine = engine(&config)?;
+        let artifacts = ArtifactCache::new(&engine, artifact_dir);
         let mut linker = Linker::<InvocationState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| EngineError(format!("{e:#}")))?;
@@ -174,6 +203,7 @@ impl Runtime {
                 ticker_stop,
                 metrics: invoke::Metrics::new(),
                 plugin_breakers: BreakerSet::default(),
+                artifacts,
             }),
         })
     }
@@ -202,9 +232,19 @@ impl Runtime {
         }
         let digest = hex::encode(Sha256::digest(&bytes));
         let size = bytes.len();
-        let engine = self.inner.engine.clone();
-        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+        let inner = self.inner.clone();
+        let key = digest.clone();
+        // Off the async threads; bounded: a pathological compile is abandoned (its thread
+        // finishes on its own) and the component refused.
+        let compile = tokio::task::spawn_blocking(move || {
+            inner.artifacts.load(&inner.engine, &key, || {
+                Component::new(&inner.engine, &bytes)
+            })
+        });
+        let timeout = self.inner.config.compile_timeout;
+        let (component, artifact) = tokio::time::timeout(timeout, compile)
             .await
+            .map_err(|_| LoadError::CompileTimeout(timeout))?
             .map_err(|e| LoadError::Invalid(format!("compilation task failed: {e}")))?
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
 
@@ -237,11 +277,12 @@ impl Runtime {
             imports,
             exports,
             size,
+            artifact,
             pre,
             breaker: std::sync::OnceLock::new(),
         };
         let info = self
-            .invoke(&provisional, invoke::Describe, None)
+            .invoke(&provisional, Role::Stable, invoke::Describe, None)
             .await
             .map_err(LoadError::Describe)?;
         validate_info(&info)?;
@@ -275,7 +316,8 @@ impl Runtime {
 
     /// Run the plugin's `describe`.
     pub async fn describe(&self, plugin: &PluginVersion) -> Result<PluginInfo, InvokeError> {
-        self.invoke(plugin, invoke::Describe, None).await
+        self.invoke(plugin, Role::Stable, invoke::Describe, None)
+            .await
     }
 
     /// Validate and price an order. `deadline` can only shorten the configured budget.
@@ -285,9 +327,21 @@ impl Runtime {
         request: &OrderRequest,
         deadline: Option<Instant>,
     ) -> Result<PricedOrder, InvokeError> {
+        self.place_order_as(plugin, Role::Stable, request, deadline)
+            .await
+    }
+
+    /// [`Runtime::place_order`] by a version in `role` (a span attribute and metric label).
+    pub async fn place_order_as(
+        &self,
+        plugin: &PluginVersion,
+        role: Role,
+        request: &OrderRequest,
+        deadline: Option<Instant>,
+    ) -> Result<PricedOrder, InvokeError> {
         let request = bindings::OrderRequest::from(request);
         match self
-            .invoke(plugin, invoke::PlaceOrder(&request), deadline)
+            .invoke(plugin, role, invoke::PlaceOrder(&request), deadline)
             .await?
         {
             Ok(priced) => Ok(priced.into()),
@@ -303,9 +357,27 @@ impl Runtime {
         event: OrderEvent,
         deadline: Option<Instant>,
     ) -> Result<OrderStatus, InvokeError> {
+        self.transition_as(plugin, Role::Stable, order, event, deadline)
+            .await
+    }
+
+    /// [`Runtime::transition`] by a version in `role`.
+    pub async fn transition_as(
+        &self,
+        plugin: &PluginVersion,
+        role: Role,
+        order: &OrderSnapshot,
+        event: OrderEvent,
+        deadline: Option<Instant>,
+    ) -> Result<OrderStatus, InvokeError> {
         let order = bindings::OrderSnapshot::from(order);
         match self
-            .invoke(plugin, invoke::Transition(&order, event.into()), deadline)
+            .invoke(
+                plugin,
+                role,
+                invoke::Transition(&order, event.into()),
+                deadline,
+            )
             .await?
         {
             Ok(status) => Ok(status.into()),

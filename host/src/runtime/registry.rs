@@ -1,17 +1,23 @@
-//! Loaded plugin versions and which one serves each plugin name.
+//! Loaded plugin versions and which ones serve each plugin name.
 //!
 //! Versions are keyed by the sha256 digest of their bytes. A slot per plugin name holds the
-//! `stable` version and an optional weighted `canary`; changing it is one atomic pointer swap.
-//! An invocation holds an `Arc` to the version it started on, so a swap never disturbs calls
-//! already running.
+//! `stable` version, an optional `canary` with its weight, an optional `shadow` with its
+//! sample, and the release generation it came from; changing it is one atomic pointer swap
+//! ([`ArcSwap`]). An invocation holds an `Arc` to the version it started on, so a swap never
+//! disturbs calls already running, and a version no slot refers to any more is dropped from the
+//! registry ([`Registry::set_slot`]): its memory goes when its last call ends.
+//!
+//! Routing is sticky ([`Registry::route`]): the canary serves a key by the key's hash, so the
+//! retry of a request is decided by the version that decided it first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
+use weir_core::domain::release::{Canary, Shadow};
 
+use super::artifacts::CacheOutcome;
 use super::state::InvocationState;
 pub use crate::capabilities::PluginMeta;
 use crate::world::bindings::{Capability, PluginPre};
@@ -28,6 +34,8 @@ pub struct PluginVersion {
     pub exports: Vec<String>,
     /// Size of the component in bytes.
     pub size: usize,
+    /// Whether loading it compiled it or read the compiled-artifact cache.
+    pub artifact: CacheOutcome,
     pub(crate) pre: PluginPre<InvocationState>,
     /// This version's circuit breaker, looked up once on first use (the breaker set is
     /// configured after the runtime is built).
@@ -43,13 +51,74 @@ impl std::fmt::Debug for PluginVersion {
     }
 }
 
+/// What a version does in its plugin's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Serves everything not routed to the canary.
+    Stable,
+    /// Serves its share of routing keys.
+    Canary,
+    /// Called beside the serving version; its decisions are compared, never used.
+    Shadow,
+}
+
+impl Role {
+    /// Span attribute and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Stable => "stable",
+            Role::Canary => "canary",
+            Role::Shadow => "shadow",
+        }
+    }
+}
+
 /// Which versions serve one plugin name.
 #[derive(Debug, Clone)]
 pub struct Slot {
     /// Serves all traffic not routed to the canary.
     pub stable: Arc<PluginVersion>,
-    /// Optional canary and the percentage (0-100) of calls it receives.
+    /// Optional canary and the percentage (1-100) of routing keys it serves.
     pub canary: Option<(Arc<PluginVersion>, u8)>,
+    /// Optional shadow and the fraction (0-1] of requests it is also asked about.
+    pub shadow: Option<(Arc<PluginVersion>, f64)>,
+    /// The release generation this slot came from (0: set locally, before any release).
+    pub generation: i64,
+}
+
+impl Slot {
+    /// A slot serving `stable` alone.
+    pub fn stable(stable: Arc<PluginVersion>) -> Self {
+        Self {
+            stable,
+            canary: None,
+            shadow: None,
+            generation: 0,
+        }
+    }
+
+    fn refers_to(&self, digest: &str) -> bool {
+        self.stable.meta.digest == digest
+            || self
+                .canary
+                .as_ref()
+                .is_some_and(|(v, _)| v.meta.digest == digest)
+            || self
+                .shadow
+                .as_ref()
+                .is_some_and(|(v, _)| v.meta.digest == digest)
+    }
+}
+
+/// The version chosen for one call, and the shadow to compare it with (if sampled).
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The version that decides.
+    pub version: Arc<PluginVersion>,
+    /// Its role.
+    pub role: Role,
+    /// The shadow also asked, if this key is sampled.
+    pub shadow: Option<Arc<PluginVersion>>,
 }
 
 /// Errors of registry operations.
@@ -76,7 +145,14 @@ pub enum RegistryError {
 pub struct Registry {
     versions: RwLock<HashMap<String, Arc<PluginVersion>>>,
     slots: RwLock<HashMap<String, Arc<ArcSwap<Slot>>>>,
-    canary_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("names", &self.active_names())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Registry {
@@ -95,13 +171,42 @@ impl Registry {
             .clone()
     }
 
-    /// Make `digest` the stable version of its plugin, dropping any canary.
+    /// The loaded version with `digest`.
+    pub fn get(&self, digest: &str) -> Option<Arc<PluginVersion>> {
+        let versions = self.versions.read().unwrap_or_else(|p| p.into_inner());
+        versions.get(digest).cloned()
+    }
+
+    /// Make `digest` the stable version of its plugin, dropping any canary and shadow (a
+    /// local change: the next release applied replaces it).
     pub fn activate(&self, name: &str, digest: &str) -> Result<Arc<PluginVersion>, RegistryError> {
         let version = self.version(name, digest)?;
-        let slot = Slot {
-            stable: version.clone(),
-            canary: None,
-        };
+        let generation = self.slot_of(name).map_or(0, |s| s.generation);
+        self.store_slot(
+            name,
+            Slot {
+                generation,
+                ..Slot::stable(version.clone())
+            },
+        );
+        Ok(version)
+    }
+
+    /// Install `slot` for `name` unless the slot there came from a later release; drops the
+    /// versions no slot refers to any more. Returns whether it was installed.
+    pub fn set_slot(&self, name: &str, slot: Slot) -> bool {
+        if self
+            .slot_of(name)
+            .is_some_and(|current| current.generation > slot.generation)
+        {
+            return false;
+        }
+        self.store_slot(name, slot);
+        self.retire_unused();
+        true
+    }
+
+    fn store_slot(&self, name: &str, slot: Slot) {
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
         match slots.get(name) {
             Some(existing) => existing.store(Arc::new(slot)),
@@ -109,7 +214,16 @@ impl Registry {
                 slots.insert(name.to_owned(), Arc::new(ArcSwap::from_pointee(slot)));
             }
         }
-        Ok(version)
+    }
+
+    /// Forget loaded versions no slot refers to; calls running on them keep their `Arc`.
+    fn retire_unused(&self) {
+        let slots: Vec<Slot> = {
+            let slots = self.slots.read().unwrap_or_else(|p| p.into_inner());
+            slots.values().map(|s| (*s.load_full()).clone()).collect()
+        };
+        let mut versions = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        versions.retain(|digest, _| slots.iter().any(|s| s.refers_to(digest)));
     }
 
     /// Retire `name`: no version serves it until one is activated again. Loaded versions
@@ -122,31 +236,63 @@ impl Registry {
             .ok_or_else(|| RegistryError::UnknownPlugin(name.to_owned()))
     }
 
-    /// Route `weight` percent of `name`'s calls to `digest`.
+    /// Route `weight` percent of `name`'s routing keys to `digest` (a local change).
     pub fn set_canary(&self, name: &str, digest: &str, weight: u8) -> Result<(), RegistryError> {
         if weight > 100 {
             return Err(RegistryError::BadWeight);
         }
         let version = self.version(name, digest)?;
-        let slot = self.slot(name)?;
-        let current = slot.load_full();
-        slot.store(Arc::new(Slot {
-            stable: current.stable.clone(),
-            canary: Some((version, weight)),
-        }));
+        let current = self
+            .slot_of(name)
+            .ok_or_else(|| RegistryError::UnknownPlugin(name.to_owned()))?;
+        self.store_slot(
+            name,
+            Slot {
+                canary: Some((version, weight)),
+                ..current
+            },
+        );
         Ok(())
     }
 
-    /// The version that should serve the next call of `name`.
+    /// The stable version of `name`.
     pub fn pick(&self, name: &str) -> Option<Arc<PluginVersion>> {
-        let slot = self.slot(name).ok()?.load_full();
-        if let Some((canary, weight)) = &slot.canary {
-            let n = self.canary_counter.fetch_add(1, Ordering::Relaxed) % 100;
-            if n < u64::from(*weight) {
-                return Some(canary.clone());
+        self.slot_of(name).map(|s| s.stable)
+    }
+
+    /// The version that decides the call with routing key `key`, and the shadow to compare
+    /// with when the key is sampled.
+    pub fn route(&self, name: &str, key: &str) -> Option<Route> {
+        let slot = self.slot_of(name)?;
+        let shadow = slot.shadow.as_ref().and_then(|(v, sample)| {
+            Shadow {
+                digest: String::new(),
+                sample: *sample,
             }
+            .samples(key)
+            .then(|| v.clone())
+        });
+        let serves = |weight: u8| {
+            Canary {
+                digest: String::new(),
+                weight,
+            }
+            .serves(key)
+        };
+        if let Some((canary, weight)) = &slot.canary
+            && serves(*weight)
+        {
+            return Some(Route {
+                version: canary.clone(),
+                role: Role::Canary,
+                shadow,
+            });
         }
-        Some(slot.stable.clone())
+        Some(Route {
+            version: slot.stable,
+            role: Role::Stable,
+            shadow,
+        })
     }
 
     /// Current slot of `name`.
@@ -171,11 +317,8 @@ impl Registry {
     }
 
     fn version(&self, name: &str, digest: &str) -> Result<Arc<PluginVersion>, RegistryError> {
-        let versions = self.versions.read().unwrap_or_else(|p| p.into_inner());
-        versions
-            .get(digest)
+        self.get(digest)
             .filter(|v| v.meta.name == name)
-            .cloned()
             .ok_or_else(|| RegistryError::UnknownVersion {
                 name: name.to_owned(),
                 digest: digest.to_owned(),

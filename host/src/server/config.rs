@@ -39,8 +39,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Database; `None` means SQLite in `data_dir`.
     pub database_url: Option<DatabaseUrl>,
-    /// Bearer token of the admin endpoints; without it they are disabled.
+    /// Bearer token of the admin endpoints (its name in audit trails is `admin`); without it
+    /// and `admin_tokens` they are disabled.
     pub admin_token: Option<Secret>,
+    /// More admin bearer tokens, by name (the name is the actor in the release audit trail),
+    /// e.g. `[admin_tokens] ci = "..."`.
+    pub admin_tokens: BTreeMap<String, Secret>,
     /// `deployment.environment` of telemetry.
     pub environment: String,
     /// Region label of telemetry.
@@ -80,6 +84,7 @@ impl Default for Config {
             data_dir: PathBuf::from("weir-data"),
             database_url: None,
             admin_token: None,
+            admin_tokens: BTreeMap::new(),
             environment: "development".to_owned(),
             region: None,
             seed_demo_catalog: true,
@@ -153,6 +158,11 @@ pub struct PluginsConfig {
     pub orders: String,
     /// Per-plugin configuration, visible to the plugin through its `config` import.
     pub config: BTreeMap<String, BTreeMap<String, String>>,
+    /// Keep compiled components in `<data_dir>/artifacts` so restarts and swaps do not
+    /// compile them again.
+    pub artifact_cache: bool,
+    /// The plugin lifecycle: uploads, sync between replicas, shadows, automatic rollback.
+    pub releases: crate::runtime::releases::ReleasesConfig,
 }
 
 impl Default for PluginsConfig {
@@ -161,6 +171,8 @@ impl Default for PluginsConfig {
             dir: None,
             orders: "orders".to_owned(),
             config: BTreeMap::new(),
+            artifact_cache: true,
+            releases: crate::runtime::releases::ReleasesConfig::default(),
         }
     }
 }
@@ -269,6 +281,27 @@ impl Config {
                 "must be at least 16 characters",
             )?;
         }
+        for (name, token) in &self.admin_tokens {
+            ensure(
+                !name.is_empty()
+                    && name.len() <= 64
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                "admin_tokens",
+                "names must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+            )?;
+            ensure(
+                token.expose().len() >= 16,
+                "admin_tokens",
+                "every token must be at least 16 characters",
+            )?;
+        }
+        ensure(
+            self.admin_token.is_none() || !self.admin_tokens.contains_key("admin"),
+            "admin_tokens",
+            "`admin` is the name of admin_token; choose another name",
+        )?;
         ensure(
             self.listen != self.ops_listen || self.listen.port() == 0,
             "ops_listen",
@@ -301,6 +334,7 @@ impl Config {
             "plugins.orders",
             "must name a plugin",
         )?;
+        self.plugins.releases.validate()?;
         self.policy.validate()
     }
 
@@ -312,6 +346,19 @@ impl Config {
                 self.data_dir.join("weir.db").display()
             ))
         })
+    }
+
+    /// Every admin token with its name (`admin` for `admin_token`).
+    pub fn admin_tokens(&self) -> Vec<(String, Secret)> {
+        self.admin_token
+            .iter()
+            .map(|t| ("admin".to_owned(), t.clone()))
+            .chain(
+                self.admin_tokens
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.clone())),
+            )
+            .collect()
     }
 
     /// Short hash of the configuration with secrets redacted, for `/infoz`.

@@ -23,7 +23,7 @@ use anyhow::Context as _;
 use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use weir_core::app::{OrderService, Ports, Settings};
+use weir_core::app::{OrderService, Ports, ReleaseService, Settings};
 use weir_core::domain::Product;
 use weir_core::ports::{Detached, Spawner, SystemClock};
 
@@ -33,7 +33,8 @@ use crate::http::ApiState;
 use crate::lifecycle::{DrainPlan, DrainReport, Shutdown, ShutdownConfig};
 use crate::ops::{InfoFacts, OpsState};
 use crate::policy::dependency::{Dependencies, Dependency};
-use crate::runtime::{PluginDecider, PluginVersion, Registry, Runtime};
+use crate::runtime::releases::Releases;
+use crate::runtime::{PluginDecider, Registry, Runtime, Slot};
 use crate::storage::{self, Store, StoreOptions, TracedStore};
 use config::Config;
 
@@ -68,6 +69,8 @@ pub struct AppState {
     pub runtime: Runtime,
     /// Loaded plugin versions and active slots.
     pub registry: Arc<Registry>,
+    /// The plugin lifecycle (admission, releases, shadows, automatic rollback).
+    pub releases: Arc<Releases>,
     /// Validated configuration.
     pub config: Arc<Config>,
     /// The order use-cases, wired to the adapters above.
@@ -81,8 +84,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The plugin version that would serve the next orders call.
-    pub fn orders_plugin(&self) -> Option<Arc<PluginVersion>> {
+    /// The stable version of the orders plugin.
+    pub fn orders_plugin(&self) -> Option<Arc<crate::runtime::PluginVersion>> {
         self.registry.pick(&self.config.plugins.orders)
     }
 }
@@ -134,12 +137,24 @@ impl Server {
         )
         .context("could not set up the catalog cache")?;
         tracing::info!(cache = cache_kind, "catalog read path ready");
-        let runtime = Runtime::new(config.runtime.clone(), Arc::new(catalog))
-            .context("could not build the plugin engine")?;
+        let runtime = Runtime::with_artifacts(
+            config.runtime.clone(),
+            Arc::new(catalog),
+            artifact_dir(&config),
+        )
+        .context("could not build the plugin engine")?;
         runtime
             .plugin_breakers()
             .configure(policy.plugin_breaker.clone());
-        let registry = Arc::new(load_plugins(&config, &runtime).await?);
+        let registry = Arc::new(Registry::new());
+        let releases = Arc::new(Releases::new(
+            runtime.clone(),
+            registry.clone(),
+            ReleaseService::new(store.clone(), store.clone(), Arc::new(SystemClock)),
+            config.plugins.releases.clone(),
+            config.plugins.config.clone(),
+        ));
+        load_plugins(&config, &releases).await?;
 
         let events = match &config.amqp_url {
             Some(url) => EventsHandle::amqp(url.clone(), config.events.clone(), store.clone()),
@@ -153,8 +168,7 @@ impl Server {
                 outbox: store.clone(),
                 products: store.clone(),
                 decider: Arc::new(PluginDecider::new(
-                    runtime.clone(),
-                    registry.clone(),
+                    releases.clone(),
                     config.plugins.orders.clone(),
                 )),
                 intake: Arc::new(events.clone()),
@@ -171,6 +185,7 @@ impl Server {
             store: store.clone(),
             runtime,
             registry,
+            releases: releases.clone(),
             config: config.clone(),
             orders,
             events,
@@ -179,6 +194,17 @@ impl Server {
         };
         let (api_addr, ops_addr, listeners) = serve(&state).await?;
         spawn_idempotency_purge(&state);
+        // Every replica follows the releases in the database (LISTEN on PostgreSQL, polling).
+        let listen_url = config
+            .database_url
+            .clone()
+            .filter(|u| storage::backend_of(u.expose()) == Some("postgres"));
+        state
+            .shutdown
+            .supervisor()
+            .spawn("plugins.releases", move |ctx| {
+                releases.clone().run(listen_url.clone(), ctx)
+            });
         // Outbox relay, consumer and backpressure monitor (none in the embedded default), as
         // supervised workers: the drain cancels and waits for them with the others.
         crate::events::spawn(
@@ -272,18 +298,34 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
-/// The registry with the built-in reference plugin and every component of `plugins.dir`
-/// admitted and active; fails when the configured orders plugin is not among them.
-async fn load_plugins(config: &Config, runtime: &Runtime) -> anyhow::Result<Registry> {
-    let registry = Registry::new();
-    let plugin_config = |name: &str| -> BTreeMap<String, String> {
-        config.plugins.config.get(name).cloned().unwrap_or_default()
-    };
-    let builtin = runtime
-        .load(weir_plugin_artifacts::ORDERS_WASM.to_vec(), plugin_config)
-        .await
-        .context("could not admit the built-in orders plugin")?;
-    admit(&registry, builtin, "built-in");
+/// `<data_dir>/artifacts` when the artifact cache is on and the directory can be made.
+fn artifact_dir(config: &Config) -> Option<std::path::PathBuf> {
+    if !config.plugins.artifact_cache {
+        return None;
+    }
+    let dir = config.data_dir.join("artifacts");
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "compiled-artifact cache off: cannot create its directory");
+            None
+        }
+    }
+}
+
+/// Admit the built-in reference plugin and every component of `plugins.dir`, serve each
+/// plugin name's last one locally, make them the releases nobody else set, then apply the
+/// releases stored in the database (an operator's release wins). Fails when the configured
+/// orders plugin serves nothing.
+async fn load_plugins(config: &Config, releases: &Releases) -> anyhow::Result<()> {
+    let mut local = vec![
+        releases
+            .admit_local(
+                weir_plugin_artifacts::ORDERS_WASM.to_vec(),
+                "the built-in orders plugin",
+            )
+            .await?,
+    ];
     if let Some(dir) = &config.plugins.dir {
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .with_context(|| format!("could not read plugins.dir {}", dir.display()))?
@@ -292,19 +334,39 @@ async fn load_plugins(config: &Config, runtime: &Runtime) -> anyhow::Result<Regi
             .collect();
         files.sort();
         for file in files {
-            let version = runtime
-                .load_file(&file, plugin_config)
-                .await
-                .with_context(|| format!("could not admit plugin {}", file.display()))?;
-            admit(&registry, version, &file.display().to_string());
+            let bytes = std::fs::read(&file)
+                .with_context(|| format!("could not read plugin {}", file.display()))?;
+            local.push(
+                releases
+                    .admit_local(bytes, &format!("plugin {}", file.display()))
+                    .await?,
+            );
         }
     }
+    // In file order, the last version of a name wins.
+    let mut by_name = BTreeMap::new();
+    for version in local {
+        by_name.insert(version.meta.name.clone(), version);
+    }
+    for (name, version) in by_name {
+        releases
+            .registry()
+            .set_slot(&name, Slot::stable(version.clone()));
+        releases
+            .service()
+            .adopt_at_startup(&name, &version.meta.digest)
+            .await
+            .with_context(|| format!("could not read or write the release of {name}"))?;
+    }
+    if let Err(e) = releases.sync().await {
+        tracing::error!(error = %crate::support::chain(&e), "cannot read the plugin releases; serving the local versions until they are applied");
+    }
     anyhow::ensure!(
-        registry.pick(&config.plugins.orders).is_some(),
+        releases.registry().pick(&config.plugins.orders).is_some(),
         "plugins.orders is {:?} but no loaded plugin has that name",
         config.plugins.orders
     );
-    Ok(registry)
+    Ok(())
 }
 
 /// Bind both listeners and serve them until the shutdown token stops them.
@@ -334,13 +396,14 @@ async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<
         deps: state.deps.clone(),
         events: state.events.clone(),
         shutdown: state.shutdown.clone(),
-        admin_token: config.admin_token.clone(),
+        admin_tokens: Arc::new(config.admin_tokens()),
+        releases: state.releases.clone(),
         facts: Arc::new(InfoFacts {
             config_hash: config.hash(),
             environment: config.environment.clone(),
             budget: config.runtime.budget.clone(),
             features: serde_json::json!({
-                "admin_api": config.admin_token.is_some(),
+                "admin_api": !config.admin_tokens().is_empty(),
                 "broker_events": config.amqp_url.is_some(),
                 "redis_cache": config.policy.cache.redis_url.is_some(),
                 "plugins_dir": config.plugins.dir.is_some(),
@@ -377,21 +440,6 @@ async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<
         }));
     }
     Ok((api_addr, ops_addr, listeners))
-}
-
-fn admit(registry: &Registry, version: Arc<PluginVersion>, source: &str) {
-    let version = registry.insert(version);
-    let meta = &version.meta;
-    match registry.activate(&meta.name, &meta.digest) {
-        Ok(_) => tracing::info!(
-            plugin = %meta.name,
-            version = %meta.version,
-            digest = %meta.digest,
-            source,
-            "plugin admitted and active"
-        ),
-        Err(e) => tracing::error!(error = %e, "plugin admitted but not activated"),
-    }
 }
 
 /// The idempotency purge, a periodic [`crate::lifecycle::worker`]: deletes keys older than

@@ -60,6 +60,7 @@ mod sqlite;
 pub mod traced;
 
 pub use postgres::PgStore;
+pub use postgres::{RELEASE_CHANNEL, ReleaseListener};
 pub use sqlite::SqliteStore;
 pub use traced::TracedStore;
 pub use weir_core::domain::idempotency::{
@@ -71,8 +72,9 @@ pub use weir_core::domain::{
 };
 pub use weir_core::ports::store::{MAX_EVENTS_LIMIT, MAX_LIST_LIMIT};
 pub use weir_core::ports::{
-    DriverError, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter, OrderStore, OutboxStats,
-    OutboxStore, ProductStore, StoreError, TransitionOutcome,
+    ComponentStore, DriverError, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter,
+    OrderStore, OutboxStats, OutboxStore, ProductStore, ReleaseStore, StoreError,
+    TransitionOutcome,
 };
 
 use crate::support::{SecretUrl, redact_url};
@@ -216,12 +218,26 @@ pub trait Database: fmt::Debug + Send + Sync + 'static {
 /// Every store port plus [`Database`]: one object per database, `Arc<dyn Store>`. `Debug`
 /// never shows a password.
 pub trait Store:
-    Database + OrderStore + IdempotencyStore + OutboxStore + InboxStore + ProductStore
+    Database
+    + OrderStore
+    + IdempotencyStore
+    + OutboxStore
+    + InboxStore
+    + ProductStore
+    + ComponentStore
+    + ReleaseStore
 {
 }
 
 impl<T> Store for T where
-    T: Database + OrderStore + IdempotencyStore + OutboxStore + InboxStore + ProductStore
+    T: Database
+        + OrderStore
+        + IdempotencyStore
+        + OutboxStore
+        + InboxStore
+        + ProductStore
+        + ComponentStore
+        + ReleaseStore
 {
 }
 

@@ -24,6 +24,9 @@ use super::{
     status_from_db,
 };
 use crate::support::redact_url;
+use weir_core::domain::release::{Release, ReleaseAudit};
+use weir_core::ports::releases::STARTUP;
+use weir_core::ports::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -904,6 +907,258 @@ impl ProductStore for PgStore {
         }
         tx.commit().await.map_err(db_err)?;
         Ok(true)
+    }
+}
+
+/// The channel a release change is announced on (payload: the plugin name).
+pub const RELEASE_CHANNEL: &str = "weir_plugin_release";
+
+/// Announcements of release changes from every replica (PostgreSQL `LISTEN`), on a
+/// connection of its own.
+pub struct ReleaseListener {
+    inner: sqlx::postgres::PgListener,
+}
+
+impl std::fmt::Debug for ReleaseListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReleaseListener").finish_non_exhaustive()
+    }
+}
+
+impl ReleaseListener {
+    /// Listen on [`RELEASE_CHANNEL`] of the database at `url`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut inner = sqlx::postgres::PgListener::connect(url)
+            .await
+            .map_err(db_err)?;
+        inner.listen(RELEASE_CHANNEL).await.map_err(db_err)?;
+        Ok(Self { inner })
+    }
+
+    /// The next announced plugin name. After a lost connection the listener reconnects on
+    /// the next call; what was announced meanwhile is lost (callers also poll).
+    pub async fn recv(&mut self) -> Result<String, StoreError> {
+        self.inner
+            .recv()
+            .await
+            .map(|n| n.payload().to_owned())
+            .map_err(db_err)
+    }
+}
+
+fn component_from_row(row: &PgRow) -> Result<ComponentRecord, StoreError> {
+    let capabilities: Json<Vec<String>> = get(row, "capabilities")?;
+    Ok(ComponentRecord {
+        digest: get(row, "digest")?,
+        name: get(row, "name")?,
+        version: get(row, "version")?,
+        size: u64::try_from(get::<i64>(row, "size")?)
+            .map_err(|_| StoreError::Corrupt("negative component size".to_owned()))?,
+        capabilities: capabilities.0,
+        admitted_at: get(row, "admitted_at")?,
+        admitted_by: get(row, "admitted_by")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl ComponentStore for PgStore {
+    async fn put_component(
+        &self,
+        record: &ComponentRecord,
+        bytes: &[u8],
+    ) -> Result<PutComponent, StoreError> {
+        if let Some(existing) = self.get_component(&record.digest).await? {
+            return Ok(PutComponent::Existing(existing));
+        }
+        if record.admitted_by != STARTUP
+            && let Some(row) = sqlx::query(
+                "SELECT digest, name, version, size, capabilities, admitted_at, admitted_by \
+                 FROM plugin_components WHERE name = $1 AND version = $2 LIMIT 1",
+            )
+            .bind(&record.name)
+            .bind(&record.version)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?
+        {
+            return Ok(PutComponent::VersionTaken(component_from_row(&row)?));
+        }
+        // A concurrent insert of the digest or of an uploaded version inserts nothing here;
+        // find out which.
+        let inserted = sqlx::query(
+            "INSERT INTO plugin_components \
+             (digest, name, version, size, capabilities, bytes, admitted_at, admitted_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        )
+        .bind(&record.digest)
+        .bind(&record.name)
+        .bind(&record.version)
+        .bind(i64::try_from(record.size).unwrap_or(i64::MAX))
+        .bind(Json(&record.capabilities))
+        .bind(bytes)
+        .bind(record.admitted_at)
+        .bind(&record.admitted_by)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(PutComponent::Inserted);
+        }
+        if let Some(existing) = self.get_component(&record.digest).await? {
+            return Ok(PutComponent::Existing(existing));
+        }
+        let row = sqlx::query(
+            "SELECT digest, name, version, size, capabilities, admitted_at, admitted_by \
+             FROM plugin_components WHERE name = $1 AND version = $2 LIMIT 1",
+        )
+        .bind(&record.name)
+        .bind(&record.version)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?;
+        match row {
+            Some(row) => Ok(PutComponent::VersionTaken(component_from_row(&row)?)),
+            None => Err(StoreError::Conflict(format!(
+                "component {} conflicted but no conflicting row exists",
+                record.digest
+            ))),
+        }
+    }
+
+    async fn get_component(&self, digest: &str) -> Result<Option<ComponentRecord>, StoreError> {
+        sqlx::query(
+            "SELECT digest, name, version, size, capabilities, admitted_at, admitted_by \
+             FROM plugin_components WHERE digest = $1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(component_from_row)
+        .transpose()
+    }
+
+    async fn component_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("SELECT bytes FROM plugin_components WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn list_components(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<ComponentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT digest, name, version, size, capabilities, admitted_at, admitted_by \
+             FROM plugin_components WHERE $1::text IS NULL OR name = $1 \
+             ORDER BY admitted_at, digest",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(component_from_row).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl ReleaseStore for PgStore {
+    async fn get_release(&self, name: &str) -> Result<Option<Release>, StoreError> {
+        let doc: Option<Json<Release>> =
+            sqlx::query_scalar("SELECT release FROM plugin_releases WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(doc.map(|d| d.0))
+    }
+
+    async fn list_releases(&self) -> Result<Vec<Release>, StoreError> {
+        let docs: Vec<Json<Release>> =
+            sqlx::query_scalar("SELECT release FROM plugin_releases ORDER BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(docs.into_iter().map(|d| d.0).collect())
+    }
+
+    async fn swap_release(
+        &self,
+        expected: i64,
+        next: &Release,
+        audit: &ReleaseAudit,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let written = if expected == 0 {
+            sqlx::query(
+                "INSERT INTO plugin_releases (name, generation, release, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(&next.name)
+            .bind(next.generation)
+            .bind(Json(next))
+            .bind(next.updated_at)
+            .execute(&mut *tx)
+            .await
+        } else {
+            sqlx::query(
+                "UPDATE plugin_releases SET generation = $2, release = $3, updated_at = $4 \
+                 WHERE name = $1 AND generation = $5",
+            )
+            .bind(&next.name)
+            .bind(next.generation)
+            .bind(Json(next))
+            .bind(next.updated_at)
+            .bind(expected)
+            .execute(&mut *tx)
+            .await
+        }
+        .map_err(db_err)?
+        .rows_affected();
+        if written != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO plugin_release_history (name, generation, at, audit) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&audit.name)
+        .bind(audit.generation)
+        .bind(audit.at)
+        .bind(Json(audit))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        // Delivered at commit, to every replica listening.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(RELEASE_CHANNEL)
+            .bind(&next.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn release_history(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<ReleaseAudit>, StoreError> {
+        let docs: Vec<Json<ReleaseAudit>> = sqlx::query_scalar(
+            "SELECT audit FROM plugin_release_history WHERE name = $1 \
+             ORDER BY generation DESC LIMIT $2",
+        )
+        .bind(name)
+        .bind(i64::from(limit.min(1000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(docs.into_iter().map(|d| d.0).collect())
     }
 }
 

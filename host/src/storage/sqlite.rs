@@ -32,6 +32,9 @@ use super::{
     status_from_db,
 };
 use crate::support::redact_url;
+use weir_core::domain::release::{Release, ReleaseAudit};
+use weir_core::ports::releases::STARTUP;
+use weir_core::ports::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -936,6 +939,203 @@ impl ProductStore for SqliteStore {
         }
         tx.commit().await.map_err(db_err)?;
         Ok(true)
+    }
+}
+
+fn component_from_row(row: &SqliteRow) -> Result<ComponentRecord, StoreError> {
+    let capabilities: String = get(row, "capabilities")?;
+    Ok(ComponentRecord {
+        digest: get(row, "digest")?,
+        name: get(row, "name")?,
+        version: get(row, "version")?,
+        size: u64::try_from(get::<i64>(row, "size")?)
+            .map_err(|_| StoreError::Corrupt("negative component size".to_owned()))?,
+        capabilities: serde_json::from_str(&capabilities)
+            .map_err(|e| StoreError::Corrupt(format!("component capabilities: {e}")))?,
+        admitted_at: parse_ts(&get::<String>(row, "admitted_at")?)?,
+        admitted_by: get(row, "admitted_by")?,
+    })
+}
+
+fn json_doc<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("cannot encode: {e}")))
+}
+
+#[async_trait::async_trait]
+impl ComponentStore for SqliteStore {
+    async fn put_component(
+        &self,
+        record: &ComponentRecord,
+        bytes: &[u8],
+    ) -> Result<PutComponent, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if let Some(row) = sqlx::query(
+            "SELECT digest, name, version, size, capabilities, admitted_at, admitted_by \
+             FROM plugin_components WHERE digest = ?1",
+        )
+        .bind(&record.digest)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?
+        {
+            return Ok(PutComponent::Existing(component_from_row(&row)?));
+        }
+        if record.admitted_by != STARTUP
+            && let Some(row) = sqlx::query(
+                "SELECT digest, name, version, size, capabilities, admitted_at, admitted_by \
+                 FROM plugin_components WHERE name = ?1 AND version = ?2 LIMIT 1",
+            )
+            .bind(&record.name)
+            .bind(&record.version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?
+        {
+            return Ok(PutComponent::VersionTaken(component_from_row(&row)?));
+        }
+        sqlx::query(
+            "INSERT INTO plugin_components \
+             (digest, name, version, size, capabilities, bytes, admitted_at, admitted_by) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(&record.digest)
+        .bind(&record.name)
+        .bind(&record.version)
+        .bind(i64::try_from(record.size).unwrap_or(i64::MAX))
+        .bind(to_json(&record.capabilities)?)
+        .bind(bytes)
+        .bind(ts(record.admitted_at))
+        .bind(&record.admitted_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(PutComponent::Inserted)
+    }
+
+    async fn get_component(&self, digest: &str) -> Result<Option<ComponentRecord>, StoreError> {
+        sqlx::query(
+            "SELECT digest, name, version, size, capabilities, admitted_at, admitted_by \
+             FROM plugin_components WHERE digest = ?1",
+        )
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(component_from_row)
+        .transpose()
+    }
+
+    async fn component_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        sqlx::query_scalar("SELECT bytes FROM plugin_components WHERE digest = ?1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn list_components(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<ComponentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT digest, name, version, size, capabilities, admitted_at, admitted_by \
+             FROM plugin_components WHERE ?1 IS NULL OR name = ?1 \
+             ORDER BY admitted_at, digest",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(component_from_row).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl ReleaseStore for SqliteStore {
+    async fn get_release(&self, name: &str) -> Result<Option<Release>, StoreError> {
+        let doc: Option<String> =
+            sqlx::query_scalar("SELECT release FROM plugin_releases WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        doc.as_deref().map(|d| json_doc(d, "release")).transpose()
+    }
+
+    async fn list_releases(&self) -> Result<Vec<Release>, StoreError> {
+        let docs: Vec<String> =
+            sqlx::query_scalar("SELECT release FROM plugin_releases ORDER BY name")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_err)?;
+        docs.iter().map(|d| json_doc(d, "release")).collect()
+    }
+
+    async fn swap_release(
+        &self,
+        expected: i64,
+        next: &Release,
+        audit: &ReleaseAudit,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT generation FROM plugin_releases WHERE name = ?1")
+                .bind(&next.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        if current.unwrap_or(0) != expected {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO plugin_releases (name, generation, release, updated_at) \
+             VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET generation = excluded.generation, \
+             release = excluded.release, updated_at = excluded.updated_at",
+        )
+        .bind(&next.name)
+        .bind(next.generation)
+        .bind(to_json(next)?)
+        .bind(ts(next.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO plugin_release_history (name, generation, at, audit) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&audit.name)
+        .bind(audit.generation)
+        .bind(ts(audit.at))
+        .bind(to_json(audit)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
+    }
+
+    async fn release_history(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<ReleaseAudit>, StoreError> {
+        let docs: Vec<String> = sqlx::query_scalar(
+            "SELECT audit FROM plugin_release_history WHERE name = ?1 \
+             ORDER BY generation DESC LIMIT ?2",
+        )
+        .bind(name)
+        .bind(i64::from(limit.min(1000)))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        docs.iter().map(|d| json_doc(d, "release audit")).collect()
     }
 }
 

@@ -9,6 +9,8 @@ use serde_json::json;
 use uuid::{NoContext, Timestamp, Uuid};
 
 use super::*;
+use weir_core::domain::release::{Canary, Release, ReleaseAudit, Shadow};
+use weir_core::ports::{ComponentRecord, PutComponent};
 
 const LOCK_TTL: Duration = Duration::from_secs(30);
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -799,6 +801,181 @@ async fn transition_once_applies_each_message_once(store: Arc<dyn Store>) {
     assert_eq!(store.get_order(o.id).await.unwrap().unwrap().version, 3);
 }
 
+fn component(name: &str, version: &str, digest: &str, by: &str) -> ComponentRecord {
+    ComponentRecord {
+        digest: digest.to_owned(),
+        name: name.to_owned(),
+        version: version.to_owned(),
+        size: 3,
+        capabilities: vec!["log".to_owned(), "catalog".to_owned()],
+        admitted_at: t0(),
+        admitted_by: by.to_owned(),
+    }
+}
+
+fn release(name: &str, generation: i64, stable: &str) -> Release {
+    Release {
+        name: name.to_owned(),
+        generation,
+        stable: stable.to_owned(),
+        previous_stable: None,
+        canary: Some(Canary {
+            digest: "cc".to_owned(),
+            weight: 20,
+        }),
+        shadow: Some(Shadow {
+            digest: "dd".to_owned(),
+            sample: 0.25,
+        }),
+        updated_at: at(generation),
+        updated_by: "alice".to_owned(),
+    }
+}
+
+fn audit(r: &Release, from: Option<Release>) -> ReleaseAudit {
+    ReleaseAudit {
+        name: r.name.clone(),
+        generation: r.generation,
+        at: r.updated_at,
+        actor: r.updated_by.clone(),
+        action: "set".to_owned(),
+        from,
+        to: r.clone(),
+        reason: Some("because".to_owned()),
+    }
+}
+
+async fn components_are_stored_once_and_uploaded_versions_are_immutable(store: Arc<dyn Store>) {
+    let a = component("orders", "1.0.0", "aa", "alice");
+    assert_eq!(
+        store.put_component(&a, b"bytes-a").await.unwrap(),
+        PutComponent::Inserted
+    );
+    assert_eq!(
+        store.put_component(&a, b"bytes-a").await.unwrap(),
+        PutComponent::Existing(a.clone())
+    );
+    // An upload of other bytes under the same version is refused...
+    let b = component("orders", "1.0.0", "bb", "bob");
+    assert_eq!(
+        store.put_component(&b, b"bytes-b").await.unwrap(),
+        PutComponent::VersionTaken(a.clone())
+    );
+    // ...but start-up components (a rebuilt binary) may share a version.
+    let built = component("orders", "1.0.0", "b2", "startup");
+    assert_eq!(
+        store.put_component(&built, b"bytes-b2").await.unwrap(),
+        PutComponent::Inserted
+    );
+    assert_eq!(store.get_component("aa").await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        store.component_bytes("b2").await.unwrap().as_deref(),
+        Some(&b"bytes-b2"[..])
+    );
+    assert_eq!(store.get_component("zz").await.unwrap(), None);
+    store
+        .put_component(&component("other", "1.0.0", "oo", "alice"), b"o")
+        .await
+        .unwrap();
+    let digests: Vec<String> = store
+        .list_components(Some("orders"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.digest)
+        .collect();
+    assert_eq!(digests, ["aa", "b2"]);
+    assert_eq!(store.list_components(None).await.unwrap().len(), 3);
+}
+
+async fn concurrent_uploads_of_one_version_store_one(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let c = component("orders", "2.0.0", &format!("d{i}"), "ci");
+                store.put_component(&c, b"x").await.unwrap()
+            })
+        })
+        .collect();
+    let mut inserted = 0;
+    for t in tasks {
+        if t.await.unwrap() == PutComponent::Inserted {
+            inserted += 1;
+        }
+    }
+    assert_eq!(inserted, 1, "one set of bytes per uploaded version");
+}
+
+async fn releases_are_compare_and_set_with_an_audit_trail(store: Arc<dyn Store>) {
+    assert_eq!(store.get_release("orders").await.unwrap(), None);
+    let r1 = release("orders", 1, "aa");
+    assert!(store.swap_release(0, &r1, &audit(&r1, None)).await.unwrap());
+    // A second creator loses.
+    assert!(!store.swap_release(0, &r1, &audit(&r1, None)).await.unwrap());
+    let r2 = release("orders", 2, "bb");
+    assert!(
+        !store
+            .swap_release(5, &r2, &audit(&r2, Some(r1.clone())))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .swap_release(1, &r2, &audit(&r2, Some(r1.clone())))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_release("orders").await.unwrap(), Some(r2.clone()));
+    let other = release("other", 1, "oo");
+    assert!(
+        store
+            .swap_release(0, &other, &audit(&other, None))
+            .await
+            .unwrap()
+    );
+    let names: Vec<String> = store
+        .list_releases()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["orders", "other"]);
+    let history = store.release_history("orders", 10).await.unwrap();
+    assert_eq!(
+        history.iter().map(|a| a.generation).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(history[0].from.as_ref(), Some(&r1));
+    assert_eq!(history[0].reason.as_deref(), Some("because"));
+    assert_eq!(store.release_history("orders", 1).await.unwrap().len(), 1);
+}
+
+async fn concurrent_release_changes_apply_one(store: Arc<dyn Store>) {
+    let r1 = release("orders", 1, "aa");
+    assert!(store.swap_release(0, &r1, &audit(&r1, None)).await.unwrap());
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            let r1 = r1.clone();
+            tokio::spawn(async move {
+                let next = release("orders", 2, &format!("s{i}"));
+                store
+                    .swap_release(1, &next, &audit(&next, Some(r1)))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    assert_eq!(store.release_history("orders", 10).await.unwrap().len(), 2);
+}
+
 async fn debug_has_no_password(store: Arc<dyn Store>) {
     let debug = format!("{store:?}");
     assert!(!debug.contains("s3cret"), "{debug}");
@@ -872,6 +1049,10 @@ both_backends!(
     outbox_claims_are_leased_ordered_and_exclusive,
     concurrent_claims_never_overlap,
     transition_once_applies_each_message_once,
+    components_are_stored_once_and_uploaded_versions_are_immutable,
+    concurrent_uploads_of_one_version_store_one,
+    releases_are_compare_and_set_with_an_audit_trail,
+    concurrent_release_changes_apply_one,
     debug_has_no_password,
 );
 

@@ -25,6 +25,8 @@ use super::{
     Product, ProductStore, RowCounts, Store, StoreError, StoredResponse, TransitionOutcome,
 };
 use crate::telemetry::{db_span, traced};
+use weir_core::domain::release::{Release, ReleaseAudit};
+use weir_core::ports::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 
 /// The stable code of a store error on the span that saw it: the API's codes for the same
 /// failure (`STORAGE_UNAVAILABLE` when retrying may help, else `INTERNAL_ERROR`).
@@ -296,6 +298,69 @@ impl ProductStore for TracedStore {
 
     async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError> {
         self.call("product.seed", self.inner.seed_products_if_empty(products))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl ComponentStore for TracedStore {
+    async fn put_component(
+        &self,
+        record: &ComponentRecord,
+        bytes: &[u8],
+    ) -> Result<PutComponent, StoreError> {
+        self.call("component.put", self.inner.put_component(record, bytes))
+            .await
+    }
+
+    async fn get_component(&self, digest: &str) -> Result<Option<ComponentRecord>, StoreError> {
+        self.call("component.get", self.inner.get_component(digest))
+            .await
+    }
+
+    async fn component_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.call("component.bytes", self.inner.component_bytes(digest))
+            .await
+    }
+
+    async fn list_components(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Vec<ComponentRecord>, StoreError> {
+        self.call("component.list", self.inner.list_components(name))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl ReleaseStore for TracedStore {
+    async fn get_release(&self, name: &str) -> Result<Option<Release>, StoreError> {
+        self.call("release.get", self.inner.get_release(name)).await
+    }
+
+    async fn list_releases(&self) -> Result<Vec<Release>, StoreError> {
+        self.call("release.list", self.inner.list_releases()).await
+    }
+
+    async fn swap_release(
+        &self,
+        expected: i64,
+        next: &Release,
+        audit: &ReleaseAudit,
+    ) -> Result<bool, StoreError> {
+        self.call(
+            "transaction.swap_release",
+            self.inner.swap_release(expected, next, audit),
+        )
+        .await
+    }
+
+    async fn release_history(
+        &self,
+        name: &str,
+        limit: u32,
+    ) -> Result<Vec<ReleaseAudit>, StoreError> {
+        self.call("release.history", self.inner.release_history(name, limit))
             .await
     }
 }

@@ -9,6 +9,8 @@
 //! - `errors`: the context chain of start-up, store and plugin failures in one log line and
 //!   one span error.
 //! - `otel`: OpenTelemetry export to a real OTLP receiver, flushed at SIGTERM.
+//! - `releases`: replicas converging on a release, the `weir plugin` client, the
+//!   compiled-artifact cache across restarts.
 //! - `plugin_logs`: guest output and plugin logs inside the invocation span (it installs a
 //!   thread-local subscriber; the other tests here run `weir` as a child process and install
 //!   none, so callsite interest is never decided without it).
@@ -18,4 +20,5 @@ mod cli;
 mod errors;
 mod otel;
 mod plugin_logs;
+mod releases;
 mod support;

@@ -45,6 +45,19 @@ pub const HOSTILE_SLEEP: &str = concat!(env!("OUT_DIR"), "/hostile-sleep.wasm");
 /// Path of the plugin whose `place-order` logs ~1 KiB records in an endless loop.
 pub const HOSTILE_LOGFLOOD: &str = concat!(env!("OUT_DIR"), "/hostile-logflood.wasm");
 
+/// Path of `orders` 0.2.0: the reference logic plus a 1% loyalty discount
+/// (`plugins/orders-next`), "version B" of the release tests.
+pub const ORDERS_NEXT: &str = concat!(env!("OUT_DIR"), "/orders-next.wasm");
+
+/// Path of the plugin whose `describe` panics (refused at admission).
+pub const HOSTILE_DESCRIBE_PANIC: &str = concat!(env!("OUT_DIR"), "/hostile-describe-panic.wasm");
+
+/// Path of the plugin whose `describe` never returns (refused at admission, in bounded time).
+pub const HOSTILE_DESCRIBE_SPIN: &str = concat!(env!("OUT_DIR"), "/hostile-describe-spin.wasm");
+
+/// Path of `orders` 0.9.0-trap, whose `place-order` traps (a broken canary).
+pub const HOSTILE_ORDERS_TRAP: &str = concat!(env!("OUT_DIR"), "/hostile-orders-trap.wasm");
+
 /// Every component path with a short name, for tests that iterate over all of them.
 pub const ALL: &[(&str, &str)] = &[
     ("orders", ORDERS),
@@ -56,6 +69,10 @@ pub const ALL: &[(&str, &str)] = &[
     ("hostile-panic", HOSTILE_PANIC),
     ("hostile-sleep", HOSTILE_SLEEP),
     ("hostile-logflood", HOSTILE_LOGFLOOD),
+    ("orders-next", ORDERS_NEXT),
+    ("hostile-describe-panic", HOSTILE_DESCRIBE_PANIC),
+    ("hostile-describe-spin", HOSTILE_DESCRIBE_SPIN),
+    ("hostile-orders-trap", HOSTILE_ORDERS_TRAP),
 ];
 
 #[cfg(test)]
