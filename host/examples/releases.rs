@@ -250,7 +250,7 @@ async fn main() {
         tokio::spawn(async move {
             let mut n = 0u64;
             while flipping.load(Ordering::Relaxed) {
-                set_stable(&c, &ops, if n % 2 == 0 { &a } else { &b }).await;
+                set_stable(&c, &ops, if n.is_multiple_of(2) { &a } else { &b }).await;
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }

@@ -670,3 +670,56 @@ async fn admin_requests_without_a_valid_token_or_body_are_refused_with_their_cod
     assert_eq!(code(res).await, (404, "ADMIN_DISABLED".into()));
     s.stop().await;
 }
+
+/// A replica whose stored release cannot be applied serves what it loaded locally and stays
+/// unready, saying why, until the release applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_until_the_stored_release_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let start = |data: std::path::PathBuf| {
+        TestServer::start(Backend::Sqlite, move |c, _| {
+            with_admin(c);
+            c.data_dir = data;
+            c.plugins.artifact_cache = false;
+        })
+    };
+    let s = start(data.clone()).await;
+    let admin = Admin { s: &s };
+    let a = stable_digest(&s);
+    let b = admin.upload_file(artifacts::ORDERS_NEXT).await;
+    admin.set("orders", json!({"stable": b})).await;
+    s.stop().await;
+
+    // B's stored bytes are damaged: nothing can load it.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", data.join("weir.db").display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE plugin_components SET bytes = X'00' WHERE digest = ?1")
+        .bind(&b)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    let s = start(data.clone()).await;
+    let (status, ready) = s.readyz().await;
+    assert_eq!(status, 503, "{ready}");
+    let plugin = crate::support::check(&ready, "plugin");
+    assert_eq!(plugin["ok"], false);
+    assert!(
+        plugin["detail"]
+            .as_str()
+            .unwrap()
+            .contains("releases not applied yet"),
+        "{plugin}"
+    );
+    // Meanwhile it serves what it loaded itself.
+    let (status, digest, _) = place(&s, "unready", &[("CB-004", 1)]).await;
+    assert_eq!((status, digest), (StatusCode::CREATED, a.clone()));
+    // Releasing a loadable version applies, and the replica becomes ready.
+    let admin = Admin { s: &s };
+    admin.set("orders", json!({"stable": a})).await;
+    let (status, ready) = s.readyz().await;
+    assert_eq!(status, 200, "{ready}");
+    s.stop().await;
+}

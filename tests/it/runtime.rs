@@ -213,3 +213,21 @@ async fn non_components_and_other_worlds_are_refused() {
         "{err}"
     );
 }
+
+/// A compile longer than `runtime.compile_timeout_ms` is refused at the `compile` stage,
+/// bounded in time.
+#[tokio::test]
+async fn a_compile_over_its_bound_is_refused_at_the_compile_stage() {
+    let config = RuntimeConfig {
+        compile_timeout: Duration::from_millis(1),
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::new(config, Arc::new(catalog())).expect("engine");
+    let bytes = std::fs::read(artifacts::ORDERS_NEXT).unwrap();
+    let err = rt.load(bytes, |_| BTreeMap::new()).await.unwrap_err();
+    assert!(
+        matches!(err, weir_host::runtime::LoadError::CompileTimeout(_)),
+        "{err}"
+    );
+    assert_eq!(err.stage(), "compile");
+}

@@ -521,6 +521,10 @@ impl Releases {
         if let Err(e) = self.apply(&release).await {
             tracing::error!(plugin = name, generation = release.generation, error = %crate::support::chain(&*e), "the new release could not be applied here; the previous one keeps serving");
         }
+        // Whether everything is applied now (readiness) is the sync's to say.
+        if let Err(e) = self.sync().await {
+            tracing::warn!(error = %crate::support::chain(&e), "cannot read the plugin releases");
+        }
         Ok(release)
     }
 
