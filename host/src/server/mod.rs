@@ -425,6 +425,10 @@ async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<
         (api, api_router, "api"),
         (ops, crate::ops::router(ops_state), "ops"),
     ] {
+        // Outermost: a response sent before the request body was read says so.
+        let router = router.layer(axum::middleware::from_fn(
+            crate::support::connection::close_if_body_unread,
+        ));
         // Stop accepting at `stop_accepting`; keep-alive connections close after their
         // current request.
         let token = shutdown.listener_token();

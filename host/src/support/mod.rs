@@ -5,11 +5,13 @@
 //! # Layout
 //! - [`secret`]: [`Secret`] and [`SecretUrl`] (redacted in `Debug`, `Serialize` and logs) and
 //!   the one URL redactor, [`redact_url`].
+//! - [`connection`]: `Connection: close` on responses sent before the request body was read.
 //! - [`duration_ms`], [`duration_secs`]: a [`std::time::Duration`] written as whole
 //!   milliseconds or seconds in configuration files.
 //! - [`InvalidKey`]: "this dotted configuration key has an unusable value, because ...".
 //! - [`VERSION`], [`GIT_COMMIT`]: what was built.
 
+pub mod connection;
 pub mod secret;
 
 pub use secret::{Secret, SecretUrl, redact_url};
