@@ -73,6 +73,16 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "weir_hostile_orders_trap",
         "hostile-orders-trap.wasm",
     ),
+    (
+        "weir-hostile-liar",
+        "weir_hostile_liar",
+        "hostile-liar.wasm",
+    ),
+    (
+        "weir-hostile-orders-liar",
+        "weir_hostile_orders_liar",
+        "hostile-orders-liar.wasm",
+    ),
 ];
 
 /// Directories (relative to the workspace root) whose changes require a rebuild.

@@ -92,6 +92,8 @@
 //! - crate root: the WIT types, their constructors, [`Plugin`] and [`export_plugin!`].
 //! - [`log`], [`catalog`], [`config`], [`deadline`]: one module per imported WIT interface.
 //! - [`testing`] (native only): [`testing::FakeHost`], the stand-in for the Weir host.
+//! - [`contract`] (native only): the host's checks on priced orders and transitions, to run
+//!   in unit tests (what the host refuses with `PLUGIN_CONTRACT_VIOLATION`).
 #![deny(missing_docs)]
 
 #[doc(hidden)]
@@ -115,10 +117,17 @@ mod types;
 
 pub mod catalog;
 pub mod config;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod contract;
 pub mod deadline;
 pub mod log;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
+
+/// The largest amount, in minor units, the host accepts in a priced order: 2^53 - 1, the
+/// largest integer a JSON consumer using IEEE doubles reads exactly. Refuse larger amounts
+/// yourself (e.g. as an `invalid` violation): the host refuses them as a broken contract.
+pub const MAX_AMOUNT: i64 = (1 << 53) - 1;
 
 pub use __bindings::weir::orders::catalog::Product;
 pub use __bindings::weir::orders::log::Level;

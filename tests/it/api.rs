@@ -548,6 +548,26 @@ async fn every_error_code_is_produced_and_well_formed() {
         s4.stop().await;
     }
 
+    // A decision that breaks the host's contract (a total that does not add up).
+    let s4 = TestServer::start(Backend::Sqlite, |c, dir| {
+        c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_LIAR]));
+        c.plugins.orders = "hostile-liar".into();
+    })
+    .await;
+    let mut lying = good.clone();
+    lying["metadata"] = json!({"lie": "total"});
+    let (status, headers, body) = send(
+        s4.client
+            .post(format!("{}/v1/orders", s4.base))
+            .header("Idempotency-Key", "liar")
+            .json(&lying),
+    )
+    .await;
+    check(status, &headers, &body, "PLUGIN_CONTRACT_VIOLATION");
+    let counts = s4.state().store.count_rows().await.unwrap();
+    assert_eq!((counts.orders, counts.idempotency_completed), (0, 0));
+    s4.stop().await;
+
     // Events backpressure: the broker path with an unreachable broker (a closed port), so
     // the outbox only grows; one unpublished event trips the threshold.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

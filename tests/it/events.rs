@@ -662,15 +662,29 @@ async fn two_relays_on_one_database_publish_each_event_once() {
     broker.cleanup().await;
 }
 
-fn cloud_event(id: &str, event_type: &str, order_id: &str) -> Vec<u8> {
+/// A CloudEvent about `order` (its API JSON) from the source configured for its type;
+/// a payment pays the order's total.
+fn cloud_event(id: &str, event_type: &str, order: &Value) -> Vec<u8> {
+    let (source, data) = match event_type {
+        "payment.captured" => (
+            "/payments",
+            json!({ "order_id": order["id"], "amount": order["total"], "currency": order["currency"] }),
+        ),
+        _ => ("/shipping", json!({ "order_id": order["id"] })),
+    };
+    event_from(source, id, event_type, &data)
+}
+
+/// A CloudEvent from `source` with `data` (which names the order).
+fn event_from(source: &str, id: &str, event_type: &str, data: &Value) -> Vec<u8> {
     json!({
         "specversion": "1.0",
         "id": id,
-        "source": "/payments",
+        "source": source,
         "type": event_type,
-        "subject": order_id,
+        "subject": data["order_id"],
         "datacontenttype": "application/json",
-        "data": { "order_id": order_id },
+        "data": data,
     })
     .to_string()
     .into_bytes()
@@ -717,7 +731,7 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
             .publish_inbound(
                 "payment.captured",
                 Some("pay-msg-1"),
-                &cloud_event("pay-msg-1", "payment.captured", &order_id),
+                &cloud_event("pay-msg-1", "payment.captured", &order),
             )
             .await;
     }
@@ -732,7 +746,11 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
         .publish_inbound(
             "payment.captured",
             Some("ghost"),
-            &cloud_event("ghost", "payment.captured", &Uuid::now_v7().to_string()),
+            &cloud_event(
+                "ghost",
+                "payment.captured",
+                &json!({"id": Uuid::now_v7(), "total": 100, "currency": "EUR"}),
+            ),
         )
         .await;
     // A shipment for an order that never gets paid: retried (it may still be paid), then
@@ -741,7 +759,7 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
         .publish_inbound(
             "shipment.dispatched",
             Some("ship-unpaid"),
-            &cloud_event("ship-unpaid", "shipment.dispatched", &unpaid_id),
+            &cloud_event("ship-unpaid", "shipment.dispatched", &unpaid),
         )
         .await;
     // The queue keeps flowing past all of that.
@@ -749,7 +767,7 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
         .publish_inbound(
             "shipment.dispatched",
             Some("ship-msg-1"),
-            &cloud_event("ship-msg-1", "shipment.dispatched", &order_id),
+            &cloud_event("ship-msg-1", "shipment.dispatched", &order),
         )
         .await;
 
@@ -829,7 +847,7 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
         .publish_inbound(
             "payment.captured",
             Some("pay-msg-2"),
-            &cloud_event("pay-msg-2", "payment.captured", &unpaid_id),
+            &cloud_event("pay-msg-2", "payment.captured", &unpaid),
         )
         .await;
     status_becomes(&s, &unpaid_id, "paid").await;
@@ -929,14 +947,14 @@ async fn a_shipment_that_overtakes_its_payment_is_retried_until_it_applies() {
         .publish_inbound(
             "shipment.dispatched",
             Some("ship-first"),
-            &cloud_event("ship-first", "shipment.dispatched", &id),
+            &cloud_event("ship-first", "shipment.dispatched", &order),
         )
         .await;
     broker
         .publish_inbound(
             "payment.captured",
             Some("pay-second"),
-            &cloud_event("pay-second", "payment.captured", &id),
+            &cloud_event("pay-second", "payment.captured", &order),
         )
         .await;
     assert_eq!(status_becomes(&s, &id, "shipped").await, 3);
@@ -961,6 +979,200 @@ async fn a_shipment_that_overtakes_its_payment_is_retried_until_it_applies() {
         paid_then_shipped,
         ["order.placed", "order.paid", "order.shipped"]
     );
+
+    s.stop().await;
+    broker.cleanup().await;
+}
+
+/// `reserved` of `sku` over the API.
+async fn reserved(s: &TestServer, sku: &str) -> i64 {
+    let (_, products) = s.get("/v1/products").await;
+    products["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["sku"] == sku)
+        .and_then(|p| p["reserved"].as_i64())
+        .unwrap()
+}
+
+/// Only a payment from an accepted source, of the order's exact total, applies; forged and
+/// wrong ones go to the DLQ with their reasons. Dedupe is by (source, id): the same id from
+/// another accepted source is another payment. Cancelling the paid order after its payment
+/// was redelivered releases its stock once, however often the cancel is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_payments_are_dead_lettered_and_a_true_one_applies_once() {
+    let n = EventsConfig {
+        payment_sources: vec!["/payments".to_owned(), "/payments-eu".to_owned()],
+        ..names()
+    };
+    let broker = Broker::connect(&n).await;
+    let s = TestServer::start(Backend::Postgres, with_broker(BROKER, &n)).await;
+    readyz_until(&s, "the broker connected", |d| d == "connected").await;
+    let (_, order, _) = place(&s, "forged-1", None).await;
+    let (_, other, _) = place(&s, "forged-2", None).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let total = order["total"].as_i64().unwrap();
+    assert_eq!(reserved(&s, "KB-001").await, 2);
+
+    let pay = |amount: Value, currency: &str| json!({"order_id": id, "amount": amount, "currency": currency});
+    let forgeries: [(&str, &str, &str, Value); 5] = [
+        (
+            "evil",
+            "/attacker",
+            "payment.captured",
+            pay(json!(total), "EUR"),
+        ),
+        (
+            "short",
+            "/payments",
+            "payment.captured",
+            pay(json!(total - 1), "EUR"),
+        ),
+        (
+            "usd",
+            "/payments",
+            "payment.captured",
+            pay(json!(total), "USD"),
+        ),
+        (
+            "no-amount",
+            "/payments",
+            "payment.captured",
+            json!({"order_id": id}),
+        ),
+        (
+            "ship-by-payments",
+            "/payments",
+            "shipment.dispatched",
+            json!({"order_id": id}),
+        ),
+    ];
+    for (msg, source, kind, data) in &forgeries {
+        broker
+            .publish_inbound(kind, Some(msg), &event_from(source, msg, kind, data))
+            .await;
+    }
+    // The true payment, published twice (a redelivery looks the same).
+    for _ in 0..2 {
+        broker
+            .publish_inbound(
+                "payment.captured",
+                Some("pay-ok"),
+                &cloud_event("pay-ok", "payment.captured", &order),
+            )
+            .await;
+    }
+    // The same id from the other accepted source pays the other order.
+    let other_pay = json!({"order_id": other["id"], "amount": other["total"], "currency": "EUR"});
+    broker
+        .publish_inbound(
+            "payment.captured",
+            Some("pay-ok"),
+            &event_from("/payments-eu", "pay-ok", "payment.captured", &other_pay),
+        )
+        .await;
+    assert_eq!(status_becomes(&s, &id, "paid").await, 2, "applied once");
+    status_becomes(&s, other["id"].as_str().unwrap(), "paid").await;
+
+    let url = AmqpUrl::new(BROKER);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let dead = loop {
+        let dead = weir_host::events::dlq::list(&url, &n, 100).await.unwrap();
+        if dead.len() >= forgeries.len() {
+            break dead;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {} dead letters, have {dead:?}",
+            forgeries.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let reasons: BTreeMap<String, String> = dead
+        .iter()
+        .map(|d| {
+            (
+                d.message_id.clone().unwrap_or_default(),
+                d.reason.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeMap::from([
+            ("evil".to_owned(), "untrusted_source".to_owned()),
+            ("no-amount".to_owned(), "invalid_payment".to_owned()),
+            ("ship-by-payments".to_owned(), "untrusted_source".to_owned()),
+            ("short".to_owned(), "payment_mismatch".to_owned()),
+            ("usd".to_owned(), "payment_mismatch".to_owned()),
+        ]),
+        "{dead:?}"
+    );
+    let metrics = s.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weir_events_dead_lettered_total{")
+                && l.contains("reason=\"payment_mismatch\"")),
+        "{metrics}"
+    );
+    let paid_events = s
+        .state()
+        .store
+        .list_events(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == id && e.event_type == "order.paid")
+        .count();
+    assert_eq!(paid_events, 1);
+
+    // Cancel the paid order, three times: its unit comes back once.
+    for _ in 0..3 {
+        let res = s
+            .client
+            .post(format!("{}/v1/orders/{id}/cancel", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(
+        reserved(&s, "KB-001").await,
+        1,
+        "only the other order holds stock"
+    );
+    // A payment redelivered after the cancel changes nothing either.
+    broker
+        .publish_inbound(
+            "payment.captured",
+            Some("pay-ok"),
+            &cloud_event("pay-ok", "payment.captured", &order),
+        )
+        .await;
+    broker
+        .publish_inbound(
+            "payment.captured",
+            Some("pay-late"),
+            &cloud_event("pay-late", "payment.captured", &order),
+        )
+        .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while weir_host::events::dlq::list(&url, &n, 100)
+        .await
+        .unwrap()
+        .len()
+        < forgeries.len() + 1
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pay-late never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(order_status(&s, &id).await, ("cancelled".to_owned(), 3));
+    assert_eq!(reserved(&s, "KB-001").await, 1);
 
     s.stop().await;
     broker.cleanup().await;

@@ -3,10 +3,12 @@
 //! - `runtime`: real components through the real engine (typed errors, hostile plugins).
 //! - `api`: the HTTP API against SQLite and PostgreSQL, error catalog, idempotency, crash safety.
 //! - `shutdown`: rotation (admin API), readiness while draining, the pre-stop delay.
+//! - `integrity`: the host's contract on plugin decisions, the status graph, stock reservations.
 //! - `releases`: the plugin lifecycle API: uploads, swaps under load, canaries, shadows.
 
 mod api;
 mod events;
+mod integrity;
 mod policies;
 mod releases;
 mod runtime;

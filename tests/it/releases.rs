@@ -484,6 +484,70 @@ async fn a_canary_gets_a_sticky_share_and_a_trapping_one_is_rolled_back_automati
     s.stop().await;
 }
 
+/// A canary whose decisions break the host's contract counts those against itself like
+/// traps: the stable keeps serving, nothing of the lies is stored, and it is rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_breaks_the_contract_is_rolled_back_and_stores_nothing() {
+    let s = TestServer::start(Backend::Sqlite, |c, _| {
+        with_admin(c);
+        c.plugins.releases.rollback.min_calls = 5;
+        c.plugins.releases.rollback.margin = 0.2;
+    })
+    .await;
+    let admin = Admin { s: &s };
+    let a = stable_digest(&s);
+    let liar = admin.upload_file(artifacts::HOSTILE_ORDERS_LIAR).await;
+    admin
+        .set(
+            "orders",
+            json!({"stable": a, "canary": {"digest": liar, "weight": 50}}),
+        )
+        .await;
+    let (mut refused, mut served) = (0, 0_u64);
+    let mut i = 0;
+    while admin.plugin("orders").await["release"]["canary"] != Value::Null {
+        i += 1;
+        assert!(i < 500, "the lying canary was never rolled back");
+        let (status, digest, body) = place(&s, &format!("liar-{i}"), &[("MS-002", 1)]).await;
+        match status.as_u16() {
+            201 => {
+                assert_eq!(digest, a, "only the stable's orders are stored");
+                served += 1;
+            }
+            500 => {
+                assert_eq!(body["code"], "PLUGIN_CONTRACT_VIOLATION", "{body}");
+                assert_eq!(body["retryable"], false, "{body}");
+                refused += 1;
+            }
+            503 => assert_eq!(body["code"], "PLUGIN_UNAVAILABLE", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        refused >= 5 && served > 0,
+        "refused {refused}, served {served}"
+    );
+    let counts = s.state().store.count_rows().await.unwrap();
+    assert_eq!(counts.orders, served, "no lying order was stored");
+    let (_, history) = admin
+        .send(s.client.get(admin.url("/orders/history?limit=1")))
+        .await;
+    assert_eq!(
+        history["history"][0]["action"], "auto_rollback",
+        "{history}"
+    );
+    let metrics = s.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weir_plugin_contract_violations_total{")
+                && l.contains("rule=\"total\"")
+                && l.contains("0.9.1-liar")),
+        "{metrics}"
+    );
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_that_prices_differently_is_counted_and_changes_nothing() {
     let s = TestServer::start(Backend::Sqlite, with_admin_and_nothing_else).await;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::idempotency::{ExistingKey, KeyDecision, decide_existing};
 use crate::domain::release::{Release, ReleaseAudit};
+use crate::domain::stock;
 use crate::domain::{
     EventRecord, IdempotencyBegin, Money, NewEvent, Order, OrderError, OrderEvent, OrderRequest,
     OrderSnapshot, OrderStatus, PluginRef, PricedLine, PricedOrder, Product, StoredResponse,
@@ -30,7 +31,24 @@ pub struct State {
     pub keys: HashMap<String, ExistingKey>,
     pub events: Vec<NewEvent>,
     pub inbox: HashSet<(String, String)>,
+    /// Products as written: `stock` is the count on hand.
     pub products: BTreeMap<String, Product>,
+    /// Units reserved per sku.
+    pub reserved: BTreeMap<String, i64>,
+    /// Orders that still hold their reservation.
+    pub holding: HashSet<Uuid>,
+}
+
+impl State {
+    /// A product as a store reads it back: `stock` available, `reserved` held.
+    fn read_product(&self, p: &Product) -> Product {
+        let reserved = self.reserved.get(&p.sku).copied().unwrap_or(0);
+        Product {
+            stock: crate::domain::stock::available(p.stock, reserved),
+            reserved,
+            ..p.clone()
+        }
+    }
 }
 
 /// Every store port in memory, with failure injection.
@@ -75,6 +93,18 @@ impl MemStore {
         *order = order.transitioned(new_status, now);
         let updated = order.clone();
         s.events.extend(events.iter().cloned());
+        if let Some(settlement) = stock::settlement(new_status)
+            && s.holding.remove(&id)
+        {
+            for (sku, quantity) in stock::demand(&updated.lines) {
+                *s.reserved.entry(sku.to_owned()).or_default() -= quantity;
+                if settlement == stock::Settlement::Consume
+                    && let Some(p) = s.products.get_mut(sku)
+                {
+                    p.stock -= quantity;
+                }
+            }
+        }
         Some(updated)
     }
 }
@@ -147,20 +177,38 @@ impl OrderStore for MemStore {
         order: &Order,
         events: &[NewEvent],
         idempotency: Option<(&str, &StoredResponse)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<CreateOutcome, StoreError> {
         if self.fail_next_create.swap(false, Ordering::SeqCst) {
             return Err(unavailable());
         }
         let mut s = self.state();
+        let demand = stock::demand(&order.lines);
+        for (sku, &wanted) in &demand {
+            let Some(product) = s.products.get(*sku) else {
+                return Ok(CreateOutcome::Short(stock::Shortage::UnknownSku(
+                    (*sku).to_owned(),
+                )));
+            };
+            if s.read_product(product).stock < wanted {
+                return Ok(CreateOutcome::Short(stock::Shortage::Insufficient {
+                    sku: (*sku).to_owned(),
+                    wanted,
+                }));
+            }
+        }
         if let Some((key, response)) = idempotency {
             match s.keys.get_mut(key) {
                 Some(k) if k.response.is_none() => k.response = Some(response.clone()),
                 _ => return Err(StoreError::Conflict("key not in progress".into())),
             }
         }
+        for (sku, wanted) in demand {
+            *s.reserved.entry(sku.to_owned()).or_default() += wanted;
+        }
+        s.holding.insert(order.id);
         s.orders.insert(order.id, order.clone());
         s.events.extend(events.iter().cloned());
-        Ok(())
+        Ok(CreateOutcome::Created)
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
@@ -301,18 +349,19 @@ impl OutboxStore for MemStore {
 #[async_trait::async_trait]
 impl ProductStore for MemStore {
     async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
-        Ok(self.state().products.get(sku).cloned())
+        let s = self.state();
+        Ok(s.products.get(sku).map(|p| s.read_product(p)))
     }
 
     async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
-        Ok(self.state().products.values().cloned().collect())
+        let s = self.state();
+        Ok(s.products.values().map(|p| s.read_product(p)).collect())
     }
 
     async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {
-        self.state()
-            .products
-            .insert(product.sku.clone(), product.clone());
-        Ok(product.clone())
+        let mut s = self.state();
+        s.products.insert(product.sku.clone(), product.clone());
+        Ok(s.read_product(product))
     }
 
     async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError> {
@@ -335,11 +384,15 @@ pub enum Answer {
     Fail(fn() -> DecideError),
     /// Never answer.
     Hang,
+    /// Price correctly, then change the pricing like this (a lying decider).
+    Lie(fn(&mut PricedOrder)),
 }
 
 /// A decider with scripted answers; transitions follow the reference lifecycle.
 pub struct FakeDecider {
     pub place: Mutex<Answer>,
+    /// When set, every transition decides this status, allowed or not.
+    pub transition_to: Mutex<Option<OrderStatus>>,
     pub place_calls: AtomicU32,
     pub transition_calls: AtomicU32,
 }
@@ -348,6 +401,7 @@ impl Default for FakeDecider {
     fn default() -> Self {
         Self {
             place: Mutex::new(Answer::Price),
+            transition_to: Mutex::new(None),
             place_calls: AtomicU32::new(0),
             transition_calls: AtomicU32::new(0),
         }
@@ -370,8 +424,13 @@ impl OrderDecider for FakeDecider {
         _cx: DecisionContext<'_>,
     ) -> Result<Decided<PricedOrder>, DecideError> {
         self.place_calls.fetch_add(1, Ordering::SeqCst);
+        let mut lie = None;
         let answer = match &*lock(&self.place) {
             Answer::Price => None,
+            Answer::Lie(f) => {
+                lie = Some(*f);
+                None
+            }
             Answer::Fail(f) => Some(Err(f())),
             Answer::Hang => Some(Ok(())),
         };
@@ -392,14 +451,18 @@ impl OrderDecider for FakeDecider {
             })
             .collect();
         let subtotal: i64 = lines.iter().map(|l| l.line_total.amount).sum();
+        let mut priced = PricedOrder {
+            lines,
+            subtotal: money(subtotal),
+            discount: money(0),
+            tax: money(0),
+            total: money(subtotal),
+        };
+        if let Some(lie) = lie {
+            lie(&mut priced);
+        }
         Ok(Decided {
-            value: PricedOrder {
-                lines,
-                subtotal: money(subtotal),
-                discount: money(0),
-                tax: money(0),
-                total: money(subtotal),
-            },
+            value: priced,
             by: plugin(),
         })
     }
@@ -411,6 +474,12 @@ impl OrderDecider for FakeDecider {
         _cx: DecisionContext<'_>,
     ) -> Result<Decided<OrderStatus>, DecideError> {
         self.transition_calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(to) = *lock(&self.transition_to) {
+            return Ok(Decided {
+                value: to,
+                by: plugin(),
+            });
+        }
         match crate::domain::status::allowed_targets(order.status, event).first() {
             Some(next) => Ok(Decided {
                 value: *next,

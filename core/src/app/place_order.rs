@@ -1,7 +1,8 @@
 //! Place an order.
 //!
-//! Idempotency check -> intake gate -> decider `place` -> ONE transaction writing the order,
-//! its `order.placed` outbox event and the completed idempotency record. A failure before the
+//! Idempotency check -> intake gate -> decider `place` -> the host's contract
+//! ([`crate::domain::contract::check_priced`]) -> ONE transaction reserving the stock and
+//! writing the order, its `order.placed` outbox event and the completed idempotency record. A failure before the
 //! transaction commits releases the key (transient failures: a retry runs again) or stores
 //! the deterministic answer (business refusals: a retry replays it), so a client retry is
 //! safe either way. If the caller's future is dropped mid-way (request timeout, client gone,
@@ -14,12 +15,16 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::OrderService;
+use crate::domain::contract::check_priced;
 use crate::domain::events::order_placed;
+use crate::domain::stock::Shortage;
 use crate::domain::{
-    IdempotencyBegin, Order, OrderError, OrderLine, OrderRequest, OrderStatus, StoredResponse,
-    TraceContext,
+    IdempotencyBegin, Order, OrderError, OrderLine, OrderRequest, OrderStatus, Rejection,
+    StoredResponse, TraceContext,
 };
-use crate::ports::{DecideError, DecisionContext, IdempotencyStore, Spawner, StoreError};
+use crate::ports::{
+    CreateOutcome, DecideError, DecisionContext, IdempotencyStore, Spawner, StoreError,
+};
 
 /// A request to place an order.
 #[derive(Debug, Clone)]
@@ -81,9 +86,14 @@ pub enum PlaceError {
         /// When to retry.
         retry_after: Duration,
     },
-    /// The decider refused or failed. A deterministic refusal was stored with the key.
+    /// The decider refused or failed, or its decision broke the contract. A deterministic
+    /// refusal was stored with the key.
     #[error(transparent)]
     Decide(DecideError),
+    /// The host refused the priced order: its stock could not be reserved (`rejected` with
+    /// `INSUFFICIENT_STOCK` or `UNKNOWN_SKU`). Stored with the key like a decider's refusal.
+    #[error("{0}")]
+    Refused(OrderError),
     /// A store call failed during `step`.
     #[error("{step}")]
     Store {
@@ -158,11 +168,7 @@ impl OrderService {
         let decided = match p.decider.place(&cmd.request, cx).await {
             Ok(decided) => decided,
             Err(DecideError::Refused(refusal)) if refusal.is_deterministic() => {
-                let response = encoder.refused(&refusal);
-                if let Err(e) = p.idempotency.idempotency_complete(key, &response).await {
-                    tracing::warn!(error = %chain(&e), "could not store the idempotent error response; releasing the key");
-                    self.release(key).await;
-                }
+                self.complete_refused(key, &encoder.refused(&refusal)).await;
                 return Err(PlaceError::Decide(DecideError::Refused(refusal)));
             }
             Err(e) => {
@@ -170,6 +176,12 @@ impl OrderService {
                 return Err(PlaceError::Decide(e));
             }
         };
+
+        // The host's contract, whatever decided: nothing that breaks it is stored.
+        if let Err(violation) = check_priced(&cmd.request, &decided.value) {
+            self.release(key).await;
+            return Err(PlaceError::Decide(DecideError::Contract(violation)));
+        }
 
         let now = p.clock.now_micros();
         let priced = decided.value;
@@ -205,17 +217,38 @@ impl OrderService {
         };
         let event = order_placed(&self.settings.event_source, &cmd.trace, &order);
         let response = encoder.created(&order);
-        if let Err(e) = p
+        match p
             .orders
             .create_order(&order, &[event], Some((key, &response)))
             .await
         {
-            self.release(key).await;
-            return Err(store(
-                "writing the order, its event and the idempotency record",
-            )(e));
+            Ok(CreateOutcome::Created) => Ok(Placed::Created { order, response }),
+            Ok(CreateOutcome::Short(shortage)) => {
+                let refusal = shortage_refusal(&shortage);
+                self.complete_refused(key, &encoder.refused(&refusal)).await;
+                Err(PlaceError::Refused(refusal))
+            }
+            Err(e) => {
+                self.release(key).await;
+                Err(store(
+                    "writing the order, its event and the idempotency record",
+                )(e))
+            }
         }
-        Ok(Placed::Created { order, response })
+    }
+
+    /// Store a deterministic refusal with the key so a retry replays it; if that fails, give
+    /// the key back so the retry runs again.
+    async fn complete_refused(&self, key: &str, response: &StoredResponse) {
+        if let Err(e) = self
+            .ports
+            .idempotency
+            .idempotency_complete(key, response)
+            .await
+        {
+            tracing::warn!(error = %chain(&e), "could not store the idempotent error response; releasing the key");
+            self.release(key).await;
+        }
     }
 
     /// Give the key back after a failure without effects; a failure to do so only delays the
@@ -225,6 +258,22 @@ impl OrderService {
             tracing::warn!(error = %chain(&e), "could not release the idempotency key; retries get 409 until its lock expires");
         }
     }
+}
+
+/// The host's answer to a priced order whose stock cannot be reserved: the same `rejected`
+/// reasons the reference plugin uses when it sees the shortage itself.
+fn shortage_refusal(shortage: &Shortage) -> OrderError {
+    let (reason, message) = match shortage {
+        Shortage::UnknownSku(sku) => ("UNKNOWN_SKU", format!("no product with sku {sku}")),
+        Shortage::Insufficient { sku, wanted } => (
+            "INSUFFICIENT_STOCK",
+            format!("fewer than {wanted} unit(s) of {sku} are available"),
+        ),
+    };
+    OrderError::Rejected(Rejection {
+        reason: reason.to_owned(),
+        message,
+    })
 }
 
 /// An error and its causes, `a: b: c`.

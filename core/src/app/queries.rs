@@ -65,6 +65,7 @@ impl OrderService {
             unit_price: change.unit_price,
             currency: change.currency,
             stock: change.stock,
+            reserved: 0,
             updated_at: self.ports.clock.now(),
         };
         self.ports

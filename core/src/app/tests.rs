@@ -10,9 +10,10 @@ use super::fakes::{Answer, FakeDecider, Gate, MemStore, Tasks};
 use super::*;
 use crate::domain::idempotency::request_hash;
 use crate::domain::{
-    LineRequest, Order, OrderError, OrderEvent, OrderRequest, OrderStatus, Rejection,
-    StoredResponse,
+    ContractRule, LineRequest, Money, Order, OrderError, OrderEvent, OrderRequest, OrderStatus,
+    PricedOrder, Rejection, StoredResponse,
 };
+use crate::ports::ProductStore;
 use crate::ports::{DecideError, SystemClock, TrapKind};
 
 struct World {
@@ -23,8 +24,41 @@ struct World {
     service: OrderService,
 }
 
+/// Units on hand of every product [`World::new`] stocks.
+const PLENTY: i64 = 1_000;
+
 impl World {
+    /// A world whose catalog has `KB-001` and `HD-005`, [`PLENTY`] of each.
     fn new() -> Self {
+        let w = Self::empty();
+        for sku in ["KB-001", "HD-005"] {
+            w.stock(sku, PLENTY);
+        }
+        w
+    }
+
+    /// Set the units on hand of `sku`.
+    fn stock(&self, sku: &str, on_hand: i64) {
+        block_on(self.service.put_product(
+            sku,
+            crate::domain::product::ProductChange {
+                name: sku.into(),
+                unit_price: 100,
+                currency: "EUR".into(),
+                stock: on_hand,
+            },
+        ))
+        .unwrap();
+    }
+
+    /// (available, reserved) of `sku`.
+    fn units(&self, sku: &str) -> (i64, i64) {
+        let p = block_on(self.store.get_product(sku)).unwrap().unwrap();
+        (p.stock, p.reserved)
+    }
+
+    /// A world with an empty catalog.
+    fn empty() -> Self {
         let store = Arc::new(MemStore::default());
         let decider = Arc::new(FakeDecider::default());
         let gate = Arc::new(Gate::default());
@@ -66,15 +100,28 @@ impl World {
         event: OrderEvent,
         inbox: Option<&str>,
     ) -> Result<Transitioned, TransitionError> {
+        self.transition_from(order, event, inbox.map(|m| ("/payments", m)), None)
+    }
+
+    /// A transition from a message `(source, id)`, optionally paying `paid`.
+    fn transition_from(
+        &self,
+        order: &Order,
+        event: OrderEvent,
+        message: Option<(&str, &str)>,
+        paid: Option<Money>,
+    ) -> Result<Transitioned, TransitionError> {
         block_on(self.service.apply_transition(ApplyTransition {
             order_id: order.id,
             event,
             deadline: Instant::now() + Duration::from_secs(5),
             trace: Default::default(),
-            inbox: inbox.map(|m| InboxKey {
+            inbox: message.map(|(source, id)| InboxKey {
                 consumer: "payments".into(),
-                message_id: m.into(),
+                source: source.into(),
+                message_id: id.into(),
             }),
+            paid,
         }))
     }
 }
@@ -328,7 +375,7 @@ fn messages_are_applied_at_most_once_by_the_inbox() {
         w.store
             .state()
             .inbox
-            .contains(&("payments".into(), "msg-3".into()))
+            .contains(&("payments".into(), "/payments msg-3".into()))
     );
     assert!(matches!(
         w.transition(&order, OrderEvent::CancelRequested, Some("msg-3")),
@@ -339,7 +386,7 @@ fn messages_are_applied_at_most_once_by_the_inbox() {
 
 #[test]
 fn product_updates_are_validated_before_anything_is_written() {
-    let w = World::new();
+    let w = World::empty();
     let change = |price| crate::domain::product::ProductChange {
         name: "Keyboard".into(),
         unit_price: price,
@@ -357,6 +404,191 @@ fn product_updates_are_validated_before_anything_is_written() {
     assert!(w.store.state().products.is_empty());
     let saved = block_on(w.service.put_product("KB-001", change(8900))).unwrap();
     assert_eq!(block_on(w.service.list_products()).unwrap(), vec![saved]);
+}
+
+/// The contract broken by a decider that changes a correct pricing like `lie`.
+fn broken_by(lie: fn(&mut PricedOrder)) -> ContractRule {
+    let w = World::new();
+    *w.decider.place.lock().unwrap() = Answer::Lie(lie);
+    let err = w
+        .place("liar", &[("KB-001", 2), ("HD-005", 1)])
+        .unwrap_err();
+    let PlaceError::Decide(DecideError::Contract(violation)) = err else {
+        panic!("expected a contract violation, got {err:?}")
+    };
+    let s = w.store.state();
+    assert!(s.orders.is_empty() && s.events.is_empty(), "nothing stored");
+    assert!(s.reserved.values().all(|&r| r == 0), "nothing reserved");
+    drop(s);
+    assert_eq!(
+        key_state(&w, "liar"),
+        None,
+        "released like other plugin bugs"
+    );
+    violation.rule
+}
+
+#[test]
+fn a_lying_decider_is_refused_for_each_rule_and_nothing_is_stored() {
+    use ContractRule as R;
+    type Lie = fn(&mut PricedOrder);
+    let cases: [(ContractRule, Lie); 12] = [
+        (R::Lines, |p| p.lines.clear()),
+        (R::Lines, |p| p.lines[0].sku = "XX-999".into()),
+        (R::Lines, |p| p.lines[0].quantity = 1000),
+        (R::Lines, |p| {
+            let dup = p.lines[0].clone();
+            p.lines.push(dup);
+        }),
+        (R::Currency, |p| {
+            for l in &mut p.lines {
+                l.unit_price.currency = "JPY".into();
+                l.line_total.currency = "JPY".into();
+            }
+        }),
+        (R::Range, |p| p.total.amount = -1),
+        (R::Range, |p| p.total.amount = i64::MAX),
+        (R::LineTotal, |p| p.lines[1].line_total.amount += 1),
+        (R::Subtotal, |p| p.subtotal.amount += 1),
+        (R::Discount, |p| p.discount.amount = p.subtotal.amount + 1),
+        (R::Total, |p| p.total.amount -= 1),
+        (R::Total, |p| p.tax.amount = 5),
+    ];
+    for (i, (rule, lie)) in cases.into_iter().enumerate() {
+        assert_eq!(broken_by(lie), rule, "case {i}");
+    }
+    // The honest pricing of the same request passes.
+    let w = World::new();
+    assert!(matches!(
+        w.place("honest", &[("KB-001", 2), ("HD-005", 1)]),
+        Ok(Placed::Created { .. })
+    ));
+}
+
+#[test]
+fn a_decider_cannot_invent_a_transition() {
+    let w = World::new();
+    let order = w.place_ok("g1");
+    // A cancel that pays.
+    *w.decider.transition_to.lock().unwrap() = Some(OrderStatus::Paid);
+    let err = w
+        .transition(&order, OrderEvent::CancelRequested, None)
+        .unwrap_err();
+    assert!(
+        matches!(&err, TransitionError::Decide { status: OrderStatus::Placed, source: DecideError::Contract(v) } if v.rule == ContractRule::StatusGraph),
+        "{err:?}"
+    );
+    // A cancel that un-cancels, and an event that "applies" without moving.
+    *w.decider.transition_to.lock().unwrap() = None;
+    w.transition(&order, OrderEvent::CancelRequested, None)
+        .unwrap();
+    *w.decider.transition_to.lock().unwrap() = Some(OrderStatus::Placed);
+    assert!(
+        w.transition(&order, OrderEvent::CancelRequested, None)
+            .is_err()
+    );
+    *w.decider.transition_to.lock().unwrap() = Some(OrderStatus::Cancelled);
+    assert!(
+        w.transition_from(&order, OrderEvent::Shipped, Some(("/shipping", "s1")), None)
+            .is_err(),
+        "shipping a cancelled order is not a no-op the decider may pick"
+    );
+    let s = w.store.state();
+    assert_eq!(s.orders[&order.id].status, OrderStatus::Cancelled);
+    assert_eq!(s.orders[&order.id].version, 2);
+    assert_eq!(s.events.len(), 2, "placed, cancelled");
+    assert!(s.inbox.is_empty(), "a refused message is not recorded");
+}
+
+#[test]
+fn stock_is_reserved_with_the_order_and_released_exactly_once() {
+    let w = World::new();
+    w.stock("KB-001", 3);
+    let a = w.place_ok("s1"); // 2 units
+    assert_eq!(w.units("KB-001"), (1, 2));
+    // Short: refused by the host, stored with the key, nothing written.
+    let err = w.place("s2", &[("KB-001", 2)]).unwrap_err();
+    assert!(
+        matches!(&err, PlaceError::Refused(OrderError::Rejected(r)) if r.reason == "INSUFFICIENT_STOCK"),
+        "{err:?}"
+    );
+    assert_eq!(key_state(&w, "s2"), Some(true));
+    assert!(matches!(
+        w.place("s2", &[("KB-001", 2)]),
+        Ok(Placed::Replayed(r)) if r.status == 422
+    ));
+    let err = w.place("s3", &[("NOPE-1", 1)]).unwrap_err();
+    assert!(
+        matches!(&err, PlaceError::Refused(OrderError::Rejected(r)) if r.reason == "UNKNOWN_SKU"),
+        "{err:?}"
+    );
+    assert_eq!(w.store.state().orders.len(), 1);
+    assert_eq!(w.units("KB-001"), (1, 2));
+
+    // The operator counts 10 on hand: the 2 reserved stay reserved.
+    w.stock("KB-001", 10);
+    assert_eq!(w.units("KB-001"), (8, 2));
+
+    // Cancel releases once, however often it is asked.
+    w.transition(&a, OrderEvent::CancelRequested, None).unwrap();
+    assert_eq!(w.units("KB-001"), (10, 0));
+    w.transition(&a, OrderEvent::CancelRequested, None).unwrap();
+    w.transition(&a, OrderEvent::CancelRequested, Some("c1"))
+        .unwrap();
+    assert_eq!(w.units("KB-001"), (10, 0));
+
+    // Shipping consumes the reservation and the units on hand.
+    let b = w.place_ok("s4");
+    w.transition(&b, OrderEvent::PaymentCaptured, None).unwrap();
+    w.transition(&b, OrderEvent::Shipped, None).unwrap();
+    assert_eq!(w.units("KB-001"), (8, 0));
+    assert_eq!(w.store.state().products["KB-001"].stock, 8, "on hand");
+}
+
+#[test]
+fn a_payment_must_pay_the_total_and_messages_are_told_apart_by_source() {
+    let w = World::new();
+    let order = w.place_ok("p1"); // 2 x 100 EUR
+    for wrong in [Money::new(199, "EUR"), Money::new(200, "JPY")] {
+        let err = w
+            .transition_from(
+                &order,
+                OrderEvent::PaymentCaptured,
+                Some(("/payments", "m1")),
+                Some(wrong.clone()),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, TransitionError::PaymentMismatch { paid, due } if *paid == wrong && *due == Money::new(200, "EUR")),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        w.store.state().orders[&order.id].status,
+        OrderStatus::Placed
+    );
+    assert!(
+        w.store.state().inbox.is_empty(),
+        "a forged message is not recorded"
+    );
+    assert!(matches!(
+        w.transition_from(
+            &order,
+            OrderEvent::PaymentCaptured,
+            Some(("/payments", "m1")),
+            Some(Money::new(200, "EUR")),
+        ),
+        Ok(Transitioned::Applied(o)) if o.status == OrderStatus::Paid
+    ));
+    // The same id from another source is another message; from the same one, a duplicate.
+    assert!(matches!(
+        w.transition_from(&order, OrderEvent::Shipped, Some(("/shipping", "m1")), None),
+        Ok(Transitioned::Applied(o)) if o.status == OrderStatus::Shipped
+    ));
+    assert!(matches!(
+        w.transition_from(&order, OrderEvent::Shipped, Some(("/shipping", "m1")), None),
+        Ok(Transitioned::Duplicate)
+    ));
 }
 
 mod releases {

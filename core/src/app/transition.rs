@@ -1,5 +1,7 @@
-//! Apply an event to an order: the decider picks the next status, the store writes it with
-//! its `order.<status>` event, guarded by optimistic concurrency.
+//! Apply an event to an order: the decider picks the next status among those the status
+//! graph allows ([`crate::domain::contract::check_transition`]), the store writes it with its
+//! `order.<status>` event and settles the stock reservation when the order ends, guarded by
+//! optimistic concurrency. A payment is applied only if it pays the order's total.
 //!
 //! The one retry loop: read the order, decide, write if the order's version is unchanged; a
 //! concurrent change makes the write stale, and the event is decided again on the fresh order
@@ -12,17 +14,30 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use super::OrderService;
+use crate::domain::contract::check_transition;
 use crate::domain::events::order_transitioned;
-use crate::domain::{Order, OrderEvent, OrderStatus, TraceContext};
+use crate::domain::{Money, Order, OrderEvent, OrderStatus, TraceContext};
 use crate::ports::{DecideError, DecisionContext, InboxOutcome, StoreError, TransitionOutcome};
 
-/// Which consumer processes which message, for inbox deduplication.
+/// Which consumer processes which message, for inbox deduplication. A message is identified
+/// by its source and id together (the CloudEvents rule): the same id from two sources is two
+/// messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboxKey {
     /// Consumer name (dedupe is per consumer).
     pub consumer: String,
-    /// The message id.
+    /// Where the message comes from (CloudEvents `source`); contains no whitespace.
+    pub source: String,
+    /// The message id (CloudEvents `id`).
     pub message_id: String,
+}
+
+impl InboxKey {
+    /// The key the inbox stores: `"<source> <id>"`. Unambiguous because a source contains no
+    /// whitespace (the consumer refuses one that does).
+    pub fn dedupe_key(&self) -> String {
+        format!("{} {}", self.source, self.message_id)
+    }
 }
 
 /// A request to apply `event` to an order.
@@ -37,8 +52,11 @@ pub struct ApplyTransition {
     /// Trace context carried into the event.
     pub trace: TraceContext,
     /// Set when the event comes from a message: the transition is applied at most once per
-    /// message id.
+    /// message.
     pub inbox: Option<InboxKey>,
+    /// For a captured payment: the amount captured. The event applies only if it equals the
+    /// order's total in the order's currency.
+    pub paid: Option<Money>,
 }
 
 /// A successful answer.
@@ -84,6 +102,14 @@ pub enum TransitionError {
     /// The order changed concurrently on every attempt.
     #[error("the order kept changing concurrently")]
     KeptChanging,
+    /// A payment that does not pay the order's total: never applied.
+    #[error("payment of {} {} does not match the order total {} {}", .paid.amount, .paid.currency, .due.amount, .due.currency)]
+    PaymentMismatch {
+        /// What the message says was captured.
+        paid: Money,
+        /// The order's total.
+        due: Money,
+    },
 }
 
 fn store(step: &'static str) -> impl FnOnce(StoreError) -> TransitionError {
@@ -97,9 +123,14 @@ impl OrderService {
         cmd: ApplyTransition,
     ) -> Result<Transitioned, TransitionError> {
         let p = &self.ports;
-        if let Some(inbox) = &cmd.inbox
+        // (consumer, dedupe key) of a message.
+        let inbox = cmd
+            .inbox
+            .as_ref()
+            .map(|k| (k.consumer.as_str(), k.dedupe_key()));
+        if let Some((consumer, key)) = &inbox
             && p.inbox
-                .inbox_contains(&inbox.consumer, &inbox.message_id)
+                .inbox_contains(consumer, key)
                 .await
                 .map_err(store("checking the inbox"))?
         {
@@ -113,6 +144,15 @@ impl OrderService {
                 .await
                 .map_err(store("reading the order"))?
                 .ok_or(TransitionError::NotFound(cmd.order_id))?;
+            if let Some(paid) = &cmd.paid {
+                let due = Money::new(order.total, order.currency.clone());
+                if *paid != due {
+                    return Err(TransitionError::PaymentMismatch {
+                        paid: paid.clone(),
+                        due,
+                    });
+                }
+            }
             let cx = DecisionContext {
                 deadline: cmd.deadline,
                 routing_key: &routing_key,
@@ -126,14 +166,20 @@ impl OrderService {
                     source,
                 })?
                 .value;
+            // The graph is the host's: a decision outside it is a broken contract.
+            check_transition(order.status, cmd.event, next).map_err(|violation| {
+                TransitionError::Decide {
+                    status: order.status,
+                    source: DecideError::Contract(violation),
+                }
+            })?;
             let now = p.clock.now_micros();
             if next == order.status {
-                return match &cmd.inbox {
-                    None => Ok(Transitioned::Unchanged(order)),
-                    Some(inbox) => {
+                return match &inbox {
+                    Some((consumer, key)) => {
                         let recorded = p
                             .inbox
-                            .record_inbox(&inbox.message_id, &inbox.consumer, now)
+                            .record_inbox(key, consumer, now)
                             .await
                             .map_err(store("recording the message in the inbox"))?;
                         Ok(if recorded {
@@ -142,28 +188,18 @@ impl OrderService {
                             Transitioned::Duplicate
                         })
                     }
+                    None => Ok(Transitioned::Unchanged(order)),
                 };
             }
             let event =
                 order_transitioned(&self.settings.event_source, &cmd.trace, &order, next, now);
             let step = "writing the transition and its event";
-            match &cmd.inbox {
-                None => match p
-                    .orders
-                    .transition_order(order.id, order.version, next, &[event], now)
-                    .await
-                    .map_err(store(step))?
-                {
-                    TransitionOutcome::Applied(updated) => {
-                        return Ok(Transitioned::Applied(updated));
-                    }
-                    TransitionOutcome::Stale => continue,
-                },
-                Some(inbox) => match p
+            match &inbox {
+                Some((consumer, key)) => match p
                     .orders
                     .transition_order_once(
-                        &inbox.consumer,
-                        &inbox.message_id,
+                        consumer,
+                        key,
                         order.id,
                         order.version,
                         next,
@@ -176,6 +212,17 @@ impl OrderService {
                     InboxOutcome::Applied(updated) => return Ok(Transitioned::Applied(updated)),
                     InboxOutcome::Duplicate => return Ok(Transitioned::Duplicate),
                     InboxOutcome::Stale => continue,
+                },
+                None => match p
+                    .orders
+                    .transition_order(order.id, order.version, next, &[event], now)
+                    .await
+                    .map_err(store(step))?
+                {
+                    TransitionOutcome::Applied(updated) => {
+                        return Ok(Transitioned::Applied(updated));
+                    }
+                    TransitionOutcome::Stale => continue,
                 },
             }
         }

@@ -4,12 +4,16 @@
 //! - [`status`]: the events that move an order and the status graph they may follow.
 //! - [`money`]: amounts in integer minor units of an ISO 4217 currency.
 //! - [`pricing`]: the priced order a decider hands back for an order request.
+//! - [`contract`]: what a priced order and a transition decision must satisfy before anything
+//!   is stored.
 //! - [`error`]: the business errors a decider may answer with (the WIT `order-error`).
 //! - [`events`]: the outbox event shape, the CloudEvents view and the order-event builders.
 //! - [`idempotency`]: request hashing and the idempotency key state machine.
 //! - [`product`]: catalog products and their validation.
+//! - [`stock`]: stock reservations held by orders and settled when they end.
 //! - [`release`]: plugin releases (stable, canary, shadow), their rules and sticky routing.
 
+pub mod contract;
 pub mod error;
 pub mod events;
 pub mod idempotency;
@@ -19,7 +23,9 @@ pub mod pricing;
 pub mod product;
 pub mod release;
 pub mod status;
+pub mod stock;
 
+pub use contract::{ContractRule, ContractViolation};
 pub use error::{OrderError, Rejection, Violation};
 pub use events::{CloudEvent, EventRecord, NewEvent, TraceContext};
 pub use idempotency::{IdempotencyBegin, StoredResponse};

@@ -7,6 +7,10 @@ use super::error::Violation;
 use super::money::is_currency_code;
 
 /// A catalog entry as stored.
+///
+/// Read from a store, `stock` is what can still be sold ([`super::stock::available`]) and
+/// `reserved` what placed and paid orders hold. Written to a store, `stock` is the count on
+/// hand and `reserved` is ignored: reservations are only ever changed by orders.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Product {
     /// Stock keeping unit, the product's key.
@@ -17,8 +21,11 @@ pub struct Product {
     pub unit_price: i64,
     /// ISO 4217 code.
     pub currency: String,
-    /// Units in stock.
+    /// Units available (read) or on hand (written); see the type's doc.
     pub stock: i64,
+    /// Units held by placed and paid orders.
+    #[serde(default)]
+    pub reserved: i64,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -72,7 +79,7 @@ pub struct ProductChange {
     pub unit_price: i64,
     /// ISO 4217 code.
     pub currency: String,
-    /// Units in stock, 0 or more.
+    /// Units on hand, 0 or more (reserved units included: see [`super::stock`]).
     pub stock: i64,
 }
 

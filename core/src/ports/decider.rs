@@ -9,7 +9,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::domain::{
-    OrderError, OrderEvent, OrderRequest, OrderSnapshot, OrderStatus, PluginRef, PricedOrder,
+    ContractViolation, OrderError, OrderEvent, OrderRequest, OrderSnapshot, OrderStatus, PluginRef,
+    PricedOrder,
 };
 
 /// A decision and the plugin version that made it.
@@ -140,6 +141,10 @@ pub enum DecideError {
     /// The call used up part of its budget and was stopped.
     #[error("plugin exceeded its {0} budget")]
     Budget(BudgetKind),
+    /// The decision breaks the host's contract (a priced order that does not add up, a
+    /// status outside the graph): a plugin bug, nothing was stored.
+    #[error("plugin broke the contract")]
+    Contract(#[source] ContractViolation),
     /// The host is shutting down and interrupted the call.
     #[error("plugin call interrupted by host shutdown")]
     Interrupted,
@@ -168,6 +173,7 @@ impl DecideError {
         match self {
             Self::Refused(e) => e.tag(),
             Self::Trap { .. } => "trap",
+            Self::Contract(_) => "contract_violation",
             Self::Budget(k) if k.is_time() => "timeout",
             Self::Budget(_) => "budget_exceeded",
             Self::Interrupted => "interrupted",
@@ -177,10 +183,14 @@ impl DecideError {
         }
     }
 
-    /// Whether this says something is wrong with the plugin version itself (a trap or an
-    /// exhausted budget), as opposed to a business answer or a host condition.
+    /// Whether this says something is wrong with the plugin version itself (a trap, an
+    /// exhausted budget or a broken contract), as opposed to a business answer or a host
+    /// condition. Such failures feed the version's circuit breaker.
     pub fn is_plugin_fault(&self) -> bool {
-        matches!(self, Self::Trap { .. } | Self::Budget(_))
+        matches!(
+            self,
+            Self::Trap { .. } | Self::Budget(_) | Self::Contract(_)
+        )
     }
 
     /// Whether this counts against the version in its release (canary judgement): plugin

@@ -25,6 +25,6 @@ pub use decider::{
 pub use intake::{IntakeGate, OpenIntake};
 pub use releases::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 pub use store::{
-    DriverError, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter, OrderStore, OutboxStats,
-    OutboxStore, ProductStore, StoreError, TransitionOutcome,
+    CreateOutcome, DriverError, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter,
+    OrderStore, OutboxStats, OutboxStore, ProductStore, StoreError, TransitionOutcome,
 };

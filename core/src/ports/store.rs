@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::domain::stock::Shortage;
 use crate::domain::{
     EventRecord, IdempotencyBegin, NewEvent, Order, OrderStatus, Product, StoredResponse,
 };
@@ -92,6 +93,15 @@ impl Default for OrderFilter {
             before_id: None,
         }
     }
+}
+
+/// Result of [`OrderStore::create_order`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The order, its reservation, its events and the idempotency record were committed.
+    Created,
+    /// A line's quantity could not be reserved: nothing was written.
+    Short(Shortage),
 }
 
 /// Result of [`OrderStore::transition_order`].
@@ -178,17 +188,21 @@ pub trait IdempotencyStore: Send + Sync {
 /// Orders, with the outbox events and idempotency completion written alongside them.
 #[async_trait::async_trait]
 pub trait OrderStore: Send + Sync {
-    /// In one transaction: inserts the order, its lines (in vector order) and `events`, and,
-    /// with `idempotency = Some((key, response))`, completes the key with the response. The
-    /// key must be `in_progress`, otherwise nothing is written and the call fails with
-    /// [`StoreError::Conflict`]; this stops a slow attempt whose lock was taken over from
-    /// creating a second order. Any failure writes nothing.
+    /// In one transaction: reserves the order's quantities ([`crate::domain::stock`]: per
+    /// sku in [`demand`](crate::domain::stock::demand) order, each only if enough units are
+    /// available, never going below zero), inserts the order (holding its reservation), its
+    /// lines (in vector order) and `events`, and, with `idempotency = Some((key, response))`,
+    /// completes the key with the response. A sku that is unknown or short yields
+    /// [`CreateOutcome::Short`] and writes nothing. The key must be `in_progress`, otherwise
+    /// nothing is written and the call fails with [`StoreError::Conflict`]; this stops a slow
+    /// attempt whose lock was taken over from creating a second order. Any failure writes
+    /// nothing.
     async fn create_order(
         &self,
         order: &Order,
         events: &[NewEvent],
         idempotency: Option<(&str, &StoredResponse)>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<CreateOutcome, StoreError>;
 
     /// One order with its lines.
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError>;
@@ -197,7 +211,9 @@ pub trait OrderStore: Send + Sync {
     async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>, StoreError>;
 
     /// In one transaction: sets the status if the order's version is `expected_version`
-    /// (bumping the version, `updated_at = now`) and appends `events`. A version mismatch or
+    /// (bumping the version, `updated_at = now`), settles the order's stock reservation if
+    /// the new status does ([`crate::domain::stock::settlement`]; only while the order
+    /// still holds it, so at most once per order) and appends `events`. A version mismatch or
     /// a missing order yields [`TransitionOutcome::Stale`] and writes nothing. The store does
     /// not judge whether the transition is allowed; the use-case does.
     async fn transition_order(
@@ -295,7 +311,9 @@ pub trait ProductStore: Send + Sync {
     /// All products, ordered by sku.
     async fn list_products(&self) -> Result<Vec<Product>, StoreError>;
 
-    /// Inserts or replaces the product with this sku; returns it as stored.
+    /// Inserts the product or replaces its name, price, currency and count on hand
+    /// (`product.stock`), in one statement that leaves the units reserved by orders as they
+    /// are; returns it as read back (`stock` = available).
     async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError>;
 
     /// Inserts `products` if the catalog is empty; returns whether it did. Safe against

@@ -9,7 +9,10 @@
 //! | `no_change` | the order already is where the event would take it (inbox recorded) | ack |
 //! | `duplicate` | the message id is already in the inbox (redelivery or duplicate publish) | ack |
 //! | `retried` | a transient failure (database, plugin time budget or pool, shutdown, an order still waiting for its payment) | republished to `<queue>.retry` with `x-weir-retries` + 1 and a per-message TTL (exponential), then ack; after `max_retries` it is dead-lettered as `retries_exhausted` |
-//! | `dead_lettered` | malformed (not JSON, not a CloudEvent, unsupported type, bad order id), unknown order, rejected by the plugin, or poison (trap, memory budget, plugin internal error) | published to `<queue>.dlx` -> `<queue>.dlq` with `x-weir-dead-letter-reason` / `-detail` headers, then ack |
+//! | `dead_lettered` | malformed (not JSON, not a CloudEvent, unsupported type, bad order id, a payment without amount and currency), from a source not accepted for its type (`untrusted_source`), a payment that does not pay the order's total (`payment_mismatch`), unknown order, rejected by the plugin, or poison (trap, memory budget, plugin internal error, broken contract) | published to `<queue>.dlx` -> `<queue>.dlq` with `x-weir-dead-letter-reason` / `-detail` headers, then ack |
+//!
+//! A message is identified by its CloudEvents `source` and `id` together: the inbox dedupes on
+//! the pair, so one id from two sources is two messages.
 //!
 //! Retry and dead-letter publishes wait for their publisher confirm before the original is
 //! acked, so a crash in between redelivers the original (never loses it); the inbox absorbs
@@ -292,10 +295,22 @@ fn continue_trace(span: &tracing::Span, inbound: &Inbound) {
 /// Decide what a valid message does, applying it when it can: the transition use-case with
 /// the message's inbox key, so the transition and the inbox record commit together.
 pub async fn process(shared: &EventsShared, app: &ConsumerDeps, inbound: &Inbound) -> Decision {
-    let event = match inbound.kind {
-        InboundKind::PaymentCaptured => OrderEvent::PaymentCaptured,
-        InboundKind::ShipmentDispatched => OrderEvent::Shipped,
+    let (event, accepted) = match inbound.kind {
+        InboundKind::PaymentCaptured => {
+            (OrderEvent::PaymentCaptured, &shared.config.payment_sources)
+        }
+        InboundKind::ShipmentDispatched => (OrderEvent::Shipped, &shared.config.shipment_sources),
     };
+    if !accepted.contains(&inbound.source) {
+        return Decision::DeadLetter(
+            "untrusted_source",
+            format!(
+                "{} from source {:?}, which is not accepted for this type",
+                inbound.kind.as_str(),
+                inbound.source
+            ),
+        );
+    }
     // The processing span's context (same trace as the message); the message's own without
     // the OpenTelemetry layer.
     let trace = match crate::telemetry::inject_current() {
@@ -315,8 +330,10 @@ pub async fn process(shared: &EventsShared, app: &ConsumerDeps, inbound: &Inboun
         trace,
         inbox: Some(InboxKey {
             consumer: shared.config.consumer_name.clone(),
+            source: inbound.source.clone(),
             message_id: inbound.id.clone(),
         }),
+        paid: inbound.paid.clone(),
     };
     match app.orders.apply_transition(cmd).await {
         Ok(Transitioned::Applied(_)) => Decision::Ack("applied"),
@@ -331,6 +348,9 @@ pub async fn process(shared: &EventsShared, app: &ConsumerDeps, inbound: &Inboun
         Err(e @ TransitionError::Store { .. }) => Decision::Retry(crate::support::chain(&e)),
         Err(TransitionError::KeptChanging) => {
             Decision::Retry("the order kept changing concurrently".to_owned())
+        }
+        Err(e @ TransitionError::PaymentMismatch { .. }) => {
+            Decision::DeadLetter("payment_mismatch", e.to_string())
         }
     }
 }
@@ -360,8 +380,8 @@ pub fn classify_plugin_error(e: DecideError, kind: InboundKind, status: OrderSta
             Decision::DeadLetter("poison", format!("plugin internal error: {msg}"))
         }
         DecideError::Budget(k) if k.is_time() => Decision::Retry(format!("plugin {k} budget")),
-        e @ (DecideError::Trap { .. } | DecideError::Budget(_)) => {
-            Decision::DeadLetter("poison", e.to_string())
+        e @ (DecideError::Trap { .. } | DecideError::Budget(_) | DecideError::Contract(_)) => {
+            Decision::DeadLetter("poison", crate::support::chain(&e))
         }
         e @ (DecideError::Interrupted
         | DecideError::Instantiate { .. }
@@ -450,6 +470,7 @@ async fn settle(
                 .map_err(link)?;
             span.record("outcome", "dead_lettered");
             m.consumed("dead_lettered", event_type);
+            m.dead_lettered(reason, event_type);
             tracing::warn!(reason, detail = %detail, "event consumer: message dead-lettered");
         }
         Decision::Retry(_) => unreachable!("handled above"),

@@ -7,7 +7,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use weir_core::domain::{CloudEvent, EventRecord};
+use weir_core::domain::money::is_currency_code;
+use weir_core::domain::{CloudEvent, EventRecord, Money};
 
 /// Content type of structured-mode CloudEvents.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -146,12 +147,18 @@ impl InboundKind {
 /// A valid inbound message.
 #[derive(Debug, Clone)]
 pub struct Inbound {
-    /// CloudEvents id: the dedupe key.
+    /// CloudEvents id: with `source`, the dedupe key.
     pub id: String,
+    /// CloudEvents source: who says this happened (checked against the accepted sources of
+    /// the type); 1-200 characters without whitespace or control characters.
+    pub source: String,
     /// What happened.
     pub kind: InboundKind,
     /// The order it is about.
     pub order_id: Uuid,
+    /// For `payment.captured`: the amount captured (`data.amount` minor units of
+    /// `data.currency`).
+    pub paid: Option<Money>,
     /// W3C trace context of the producer.
     pub traceparent: Option<String>,
     /// W3C trace state of the producer.
@@ -174,6 +181,11 @@ pub enum Malformed {
     /// No usable order id in `data.order_id` or `subject`.
     #[error("no valid order id in data.order_id or subject")]
     InvalidOrderId,
+    /// A `payment.captured` without a usable amount and currency.
+    #[error(
+        "payment.captured needs data.amount (integer minor units, 0 or more) and data.currency (ISO 4217)"
+    )]
+    InvalidPayment,
 }
 
 impl Malformed {
@@ -184,6 +196,7 @@ impl Malformed {
             Self::NotCloudEvent(_) => "not_cloudevent",
             Self::UnsupportedType(_) => "unsupported_type",
             Self::InvalidOrderId => "invalid_order_id",
+            Self::InvalidPayment => "invalid_payment",
         }
     }
 }
@@ -217,9 +230,18 @@ pub fn parse_inbound(props: &BasicProperties, body: &[u8]) -> Result<Inbound, Ma
         .id
         .filter(|id| !id.is_empty() && id.len() <= 200)
         .ok_or_else(|| Malformed::NotCloudEvent("id must be 1-200 characters".to_owned()))?;
-    if raw.source.as_deref().is_none_or(str::is_empty) {
-        return Err(Malformed::NotCloudEvent("source is required".to_owned()));
-    }
+    let source = raw
+        .source
+        .filter(|s| {
+            !s.is_empty()
+                && s.len() <= 200
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        })
+        .ok_or_else(|| {
+            Malformed::NotCloudEvent(
+                "source must be 1-200 characters without whitespace".to_owned(),
+            )
+        })?;
     let kind = match raw.type_.as_deref() {
         Some("payment.captured") => InboundKind::PaymentCaptured,
         Some("shipment.dispatched") => InboundKind::ShipmentDispatched,
@@ -237,13 +259,28 @@ pub fn parse_inbound(props: &BasicProperties, body: &[u8]) -> Result<Inbound, Ma
         .or(raw.subject.as_deref())
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or(Malformed::InvalidOrderId)?;
+    let paid = match kind {
+        InboundKind::PaymentCaptured => {
+            let amount = raw.data.get("amount").and_then(serde_json::Value::as_i64);
+            let currency = raw.data.get("currency").and_then(serde_json::Value::as_str);
+            match (amount, currency) {
+                (Some(amount), Some(currency)) if amount >= 0 && is_currency_code(currency) => {
+                    Some(Money::new(amount, currency))
+                }
+                _ => return Err(Malformed::InvalidPayment),
+            }
+        }
+        InboundKind::ShipmentDispatched => None,
+    };
     // Trace context: the AMQP headers win over the CloudEvents distributed-tracing extension.
     let traceparent = header_str(props, H_TRACEPARENT).or(raw.traceparent);
     let tracestate = header_str(props, H_TRACESTATE).or(raw.tracestate);
     Ok(Inbound {
         id,
+        source,
         kind,
         order_id,
+        paid,
         traceparent,
         tracestate,
     })
@@ -300,12 +337,13 @@ mod tests {
     fn inbound_validation_names_the_reason() {
         let props = BasicProperties::default();
         let order = Uuid::now_v7();
-        let ok = json!({"specversion":"1.0","id":"m1","source":"/pay","type":"payment.captured","data":{"order_id":order}});
+        let ok = json!({"specversion":"1.0","id":"m1","source":"/pay","type":"payment.captured","data":{"order_id":order,"amount":1950,"currency":"EUR"}});
         let parsed = parse_inbound(&props, ok.to_string().as_bytes()).unwrap();
         assert_eq!(
-            (parsed.kind, parsed.order_id),
-            (InboundKind::PaymentCaptured, order)
+            (parsed.kind, parsed.order_id, parsed.source.as_str()),
+            (InboundKind::PaymentCaptured, order, "/pay")
         );
+        assert_eq!(parsed.paid, Some(Money::new(1950, "EUR")));
         let code = |body: &str| parse_inbound(&props, body.as_bytes()).unwrap_err().code();
         assert_eq!(code("{nope"), "malformed_json");
         assert_eq!(code("[1,2]"), "not_cloudevent");
@@ -323,6 +361,25 @@ mod tests {
             ),
             "invalid_order_id"
         );
+        // A payment must say how much, in what.
+        let pay = |data: serde_json::Value| {
+            json!({"specversion":"1.0","id":"m","source":"/pay","type":"payment.captured","subject":order,"data":data}).to_string()
+        };
+        for data in [
+            json!({}),
+            json!({"amount": 100}),
+            json!({"amount": "100", "currency": "EUR"}),
+            json!({"amount": 1.5, "currency": "EUR"}),
+            json!({"amount": -1, "currency": "EUR"}),
+            json!({"amount": 100, "currency": "euro"}),
+        ] {
+            assert_eq!(code(&pay(data.clone())), "invalid_payment", "{data}");
+        }
+        // A source is one token: "<source> <id>" is the inbox key.
+        for source in ["", "/pay ments", "/pay\n", &"s".repeat(201)] {
+            let body = json!({"specversion":"1.0","id":"m","source":source,"type":"shipment.dispatched","subject":order}).to_string();
+            assert_eq!(code(&body), "not_cloudevent", "{source:?}");
+        }
     }
 
     #[test]

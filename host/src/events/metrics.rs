@@ -23,6 +23,8 @@ pub(crate) struct EventMetrics {
     /// Consumer deliveries by outcome (`applied`, `no_change`, `duplicate`, `retried`,
     /// `dead_lettered`).
     pub(crate) consumed: Counter<u64>,
+    /// Dead-lettered deliveries by reason (a closed set of codes).
+    pub(crate) dead_lettered: Counter<u64>,
     /// Deliveries being processed right now.
     pub(crate) in_flight: UpDownCounter<i64>,
     gauges: Mutex<Gauges>,
@@ -58,6 +60,10 @@ impl EventMetrics {
             consumed: meter
                 .u64_counter("weir.events.consumed")
                 .with_description("Consumed messages by outcome")
+                .build(),
+            dead_lettered: meter
+                .u64_counter("weir.events.dead_lettered")
+                .with_description("Dead-lettered messages by reason")
                 .build(),
             in_flight: meter
                 .i64_up_down_counter("weir.events.consumer.in_flight")
@@ -125,6 +131,16 @@ impl EventMetrics {
             1,
             &[
                 KeyValue::new("outcome", outcome),
+                KeyValue::new("event_type", event_type),
+            ],
+        );
+    }
+
+    pub(crate) fn dead_lettered(&self, reason: &'static str, event_type: &'static str) {
+        self.dead_lettered.add(
+            1,
+            &[
+                KeyValue::new("reason", reason),
                 KeyValue::new("event_type", event_type),
             ],
         );

@@ -64,6 +64,11 @@ pub struct EventsConfig {
     pub queue: String,
     /// Name of this consumer in the inbox (dedupe is per consumer).
     pub consumer_name: String,
+    /// CloudEvents `source`s whose `payment.captured` events are believed; any other source's
+    /// are dead-lettered as `untrusted_source`.
+    pub payment_sources: Vec<String>,
+    /// CloudEvents `source`s whose `shipment.dispatched` events are believed.
+    pub shipment_sources: Vec<String>,
     /// Unacked deliveries the broker may push to one consumer (bounded prefetch).
     pub prefetch: u16,
     /// Rows claimed per relay round.
@@ -106,6 +111,8 @@ impl Default for EventsConfig {
             inbound_exchange: "weir.payments".to_owned(),
             queue: "weir.payments".to_owned(),
             consumer_name: "weir.orders".to_owned(),
+            payment_sources: vec!["/payments".to_owned()],
+            shipment_sources: vec!["/shipping".to_owned()],
             prefetch: 16,
             relay_batch: 100,
             relay_lease: Duration::from_secs(30),

@@ -91,6 +91,7 @@ pub mod codes {
         DEPENDENCY_UNAVAILABLE = ("DEPENDENCY_UNAVAILABLE", SERVICE_UNAVAILABLE, Unexpected, true, "A dependency is unavailable");
         PLUGIN_INTERNAL_ERROR = ("PLUGIN_INTERNAL_ERROR", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin failed");
         PLUGIN_TRAPPED = ("PLUGIN_TRAPPED", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin crashed");
+        PLUGIN_CONTRACT_VIOLATION = ("PLUGIN_CONTRACT_VIOLATION", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin's decision broke the host's contract");
         PLUGIN_TIMEOUT = ("PLUGIN_TIMEOUT", SERVICE_UNAVAILABLE, Unexpected, true, "The order plugin ran out of time");
         PLUGIN_BUDGET_EXCEEDED = ("PLUGIN_BUDGET_EXCEEDED", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin exceeded its resource budget");
         PLUGIN_UNAVAILABLE = ("PLUGIN_UNAVAILABLE", SERVICE_UNAVAILABLE, Unexpected, true, "No order plugin can serve the request right now");
@@ -285,6 +286,7 @@ impl From<PlaceError> for ApiError {
             }
             PlaceError::Backpressure { retry_after } => ApiError::Backpressure { retry_after },
             PlaceError::Decide(d) => d.into(),
+            PlaceError::Refused(g) => ApiError::Plugin(g),
             PlaceError::Store { step, source } => ApiError::Store(
                 anyhow::Error::new(source)
                     .context(step)
@@ -307,6 +309,10 @@ impl From<TransitionError> for ApiError {
             TransitionError::KeptChanging => ApiError::Plugin(OrderError::Conflict(
                 "the order kept changing concurrently; retry".to_owned(),
             )),
+            // Only messages carry payments; no route can get here.
+            e @ TransitionError::PaymentMismatch { .. } => {
+                ApiError::Internal(anyhow::Error::new(e))
+            }
         }
     }
 }
@@ -405,6 +411,7 @@ impl ApiError {
             Self::Plugin(OrderError::Unavailable(_)) => DEPENDENCY_UNAVAILABLE,
             Self::Plugin(OrderError::Internal(_)) => PLUGIN_INTERNAL_ERROR,
             Self::Decide(DecideError::Trap { .. }) => PLUGIN_TRAPPED,
+            Self::Decide(DecideError::Contract(_)) => PLUGIN_CONTRACT_VIOLATION,
             Self::Decide(DecideError::Budget(k)) if k.is_time() => PLUGIN_TIMEOUT,
             Self::Decide(DecideError::Budget(_)) => PLUGIN_BUDGET_EXCEEDED,
             Self::Decide(DecideError::Interrupted) => SHUTTING_DOWN,

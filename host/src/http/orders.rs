@@ -316,6 +316,7 @@ pub async fn cancel_order(
             deadline: Instant::now() + api.config.request_timeout,
             trace: request_trace(&ctx),
             inbox: None,
+            paid: None,
         })
         .await?;
     match outcome {

@@ -24,8 +24,11 @@ pub struct ProductView {
     pub unit_price: i64,
     /// ISO 4217 currency.
     pub currency: String,
-    /// Units in stock.
+    /// Units that can still be ordered: on hand minus reserved, never below zero.
     pub stock: i64,
+    /// Units held by placed and paid orders (released when one is cancelled, taken off the
+    /// count on hand when it ships).
+    pub reserved: i64,
     /// Last change.
     pub updated_at: chrono::DateTime<Utc>,
 }
@@ -38,6 +41,7 @@ impl From<Product> for ProductView {
             unit_price: p.unit_price,
             currency: p.currency,
             stock: p.stock,
+            reserved: p.reserved,
             updated_at: p.updated_at,
         }
     }
@@ -59,7 +63,9 @@ pub struct PutProductBody {
     pub unit_price: i64,
     /// ISO 4217 code, three upper-case letters.
     pub currency: String,
-    /// Units in stock, 0 or more.
+    /// Units on hand, 0 or more, reserved units included: the response's `stock` is this
+    /// minus the units placed and paid orders hold, so setting the count never loses a
+    /// reservation made concurrently.
     pub stock: i64,
 }
 
@@ -76,7 +82,7 @@ pub async fn list_products(State(api): State<ApiState>) -> Result<Json<ProductLi
     }))
 }
 
-/// Create or replace a product.
+/// Create or replace a product. `stock` sets the count on hand; reservations are kept.
 #[utoipa::path(
     put, path = "/v1/products/{sku}", tag = "catalog",
     params(("sku" = String, Path, description = "1-64 characters of A-Z, a-z, 0-9, '-' and '_'")),

@@ -2,9 +2,12 @@
 //! run a fresh instance under the budget, classify the failure, record metrics, emit the
 //! guest's output.
 //!
-//! Each exported function of the world is a [`Call`]: its name, what it returns, and how to
-//! call it on an instance. [`Runtime::invoke`] is generic over it, so every call returns its
-//! own type and nothing needs an `unreachable!` arm.
+//! Each exported function of the world is a [`Call`]: its name, what it returns, how to call
+//! it on an instance, and the host's contract on what came back
+//! ([`weir_core::domain::contract`]). [`Runtime::invoke`] is generic over it, so every call
+//! returns its own type and nothing needs an `unreachable!` arm. A returned value that breaks
+//! the contract is a failure of the version like a trap: recorded on the span with the rule,
+//! counted, and fed to the version's breaker.
 //!
 //! A failure is recorded on the `plugin.invoke` span (status, `trap.kind`, an `exception`
 //! event with the error chain) and in the metrics, and not logged here: whoever asked for the
@@ -17,6 +20,8 @@ use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
 use tokio::time::Instant;
 use tracing::{Instrument, field::Empty};
 use wasmtime::{Store, Trap};
+use weir_core::domain::contract::{self, ContractViolation};
+use weir_core::domain::{OrderError, OrderEvent, OrderRequest, OrderStatus, PricedOrder};
 use weir_core::ports::Detail;
 
 use super::error::trap_kind;
@@ -32,6 +37,7 @@ pub(super) struct Metrics {
     call_duration: Histogram<f64>,
     instantiate_duration: Histogram<f64>,
     traps: Counter<u64>,
+    contract_violations: Counter<u64>,
     in_flight: UpDownCounter<i64>,
 }
 
@@ -64,6 +70,12 @@ impl Metrics {
                 .u64_counter("weir.plugin.traps")
                 .with_description("Plugin traps and budget exhaustions by kind")
                 .build(),
+            contract_violations: meter
+                .u64_counter("weir.plugin.contract_violations")
+                .with_description(
+                    "Plugin decisions refused for breaking the host's contract, by rule",
+                )
+                .build(),
             in_flight: meter
                 .i64_up_down_counter("weir.plugin.in_flight")
                 .with_description("Plugin invocations in progress")
@@ -72,8 +84,9 @@ impl Metrics {
     }
 }
 
-/// One exported function of the `weir:orders/plugin` world.
-pub(super) trait Call: Send {
+/// One exported function of the `weir:orders/plugin` world. `Copy`: the call's arguments
+/// are borrowed, and the contract check needs them after the call.
+pub(super) trait Call: Send + Copy {
     /// The WIT name, a span attribute and metric label.
     const NAME: &'static str;
     /// Whether the version's circuit breaker is asked first (admission's `describe` is
@@ -91,9 +104,15 @@ pub(super) trait Call: Send {
 
     /// The outcome label of a returned value (`ok`, or the guest error's tag).
     fn outcome(output: &Self::Output) -> &'static str;
+
+    /// The host's contract on a returned value, given the call's arguments.
+    fn check(self, _output: &Self::Output) -> Result<(), ContractViolation> {
+        Ok(())
+    }
 }
 
 /// `describe`: name, version and declared capabilities.
+#[derive(Clone, Copy)]
 pub(super) struct Describe;
 
 impl Call for Describe {
@@ -114,55 +133,77 @@ impl Call for Describe {
     }
 }
 
-/// `place-order`.
-pub(super) struct PlaceOrder<'r>(pub &'r bindings::OrderRequest);
+/// `place-order`: the request as the guest receives it, and as the contract checks it.
+#[derive(Clone, Copy)]
+pub(super) struct PlaceOrder<'r> {
+    pub wire: &'r bindings::OrderRequest,
+    pub request: &'r OrderRequest,
+}
 
 impl Call for PlaceOrder<'_> {
     const NAME: &'static str = "place-order";
-    type Output = Result<bindings::PricedOrder, bindings::OrderError>;
+    type Output = Result<PricedOrder, OrderError>;
 
     async fn call(
         self,
         instance: &bindings::Plugin,
         store: &mut Store<InvocationState>,
     ) -> wasmtime::Result<Self::Output> {
-        instance.call_place_order(store, self.0).await
+        let answer = instance.call_place_order(store, self.wire).await?;
+        Ok(answer.map(Into::into).map_err(Into::into))
     }
 
     fn outcome(output: &Self::Output) -> &'static str {
         guest_outcome(output)
     }
+
+    fn check(self, output: &Self::Output) -> Result<(), ContractViolation> {
+        match output {
+            Ok(priced) => contract::check_priced(self.request, priced),
+            Err(_) => Ok(()),
+        }
+    }
 }
 
-/// `transition`.
-pub(super) struct Transition<'r>(pub &'r bindings::OrderSnapshot, pub bindings::OrderEvent);
+/// `transition`: the order as the guest receives it, its status and the event.
+#[derive(Clone, Copy)]
+pub(super) struct Transition<'r> {
+    pub wire: &'r bindings::OrderSnapshot,
+    pub from: OrderStatus,
+    pub event: OrderEvent,
+}
 
 impl Call for Transition<'_> {
     const NAME: &'static str = "transition";
-    type Output = Result<bindings::OrderStatus, bindings::OrderError>;
+    type Output = Result<OrderStatus, OrderError>;
 
     async fn call(
         self,
         instance: &bindings::Plugin,
         store: &mut Store<InvocationState>,
     ) -> wasmtime::Result<Self::Output> {
-        instance.call_transition(store, self.0, self.1).await
+        let answer = instance
+            .call_transition(store, self.wire, self.event.into())
+            .await?;
+        Ok(answer.map(Into::into).map_err(Into::into))
     }
 
     fn outcome(output: &Self::Output) -> &'static str {
         guest_outcome(output)
     }
+
+    fn check(self, output: &Self::Output) -> Result<(), ContractViolation> {
+        match output {
+            Ok(to) => contract::check_transition(self.from, self.event, *to),
+            Err(_) => Ok(()),
+        }
+    }
 }
 
-fn guest_outcome<T>(output: &Result<T, bindings::OrderError>) -> &'static str {
+fn guest_outcome<T>(output: &Result<T, OrderError>) -> &'static str {
     match output {
         Ok(_) => "ok",
-        Err(bindings::OrderError::Invalid(_)) => "invalid",
-        Err(bindings::OrderError::NotFound(_)) => "not-found",
-        Err(bindings::OrderError::Conflict(_)) => "conflict",
-        Err(bindings::OrderError::Rejected(_)) => "rejected",
-        Err(bindings::OrderError::Unavailable(_)) => "unavailable",
-        Err(bindings::OrderError::Internal(_)) => "internal",
+        Err(e) => e.tag(),
     }
 }
 
@@ -208,7 +249,11 @@ impl Runtime {
         let result = self
             .run_bounded(plugin, call, state, deadline, &labels)
             .instrument(span.clone())
-            .await;
+            .await
+            .and_then(|output| match call.check(&output) {
+                Ok(()) => Ok(output),
+                Err(violation) => Err(InvokeError::Contract(violation)),
+            });
         if let Some(permit) = permit {
             permit.record(Some(
                 result.as_ref().is_err_and(InvokeError::is_plugin_fault),
@@ -347,6 +392,13 @@ impl Runtime {
         metrics.invocations.add(1, &attrs);
         metrics.call_duration.record(elapsed.as_secs_f64(), &attrs);
         let Some(e) = error else { return };
+        if let InvokeError::Contract(violation) = e {
+            let rule = violation.rule.as_str();
+            span.record("contract.rule", rule);
+            let mut attrs = labels.to_vec();
+            attrs.push(KeyValue::new("rule", rule));
+            metrics.contract_violations.add(1, &attrs);
+        }
         let kind = match e {
             InvokeError::Trap { kind, .. } => Some(kind.as_str()),
             InvokeError::Budget(b) => Some(b.as_str()),
@@ -377,6 +429,7 @@ fn invocation_span(plugin: &PluginVersion, role: Role, function: &'static str) -
         plugin.function = function,
         outcome = Empty,
         trap.kind = Empty,
+        contract.rule = Empty,
         instantiate_us = Empty,
         duration_us = Empty,
         otel.status_code = Empty,

@@ -339,14 +339,14 @@ impl Runtime {
         request: &OrderRequest,
         deadline: Option<Instant>,
     ) -> Result<PricedOrder, InvokeError> {
-        let request = bindings::OrderRequest::from(request);
-        match self
-            .invoke(plugin, role, invoke::PlaceOrder(&request), deadline)
+        let wire = bindings::OrderRequest::from(request);
+        let call = invoke::PlaceOrder {
+            wire: &wire,
+            request,
+        };
+        self.invoke(plugin, role, call, deadline)
             .await?
-        {
-            Ok(priced) => Ok(priced.into()),
-            Err(refusal) => Err(InvokeError::Refused(refusal.into())),
-        }
+            .map_err(InvokeError::Refused)
     }
 
     /// Decide the status `order` moves to on `event`.
@@ -370,19 +370,15 @@ impl Runtime {
         event: OrderEvent,
         deadline: Option<Instant>,
     ) -> Result<OrderStatus, InvokeError> {
-        let order = bindings::OrderSnapshot::from(order);
-        match self
-            .invoke(
-                plugin,
-                role,
-                invoke::Transition(&order, event.into()),
-                deadline,
-            )
+        let wire = bindings::OrderSnapshot::from(order);
+        let call = invoke::Transition {
+            wire: &wire,
+            from: order.status,
+            event,
+        };
+        self.invoke(plugin, role, call, deadline)
             .await?
-        {
-            Ok(status) => Ok(status.into()),
-            Err(refusal) => Err(InvokeError::Refused(refusal.into())),
-        }
+            .map_err(InvokeError::Refused)
     }
 
     /// The circuit breakers of plugin versions, keyed `plugin:<name>@<version>`. A version

@@ -42,10 +42,12 @@ use config::Config;
 pub fn demo_catalog() -> Vec<Product> {
     let now = Utc::now();
     [
-        ("KB-001", "Mechanical keyboard", 8900, 100),
-        ("MS-002", "Wireless mouse", 2900, 250),
-        ("MN-003", "27-inch monitor", 27900, 40),
-        ("CB-004", "USB-C cable", 900, 1000),
+        // Units on hand: placed orders reserve them, so the demo keeps plenty (load runs and
+        // benchmarks order cables by the thousand); headphones are out of stock on purpose.
+        ("KB-001", "Mechanical keyboard", 8900, 10_000),
+        ("MS-002", "Wireless mouse", 2900, 25_000),
+        ("MN-003", "27-inch monitor", 27900, 4_000),
+        ("CB-004", "USB-C cable", 900, 1_000_000),
         ("HD-005", "Noise-cancelling headphones", 19900, 0),
     ]
     .into_iter()
@@ -55,6 +57,7 @@ pub fn demo_catalog() -> Vec<Product> {
         unit_price: price,
         currency: "EUR".to_owned(),
         stock,
+        reserved: 0,
         updated_at: now,
     })
     .collect()

@@ -25,6 +25,8 @@ use super::{
 };
 use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
+use weir_core::domain::stock::{self, Settlement, Shortage};
+use weir_core::ports::CreateOutcome;
 use weir_core::ports::releases::STARTUP;
 use weir_core::ports::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 
@@ -75,7 +77,8 @@ macro_rules! event_columns {
 /// Column list matching [`product_from_row`].
 macro_rules! product_columns {
     () => {
-        "sku, name, unit_price, currency, stock, updated_at"
+        "sku, name, unit_price, currency, GREATEST(stock - reserved, 0) AS stock, reserved, \
+         updated_at"
     };
 }
 
@@ -136,6 +139,7 @@ fn product_from_row(row: &PgRow) -> Result<Product, StoreError> {
         unit_price: get(row, "unit_price")?,
         currency: get(row, "currency")?,
         stock: get(row, "stock")?,
+        reserved: get(row, "reserved")?,
         updated_at: get(row, "updated_at")?,
     })
 }
@@ -286,7 +290,86 @@ impl PgStore {
         let order = Self::fetch_order(conn, id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished mid-transaction")))?;
+        if let Some(settlement) = stock::settlement(new_status) {
+            Self::settle(conn, &order, settlement).await?;
+        }
         Ok(Some(order))
+    }
+
+    /// Reserve the order's quantities, per sku in lock order (so concurrent orders cannot
+    /// deadlock); the first shortage stops it (the caller drops the transaction). Under READ
+    /// COMMITTED a concurrent reservation of the same product makes this one wait and then
+    /// re-check `stock - reserved` on the committed row, so stock never goes below zero.
+    async fn reserve(
+        conn: &mut PgConnection,
+        lines: &[OrderLine],
+    ) -> Result<Option<Shortage>, StoreError> {
+        for (sku, wanted) in stock::demand(lines) {
+            let reserved = sqlx::query(
+                "UPDATE products SET reserved = reserved + $1 \
+                 WHERE sku = $2 AND stock - reserved >= $1",
+            )
+            .bind(wanted)
+            .bind(sku)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            if reserved.rows_affected() == 1 {
+                continue;
+            }
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE sku = $1)")
+                    .bind(sku)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+            return Ok(Some(if exists {
+                Shortage::Insufficient {
+                    sku: sku.to_owned(),
+                    wanted,
+                }
+            } else {
+                Shortage::UnknownSku(sku.to_owned())
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Settle the order's reservation if it still holds one (at most once per order: the
+    /// flag is cleared in the same transaction, under the order's row lock).
+    async fn settle(
+        conn: &mut PgConnection,
+        order: &Order,
+        settlement: Settlement,
+    ) -> Result<(), StoreError> {
+        let held = sqlx::query(
+            "UPDATE orders SET stock_reserved = FALSE WHERE id = $1 AND stock_reserved",
+        )
+        .bind(order.id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        if held.rows_affected() == 0 {
+            return Ok(());
+        }
+        let sql = match settlement {
+            Settlement::Release => {
+                "UPDATE products SET reserved = GREATEST(reserved - $1, 0) WHERE sku = $2"
+            }
+            Settlement::Consume => {
+                "UPDATE products SET reserved = GREATEST(reserved - $1, 0), \
+                 stock = GREATEST(stock - $1, 0) WHERE sku = $2"
+            }
+        };
+        for (sku, quantity) in stock::demand(&order.lines) {
+            sqlx::query(sql)
+                .bind(quantity)
+                .bind(sku)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
     }
 
     /// Record `message_id` as seen by `consumer`; false when it already was.
@@ -536,12 +619,17 @@ impl OrderStore for PgStore {
         order: &Order,
         events: &[NewEvent],
         idempotency: Option<(&str, &StoredResponse)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<CreateOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        // Dropping the transaction on a shortage writes nothing.
+        if let Some(shortage) = Self::reserve(&mut tx, &order.lines).await? {
+            return Ok(CreateOutcome::Short(shortage));
+        }
         sqlx::query(
             "INSERT INTO orders (id, customer_id, currency, status, subtotal, discount, tax, \
              total, metadata, plugin_name, plugin_version, plugin_digest, version, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+             updated_at, stock_reserved) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, TRUE)",
         )
         .bind(order.id)
         .bind(&order.customer_id)
@@ -594,7 +682,8 @@ impl OrderStore for PgStore {
                 "idempotency key {key:?} is not in progress"
             )));
         }
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        Ok(CreateOutcome::Created)
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {

@@ -33,6 +33,8 @@ use super::{
 };
 use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
+use weir_core::domain::stock::{self, Settlement, Shortage};
+use weir_core::ports::CreateOutcome;
 use weir_core::ports::releases::STARTUP;
 use weir_core::ports::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 
@@ -101,7 +103,7 @@ macro_rules! event_columns {
 /// Column list matching [`product_from_row`].
 macro_rules! product_columns {
     () => {
-        "sku, name, unit_price, currency, stock, updated_at"
+        "sku, name, unit_price, currency, MAX(stock - reserved, 0) AS stock, reserved, updated_at"
     };
 }
 
@@ -162,6 +164,7 @@ fn product_from_row(row: &SqliteRow) -> Result<Product, StoreError> {
         unit_price: get(row, "unit_price")?,
         currency: get(row, "currency")?,
         stock: get(row, "stock")?,
+        reserved: get(row, "reserved")?,
         updated_at: parse_ts(&get::<String>(row, "updated_at")?)?,
     })
 }
@@ -334,7 +337,83 @@ impl SqliteStore {
         let order = Self::fetch_order(conn, id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("order {id} vanished mid-transaction")))?;
+        if let Some(settlement) = stock::settlement(new_status) {
+            Self::settle(conn, &order, settlement).await?;
+        }
         Ok(Some(order))
+    }
+
+    /// Reserve the order's quantities, per sku in lock order; the first shortage stops it
+    /// (the caller drops the transaction).
+    async fn reserve(
+        conn: &mut SqliteConnection,
+        lines: &[OrderLine],
+    ) -> Result<Option<Shortage>, StoreError> {
+        for (sku, wanted) in stock::demand(lines) {
+            let reserved = sqlx::query(
+                "UPDATE products SET reserved = reserved + ? \
+                 WHERE sku = ? AND stock - reserved >= ?",
+            )
+            .bind(wanted)
+            .bind(sku)
+            .bind(wanted)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+            if reserved.rows_affected() == 1 {
+                continue;
+            }
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM products WHERE sku = ?)")
+                    .bind(sku)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+            return Ok(Some(if exists {
+                Shortage::Insufficient {
+                    sku: sku.to_owned(),
+                    wanted,
+                }
+            } else {
+                Shortage::UnknownSku(sku.to_owned())
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Settle the order's reservation if it still holds one (at most once per order).
+    async fn settle(
+        conn: &mut SqliteConnection,
+        order: &Order,
+        settlement: Settlement,
+    ) -> Result<(), StoreError> {
+        let held =
+            sqlx::query("UPDATE orders SET stock_reserved = 0 WHERE id = ? AND stock_reserved = 1")
+                .bind(id_text(order.id))
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+        if held.rows_affected() == 0 {
+            return Ok(());
+        }
+        let sql = match settlement {
+            Settlement::Release => {
+                "UPDATE products SET reserved = MAX(reserved - ?1, 0) WHERE sku = ?2"
+            }
+            Settlement::Consume => {
+                "UPDATE products SET reserved = MAX(reserved - ?1, 0), \
+                 stock = MAX(stock - ?1, 0) WHERE sku = ?2"
+            }
+        };
+        for (sku, quantity) in stock::demand(&order.lines) {
+            sqlx::query(sql)
+                .bind(quantity)
+                .bind(sku)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
     }
 
     /// Record `message_id` as seen by `consumer`; false when it already was.
@@ -591,12 +670,16 @@ impl OrderStore for SqliteStore {
         order: &Order,
         events: &[NewEvent],
         idempotency: Option<(&str, &StoredResponse)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<CreateOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
+        // Dropping the transaction on a shortage writes nothing.
+        if let Some(shortage) = Self::reserve(&mut tx, &order.lines).await? {
+            return Ok(CreateOutcome::Short(shortage));
+        }
         sqlx::query(
             "INSERT INTO orders (id, customer_id, currency, status, subtotal, discount, tax, \
              total, metadata, plugin_name, plugin_version, plugin_digest, version, created_at, \
-             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             updated_at, stock_reserved) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         )
         .bind(id_text(order.id))
         .bind(&order.customer_id)
@@ -640,7 +723,8 @@ impl OrderStore for SqliteStore {
                 "idempotency key {key:?} is not in progress"
             )));
         }
-        tx.commit().await.map_err(db_err)
+        tx.commit().await.map_err(db_err)?;
+        Ok(CreateOutcome::Created)
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {

@@ -10,7 +10,8 @@ use uuid::{NoContext, Timestamp, Uuid};
 
 use super::*;
 use weir_core::domain::release::{Canary, Release, ReleaseAudit, Shadow};
-use weir_core::ports::{ComponentRecord, PutComponent};
+use weir_core::domain::stock::Shortage;
+use weir_core::ports::{ComponentRecord, CreateOutcome, PutComponent};
 
 const LOCK_TTL: Duration = Duration::from_secs(30);
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -100,7 +101,17 @@ fn product(sku: &str, price: i64) -> Product {
         unit_price: price,
         currency: "EUR".to_owned(),
         stock: 10,
+        reserved: 0,
         updated_at: t0(),
+    }
+}
+
+/// Puts the products [`order`] uses in the catalog, with (nearly) unlimited units on hand.
+async fn stocked(store: &Arc<dyn Store>) {
+    for sku in ["SKU-1", "SKU-2"] {
+        let mut p = product(sku, 1);
+        p.stock = 1 << 60;
+        store.upsert_product(&p).await.unwrap();
     }
 }
 
@@ -129,6 +140,7 @@ async fn migrate_twice_is_idempotent(store: Arc<dyn Store>) {
 }
 
 async fn create_get_and_list_with_cursor_and_filters(store: Arc<dyn Store>) {
+    stocked(&store).await;
     // Six orders, one second apart, alternating customers.
     let mut created = Vec::new();
     for i in 0..6_u64 {
@@ -220,6 +232,7 @@ async fn create_get_and_list_with_cursor_and_filters(store: Arc<dyn Store>) {
 }
 
 async fn transition_with_stale_version_is_stale(store: Arc<dyn Store>) {
+    stocked(&store).await;
     let record = order(order_id(1), "alice", t0());
     store.create_order(&record, &[], None).await.unwrap();
 
@@ -406,6 +419,7 @@ async fn concurrent_begins_start_exactly_once(store: Arc<dyn Store>) {
 }
 
 async fn create_order_is_atomic(store: Arc<dyn Store>) {
+    stocked(&store).await;
     let first = order(order_id(1), "alice", t0());
     let first_event = event(first.id, "order.placed", t0());
     assert_eq!(
@@ -490,6 +504,153 @@ async fn create_order_is_atomic(store: Arc<dyn Store>) {
     );
 }
 
+/// One order of `quantity` units of `sku` (a single line).
+fn order_of(i: u64, sku: &str, quantity: u32) -> Order {
+    let mut o = order(order_id(i), "carol", at(i as i64));
+    o.lines = vec![OrderLine {
+        sku: sku.to_owned(),
+        quantity,
+        unit_price: 100,
+        line_total: 100 * i64::from(quantity),
+    }];
+    o
+}
+
+/// (available, reserved) of `sku`.
+async fn units(store: &Arc<dyn Store>, sku: &str) -> (i64, i64) {
+    let p = store.get_product(sku).await.unwrap().unwrap();
+    (p.stock, p.reserved)
+}
+
+async fn reservations_never_oversell_and_settle_once(store: Arc<dyn Store>) {
+    let mut p = product("LIM-1", 100);
+    p.stock = 10;
+    store.upsert_product(&p).await.unwrap();
+
+    // 50 orders of one unit race for 10.
+    let orders: Vec<Order> = (0..50_u64).map(|i| order_of(i, "LIM-1", 1)).collect();
+    let tasks: Vec<_> = orders
+        .iter()
+        .map(|o| {
+            let (store, o) = (store.clone(), o.clone());
+            tokio::spawn(async move { store.create_order(&o, &[], None).await.unwrap() })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for (o, task) in orders.iter().zip(tasks) {
+        match task.await.unwrap() {
+            CreateOutcome::Created => created.push(o.id),
+            CreateOutcome::Short(Shortage::Insufficient { sku, wanted }) => {
+                assert_eq!((sku.as_str(), wanted), ("LIM-1", 1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created.len(), 10);
+    assert_eq!(units(&store, "LIM-1").await, (0, 10));
+    assert_eq!(store.count_rows().await.unwrap().orders, 10);
+
+    // Unknown and short skus write nothing, whatever else the order holds.
+    let mut two = order_of(100, "LIM-1", 1);
+    two.lines
+        .insert(0, order_of(0, "AAA-0", 1).lines[0].clone());
+    assert_eq!(
+        store.create_order(&two, &[], None).await.unwrap(),
+        CreateOutcome::Short(Shortage::UnknownSku("AAA-0".to_owned()))
+    );
+    assert_eq!(store.count_rows().await.unwrap().orders, 10);
+    assert_eq!(units(&store, "LIM-1").await, (0, 10));
+
+    // The operator counts 12 on hand: the 10 reserved stay reserved.
+    p.stock = 12;
+    let read = store.upsert_product(&p).await.unwrap();
+    assert_eq!((read.stock, read.reserved), (2, 10));
+
+    // Cancelling releases once: again (cancelled -> cancelled) and through the inbox path
+    // nothing more comes back.
+    let a = store.get_order(created[0]).await.unwrap().unwrap();
+    let cancelled = match store
+        .transition_order(a.id, 1, OrderStatus::Cancelled, &[], at(60))
+        .await
+        .unwrap()
+    {
+        TransitionOutcome::Applied(o) => o,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(units(&store, "LIM-1").await, (3, 9));
+    store
+        .transition_order(a.id, cancelled.version, OrderStatus::Cancelled, &[], at(61))
+        .await
+        .unwrap();
+    store
+        .transition_order_once(
+            "payments",
+            "m-x",
+            a.id,
+            cancelled.version + 1,
+            OrderStatus::Cancelled,
+            &[],
+            at(62),
+        )
+        .await
+        .unwrap();
+    assert_eq!(units(&store, "LIM-1").await, (3, 9));
+
+    // Shipping consumes: off the reservation and off the count on hand.
+    let b = store.get_order(created[1]).await.unwrap().unwrap();
+    store
+        .transition_order(b.id, 1, OrderStatus::Paid, &[], at(63))
+        .await
+        .unwrap();
+    assert_eq!(units(&store, "LIM-1").await, (3, 9), "paid still holds");
+    store
+        .transition_order(b.id, 2, OrderStatus::Shipped, &[], at(64))
+        .await
+        .unwrap();
+    assert_eq!(units(&store, "LIM-1").await, (3, 8));
+    let on_hand = store.list_products().await.unwrap()[0].clone();
+    assert_eq!(
+        on_hand.stock + on_hand.reserved,
+        11,
+        "12 on hand, 1 shipped"
+    );
+}
+
+async fn setting_the_count_on_hand_keeps_concurrent_reservations(store: Arc<dyn Store>) {
+    let mut p = product("CNT-1", 100);
+    p.stock = 1_000;
+    store.upsert_product(&p).await.unwrap();
+    // Reservations and count updates interleave; every reservation survives every update.
+    let mut tasks = Vec::new();
+    for i in 0..40_u64 {
+        let store = store.clone();
+        let mut p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 4 == 0 {
+                p.stock = 500;
+                store.upsert_product(&p).await.unwrap();
+                false
+            } else {
+                store
+                    .create_order(&order_of(i, "CNT-1", 3), &[], None)
+                    .await
+                    .unwrap()
+                    == CreateOutcome::Created
+            }
+        }));
+    }
+    let mut reserved = 0;
+    for task in tasks {
+        if task.await.unwrap() {
+            reserved += 3;
+        }
+    }
+    assert_eq!(reserved, 90, "30 orders of 3 units all fit in 500");
+    let (available, held) = units(&store, "CNT-1").await;
+    assert_eq!(held, reserved);
+    assert_eq!(available, 500 - reserved);
+}
+
 async fn products_upsert_list_and_seed(store: Arc<dyn Store>) {
     assert!(store.list_products().await.unwrap().is_empty());
     let seed = [product("B-2", 200), product("A-1", 100)];
@@ -529,6 +690,7 @@ async fn products_upsert_list_and_seed(store: Arc<dyn Store>) {
 }
 
 async fn events_feed_is_ordered(store: Arc<dyn Store>) {
+    stocked(&store).await;
     let mut expected = Vec::new();
     for i in 0..3_u64 {
         let record = order(order_id(i), "alice", at(i as i64));
@@ -568,6 +730,7 @@ async fn record_inbox_dedupes_per_consumer(store: Arc<dyn Store>) {
 }
 
 async fn outbox_stats_report_the_backlog(store: Arc<dyn Store>) {
+    stocked(&store).await;
     assert_eq!(
         store.outbox_stats(t0()).await.unwrap(),
         OutboxStats::default()
@@ -597,6 +760,7 @@ async fn outbox_stats_report_the_backlog(store: Arc<dyn Store>) {
 }
 
 async fn outbox_claims_are_leased_ordered_and_exclusive(store: Arc<dyn Store>) {
+    stocked(&store).await;
     const LEASE: Duration = Duration::from_secs(30);
     // Order A has two events, order B one; seq order is A1, B1, A2.
     let a = order(order_id(1), "alice", t0());
@@ -702,6 +866,7 @@ async fn outbox_claims_are_leased_ordered_and_exclusive(store: Arc<dyn Store>) {
 }
 
 async fn concurrent_claims_never_overlap(store: Arc<dyn Store>) {
+    stocked(&store).await;
     for i in 0..40u64 {
         let o = order(order_id(100 + i), "carol", t0());
         store
@@ -739,6 +904,7 @@ async fn concurrent_claims_never_overlap(store: Arc<dyn Store>) {
 }
 
 async fn transition_once_applies_each_message_once(store: Arc<dyn Store>) {
+    stocked(&store).await;
     let o = order(order_id(7), "dora", t0());
     store.create_order(&o, &[], None).await.unwrap();
     assert!(!store.inbox_contains("payments", "m-1").await.unwrap());
@@ -1043,6 +1209,8 @@ both_backends!(
     concurrent_begins_start_exactly_once,
     create_order_is_atomic,
     products_upsert_list_and_seed,
+    reservations_never_oversell_and_settle_once,
+    setting_the_count_on_hand_keeps_concurrent_reservations,
     events_feed_is_ordered,
     record_inbox_dedupes_per_consumer,
     outbox_stats_report_the_backlog,

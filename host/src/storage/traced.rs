@@ -26,7 +26,9 @@ use super::{
 };
 use crate::telemetry::{db_span, traced};
 use weir_core::domain::release::{Release, ReleaseAudit};
-use weir_core::ports::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
+use weir_core::ports::{
+    ComponentRecord, ComponentStore, CreateOutcome, PutComponent, ReleaseStore,
+};
 
 /// The stable code of a store error on the span that saw it: the API's codes for the same
 /// failure (`STORAGE_UNAVAILABLE` when retrying may help, else `INTERNAL_ERROR`).
@@ -149,7 +151,7 @@ impl OrderStore for TracedStore {
         order: &Order,
         events: &[NewEvent],
         idempotency: Option<(&str, &StoredResponse)>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<CreateOutcome, StoreError> {
         self.call(
             "transaction.create_order",
             self.inner.create_order(order, events, idempotency),

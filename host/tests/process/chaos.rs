@@ -146,6 +146,45 @@ impl Deployment {
             keys_without_order, 0,
             "every completed key points at an existing order"
         );
+        // Stock: the reservation commits with its order, so a crash loses or doubles none.
+        let initial = weir_host::server::demo_catalog()
+            .into_iter()
+            .find(|p| p.sku == "CB-004")
+            .expect("cables in the demo catalog")
+            .stock;
+        let available = self
+            .count(
+                "SELECT stock - reserved FROM products WHERE sku = 'CB-004'",
+                "SELECT stock - reserved FROM products WHERE sku = 'CB-004'",
+            )
+            .await;
+        let placed = self
+            .count(
+                "SELECT COALESCE(SUM(l.quantity), 0)::bigint FROM order_lines l \
+                 JOIN orders o ON o.id = l.order_id WHERE l.sku = 'CB-004' AND o.status = 'placed'",
+                "SELECT COALESCE(SUM(l.quantity), 0) FROM order_lines l \
+                 JOIN orders o ON o.id = l.order_id WHERE l.sku = 'CB-004' AND o.status = 'placed'",
+            )
+            .await;
+        assert_eq!(
+            available + placed,
+            initial,
+            "stock + placed quantities = initial stock"
+        );
+        let off_books = self
+            .count(
+                "SELECT COUNT(*) FROM products p WHERE p.reserved <> (SELECT COALESCE(SUM(l.quantity), 0) \
+                 FROM order_lines l JOIN orders o ON o.id = l.order_id \
+                 WHERE o.stock_reserved AND l.sku = p.sku)",
+                "SELECT COUNT(*) FROM products p WHERE p.reserved <> (SELECT COALESCE(SUM(l.quantity), 0) \
+                 FROM order_lines l JOIN orders o ON o.id = l.order_id \
+                 WHERE o.stock_reserved AND l.sku = p.sku)",
+            )
+            .await;
+        assert_eq!(
+            off_books, 0,
+            "every product's reservations are what its open orders hold"
+        );
     }
 
     async fn finish(mut self) {
@@ -698,8 +737,9 @@ impl Rabbit {
         )
     }
 
-    /// Publish `payment.captured` for `order_id` with message id `message_id`; confirmed.
-    async fn pay(&self, message_id: &str, order_id: &str) {
+    /// Publish `payment.captured` of the order's total (`due`: amount and currency) for
+    /// `order_id` with message id `message_id`; confirmed.
+    async fn pay(&self, message_id: &str, order_id: &str, due: &(i64, String)) {
         let body = json!({
             "specversion": "1.0",
             "id": message_id,
@@ -707,7 +747,7 @@ impl Rabbit {
             "type": "payment.captured",
             "subject": order_id,
             "datacontenttype": "application/json",
-            "data": { "order_id": order_id },
+            "data": { "order_id": order_id, "amount": due.0, "currency": due.1 },
         })
         .to_string();
         let props = lapin::BasicProperties::default()
@@ -881,9 +921,10 @@ async fn wait_consumer_blocked(pool: &sqlx::PgPool) {
 /// The effect of message `message_id` on order `order_id` exists exactly once: one inbox
 /// record, one `order.paid` outbox event.
 async fn assert_applied_once(pool: &sqlx::PgPool, message_id: &str, order_id: &str) {
+    // The inbox keys a message by its source and id.
     let inbox: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM inbox_messages WHERE message_id = $1")
-            .bind(message_id)
+            .bind(format!("/payments {message_id}"))
             .fetch_one(pool)
             .await
             .expect("count inbox");
@@ -922,7 +963,8 @@ async fn kill9_consumer_mid_message_redelivers_and_applies_once() {
 
     // Mid-message: the consumer has the delivery (unacked) and is inside its transaction.
     let lock = RowLock::take(&pool, &order).await;
-    rabbit.pay("pay-kill9", &order).await;
+    let due = order_due_db(&pool, &order).await;
+    rabbit.pay("pay-kill9", &order, &due).await;
     wait_consumer_blocked(&pool).await;
     weir.kill9().await;
     lock.release().await;
@@ -964,8 +1006,14 @@ async fn sigterm_requeues_prefetched_deliveries_and_applies_them_once_after_rest
 
     // The first delivery is in hand (blocked mid-transaction), the second is prefetched.
     let lock = RowLock::take(&pool, &held).await;
-    rabbit.pay("pay-held", &held).await;
-    rabbit.pay("pay-prefetched", &prefetched).await;
+    let (held_due, prefetched_due) = (
+        order_due_db(&pool, &held).await,
+        order_due_db(&pool, &prefetched).await,
+    );
+    rabbit.pay("pay-held", &held, &held_due).await;
+    rabbit
+        .pay("pay-prefetched", &prefetched, &prefetched_due)
+        .await;
     wait_consumer_blocked(&pool).await;
     rabbit.wait_all_delivered().await;
 
@@ -1011,6 +1059,15 @@ async fn sigterm_requeues_prefetched_deliveries_and_applies_them_once_after_rest
 }
 
 /// An order's status and version straight from the database (no process running).
+/// An order's total and currency, read from the database.
+async fn order_due_db(pool: &sqlx::PgPool, id: &str) -> (i64, String) {
+    sqlx::query_as("SELECT total, currency FROM orders WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .expect("order row")
+}
+
 async fn order_state_db(pool: &sqlx::PgPool, id: &str) -> (String, i64) {
     sqlx::query_as("SELECT status, version FROM orders WHERE id = $1::uuid")
         .bind(id)

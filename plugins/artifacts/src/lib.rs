@@ -58,6 +58,14 @@ pub const HOSTILE_DESCRIBE_SPIN: &str = concat!(env!("OUT_DIR"), "/hostile-descr
 /// Path of `orders` 0.9.0-trap, whose `place-order` traps (a broken canary).
 pub const HOSTILE_ORDERS_TRAP: &str = concat!(env!("OUT_DIR"), "/hostile-orders-trap.wasm");
 
+/// Path of the plugin whose answers break the host's contract as the request asks
+/// (`metadata["lie"]`, or the customer id for transitions).
+pub const HOSTILE_LIAR: &str = concat!(env!("OUT_DIR"), "/hostile-liar.wasm");
+
+/// Path of `orders` 0.9.1-liar, whose totals are one cent off (a canary that breaks the
+/// contract).
+pub const HOSTILE_ORDERS_LIAR: &str = concat!(env!("OUT_DIR"), "/hostile-orders-liar.wasm");
+
 /// Every component path with a short name, for tests that iterate over all of them.
 pub const ALL: &[(&str, &str)] = &[
     ("orders", ORDERS),
@@ -73,6 +81,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("hostile-describe-panic", HOSTILE_DESCRIBE_PANIC),
     ("hostile-describe-spin", HOSTILE_DESCRIBE_SPIN),
     ("hostile-orders-trap", HOSTILE_ORDERS_TRAP),
+    ("hostile-liar", HOSTILE_LIAR),
+    ("hostile-orders-liar", HOSTILE_ORDERS_LIAR),
 ];
 
 #[cfg(test)]

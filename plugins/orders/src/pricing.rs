@@ -2,7 +2,8 @@
 //! units with half-up rounding.
 
 use weir_sdk::{
-    DependencyError, Money, OrderError, OrderRequest, PricedLine, PricedOrder, Violation, catalog,
+    DependencyError, MAX_AMOUNT, Money, OrderError, OrderRequest, PricedLine, PricedOrder,
+    Violation, catalog,
 };
 
 use crate::settings::{BPS_DENOMINATOR, Settings};
@@ -59,6 +60,11 @@ pub fn price(request: &OrderRequest, settings: &Settings) -> Result<PricedOrder,
         });
     }
 
+    // The host accepts amounts up to MAX_AMOUNT; every other amount is at most the subtotal
+    // or the total.
+    if subtotal > MAX_AMOUNT {
+        return Err(too_large("lines".to_owned(), "subtotal"));
+    }
     let discount = if subtotal >= settings.discount_min_subtotal {
         apply_bps(subtotal, settings.discount_bps)
             .ok_or_else(|| too_large("lines".to_owned(), "discount"))?
@@ -70,6 +76,7 @@ pub fn price(request: &OrderRequest, settings: &Settings) -> Result<PricedOrder,
         apply_bps(taxable, settings.tax_bps).ok_or_else(|| too_large("lines".to_owned(), "tax"))?;
     let total = taxable
         .checked_add(tax)
+        .filter(|t| *t <= MAX_AMOUNT)
         .ok_or_else(|| too_large("lines".to_owned(), "total"))?;
 
     Ok(PricedOrder {
@@ -93,7 +100,7 @@ fn too_large(field: String, what: &str) -> OrderError {
     OrderError::invalid(vec![Violation::new(
         field,
         "AMOUNT_TOO_LARGE",
-        format!("the {what} does not fit in a 64-bit amount of minor units"),
+        format!("the {what} is larger than the host accepts ({MAX_AMOUNT} minor units)"),
     )])
 }
 

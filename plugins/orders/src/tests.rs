@@ -109,6 +109,74 @@ fn prices_a_valid_order_and_logs_it() {
     assert_eq!(logs[0].field("total"), Some("975"));
 }
 
+/// Every pricing this plugin answers passes the host's contract (what the host would refuse
+/// with `PLUGIN_CONTRACT_VIOLATION`), and every transition follows the host's graph.
+#[test]
+fn every_answer_meets_the_host_contract() {
+    let configs = [
+        host(),
+        host()
+            .config("discount.percent_bps", "1250")
+            .config("discount.min_subtotal", "1")
+            .config("tax.rate_bps", "1900"),
+        host().config("tax.rate_bps", "10000"),
+    ];
+    let requests = [
+        request(&[("apple", 1)]),
+        request(&[("apple", 2), ("pear", 3)]),
+        request(&[("pear", 5), ("apple", 10)]),
+    ];
+    for config in configs {
+        let _guard = installed(config);
+        for req in &requests {
+            let priced = OrdersPlugin::place_order(req.clone()).unwrap();
+            assert_eq!(
+                weir_sdk::contract::check_priced(req, &priced),
+                Ok(()),
+                "{priced:?}"
+            );
+        }
+    }
+    let _guard = installed(host());
+    for from in [
+        OrderStatus::Placed,
+        OrderStatus::Paid,
+        OrderStatus::Shipped,
+        OrderStatus::Cancelled,
+    ] {
+        for event in [
+            OrderEvent::PaymentCaptured,
+            OrderEvent::Shipped,
+            OrderEvent::CancelRequested,
+        ] {
+            let order = OrderSnapshot {
+                id: "o".into(),
+                customer_id: "cus_abc123".into(),
+                status: from,
+                total: Money::new(100, "USD"),
+            };
+            if let Ok(to) = OrdersPlugin::transition(order, event) {
+                assert_eq!(
+                    weir_sdk::contract::check_transition(from, event, to),
+                    Ok(())
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn amounts_the_host_would_refuse_are_amount_too_large() {
+    // 2^53 - 1 is the largest amount the host stores: one cent more is refused here, as a
+    // violation the client can read, rather than by the host as a broken contract.
+    let _guard = installed(FakeHost::new().product(product("big", weir_sdk::MAX_AMOUNT, 2)));
+    assert!(OrdersPlugin::place_order(request(&[("big", 1)])).is_ok());
+    assert_eq!(
+        violations(OrdersPlugin::place_order(request(&[("big", 2)]))),
+        pairs(&[("lines", "AMOUNT_TOO_LARGE")])
+    );
+}
+
 #[test]
 fn stock_equal_to_quantity_is_enough() {
     let _guard = installed(host());
