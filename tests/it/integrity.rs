@@ -309,3 +309,40 @@ async fn fifty_concurrent_orders_for_ten_units_sell_ten_sqlite() {
 async fn fifty_concurrent_orders_for_ten_units_sell_ten_postgres() {
     concurrent_orders_never_oversell(Backend::Postgres).await;
 }
+
+/// A plugin that prices whatever it is asked (it never looks at stock) cannot sell what is
+/// not there: the host's reservation refuses it, and the refusal is stored like a plugin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_refuses_what_it_cannot_reserve_even_when_the_plugin_priced_it() {
+    let s = liar(Backend::Sqlite).await;
+    for (key, sku, reason) in [
+        ("sold-out", "HD-005", "INSUFFICIENT_STOCK"),
+        ("no-such", "NOPE-404", "UNKNOWN_SKU"),
+    ] {
+        for replay in [false, true] {
+            let (status, headers, body) = s
+                .post_order(Some(key), &order_body("cus_liar", &[(sku, 1)]))
+                .await;
+            assert_eq!(status, 422, "{body}");
+            assert_eq!(
+                (&body["code"], &body["reason"]),
+                (&json!("ORDER_REJECTED"), &json!(reason))
+            );
+            assert_eq!(
+                headers.get("idempotent-replayed").is_some(),
+                replay,
+                "{key}"
+            );
+        }
+    }
+    let counts = s.state().store.count_rows().await.unwrap();
+    assert_eq!(
+        (
+            counts.orders,
+            counts.outbox_events,
+            counts.idempotency_completed
+        ),
+        (0, 0, 2)
+    );
+    s.stop().await;
+}
