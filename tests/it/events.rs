@@ -662,6 +662,38 @@ async fn two_relays_on_one_database_publish_each_event_once() {
     broker.cleanup().await;
 }
 
+/// The dead letters of the test's queue once there are at least `at_least` (bounded wait).
+async fn dead_letters(
+    url: &AmqpUrl,
+    n: &EventsConfig,
+    at_least: usize,
+) -> Vec<weir_host::events::dlq::DlqMessage> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let dead = weir_host::events::dlq::list(url, n, 100).await.unwrap();
+        if dead.len() >= at_least {
+            return dead;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {at_least} dead letters, have {dead:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Message id -> dead-letter reason.
+fn reasons(dead: &[weir_host::events::dlq::DlqMessage]) -> BTreeMap<String, String> {
+    dead.iter()
+        .map(|d| {
+            (
+                d.message_id.clone().unwrap_or_default(),
+                d.reason.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 /// A CloudEvent about `order` (its API JSON) from the source configured for its type;
 /// a payment pays the order's total.
 fn cloud_event(id: &str, event_type: &str, order: &Value) -> Vec<u8> {
@@ -779,27 +811,8 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
 
     // Dead letters with their reasons (read like `weir dlq list`).
     let url = AmqpUrl::new(BROKER);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let dead = loop {
-        let dead = weir_host::events::dlq::list(&url, &n, 100).await.unwrap();
-        if dead.len() >= 4 {
-            break dead;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expected 4 dead letters, have {dead:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let reasons: BTreeMap<String, String> = dead
-        .iter()
-        .map(|d| {
-            (
-                d.message_id.clone().unwrap_or_default(),
-                d.reason.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let dead = dead_letters(&url, &n, 4).await;
+    let reasons = reasons(&dead);
     assert_eq!(
         reasons,
         BTreeMap::from([
@@ -984,18 +997,6 @@ async fn a_shipment_that_overtakes_its_payment_is_retried_until_it_applies() {
     broker.cleanup().await;
 }
 
-/// `reserved` of `sku` over the API.
-async fn reserved(s: &TestServer, sku: &str) -> i64 {
-    let (_, products) = s.get("/v1/products").await;
-    products["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["sku"] == sku)
-        .and_then(|p| p["reserved"].as_i64())
-        .unwrap()
-}
-
 /// Only a payment from an accepted source, of the order's exact total, applies; forged and
 /// wrong ones go to the DLQ with their reasons. Dedupe is by (source, id): the same id from
 /// another accepted source is another payment. Cancelling the paid order after its payment
@@ -1013,7 +1014,7 @@ async fn forged_payments_are_dead_lettered_and_a_true_one_applies_once() {
     let (_, other, _) = place(&s, "forged-2", None).await;
     let id = order["id"].as_str().unwrap().to_owned();
     let total = order["total"].as_i64().unwrap();
-    assert_eq!(reserved(&s, "KB-001").await, 2);
+    assert_eq!(s.product("KB-001").await["reserved"], 2);
 
     let pay = |amount: Value, currency: &str| json!({"order_id": id, "amount": amount, "currency": currency});
     let forgeries: [(&str, &str, &str, Value); 5] = [
@@ -1076,28 +1077,8 @@ async fn forged_payments_are_dead_lettered_and_a_true_one_applies_once() {
     status_becomes(&s, other["id"].as_str().unwrap(), "paid").await;
 
     let url = AmqpUrl::new(BROKER);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let dead = loop {
-        let dead = weir_host::events::dlq::list(&url, &n, 100).await.unwrap();
-        if dead.len() >= forgeries.len() {
-            break dead;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "expected {} dead letters, have {dead:?}",
-            forgeries.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let reasons: BTreeMap<String, String> = dead
-        .iter()
-        .map(|d| {
-            (
-                d.message_id.clone().unwrap_or_default(),
-                d.reason.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let dead = dead_letters(&url, &n, forgeries.len()).await;
+    let reasons = reasons(&dead);
     assert_eq!(
         reasons,
         BTreeMap::from([
@@ -1130,16 +1111,10 @@ async fn forged_payments_are_dead_lettered_and_a_true_one_applies_once() {
 
     // Cancel the paid order, three times: its unit comes back once.
     for _ in 0..3 {
-        let res = s
-            .client
-            .post(format!("{}/v1/orders/{id}/cancel", s.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(s.cancel(&id).await.0, 200);
     }
     assert_eq!(
-        reserved(&s, "KB-001").await,
+        s.product("KB-001").await["reserved"],
         1,
         "only the other order holds stock"
     );
@@ -1172,7 +1147,7 @@ async fn forged_payments_are_dead_lettered_and_a_true_one_applies_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(order_status(&s, &id).await, ("cancelled".to_owned(), 3));
-    assert_eq!(reserved(&s, "KB-001").await, 1);
+    assert_eq!(s.product("KB-001").await["reserved"], 1);
 
     s.stop().await;
     broker.cleanup().await;

@@ -106,13 +106,7 @@ async fn every_lie_is_refused_and_nothing_is_stored(backend: Backend) {
     );
     assert!(headers.get("idempotent-replayed").is_none());
     // The stock the refused orders would have taken is untouched.
-    let (_, products) = s.get("/v1/products").await;
-    let kb = products["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["sku"] == "KB-001")
-        .unwrap();
+    let kb = s.product("KB-001").await;
     assert_eq!(kb["reserved"], 1, "only the honest order holds stock: {kb}");
     s.stop().await;
 }
@@ -125,17 +119,6 @@ async fn a_lying_plugin_is_refused_for_every_rule_and_nothing_is_stored_sqlite()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_plugin_is_refused_for_every_rule_and_nothing_is_stored_postgres() {
     every_lie_is_refused_and_nothing_is_stored(Backend::Postgres).await;
-}
-
-async fn cancel(s: &TestServer, id: &str) -> (u16, Value) {
-    let res = s
-        .client
-        .post(format!("{}/v1/orders/{id}/cancel", s.base))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 /// A cancel that pays, and a cancel that un-cancels: refused, the order unchanged.
@@ -153,7 +136,7 @@ async fn a_plugin_cannot_move_an_order_outside_the_status_graph() {
         }
     };
     let pays = place("cancel-pays").await;
-    let (status, body) = cancel(&s, &pays).await;
+    let (status, body) = s.cancel(&pays).await;
     assert_eq!(
         (status, &body["code"]),
         (500, &json!("PLUGIN_CONTRACT_VIOLATION")),
@@ -166,13 +149,13 @@ async fn a_plugin_cannot_move_an_order_outside_the_status_graph() {
     );
 
     let uncancel = place("uncancel").await;
-    let (status, body) = cancel(&s, &uncancel).await;
+    let (status, body) = s.cancel(&uncancel).await;
     assert_eq!(
         (status, &body["status"]),
         (200, &json!("cancelled")),
         "{body}"
     );
-    let (status, body) = cancel(&s, &uncancel).await;
+    let (status, body) = s.cancel(&uncancel).await;
     assert_eq!(
         (status, &body["code"]),
         (500, &json!("PLUGIN_CONTRACT_VIOLATION")),
@@ -193,17 +176,6 @@ async fn a_plugin_cannot_move_an_order_outside_the_status_graph() {
         .collect();
     assert_eq!(types, ["order.placed", "order.placed", "order.cancelled"]);
     s.stop().await;
-}
-
-async fn product(s: &TestServer, sku: &str) -> Value {
-    let (_, products) = s.get("/v1/products").await;
-    products["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["sku"] == sku)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {sku}"))
 }
 
 async fn concurrent_orders_never_oversell(backend: Backend) {
@@ -249,7 +221,7 @@ async fn concurrent_orders_never_oversell(backend: Backend) {
         }
     }
     assert_eq!(placed.len(), 10, "exactly the stock was sold");
-    let p = product(&s, "LTD-1").await;
+    let p = s.product("LTD-1").await;
     assert_eq!(
         (&p["stock"], &p["reserved"]),
         (&json!(0), &json!(10)),
@@ -258,14 +230,14 @@ async fn concurrent_orders_never_oversell(backend: Backend) {
 
     // Cancelling one restores one unit, once, however often the cancel is retried.
     for _ in 0..3 {
-        let (status, body) = cancel(&s, &placed[0]).await;
+        let (status, body) = s.cancel(&placed[0]).await;
         assert_eq!(
             (status, &body["status"]),
             (200, &json!("cancelled")),
             "{body}"
         );
     }
-    let p = product(&s, "LTD-1").await;
+    let p = s.product("LTD-1").await;
     assert_eq!((&p["stock"], &p["reserved"]), (&json!(1), &json!(9)), "{p}");
     // The freed unit sells again, and only it.
     let (status, _, body) = s

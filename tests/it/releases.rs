@@ -100,6 +100,39 @@ async fn place(s: &TestServer, key: &str, lines: &[(&str, u32)]) -> (StatusCode,
     (status, digest, body)
 }
 
+/// Place orders until the canary of `orders` is gone (rolled back automatically): every
+/// answer is the stable's order (`stable` digest), the canary's failure `code` (500), or a
+/// short-circuit while its breaker is open. Returns (failed, served).
+async fn until_rolled_back(
+    s: &TestServer,
+    admin: &Admin<'_>,
+    stable: &str,
+    prefix: &str,
+    code: &str,
+) -> (u64, u64) {
+    let (mut failed, mut served) = (0, 0);
+    let mut i = 0;
+    while admin.plugin("orders").await["release"]["canary"] != Value::Null {
+        i += 1;
+        assert!(i < 500, "the {prefix} canary was never rolled back");
+        let (status, digest, body) = place(s, &format!("{prefix}-{i}"), &[("MS-002", 1)]).await;
+        match status.as_u16() {
+            201 => {
+                assert_eq!(digest, stable, "only the stable serves");
+                served += 1;
+            }
+            500 => {
+                assert_eq!(body["code"], code, "{body}");
+                assert_eq!(body["retryable"], false, "{body}");
+                failed += 1;
+            }
+            503 => assert_eq!(body["code"], "PLUGIN_UNAVAILABLE", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    (failed, served)
+}
+
 /// A client placing orders continuously until `stop`: every answer, in order.
 fn load(
     s: &TestServer,
@@ -429,25 +462,7 @@ async fn a_canary_gets_a_sticky_share_and_a_trapping_one_is_rolled_back_automati
             json!({"stable": a, "canary": {"digest": trap, "weight": 50}}),
         )
         .await;
-    let (mut trapped, mut served) = (0, 0);
-    let mut i = 0;
-    while admin.plugin("orders").await["release"]["canary"] != Value::Null {
-        i += 1;
-        assert!(i < 500, "the trapping canary was never rolled back");
-        let (status, digest, body) = place(&s, &format!("trap-{i}"), &[("MS-002", 1)]).await;
-        match status.as_u16() {
-            201 => {
-                assert_eq!(digest, a, "only the stable serves");
-                served += 1;
-            }
-            500 => {
-                assert_eq!(body["code"], "PLUGIN_TRAPPED", "{body}");
-                trapped += 1;
-            }
-            503 => assert_eq!(body["code"], "PLUGIN_UNAVAILABLE", "{body}"),
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
+    let (trapped, served) = until_rolled_back(&s, &admin, &a, "trap", "PLUGIN_TRAPPED").await;
     assert!(
         trapped >= 5 && served > 0,
         "trapped {trapped}, served {served}"
@@ -503,26 +518,8 @@ async fn a_canary_that_breaks_the_contract_is_rolled_back_and_stores_nothing() {
             json!({"stable": a, "canary": {"digest": liar, "weight": 50}}),
         )
         .await;
-    let (mut refused, mut served) = (0, 0_u64);
-    let mut i = 0;
-    while admin.plugin("orders").await["release"]["canary"] != Value::Null {
-        i += 1;
-        assert!(i < 500, "the lying canary was never rolled back");
-        let (status, digest, body) = place(&s, &format!("liar-{i}"), &[("MS-002", 1)]).await;
-        match status.as_u16() {
-            201 => {
-                assert_eq!(digest, a, "only the stable's orders are stored");
-                served += 1;
-            }
-            500 => {
-                assert_eq!(body["code"], "PLUGIN_CONTRACT_VIOLATION", "{body}");
-                assert_eq!(body["retryable"], false, "{body}");
-                refused += 1;
-            }
-            503 => assert_eq!(body["code"], "PLUGIN_UNAVAILABLE", "{body}"),
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
+    let (refused, served) =
+        until_rolled_back(&s, &admin, &a, "liar", "PLUGIN_CONTRACT_VIOLATION").await;
     assert!(
         refused >= 5 && served > 0,
         "refused {refused}, served {served}"

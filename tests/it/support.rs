@@ -148,6 +148,30 @@ impl TestServer {
         (status, headers, body)
     }
 
+    /// `POST /v1/orders/{id}/cancel`: status and JSON body (`Null` when it is not JSON).
+    pub async fn cancel(&self, id: &str) -> (u16, serde_json::Value) {
+        let res = self
+            .client
+            .post(format!("{}/v1/orders/{id}/cancel", self.base))
+            .send()
+            .await
+            .expect("POST /v1/orders/{id}/cancel");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The catalog entry of `sku` from `GET /v1/products` (panics when there is none).
+    pub async fn product(&self, sku: &str) -> serde_json::Value {
+        let (_, products) = self.get("/v1/products").await;
+        products["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|p| p["sku"] == sku)
+            .cloned()
+            .unwrap_or_else(|| panic!("no product {sku} in {products}"))
+    }
+
     /// `/readyz`: status and body.
     pub async fn readyz(&self) -> (u16, serde_json::Value) {
         self.ops_get("/readyz").await

@@ -11,35 +11,14 @@
 //! Used by the contract tests; never deploy it.
 
 use weir_sdk::{
-    Money, OrderError, OrderEvent, OrderRequest, OrderSnapshot, OrderStatus, Plugin, PluginInfo,
-    PricedLine, PricedOrder,
+    OrderError, OrderEvent, OrderRequest, OrderSnapshot, OrderStatus, Plugin, PluginInfo,
+    PricedOrder,
 };
+
+mod honest;
 
 /// The hostile plugin.
 pub struct Liar;
-
-/// An honest pricing: 100 per unit, no discount, no tax.
-fn honest(request: &OrderRequest) -> PricedOrder {
-    let money = |amount| Money::new(amount, request.currency.clone());
-    let lines: Vec<PricedLine> = request
-        .lines
-        .iter()
-        .map(|l| PricedLine {
-            sku: l.sku.clone(),
-            quantity: l.quantity,
-            unit_price: money(100),
-            line_total: money(100 * i64::from(l.quantity)),
-        })
-        .collect();
-    let subtotal = lines.iter().map(|l| l.line_total.amount).sum();
-    PricedOrder {
-        lines,
-        subtotal: money(subtotal),
-        discount: money(0),
-        tax: money(0),
-        total: money(subtotal),
-    }
-}
 
 fn lie(how: &str, p: &mut PricedOrder) {
     match how {
@@ -81,7 +60,7 @@ impl Plugin for Liar {
     }
 
     fn place_order(request: OrderRequest) -> Result<PricedOrder, OrderError> {
-        let mut priced = honest(&request);
+        let mut priced = honest::price(&request);
         if let Some((_, how)) = request.metadata.iter().find(|(k, _)| k == "lie") {
             lie(how, &mut priced);
         }

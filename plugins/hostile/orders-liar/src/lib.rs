@@ -4,9 +4,12 @@
 //! behave, so it is admitted. Never deploy it.
 
 use weir_sdk::{
-    Money, OrderError, OrderEvent, OrderRequest, OrderSnapshot, OrderStatus, Plugin, PluginInfo,
-    PricedLine, PricedOrder,
+    OrderError, OrderEvent, OrderRequest, OrderSnapshot, OrderStatus, Plugin, PluginInfo,
+    PricedOrder,
 };
+
+#[path = "../../liar/src/honest.rs"]
+mod honest;
 
 /// The hostile plugin.
 pub struct Hostile;
@@ -17,25 +20,9 @@ impl Plugin for Hostile {
     }
 
     fn place_order(request: OrderRequest) -> Result<PricedOrder, OrderError> {
-        let money = |amount| Money::new(amount, request.currency.clone());
-        let lines: Vec<PricedLine> = request
-            .lines
-            .iter()
-            .map(|l| PricedLine {
-                sku: l.sku.clone(),
-                quantity: l.quantity,
-                unit_price: money(100),
-                line_total: money(100 * i64::from(l.quantity)),
-            })
-            .collect();
-        let subtotal: i64 = lines.iter().map(|l| l.line_total.amount).sum();
-        Ok(PricedOrder {
-            lines,
-            subtotal: money(subtotal),
-            discount: money(0),
-            tax: money(0),
-            total: money(subtotal + 1),
-        })
+        let mut priced = honest::price(&request);
+        priced.total.amount += 1;
+        Ok(priced)
     }
 
     fn transition(order: OrderSnapshot, event: OrderEvent) -> Result<OrderStatus, OrderError> {
