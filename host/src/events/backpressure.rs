@@ -60,7 +60,8 @@ impl Default for BackpressureConfig {
 }
 
 impl BackpressureConfig {
-    /// Each `resume_*` must be below its `max_*`.
+    /// Each `resume_*` must be below its `max_*`; the check interval and `Retry-After` must be
+    /// positive (a zero interval would make the consumer's `tokio::time::interval` panic).
     pub fn validate(&self) -> Result<(), InvalidKey> {
         ensure(
             self.resume_unpublished < self.max_unpublished,
@@ -76,6 +77,16 @@ impl BackpressureConfig {
             self.resume_consumer_backlog < self.max_consumer_backlog,
             "events.backpressure.resume_consumer_backlog",
             "must be below events.backpressure.max_consumer_backlog",
+        )?;
+        ensure(
+            !self.check_interval.is_zero(),
+            "events.backpressure.check_interval_ms",
+            "must be positive",
+        )?;
+        ensure(
+            !self.retry_after.is_zero(),
+            "events.backpressure.retry_after_secs",
+            "must be at least 1",
         )
     }
 }
@@ -342,5 +353,31 @@ mod tests {
             bad.validate().unwrap_err().key,
             "events.backpressure.resume_unpublished"
         );
+    }
+
+    #[test]
+    fn check_interval_and_retry_after_must_be_positive() {
+        let zero_interval = BackpressureConfig {
+            check_interval: Duration::ZERO,
+            ..BackpressureConfig::default()
+        };
+        assert_eq!(
+            zero_interval.validate().unwrap_err().key,
+            "events.backpressure.check_interval_ms"
+        );
+        let zero_retry = BackpressureConfig {
+            retry_after: Duration::ZERO,
+            ..BackpressureConfig::default()
+        };
+        assert_eq!(
+            zero_retry.validate().unwrap_err().key,
+            "events.backpressure.retry_after_secs"
+        );
+        let smallest = BackpressureConfig {
+            check_interval: Duration::from_millis(1),
+            retry_after: Duration::from_secs(1),
+            ..BackpressureConfig::default()
+        };
+        assert!(smallest.validate().is_ok());
     }
 }
