@@ -3,14 +3,18 @@
 Built into a WebAssembly component with `componentize-py` against `wit/` (world
 `weir:orders/plugin`). Validation reports every violation at once; pricing reads the catalog,
 applies the optional discount and tax from the plugin configuration with half-up rounding in
-integer minor units (checked against the 64-bit range like the Rust plugin); the lifecycle
-follows the host's status graph.
+integer minor units; like the Rust plugin, an amount above MAX_AMOUNT (2**53 - 1, the largest
+the host stores) is refused as an AMOUNT_TOO_LARGE violation, and so is an intermediate result
+past the 64-bit range. The lifecycle follows the host's status graph.
 """
 
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import catalog, config, deadline, log, types
 
+# The largest amount the host accepts (`weir_sdk::MAX_AMOUNT`): exact in a JSON double.
+MAX_AMOUNT = 2**53 - 1
+# The Rust plugin computes in i64: a line total past it names the line, like there.
 I64_MAX = 2**63 - 1
 BPS = 10_000
 DEFAULT_CURRENCIES = "USD,EUR,GBP"
@@ -134,7 +138,7 @@ def validate(request, settings):
 
 def _too_large(field, what):
     return _invalid([_v(field, "AMOUNT_TOO_LARGE",
-                        f"the {what} does not fit in a 64-bit amount of minor units")])
+                        f"the {what} is larger than the host accepts ({MAX_AMOUNT} minor units)")])
 
 
 def _apply_bps(amount, bps):
@@ -181,6 +185,10 @@ def price(request, settings):
             raise _too_large("lines", "subtotal")
         lines.append(types.PricedLine(line.sku, line.quantity, product.unit_price,
                                       _money(line_total, currency)))
+    # The host accepts amounts up to MAX_AMOUNT; every other amount is at most the subtotal
+    # or the total.
+    if subtotal > MAX_AMOUNT:
+        raise _too_large("lines", "subtotal")
     discount = 0
     if subtotal >= settings.discount_min_subtotal:
         discount = _apply_bps(subtotal, settings.discount_bps)
@@ -191,7 +199,7 @@ def price(request, settings):
     if tax is None:
         raise _too_large("lines", "tax")
     total = taxable + tax
-    if total > I64_MAX:
+    if total > MAX_AMOUNT:
         raise _too_large("lines", "total")
     return types.PricedOrder(lines, _money(subtotal, currency), _money(discount, currency),
                              _money(tax, currency), _money(total, currency))
