@@ -138,31 +138,78 @@ fn every_answer_meets_the_host_contract() {
         }
     }
     let _guard = installed(host());
-    for from in [
+    let statuses = [
         OrderStatus::Placed,
         OrderStatus::Paid,
         OrderStatus::Shipped,
         OrderStatus::Cancelled,
-    ] {
-        for event in [
-            OrderEvent::PaymentCaptured,
-            OrderEvent::Shipped,
-            OrderEvent::CancelRequested,
-        ] {
+    ];
+    let events = [
+        OrderEvent::PaymentCaptured,
+        OrderEvent::Shipped,
+        OrderEvent::CancelRequested,
+    ];
+    // What the host's graph allows, and what the plugin decides: they must be the same set,
+    // so a plugin refusing every event does not pass.
+    let mut allowed = Vec::new();
+    let mut decided = Vec::new();
+    for from in statuses {
+        for event in events {
+            for to in statuses {
+                if weir_sdk::contract::check_transition(from, event, to).is_ok() {
+                    allowed.push((from, event, to));
+                }
+            }
             let order = OrderSnapshot {
                 id: "o".into(),
                 customer_id: "cus_abc123".into(),
                 status: from,
                 total: Money::new(100, "USD"),
             };
-            if let Ok(to) = OrdersPlugin::transition(order, event) {
-                assert_eq!(
-                    weir_sdk::contract::check_transition(from, event, to),
-                    Ok(())
-                );
+            match OrdersPlugin::transition(order, event) {
+                Ok(to) => {
+                    assert_eq!(
+                        weir_sdk::contract::check_transition(from, event, to),
+                        Ok(())
+                    );
+                    decided.push((from, event, to));
+                }
+                Err(e) => assert!(
+                    matches!(e, OrderError::Conflict(_)),
+                    "{from:?} + {event:?}: {e:?}"
+                ),
             }
         }
     }
+    // The graph as `weir_core::domain::status` documents it (so an empty `allowed` cannot make
+    // this test vacuous either).
+    assert_eq!(
+        allowed,
+        [
+            (
+                OrderStatus::Placed,
+                OrderEvent::PaymentCaptured,
+                OrderStatus::Paid
+            ),
+            (
+                OrderStatus::Placed,
+                OrderEvent::CancelRequested,
+                OrderStatus::Cancelled
+            ),
+            (OrderStatus::Paid, OrderEvent::Shipped, OrderStatus::Shipped),
+            (
+                OrderStatus::Paid,
+                OrderEvent::CancelRequested,
+                OrderStatus::Cancelled
+            ),
+            (
+                OrderStatus::Cancelled,
+                OrderEvent::CancelRequested,
+                OrderStatus::Cancelled
+            ),
+        ]
+    );
+    assert_eq!(decided, allowed);
 }
 
 #[test]
