@@ -139,11 +139,11 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Some((trace_id_from_traceparent(v)?, v.to_owned())));
     let parent = crate::telemetry::extract_http(req.headers());
+    // Borrowed: the span records it as it is created.
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .map_or("unmatched", MatchedPath::as_str);
     let instance = req.uri().path().to_owned();
     let span = tracing::info_span!(
         "http.server",

@@ -15,13 +15,14 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use http::Method;
-use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+use opentelemetry::{KeyValue, Value};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -131,10 +132,11 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+        // One shared copy of the template: every label below clones the reference.
+        let route = match req.extensions().get::<MatchedPath>() {
+            Some(m) => Value::from(Arc::<str>::from(m.as_str())),
+            None => Value::from("unmatched"),
+        };
         let method = method_label(req.method());
         let i = self.instruments.clone();
         let base = [

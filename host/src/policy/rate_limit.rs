@@ -12,6 +12,10 @@
 //! our problem response (rendered by the request-context middleware) and the key rule is ours;
 //! what is left of `tower_governor` would be its key extractor trait.
 //!
+//! The hashed API key is computed once per request: the request log, outside this layer,
+//! records it as a [`ClientKey`] request extension, which this layer reads (and computes only
+//! when absent, e.g. with the request log disabled).
+//!
 //! Headers (IETF `RateLimit` header fields, draft 7 names): `RateLimit-Limit` (the burst),
 //! `RateLimit-Remaining` and `RateLimit-Reset` (seconds until a request will be admitted) on
 //! every response of a limited route.
@@ -73,8 +77,11 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// A bucket's key ([`rate_key`]): reference-counted, so the client key recorded by the request
+/// log is used as it is.
+type Key = Arc<str>;
 type Limiter =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+    RateLimiter<Key, DefaultKeyedStateStore<Key>, DefaultClock, StateInformationMiddleware>;
 
 struct Shared {
     tenant: Option<HeaderName>,
@@ -123,13 +130,37 @@ impl RateLimitLayer {
 }
 
 /// The rate-limit key of a request: the tenant (when a tenant header is configured and
-/// present), else the hashed API key, else the peer IP, else `unknown`.
-pub fn rate_key(req: &Request, tenant: Option<&HeaderName>) -> String {
+/// present), else the client key ([`ClientKey::of`]: hashed API key, else peer IP, else
+/// `unknown`).
+pub fn rate_key(req: &Request, tenant: Option<&HeaderName>) -> Arc<str> {
     if let Some(t) = tenant.and_then(|h| req.headers().get(h)) {
         let digest = Sha256::digest(t.as_bytes());
-        return format!("tenant:{}", hex::encode(&digest[..12]));
+        return Arc::from(format!("tenant:{}", hex::encode(&digest[..12])));
     }
-    client_key(req)
+    ClientKey::of(req)
+}
+
+/// The client key of a request ([`client_key`]) as a request extension: the outermost layer
+/// that needs it computes it once and records it ([`ClientKey::attach`]), the layers below
+/// read it ([`ClientKey::of`]) instead of hashing the API key again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientKey(pub Arc<str>);
+
+impl ClientKey {
+    /// The key an outer layer recorded on `req`, else computed from it.
+    pub fn of(req: &Request) -> Arc<str> {
+        match req.extensions().get::<ClientKey>() {
+            Some(ClientKey(key)) => key.clone(),
+            None => Arc::from(client_key(req)),
+        }
+    }
+
+    /// [`ClientKey::of`], recorded on `req` for the layers below.
+    pub fn attach(req: &mut Request) -> Arc<str> {
+        let key = Self::of(req);
+        req.extensions_mut().insert(ClientKey(key.clone()));
+        key
+    }
 }
 
 /// The client of a request: hashed API key, else peer IP, else `unknown`.
@@ -335,6 +366,55 @@ mod tests {
                 .status(),
             200
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_key_recorded_by_an_outer_layer_is_the_key() {
+        let app = Router::new()
+            .route("/x", get(|| async { "ok" }))
+            .layer(RateLimitLayer::new(
+                &RateLimitConfig {
+                    enabled: true,
+                    per_second: 1,
+                    burst: 1,
+                },
+                None,
+            ));
+        let recorded = |key: &str| {
+            let mut r = req(Some(key), [10, 0, 0, 7]);
+            r.extensions_mut()
+                .insert(ClientKey(Arc::from("key:recorded")));
+            r
+        };
+        assert_eq!(
+            app.clone().oneshot(recorded("k1")).await.unwrap().status(),
+            200
+        );
+        // Another API key, but the recorded client key is the same: the same bucket.
+        assert_eq!(
+            app.clone().oneshot(recorded("k2")).await.unwrap().status(),
+            429
+        );
+        // Without the extension the key is hashed here: its own bucket.
+        assert_eq!(
+            app.oneshot(req(Some("k2"), [10, 0, 0, 7]))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+
+    #[test]
+    fn the_recorded_client_key_is_the_computed_one() {
+        let mut r = req(Some("secret"), [1, 2, 3, 4]);
+        let computed = client_key(&r);
+        assert_eq!(&*ClientKey::attach(&mut r), computed);
+        assert_eq!(
+            r.extensions().get::<ClientKey>(),
+            Some(&ClientKey(Arc::from(computed.as_str())))
+        );
+        assert_eq!(&*rate_key(&r, None), computed);
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! (`idempotency_key_hash`, `customer_id_hash`) so one client's requests can be correlated
 //! without storing the values. Hashes are SHA-256 with a random per-process salt, truncated:
 //! stable within one process, not reversible by a dictionary of customer ids.
+//!
+//! The `client` is recorded on the request as a [`ClientKey`] extension, which the rate limit
+//! (inside this layer) reads rather than hashing the API key again.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,7 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::rate_limit::client_key;
+use super::rate_limit::ClientKey;
 
 /// Settings of the request log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,16 +162,15 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let Some(allow) = self.layer.allow.clone() else {
             return Box::pin(self.inner.call(req));
         };
         let method = req.method().to_string();
-        let route = req
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-        let client = client_key(&req);
+        // A reference-counted copy of the template, not a new string.
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        // Hashed once here, for this log line and the rate limit below.
+        let client = ClientKey::attach(&mut req);
         let tenant = self
             .layer
             .tenant
@@ -193,7 +195,7 @@ where
             tracing::info!(
                 target: "weir::access",
                 method = %method,
-                route = %route,
+                route = %route.as_ref().map_or("unmatched", MatchedPath::as_str),
                 status = response.status().as_u16(),
                 duration_ms = started.elapsed().as_secs_f64() * 1e3,
                 client = %client,
@@ -286,5 +288,33 @@ mod tests {
         ] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_client_key_is_recorded_for_the_layers_below() {
+        let app = Router::new()
+            .route(
+                "/x",
+                get(|req: Request| async move {
+                    req.extensions()
+                        .get::<ClientKey>()
+                        .map(|ClientKey(k)| k.to_string())
+                        .unwrap_or_default()
+                }),
+            )
+            .layer(RequestLogLayer::new(&RequestLogConfig::default()));
+        let req = || {
+            Request::builder()
+                .uri("/x")
+                .header("x-api-key", "key-123")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let expected = crate::policy::rate_limit::client_key(&req());
+        let response = app.oneshot(req()).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(body, expected.as_bytes());
     }
 }
