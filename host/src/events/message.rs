@@ -4,11 +4,11 @@
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use weir_core::domain::money::is_currency_code;
-use weir_core::domain::{CloudEvent, EventRecord, Money};
+use weir_core::domain::{EventRecord, Money};
 
 /// Content type of structured-mode CloudEvents.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -38,22 +38,59 @@ pub fn short(s: &str) -> ShortString {
     ShortString::from(&s[..end])
 }
 
-/// Body and properties of the message for one outbox row.
+/// [`CloudEvent`](weir_core::domain::CloudEvent) borrowed from an outbox row: the same JSON
+/// (the same members in the same order), without copying the row's `data`.
+#[derive(Serialize)]
+struct CloudEventView<'a> {
+    specversion: &'static str,
+    id: String,
+    source: &'a str,
+    #[serde(rename = "type")]
+    type_: &'a str,
+    subject: &'a str,
+    time: String,
+    datacontenttype: &'static str,
+    sequence: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+    data: &'a serde_json::Value,
+}
+
+/// Body and properties of the message for one outbox row, with the row's trace context.
 pub fn encode(record: &EventRecord) -> (Vec<u8>, BasicProperties) {
+    encode_traced(
+        record,
+        record.traceparent.as_deref(),
+        record.tracestate.as_deref(),
+    )
+}
+
+/// [`encode`] with the trace context `traceparent` / `tracestate` (e.g. that of the span
+/// publishing the row) in the headers and the event instead of the row's.
+pub fn encode_traced(
+    record: &EventRecord,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> (Vec<u8>, BasicProperties) {
     let mut headers = FieldTable::default();
-    if let Some(tp) = &record.traceparent {
-        headers.insert(
-            H_TRACEPARENT.into(),
-            AMQPValue::LongString(tp.as_str().into()),
-        );
+    if let Some(tp) = traceparent {
+        headers.insert(H_TRACEPARENT.into(), AMQPValue::LongString(tp.into()));
     }
-    if let Some(ts) = &record.tracestate {
-        headers.insert(
-            H_TRACESTATE.into(),
-            AMQPValue::LongString(ts.as_str().into()),
-        );
+    if let Some(ts) = tracestate {
+        headers.insert(H_TRACESTATE.into(), AMQPValue::LongString(ts.into()));
     }
-    let event = CloudEvent::from(record.clone());
+    let event = CloudEventView {
+        specversion: "1.0",
+        id: record.id.to_string(),
+        source: &record.source,
+        type_: &record.event_type,
+        subject: &record.subject,
+        time: record.occurred_at.to_rfc3339(),
+        datacontenttype: "application/json",
+        sequence: record.seq.to_string(),
+        traceparent,
+        data: &record.data,
+    };
     let body = serde_json::to_vec(&event).unwrap_or_default();
     let props = BasicProperties::default()
         .with_content_type(CONTENT_TYPE.into())
@@ -292,6 +329,7 @@ pub use crate::telemetry::parse_traceparent;
 mod tests {
     use chrono::Utc;
     use serde_json::json;
+    use weir_core::domain::CloudEvent;
 
     use super::*;
 
@@ -331,6 +369,58 @@ mod tests {
             header_str(&props, H_TRACESTATE).as_deref(),
             Some("vendor=1")
         );
+    }
+
+    /// The borrowed view is byte for byte the [`CloudEvent`] of the row (the events feed's
+    /// form), with the trace context given, with or without one.
+    #[test]
+    fn the_body_is_the_cloudevent_of_the_row() {
+        let record = EventRecord {
+            seq: 42,
+            id: Uuid::now_v7(),
+            event_type: "order.paid".into(),
+            source: "/weir/orders".into(),
+            subject: Uuid::now_v7().to_string(),
+            occurred_at: Utc::now(),
+            data: json!({"id": "o", "total": {"amount": 1950, "currency": "EUR"}, "lines": [1, 2]}),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            tracestate: Some("vendor=1".into()),
+            published_at: None,
+        };
+        let (body, _) = encode(&record);
+        assert_eq!(
+            body,
+            serde_json::to_vec(&CloudEvent::from(record.clone())).unwrap()
+        );
+
+        // Another trace context (the relay's publish span): in the body and the headers.
+        let publish = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let (body, props) = encode_traced(&record, Some(publish), None);
+        let relayed = EventRecord {
+            traceparent: Some(publish.into()),
+            tracestate: None,
+            ..record.clone()
+        };
+        assert_eq!(
+            body,
+            serde_json::to_vec(&CloudEvent::from(relayed)).unwrap()
+        );
+        assert_eq!(header_str(&props, H_TRACEPARENT).as_deref(), Some(publish));
+        assert_eq!(header_str(&props, H_TRACESTATE), None);
+
+        // No trace context: no `traceparent` member, no headers.
+        let untraced = EventRecord {
+            traceparent: None,
+            tracestate: None,
+            ..record
+        };
+        let (body, props) = encode(&untraced);
+        assert_eq!(
+            body,
+            serde_json::to_vec(&CloudEvent::from(untraced.clone())).unwrap()
+        );
+        assert!(!String::from_utf8(body).unwrap().contains("traceparent"));
+        assert_eq!(header_str(&props, H_TRACEPARENT), None);
     }
 
     #[test]

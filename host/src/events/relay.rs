@@ -213,11 +213,7 @@ async fn publish_batch(
         ));
         let (traceparent, tracestate) = span.in_scope(crate::telemetry::inject_current);
         let (body, props) = if traceparent.is_some() {
-            message::encode(&EventRecord {
-                traceparent,
-                tracestate,
-                ..event.clone()
-            })
+            message::encode_traced(event, traceparent.as_deref(), tracestate.as_deref())
         } else {
             message::encode(event)
         };
