@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service (SQLite in --data-dir unless DATABASE_URL is set).
-    Serve(CommonArgs),
+    Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(CommonArgs),
     /// Work with plugin components.
@@ -59,6 +59,16 @@ enum DlqCommand {
 }
 
 #[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Fail closed: refuse to start when any component of plugins.dir is refused at
+    /// admission (sets plugins.strict; without it a refused component is logged and left out).
+    #[arg(long)]
+    strict: bool,
+}
+
+#[derive(Debug, Args)]
 struct CommonArgs {
     /// TOML configuration file.
     #[arg(long, env = "WEIR_CONFIG")]
@@ -89,6 +99,11 @@ struct CommonArgs {
 
 impl CommonArgs {
     fn load(self) -> Result<Config, String> {
+        self.load_with(false)
+    }
+
+    /// [`CommonArgs::load`]; `plugins_strict` is `weir serve --strict`.
+    fn load_with(self, plugins_strict: bool) -> Result<Config, String> {
         let redis_url = self.redis_url;
         let mut config = Config::load(&Overrides {
             config_file: self.config,
@@ -98,6 +113,7 @@ impl CommonArgs {
             database_url: self.database_url,
             admin_token: self.admin_token,
             amqp_url: self.amqp_url,
+            plugins_strict,
         })
         .map_err(|e| e.to_string())?;
         if redis_url.is_some() {
@@ -188,6 +204,9 @@ struct Output {
     json: bool,
 }
 
+/// Longest error chain printed on stderr (escaped for the terminal, then cut with a marker).
+const ERROR_MAX_CHARS: usize = 4096;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -206,7 +225,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
-            let config = match args.load() {
+            let config = match args.common.load_with(args.strict) {
                 Ok(c) => c,
                 Err(e) => {
                     weir_host::telemetry::init_logging();
@@ -252,7 +271,11 @@ async fn run(cli: Cli) -> ExitCode {
                     weir_host::telemetry::record_exception(&span, "STARTUP_FAILED", e.as_ref());
                     tracing::error!(parent: &span, error = %chain, "start-up failed");
                     drop(span);
-                    eprintln!("error: {chain}");
+                    // A refused plugin's chain can echo what the component did.
+                    eprintln!(
+                        "error: {}",
+                        weir_host::runtime::check::escape_terminal_message(&chain, ERROR_MAX_CHARS)
+                    );
                     telemetry.shutdown().await;
                     return ExitCode::FAILURE;
                 }
@@ -335,7 +358,16 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {}: {:#}", file.display(), anyhow::Error::new(e));
+                // The chain can echo what the component did (a trap message, its names).
+                use weir_host::runtime::check::{escape_terminal, escape_terminal_message};
+                eprintln!(
+                    "error: {}: {}",
+                    escape_terminal(&file.display().to_string(), usize::MAX),
+                    escape_terminal_message(
+                        &format!("{:#}", anyhow::Error::new(e)),
+                        ERROR_MAX_CHARS
+                    )
+                );
                 ExitCode::FAILURE
             }
         },

@@ -83,6 +83,41 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "weir_hostile_orders_liar",
         "hostile-orders-liar.wasm",
     ),
+    (
+        "weir-hostile-flood",
+        "weir_hostile_flood",
+        "hostile-flood.wasm",
+    ),
+    (
+        "weir-hostile-describe-huge",
+        "weir_hostile_describe_huge",
+        "hostile-describe-huge.wasm",
+    ),
+    (
+        "weir-hostile-describe-ctrl",
+        "weir_hostile_describe_ctrl",
+        "hostile-describe-ctrl.wasm",
+    ),
+    (
+        "weir-hostile-describe-caps",
+        "weir_hostile_describe_caps",
+        "hostile-describe-caps.wasm",
+    ),
+    (
+        "weir-hostile-describe-dup",
+        "weir_hostile_describe_dup",
+        "hostile-describe-dup.wasm",
+    ),
+    (
+        "weir-hostile-describe-long",
+        "weir_hostile_describe_long",
+        "hostile-describe-long.wasm",
+    ),
+    (
+        "weir-hostile-sockets",
+        "weir_hostile_sockets",
+        "hostile-sockets.wasm",
+    ),
 ];
 
 /// Directories (relative to the workspace root) whose changes require a rebuild.

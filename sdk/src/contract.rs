@@ -20,6 +20,18 @@
 //! `shipped`, `placed`/`paid`/`cancelled` -> `cancelled` on `cancel-requested`. Anything else
 //! must be refused (an [`OrderError::Conflict`](crate::OrderError::Conflict)).
 //!
+//! An `order-error` must be small and well-formed (`error_shape`), because the host shows it
+//! to the client, logs it and stores it with the idempotency key: at most
+//! [`MAX_VIOLATIONS`] violations, a field path of 1-[`MAX_FIELD`] bytes without control
+//! characters, codes and rejection reasons of 1-[`MAX_CODE`] characters of `A-Z`, `0-9`, `_`
+//! starting with a letter, and every message at most [`MAX_MESSAGE`] bytes
+//! ([`check_refusal`]).
+//!
+//! Beyond the answer, the host stops a call (and counts it against the version) when the
+//! plugin calls an import it did not declare in `describe` (`CAPABILITY_DENIED`), looks up a
+//! sku or configuration key longer than [`MAX_SKU`] / [`MAX_CONFIG_KEY`] bytes, or hands the
+//! host more than `runtime.budget.copy_bytes` (1 MiB by default) in one value.
+//!
 //! These functions run the host's own checks (the `weir-core` crate), so a unit test that
 //! passes them passes the host:
 //!
@@ -53,13 +65,21 @@
 //! assert_eq!(violation.rule, ContractRule::Total);
 //!
 //! assert!(contract::check_transition(OrderStatus::Placed, OrderEvent::CancelRequested, OrderStatus::Paid).is_err());
+//!
+//! use weir_sdk::OrderError;
+//! assert_eq!(contract::check_refusal(&OrderError::rejected("OUT_OF_STOCK", "none left")), Ok(()));
+//! let shape = contract::check_refusal(&OrderError::rejected("out of stock", "none left"));
+//! assert_eq!(shape.unwrap_err().rule, ContractRule::ErrorShape);
 //! ```
 
 use weir_core::domain as core;
 
-pub use weir_core::domain::contract::{ContractRule, ContractViolation};
+pub use weir_core::domain::contract::{
+    ContractRule, ContractViolation, MAX_CODE, MAX_CONFIG_KEY, MAX_FIELD, MAX_MESSAGE, MAX_SKU,
+    MAX_VIOLATIONS,
+};
 
-use crate::{Money, OrderEvent, OrderRequest, OrderStatus, PricedOrder};
+use crate::{Money, OrderError, OrderEvent, OrderRequest, OrderStatus, PricedOrder};
 
 fn money(m: &Money) -> core::Money {
     core::Money::new(m.amount, m.currency.clone())
@@ -114,6 +134,27 @@ pub fn check_priced(request: &OrderRequest, priced: &PricedOrder) -> Result<(), 
         total: money(&priced.total),
     };
     core::contract::check_priced(&request, &priced)
+}
+
+/// Whether the host accepts `refusal` as it is (`error_shape`: see the module doc).
+pub fn check_refusal(refusal: &OrderError) -> Result<(), ContractViolation> {
+    let converted = match refusal {
+        OrderError::Invalid(violations) => core::OrderError::Invalid(
+            violations
+                .iter()
+                .map(|v| core::Violation::new(v.field.clone(), v.code.clone(), v.message.clone()))
+                .collect(),
+        ),
+        OrderError::NotFound(m) => core::OrderError::NotFound(m.clone()),
+        OrderError::Conflict(m) => core::OrderError::Conflict(m.clone()),
+        OrderError::Rejected(r) => core::OrderError::Rejected(core::Rejection {
+            reason: r.reason.clone(),
+            message: r.message.clone(),
+        }),
+        OrderError::Unavailable(m) => core::OrderError::Unavailable(m.clone()),
+        OrderError::Internal(m) => core::OrderError::Internal(m.clone()),
+    };
+    core::contract::check_refusal(&converted)
 }
 
 /// Whether moving an order in `from` to `to` on `event` follows the host's status graph.

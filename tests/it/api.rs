@@ -568,6 +568,27 @@ async fn every_error_code_is_produced_and_well_formed() {
     assert_eq!((counts.orders, counts.idempotency_completed), (0, 0));
     s4.stop().await;
 
+    // A plugin calling a capability it did not declare (hostile-flood declares log and
+    // catalog; this request makes it read its configuration).
+    let s4 = TestServer::start(Backend::Sqlite, |c, dir| {
+        c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_FLOOD]));
+        c.plugins.orders = "hostile-flood".into();
+    })
+    .await;
+    let mut undeclared = good.clone();
+    undeclared["metadata"] = json!({"flood": "config"});
+    let (status, headers, body) = send(
+        s4.client
+            .post(format!("{}/v1/orders", s4.base))
+            .header("Idempotency-Key", "undeclared")
+            .json(&undeclared),
+    )
+    .await;
+    check(status, &headers, &body, "CAPABILITY_DENIED");
+    let counts = s4.state().store.count_rows().await.unwrap();
+    assert_eq!((counts.orders, counts.idempotency_completed), (0, 0));
+    s4.stop().await;
+
     // Events backpressure: the broker path with an unreachable broker (a closed port), so
     // the outbox only grows; one unpublished event trips the threshold.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")

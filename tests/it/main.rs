@@ -5,6 +5,8 @@
 //! - `shutdown`: rotation (admin API), readiness while draining, the pre-stop delay.
 //! - `integrity`: the host's contract on plugin decisions, the status graph, stock reservations.
 //! - `releases`: the plugin lifecycle API: uploads, swaps under load, canaries, shadows.
+//! - `sandbox`: the hostile suite (bounded plugin output, least authority, describe abuse,
+//!   CPU saturation against breakers and readiness).
 
 mod api;
 mod events;
@@ -12,6 +14,7 @@ mod integrity;
 mod policies;
 mod releases;
 mod runtime;
+mod sandbox;
 mod shutdown;
 mod support;
 mod telemetry;

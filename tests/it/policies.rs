@@ -7,24 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use weir_host::policy::circuit_breaker::BreakerState;
 
-use crate::support::{Backend, TestServer, check, eventually, order_body};
-
-/// Sum of the samples of `name` whose label set contains every `labels` pair.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use crate::support::{Backend, TestServer, check, eventually, metric, order_body};
 
 async fn place(s: &TestServer, key: &str) -> (u16, reqwest::header::HeaderMap, Value) {
     let (status, headers, body) = s

@@ -19,15 +19,28 @@ mod fakes;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::domain::contract::check_refusal;
 use crate::ports::{
-    Clock, IdempotencyStore, InboxStore, IntakeGate, OrderDecider, OrderStore, OutboxStore,
-    ProductStore, Spawner,
+    Clock, DecideError, IdempotencyStore, InboxStore, IntakeGate, OrderDecider, OrderStore,
+    OutboxStore, ProductStore, Spawner,
 };
 
 pub use place_order::{PlaceError, PlaceOrder, Placed, ResponseEncoder};
 pub use queries::ProductError;
 pub use releases::{Registered, ReleaseError, ReleaseService};
 pub use transition::{ApplyTransition, InboxKey, TransitionError, Transitioned};
+
+/// A decider's refusal that is too large or malformed to show, log or store is a broken
+/// contract ([`check_refusal`]); every other answer passes unchanged.
+pub(crate) fn checked_refusal(e: DecideError) -> DecideError {
+    match e {
+        DecideError::Refused(refusal) => match check_refusal(&refusal) {
+            Ok(()) => DecideError::Refused(refusal),
+            Err(violation) => DecideError::Contract(violation),
+        },
+        other => other,
+    }
+}
 
 /// What the use-cases run against.
 #[derive(Clone)]

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::OrderService;
+use super::checked_refusal;
 use crate::domain::contract::check_priced;
 use crate::domain::events::order_placed;
 use crate::domain::stock::Shortage;
@@ -165,7 +166,12 @@ impl OrderService {
             deadline: cmd.deadline,
             routing_key: key,
         };
-        let decided = match p.decider.place(&cmd.request, cx).await {
+        let decided = match p
+            .decider
+            .place(&cmd.request, cx)
+            .await
+            .map_err(checked_refusal)
+        {
             Ok(decided) => decided,
             Err(DecideError::Refused(refusal)) if refusal.is_deterministic() => {
                 self.complete_refused(key, &encoder.refused(&refusal)).await;

@@ -242,6 +242,31 @@ fn deterministic_refusals_are_stored_and_transient_failures_release_the_key() {
 }
 
 #[test]
+fn an_oversized_refusal_is_a_broken_contract_and_nothing_is_stored() {
+    let w = World::new();
+    *w.decider.place.lock().unwrap() =
+        Answer::Fail(|| DecideError::Refused(OrderError::NotFound("n".repeat(48 << 20))));
+    let err = w.place("big", &[("KB-001", 1)]).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            PlaceError::Decide(DecideError::Contract(v)) if v.rule == ContractRule::ErrorShape
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().len() < 200,
+        "the plugin's text is not echoed"
+    );
+    assert_eq!(
+        key_state(&w, "big"),
+        None,
+        "not stored, released for the retry"
+    );
+    assert!(w.store.state().orders.is_empty());
+}
+
+#[test]
 fn backpressure_and_a_failed_write_release_the_key_and_write_nothing() {
     let w = World::new();
     w.gate.0.store(true, Ordering::SeqCst);

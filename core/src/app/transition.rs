@@ -14,6 +14,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use super::OrderService;
+use super::checked_refusal;
 use crate::domain::contract::check_transition;
 use crate::domain::events::order_transitioned;
 use crate::domain::{Money, Order, OrderEvent, OrderStatus, TraceContext};
@@ -161,6 +162,7 @@ impl OrderService {
                 .decider
                 .transition(&order.snapshot(), cmd.event, cx)
                 .await
+                .map_err(checked_refusal)
                 .map_err(|source| TransitionError::Decide {
                     status: order.status,
                     source,

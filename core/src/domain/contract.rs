@@ -18,9 +18,16 @@
 //!
 //! For a transition ([`check_transition`]): `status_graph`, the decided status is one of
 //! [`allowed_targets`] for the order's status and the event.
+//!
+//! For a refusal ([`check_refusal`]): `error_shape`, the typed error is small and
+//! well-formed, because it is copied into the problem body, the log and the stored
+//! idempotent response: at most [`MAX_VIOLATIONS`] violations; a field path of at most
+//! [`MAX_FIELD`] bytes; codes and rejection reasons of 1-[`MAX_CODE`] characters of `A-Z`,
+//! `0-9` and `_` starting with a letter; every message at most [`MAX_MESSAGE`] bytes.
 
 use std::fmt;
 
+use super::error::OrderError;
 use super::order::{OrderRequest, OrderStatus};
 use super::pricing::PricedOrder;
 use super::status::{OrderEvent, allowed_targets};
@@ -29,6 +36,29 @@ use super::status::{OrderEvent, allowed_targets};
 /// integer a JSON consumer using IEEE doubles (JavaScript) reads exactly. Larger amounts are
 /// no real order and would be silently rounded downstream.
 pub const MAX_AMOUNT: i64 = (1 << 53) - 1;
+
+/// Most violations one `invalid` refusal may carry (the reference plugin reports at most
+/// about 210: two per line for its 100 lines, plus the order's own fields).
+pub const MAX_VIOLATIONS: usize = 256;
+/// Longest violation field path, in bytes.
+pub const MAX_FIELD: usize = 256;
+/// Longest violation code or rejection reason, in characters (all ASCII).
+pub const MAX_CODE: usize = 64;
+/// Longest message of any refusal, in bytes.
+pub const MAX_MESSAGE: usize = 1024;
+/// Longest sku a plugin may look up through the catalog import, in bytes.
+pub const MAX_SKU: usize = 128;
+/// Longest configuration key a plugin may read through the config import, in bytes.
+pub const MAX_CONFIG_KEY: usize = 128;
+
+/// The `import_argument` violation for an argument of `len` bytes over `limit` passed to
+/// `import` (e.g. `catalog.get sku`).
+pub fn import_argument(import: &str, len: usize, limit: usize) -> ContractViolation {
+    broken(
+        ContractRule::ImportArgument,
+        format!("{import} is {len} bytes, over {limit}"),
+    )
+}
 
 /// Which rule of the contract a decision broke (see the module table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,11 +79,16 @@ pub enum ContractRule {
     Total,
     /// The decided status is not an allowed target of the order's status and the event.
     StatusGraph,
+    /// A refusal is too large or malformed (see [`check_refusal`]).
+    ErrorShape,
+    /// An argument the plugin passed to a host import is over its bound (for example a sku
+    /// longer than [`MAX_SKU`]): refused before any cache or database work.
+    ImportArgument,
 }
 
 impl ContractRule {
     /// Every rule.
-    pub const ALL: [ContractRule; 8] = [
+    pub const ALL: [ContractRule; 10] = [
         ContractRule::Lines,
         ContractRule::Currency,
         ContractRule::Range,
@@ -62,6 +97,8 @@ impl ContractRule {
         ContractRule::Discount,
         ContractRule::Total,
         ContractRule::StatusGraph,
+        ContractRule::ErrorShape,
+        ContractRule::ImportArgument,
     ];
 
     /// Stable snake-case name: a span attribute and metric label.
@@ -75,6 +112,8 @@ impl ContractRule {
             ContractRule::Discount => "discount",
             ContractRule::Total => "total",
             ContractRule::StatusGraph => "status_graph",
+            ContractRule::ErrorShape => "error_shape",
+            ContractRule::ImportArgument => "import_argument",
         }
     }
 }
@@ -235,6 +274,70 @@ pub fn check_transition(
     }
 }
 
+/// Whether a typed refusal is small and well-formed enough to be shown, logged and stored
+/// (see the module doc). The detail names the part and its size, never the plugin's text.
+pub fn check_refusal(refusal: &OrderError) -> Result<(), ContractViolation> {
+    let shape = |detail: String| Err(broken(ContractRule::ErrorShape, detail));
+    let message = |what: &str, text: &str| {
+        if text.len() > MAX_MESSAGE {
+            shape(format!(
+                "{what} is {} bytes, over {MAX_MESSAGE}",
+                text.len()
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match refusal {
+        OrderError::Invalid(violations) => {
+            if violations.len() > MAX_VIOLATIONS {
+                return shape(format!(
+                    "{} violations, over {MAX_VIOLATIONS}",
+                    violations.len()
+                ));
+            }
+            for (i, v) in violations.iter().enumerate() {
+                if v.field.is_empty() || v.field.len() > MAX_FIELD || has_control(&v.field) {
+                    return shape(format!(
+                        "violations[{i}].field is {} bytes or has control characters \
+                         (1 to {MAX_FIELD} printable bytes)",
+                        v.field.len()
+                    ));
+                }
+                if !is_code(&v.code) {
+                    return shape(format!("violations[{i}].code is not a code"));
+                }
+                message(&format!("violations[{i}].message"), &v.message)?;
+            }
+            Ok(())
+        }
+        OrderError::Rejected(r) => {
+            if !is_code(&r.reason) {
+                return shape("rejected.reason is not a code".to_owned());
+            }
+            message("rejected.message", &r.message)
+        }
+        OrderError::NotFound(m) => message("not-found", m),
+        OrderError::Conflict(m) => message("conflict", m),
+        OrderError::Unavailable(m) => message("unavailable", m),
+        OrderError::Internal(m) => message("internal", m),
+    }
+}
+
+/// 1-[`MAX_CODE`] characters of `A-Z`, `0-9`, `_`, starting with a letter.
+fn is_code(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_CODE
+        && b[0].is_ascii_uppercase()
+        && b.iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -364,6 +467,59 @@ mod tests {
         })
         .unwrap_err();
         assert!(v.to_string().len() < 200, "{v}");
+    }
+
+    #[test]
+    fn refusals_must_be_small_and_well_formed() {
+        use crate::domain::{Rejection, Violation};
+        let ok = |e: OrderError| assert_eq!(check_refusal(&e), Ok(()), "{e:?}");
+        let bad = |e: OrderError| {
+            let v = check_refusal(&e).unwrap_err();
+            assert_eq!(v.rule, ContractRule::ErrorShape);
+            assert!(v.detail.len() < 200, "{v}");
+        };
+        let violation =
+            |field: &str, code: &str, message: &str| Violation::new(field, code, message);
+        let long = "m".repeat(MAX_MESSAGE + 1);
+        ok(OrderError::Invalid(vec![
+            violation(
+                "lines[0].sku",
+                "INVALID_FORMAT",
+                "x"
+            );
+            MAX_VIOLATIONS
+        ]));
+        ok(OrderError::NotFound("m".repeat(MAX_MESSAGE)));
+        ok(OrderError::Rejected(Rejection {
+            reason: format!("A{}", "_".repeat(MAX_CODE - 1)),
+            message: String::new(),
+        }));
+        bad(OrderError::Invalid(vec![
+            violation("f", "C", "x");
+            MAX_VIOLATIONS + 1
+        ]));
+        bad(OrderError::Invalid(vec![violation(
+            &"f".repeat(MAX_FIELD + 1),
+            "C",
+            "x",
+        )]));
+        bad(OrderError::Invalid(vec![violation("f\n", "C", "x")]));
+        bad(OrderError::Invalid(vec![violation("f", "lower", "x")]));
+        bad(OrderError::Invalid(vec![violation("f", "C", &long)]));
+        for reason in ["", "lower", "1ABC", "A B", "A\u{1b}[31m"] {
+            bad(OrderError::Rejected(Rejection {
+                reason: reason.into(),
+                message: "m".into(),
+            }));
+        }
+        bad(OrderError::Rejected(Rejection {
+            reason: format!("A{}", "B".repeat(MAX_CODE)),
+            message: "m".into(),
+        }));
+        bad(OrderError::NotFound(long.clone()));
+        bad(OrderError::Conflict(long.clone()));
+        bad(OrderError::Unavailable(long.clone()));
+        bad(OrderError::Internal(long));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum BudgetKind {
     Table,
     /// The guest logged more than its log budget.
     Log,
+    /// The guest handed the host more data in one transfer (a returned value or an import's
+    /// arguments) than the per-call copy budget.
+    Copy,
 }
 
 impl BudgetKind {
@@ -59,6 +62,7 @@ impl BudgetKind {
             Self::Memory => "memory",
             Self::Table => "table",
             Self::Log => "log",
+            Self::Copy => "copy",
         }
     }
 
@@ -145,6 +149,13 @@ pub enum DecideError {
     /// status outside the graph): a plugin bug, nothing was stored.
     #[error("plugin broke the contract")]
     Contract(#[source] ContractViolation),
+    /// The plugin called a host capability it did not declare in `describe`; the call was
+    /// stopped there.
+    #[error("plugin called the {capability} capability without declaring it")]
+    CapabilityDenied {
+        /// The capability (WIT interface name, e.g. `config`).
+        capability: &'static str,
+    },
     /// The host is shutting down and interrupted the call.
     #[error("plugin call interrupted by host shutdown")]
     Interrupted,
@@ -174,6 +185,7 @@ impl DecideError {
             Self::Refused(e) => e.tag(),
             Self::Trap { .. } => "trap",
             Self::Contract(_) => "contract_violation",
+            Self::CapabilityDenied { .. } => "capability_denied",
             Self::Budget(k) if k.is_time() => "timeout",
             Self::Budget(_) => "budget_exceeded",
             Self::Interrupted => "interrupted",
@@ -189,7 +201,7 @@ impl DecideError {
     pub fn is_plugin_fault(&self) -> bool {
         matches!(
             self,
-            Self::Trap { .. } | Self::Budget(_) | Self::Contract(_)
+            Self::Trap { .. } | Self::Budget(_) | Self::Contract(_) | Self::CapabilityDenied { .. }
         )
     }
 

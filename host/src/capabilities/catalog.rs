@@ -12,9 +12,13 @@ use std::time::Duration;
 use weir_core::domain::CatalogProduct;
 use weir_core::ports::{Catalog, CatalogError};
 
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
+use weir_core::domain::contract::MAX_SKU;
+
 use super::Imports;
-use crate::world::bindings::DependencyError;
 use crate::world::bindings::catalog::{Host, Product};
+use crate::world::bindings::{Capability, DependencyError};
 
 /// A fixed in-memory catalog.
 #[derive(Debug, Default, Clone)]
@@ -50,16 +54,28 @@ impl Catalog for StaticCatalog {
 }
 
 impl Host for Imports {
-    #[tracing::instrument(name = "plugin.import.catalog.get", skip_all, fields(sku = %sku, outcome = tracing::field::Empty))]
+    #[tracing::instrument(name = "plugin.import.catalog.get", skip_all, fields(sku = %sku.get(..64).unwrap_or("<long>"), outcome = tracing::field::Empty))]
     async fn get(
         &mut self,
         sku: String,
     ) -> wasmtime::Result<Result<Option<Product>, DependencyError>> {
+        self.require(Capability::Catalog)?;
+        self.bound("catalog.get sku", &sku, MAX_SKU)?;
         let limit = self.remaining().min(self.catalog_timeout);
-        let result = match tokio::time::timeout(limit, self.catalog.get(&sku)).await {
+        // The lookup runs on the server's runtime; when this call runs out of time first the
+        // lookup is aborted, so the dependency's breaker never counts the plugin's lateness.
+        let catalog = self.catalog.clone();
+        let lookup = AbortOnDropHandle::new(
+            self.host
+                .spawn(async move { catalog.get(&sku).await }.in_current_span()),
+        );
+        let result = match tokio::time::timeout(limit, lookup).await {
             Err(_elapsed) => Err(DependencyError::Timeout),
-            Ok(Ok(found)) => Ok(found.map(Product::from)),
-            Ok(Err(e)) => Err(DependencyError::from(e)),
+            Ok(Ok(Ok(found))) => Ok(found.map(Product::from)),
+            Ok(Ok(Err(e))) => Err(DependencyError::from(e)),
+            Ok(Err(join)) => Err(DependencyError::Internal(format!(
+                "catalog lookup failed: {join}"
+            ))),
         };
         let outcome = match &result {
             Ok(Some(_)) => "found",

@@ -3,12 +3,18 @@
 //! Values come from the operator's configuration for the plugin's name; they are fixed for
 //! the lifetime of a loaded version, so a call sees one consistent view.
 
+use weir_core::domain::contract::MAX_CONFIG_KEY;
+
 use super::Imports;
+use crate::world::bindings::Capability;
 use crate::world::bindings::config::Host;
 
 impl Host for Imports {
-    #[tracing::instrument(name = "plugin.import.config.get", skip_all, fields(key = %key), level = "debug")]
+    #[tracing::instrument(name = "plugin.import.config.get", skip_all, fields(key = tracing::field::Empty), level = "debug")]
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        self.require(Capability::Config)?;
+        self.bound("config.get key", &key, MAX_CONFIG_KEY)?;
+        tracing::Span::current().record("key", key.as_str());
         Ok(self.plugin.config.get(&key).cloned())
     }
 }

@@ -5,6 +5,7 @@
 //! that floods its log is trapped with [`LogBudgetExceeded`] rather than allowed to flood ours.
 
 use super::Imports;
+use crate::world::bindings::Capability;
 use crate::world::bindings::log::{Host, Level};
 
 /// Raised into the guest as a trap when it exceeds its log budget.
@@ -14,6 +15,9 @@ pub struct LogBudgetExceeded;
 
 /// Longest message or field value kept, in bytes; the rest is cut and marked.
 const MAX_VALUE: usize = 4096;
+
+/// Most fields one record may carry; more overruns the log budget.
+const MAX_FIELDS: usize = 32;
 
 fn clip(s: &str) -> &str {
     if s.len() <= MAX_VALUE {
@@ -34,8 +38,9 @@ impl Host for Imports {
         message: String,
         fields: Vec<(String, String)>,
     ) -> wasmtime::Result<()> {
+        self.require(Capability::Log)?;
         let size = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-        if self.log.records == 0 || size > self.log.bytes {
+        if self.log.records == 0 || size > self.log.bytes || fields.len() > MAX_FIELDS {
             self.log_exceeded = true;
             return Err(wasmtime::Error::new(LogBudgetExceeded));
         }

@@ -8,6 +8,12 @@
 //!
 //! [`Imports`] knows nothing of the engine: the runtime puts one in each invocation's store
 //! data and links the world's imports to it.
+//!
+//! Least authority: each import first checks that the plugin declared its capability in
+//! `describe`; an undeclared use is recorded ([`ImportRefusal::Undeclared`]) and traps the
+//! guest, and the runtime reports it as `CAPABILITY_DENIED`. Arguments are bounded before
+//! any work is done on them (a sku or configuration key over its limit is refused as an
+//! `import_argument` contract violation, before any cache or database call).
 
 pub mod catalog;
 pub mod config;
@@ -20,7 +26,61 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
+use weir_core::domain::contract::{self, ContractViolation};
 use weir_core::ports::Catalog;
+
+use crate::world::bindings::Capability;
+use crate::world::conversions::capability_name;
+
+/// Why an import refused a call (recorded before the guest is trapped, read by the runtime
+/// to classify the failure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportRefusal {
+    /// The plugin did not declare this capability.
+    Undeclared(&'static str),
+    /// An argument is over its bound.
+    Argument(ContractViolation),
+}
+
+/// Raised into the guest as a trap when an import refuses a call.
+#[derive(Debug, thiserror::Error)]
+#[error("host import refused the call")]
+pub struct ImportRefused;
+
+/// The capabilities a plugin declared, as a set.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Granted(u8);
+
+impl Granted {
+    /// The set of `declared`.
+    pub fn of(declared: &[Capability]) -> Self {
+        Self(declared.iter().fold(0, |set, c| set | Self::bit(*c)))
+    }
+
+    fn bit(c: Capability) -> u8 {
+        match c {
+            Capability::Log => 1,
+            Capability::Catalog => 2,
+            Capability::Config => 4,
+            Capability::Deadline => 8,
+        }
+    }
+
+    /// Whether `c` was declared.
+    pub fn contains(self, c: Capability) -> bool {
+        self.0 & Self::bit(c) != 0
+    }
+
+    /// How many distinct capabilities were declared.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Whether none was declared.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
 
 /// What identifies a loaded plugin version and what it runs with.
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +117,13 @@ pub struct Imports {
     pub(crate) log: LogBudget,
     /// Set when the guest overran its log budget (the call was trapped for it).
     pub(crate) log_exceeded: bool,
+    /// The capabilities the plugin declared.
+    pub(crate) granted: Granted,
+    /// Set when an import refused a call (the call was trapped for it).
+    pub(crate) refusal: Option<ImportRefusal>,
+    /// Where catalog lookups run: the server's runtime, not the plugin threads, so that a
+    /// lookup's own timeout measures the dependency, not how busy plugin code keeps the CPU.
+    pub(crate) host: tokio::runtime::Handle,
 }
 
 impl Imports {
@@ -67,6 +134,8 @@ impl Imports {
         catalog_timeout: Duration,
         deadline: Instant,
         log: LogBudget,
+        granted: Granted,
+        host: tokio::runtime::Handle,
     ) -> Self {
         Self {
             plugin,
@@ -75,7 +144,40 @@ impl Imports {
             deadline,
             log,
             log_exceeded: false,
+            granted,
+            refusal: None,
+            host,
         }
+    }
+
+    /// Why an import refused a call, if one did.
+    pub fn refusal(&self) -> Option<&ImportRefusal> {
+        self.refusal.as_ref()
+    }
+
+    /// Refuse the call unless the plugin declared `capability`.
+    pub(crate) fn require(&mut self, capability: Capability) -> wasmtime::Result<()> {
+        if self.granted.contains(capability) {
+            return Ok(());
+        }
+        self.refuse(ImportRefusal::Undeclared(capability_name(capability)))
+    }
+
+    /// Refuse the call if `value`, the argument `what` of an import, is over `limit` bytes.
+    pub(crate) fn bound(&mut self, what: &str, value: &str, limit: usize) -> wasmtime::Result<()> {
+        if value.len() <= limit {
+            return Ok(());
+        }
+        self.refuse(ImportRefusal::Argument(contract::import_argument(
+            what,
+            value.len(),
+            limit,
+        )))
+    }
+
+    fn refuse(&mut self, refusal: ImportRefusal) -> wasmtime::Result<()> {
+        self.refusal.get_or_insert(refusal);
+        Err(wasmtime::Error::new(ImportRefused))
     }
 
     /// Whether the guest overran its log budget.

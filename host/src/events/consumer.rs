@@ -380,7 +380,10 @@ pub fn classify_plugin_error(e: DecideError, kind: InboundKind, status: OrderSta
             Decision::DeadLetter("poison", format!("plugin internal error: {msg}"))
         }
         DecideError::Budget(k) if k.is_time() => Decision::Retry(format!("plugin {k} budget")),
-        e @ (DecideError::Trap { .. } | DecideError::Budget(_) | DecideError::Contract(_)) => {
+        e @ (DecideError::Trap { .. }
+        | DecideError::Budget(_)
+        | DecideError::Contract(_)
+        | DecideError::CapabilityDenied { .. }) => {
             Decision::DeadLetter("poison", crate::support::chain(&e))
         }
         e @ (DecideError::Interrupted

@@ -92,6 +92,7 @@ pub mod codes {
         PLUGIN_INTERNAL_ERROR = ("PLUGIN_INTERNAL_ERROR", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin failed");
         PLUGIN_TRAPPED = ("PLUGIN_TRAPPED", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin crashed");
         PLUGIN_CONTRACT_VIOLATION = ("PLUGIN_CONTRACT_VIOLATION", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin's decision broke the host's contract");
+        CAPABILITY_DENIED = ("CAPABILITY_DENIED", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin called a host capability it did not declare");
         PLUGIN_TIMEOUT = ("PLUGIN_TIMEOUT", SERVICE_UNAVAILABLE, Unexpected, true, "The order plugin ran out of time");
         PLUGIN_BUDGET_EXCEEDED = ("PLUGIN_BUDGET_EXCEEDED", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin exceeded its resource budget");
         PLUGIN_UNAVAILABLE = ("PLUGIN_UNAVAILABLE", SERVICE_UNAVAILABLE, Unexpected, true, "No order plugin can serve the request right now");
@@ -412,6 +413,7 @@ impl ApiError {
             Self::Plugin(OrderError::Internal(_)) => PLUGIN_INTERNAL_ERROR,
             Self::Decide(DecideError::Trap { .. }) => PLUGIN_TRAPPED,
             Self::Decide(DecideError::Contract(_)) => PLUGIN_CONTRACT_VIOLATION,
+            Self::Decide(DecideError::CapabilityDenied { .. }) => CAPABILITY_DENIED,
             Self::Decide(DecideError::Budget(k)) if k.is_time() => PLUGIN_TIMEOUT,
             Self::Decide(DecideError::Budget(_)) => PLUGIN_BUDGET_EXCEEDED,
             Self::Decide(DecideError::Interrupted) => SHUTTING_DOWN,

@@ -1,5 +1,8 @@
 //! Health: `/livez`, `/readyz`, `/infoz`.
 //!
+//! `/infoz` lists the components of `plugins.dir` refused at start-up (`refused_plugins`:
+//! file, stage, error); they do not affect readiness unless the orders plugin is missing.
+//!
 //! Readiness also fails while the instance drains (`draining`, from the first shutdown
 //! signal on) or when an operator took it out of rotation (`in_rotation`); liveness does not.
 //!
@@ -33,6 +36,20 @@ pub struct InfoFacts {
     pub pre_stop_delay_ms: u64,
     /// `shutdown.drain_deadline_ms`.
     pub drain_deadline_ms: u64,
+    /// Components of `plugins.dir` refused at start-up (and left out), in file order.
+    pub refused_plugins: Vec<RefusedComponent>,
+}
+
+/// A component of `plugins.dir` that admission refused at start-up, for `/infoz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedComponent {
+    /// The file.
+    pub file: String,
+    /// The admission stage that refused it (`read`, `decode`, `compile`, `imports`,
+    /// `world`, `describe`, `policy`).
+    pub stage: &'static str,
+    /// The error chain (bounded).
+    pub error: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,7 +123,16 @@ pub(super) async fn readyz(State(app): State<OpsState>) -> Response {
                 }
                 d
             }
-            None => format!("no active version of {}", app.orders_plugin),
+            None => {
+                let refused = app.facts.refused_plugins.len();
+                let mut d = format!("no active version of {}", app.orders_plugin);
+                if refused > 0 {
+                    d.push_str(&format!(
+                        "; {refused} component(s) of plugins.dir refused at start-up (see /infoz)"
+                    ));
+                }
+                d
+            }
         }),
     });
     // An open breaker on an essential dependency makes the instance unready; an optional
@@ -247,6 +273,7 @@ pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value
         "environment": facts.environment,
         "orders_plugin": app.orders_plugin,
         "plugins": plugins,
+        "refused_plugins": facts.refused_plugins,
         "releases": {
             "synced": app.releases.synced(),
             "rollbacks_total": app.releases.rollbacks_total(),

@@ -3,8 +3,19 @@
 //! Runs the same steps as loading into a running host (component? implements the world?
 //! `describe` self-test passes?) with the default budget and an empty catalog, then prints
 //! what an operator needs to know before uploading it.
+//!
+//! Everything the report shows comes from the component (its name, version, import and export
+//! names, and the errors that echo what it did), so the text form ([`CheckReport`]'s
+//! `Display`) passes every such string through [`escape_terminal`]: control characters, ANSI
+//! escape sequences, newlines and bidirectional overrides are shown escaped, and long values
+//! are cut with a marker saying how much was cut. The JSON form (`--json`) is exact JSON.
+//!
+//! The report compares the capabilities the plugin declares in `describe` with the
+//! `weir:orders` interfaces it imports: a declared capability it does not import is unused,
+//! and an imported one it does not declare is denied when called (`CAPABILITY_DENIED`).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,7 +24,20 @@ use serde::Serialize;
 use super::{LoadError, Runtime, RuntimeConfig};
 use crate::capabilities::catalog::StaticCatalog;
 use crate::world::WORLD;
+use crate::world::bindings::Capability;
 use crate::world::conversions::capability_name;
+
+/// Longest plugin-supplied value [`CheckReport`]'s text form shows, in characters of its
+/// escaped form; the rest is replaced by a marker.
+pub const SHOWN_MAX_CHARS: usize = 256;
+
+/// Every capability of the world, in the order the report lists them.
+const CAPABILITIES: [Capability; 4] = [
+    Capability::Log,
+    Capability::Catalog,
+    Capability::Config,
+    Capability::Deadline,
+];
 
 /// What `weir plugin check` reports for a valid component.
 #[derive(Debug, Serialize)]
@@ -26,8 +50,14 @@ pub struct CheckReport {
     pub digest: String,
     /// File size in bytes.
     pub size: usize,
-    /// Capabilities the plugin declares.
+    /// Capabilities the plugin declares in `describe` (the declared capabilities).
     pub capabilities: Vec<String>,
+    /// Capabilities whose `weir:orders` interface the component imports.
+    pub imported_capabilities: Vec<String>,
+    /// Declared but not imported: the declaration is unused.
+    pub declared_not_imported: Vec<String>,
+    /// Imported but not declared: calls to them are denied (`CAPABILITY_DENIED`).
+    pub imported_not_declared: Vec<String>,
     /// Component imports.
     pub imports: Vec<String>,
     /// Component exports.
@@ -45,35 +75,310 @@ pub async fn check(path: &Path) -> Result<CheckReport, LoadError> {
     )
     .map_err(|e| LoadError::Invalid(e.to_string()))?;
     let version = runtime.load_file(path, |_| BTreeMap::new()).await?;
+    let declared: Vec<String> = version
+        .capabilities
+        .iter()
+        .map(|c| capability_name(*c).to_owned())
+        .collect();
+    let imported = imported_capabilities(&version.imports);
     Ok(CheckReport {
         name: version.meta.name.clone(),
         version: version.meta.version.clone(),
         digest: format!("sha256:{}", version.meta.digest),
         size: version.size,
-        capabilities: version
-            .capabilities
+        declared_not_imported: declared
             .iter()
-            .map(|c| capability_name(*c).to_owned())
+            .filter(|c| !imported.contains(c))
+            .cloned()
             .collect(),
+        imported_not_declared: imported
+            .iter()
+            .filter(|c| !declared.contains(c))
+            .cloned()
+            .collect(),
+        capabilities: declared,
+        imported_capabilities: imported,
         imports: version.imports.clone(),
         exports: version.exports.clone(),
     })
 }
 
+/// The capabilities whose interface is among `imports` (component import names such as
+/// `weir:orders/catalog@0.1.0`), in the world's order, each once. Interfaces of the package
+/// that are not capabilities (`types`) and other packages (WASI) are not capabilities.
+pub fn imported_capabilities(imports: &[String]) -> Vec<String> {
+    let package = package();
+    let interfaces: Vec<&str> = imports
+        .iter()
+        .filter_map(|i| {
+            let rest = i.strip_prefix(package)?.strip_prefix('/')?;
+            Some(rest.split('@').next().unwrap_or(rest))
+        })
+        .collect();
+    CAPABILITIES
+        .iter()
+        .map(|c| capability_name(*c))
+        .filter(|name| interfaces.contains(name))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `s` made safe to print on a terminal: backslash, newline, carriage return and tab as
+/// `\\`, `\n`, `\r`, `\t`; every other control character (C0, DEL, C1 such as the 8-bit CSI,
+/// so no ANSI escape sequence survives), line and paragraph separators, bidirectional
+/// overrides and isolates, and zero-width characters as `\u{..}`. When the escaped form is
+/// longer than `max_chars` characters it is cut there (never inside one escape) and
+/// `... (N bytes cut)` follows, N counting the bytes of `s` not shown.
+pub fn escape_terminal(s: &str, max_chars: usize) -> String {
+    escape(s, max_chars, true)
+}
+
+/// [`escape_terminal`] for an error message, which may quote values already escaped by the
+/// host (`"1.0\u{1b}"`): a backslash is kept as it is, so they are not escaped twice; every
+/// character a terminal would interpret is still escaped.
+pub fn escape_terminal_message(s: &str, max_chars: usize) -> String {
+    escape(s, max_chars, false)
+}
+
+fn escape(s: &str, max_chars: usize, backslash: bool) -> String {
+    let mut out = String::with_capacity(s.len().min(max_chars) + 16);
+    let mut shown = 0;
+    let mut piece = String::new();
+    for (at, c) in s.char_indices() {
+        piece.clear();
+        match c {
+            '\\' if backslash => piece.push_str("\\\\"),
+            '\n' => piece.push_str("\\n"),
+            '\r' => piece.push_str("\\r"),
+            '\t' => piece.push_str("\\t"),
+            c if needs_escape(c) => {
+                let _ = write!(piece, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => piece.push(c),
+        }
+        let width = piece.chars().count();
+        if shown + width > max_chars {
+            let _ = write!(out, "... ({} bytes cut)", s.len() - at);
+            return out;
+        }
+        shown += width;
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// Characters a terminal interprets rather than shows, or that hide or reorder the text
+/// around them.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            // Arabic letter mark, zero-width space/joiners, left-to-right and right-to-left
+            // marks, line and paragraph separators, embeddings and overrides, word joiner
+            // and invisible operators, isolates, byte order mark.
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// The world's package, `weir:orders`.
+fn package() -> &'static str {
+    WORLD.split('/').next().unwrap_or(WORLD)
+}
+
+/// One plugin-supplied value, escaped and bounded.
+fn shown(s: &str) -> String {
+    escape_terminal(s, SHOWN_MAX_CHARS)
+}
+
+/// A list of plugin-supplied values, escaped, or `none`.
+fn shown_list(values: &[String]) -> String {
+    if values.is_empty() {
+        return "none".to_owned();
+    }
+    values
+        .iter()
+        .map(|v| shown(v))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl std::fmt::Display for CheckReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "ok: {} {} implements {WORLD}", self.name, self.version)?;
-        writeln!(f, "  digest:       {}", self.digest)?;
-        writeln!(f, "  size:         {} bytes", self.size)?;
-        writeln!(f, "  capabilities: {}", self.capabilities.join(", "))?;
+        let package = package();
+        writeln!(
+            f,
+            "ok: {} {} implements {WORLD}",
+            shown(&self.name),
+            shown(&self.version)
+        )?;
+        writeln!(f, "  digest:                {}", self.digest)?;
+        writeln!(f, "  size:                  {} bytes", self.size)?;
+        writeln!(
+            f,
+            "  declared capabilities: {}",
+            shown_list(&self.capabilities)
+        )?;
+        writeln!(
+            f,
+            "  imported capabilities: {}",
+            shown_list(&self.imported_capabilities)
+        )?;
+        for c in &self.declared_not_imported {
+            writeln!(
+                f,
+                "  warning: declares `{c}` but does not import {package}/{c}: the declaration is unused",
+                c = shown(c)
+            )?;
+        }
+        for c in &self.imported_not_declared {
+            writeln!(
+                f,
+                "  warning: imports {package}/{c} but does not declare `{c}`: its calls will be denied (CAPABILITY_DENIED)",
+                c = shown(c)
+            )?;
+        }
         writeln!(f, "  imports:")?;
         for i in &self.imports {
-            writeln!(f, "    {i}")?;
+            writeln!(f, "    {}", shown(i))?;
         }
         writeln!(f, "  exports:")?;
         for e in &self.exports {
-            writeln!(f, "    {e}")?;
+            writeln!(f, "    {}", shown(e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_text_is_unchanged() {
+        for s in [
+            "",
+            "orders",
+            "0.1.0-rc.1+build",
+            "weir:orders/catalog@0.1.0",
+            "café 🦀 注文",
+        ] {
+            assert_eq!(escape_terminal(s, SHOWN_MAX_CHARS), s);
+        }
+    }
+
+    #[test]
+    fn control_characters_and_escape_sequences_are_shown_escaped() {
+        assert_eq!(
+            escape_terminal("a\nb\rc\td\\e", 100),
+            "a\\nb\\rc\\td\\\\e",
+            "newlines and tabs, and the backslash so an escape cannot be forged"
+        );
+        assert_eq!(
+            escape_terminal("\u{1b}[2J\u{1b}]0;pwned\u{7}red", 100),
+            "\\u{1b}[2J\\u{1b}]0;pwned\\u{7}red",
+            "ANSI CSI and OSC sequences lose their ESC and BEL"
+        );
+        assert_eq!(
+            escape_terminal("\u{9b}31m\u{0}\u{7f}", 100),
+            "\\u{9b}31m\\u{0}\\u{7f}",
+            "8-bit CSI, NUL, DEL"
+        );
+        assert_eq!(
+            escape_terminal("evil\u{202e}txt.exe\u{2066}\u{200b}\u{feff}\u{2028}", 100),
+            "evil\\u{202e}txt.exe\\u{2066}\\u{200b}\\u{feff}\\u{2028}",
+            "bidi overrides, isolates, zero-width characters and separators"
+        );
+        assert_eq!(
+            escape_terminal_message("version \"1.0\\u{1b}\" is bad:\n\u{1b}[2J", 100),
+            "version \"1.0\\u{1b}\" is bad:\\n\\u{1b}[2J",
+            "messages keep the escapes already in them and still lose what a terminal reads"
+        );
+        let escaped = escape_terminal("\u{1b}\n\u{9b}\u{202e}", 100);
+        assert!(
+            escaped.chars().all(|c| c.is_ascii_graphic()),
+            "nothing left a terminal interprets: {escaped}"
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut_with_the_bytes_cut() {
+        let long = "x".repeat(300);
+        let cut = escape_terminal(&long, 256);
+        assert_eq!(cut, format!("{}... (44 bytes cut)", "x".repeat(256)));
+        assert_eq!(escape_terminal(&"x".repeat(256), 256), "x".repeat(256));
+
+        // The bound is on what is shown: escapes count with their width and are never split.
+        let cut = escape_terminal(&"\u{1b}".repeat(100), 20);
+        assert_eq!(cut, format!("{}... (97 bytes cut)", "\\u{1b}".repeat(3)));
+
+        // Multi-byte characters are cut on a character boundary and counted in bytes.
+        let cut = escape_terminal(&"é".repeat(10), 4);
+        assert_eq!(cut, "éééé... (12 bytes cut)");
+    }
+
+    #[test]
+    fn imported_capabilities_come_from_the_weir_orders_imports() {
+        let imports = [
+            "wasi:cli/environment@0.2.6",
+            "weir:orders/types@0.1.0",
+            "weir:orders/deadline@0.1.0",
+            "weir:orders/catalog@0.1.0",
+            "weir:orders-extra/config@0.1.0",
+            "other:pkg/log@1.0.0",
+        ]
+        .map(str::to_owned);
+        assert_eq!(imported_capabilities(&imports), ["catalog", "deadline"]);
+        assert!(imported_capabilities(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_text_report_escapes_plugin_strings_and_flags_capability_mismatches() {
+        let report = CheckReport {
+            name: "evil\u{1b}[31m\nok: orders".to_owned(),
+            version: "1.0.0".to_owned(),
+            digest: "sha256:00".to_owned(),
+            size: 10,
+            capabilities: vec!["log".to_owned(), "config".to_owned()],
+            imported_capabilities: vec!["log".to_owned(), "catalog".to_owned()],
+            declared_not_imported: vec!["config".to_owned()],
+            imported_not_declared: vec!["catalog".to_owned()],
+            imports: vec![format!("weir:orders/log@0.1.0{}", "\u{7}".repeat(400))],
+            exports: vec!["describe".to_owned()],
+        };
+        let text = report.to_string();
+        assert!(
+            text.starts_with("ok: evil\\u{1b}[31m\\nok: orders 1.0.0 implements "),
+            "{text}"
+        );
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text}"
+        );
+        assert!(
+            text.contains("  declared capabilities: log, config\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  imported capabilities: log, catalog\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warning: declares `config` but does not import weir:orders/config"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "warning: imports weir:orders/catalog but does not declare `catalog`: its calls \
+                 will be denied (CAPABILITY_DENIED)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("bytes cut)\n"), "{text}");
+        assert_eq!(text.lines().count(), 11, "{text}");
     }
 }

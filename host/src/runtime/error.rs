@@ -45,6 +45,11 @@ pub enum LoadError {
     /// or imports the host does not provide).
     #[error("component does not implement {WORLD}: {0}")]
     WorldMismatch(String),
+    /// The component imports an interface outside the allow-list (see `runtime::wasi`).
+    #[error(
+        "component imports {0}, which plugins may not use (allowed: weir:orders and the WASI interfaces listed in SECURITY.md)"
+    )]
+    ImportNotAllowed(String),
     /// The `describe` self-test failed.
     #[error("describe self-test failed")]
     Describe(#[source] InvokeError),
@@ -64,13 +69,15 @@ pub enum LoadError {
 
 impl LoadError {
     /// The admission stage that refused the component: `decode` (not a component),
-    /// `compile`, `world` (does not implement `weir:orders/plugin`), `describe` (the
+    /// `compile`, `imports` (imports an interface outside the allow-list), `world` (does not
+    /// implement `weir:orders/plugin`), `describe` (the
     /// self-test failed or returned unusable info), `read` (the file).
     pub fn stage(&self) -> &'static str {
         match self {
             LoadError::NotAComponent(_) => "decode",
             LoadError::Invalid(_) | LoadError::CompileTimeout(_) => "compile",
             LoadError::WorldMismatch(_) => "world",
+            LoadError::ImportNotAllowed(_) => "imports",
             LoadError::Describe(_) | LoadError::InvalidInfo(_) => "describe",
             LoadError::Io { .. } => "read",
         }

@@ -18,8 +18,10 @@ use std::future::Future;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::instrument::WithSubscriber;
 use tracing::{Instrument, field::Empty};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use weir_core::domain::contract::{self, ContractViolation};
 use weir_core::domain::{OrderError, OrderEvent, OrderRequest, OrderStatus, PricedOrder};
 use weir_core::ports::Detail;
@@ -27,7 +29,7 @@ use weir_core::ports::Detail;
 use super::error::trap_kind;
 use super::output::CapturedOutput;
 use super::{BudgetKind, InvocationState, InvokeError, PluginVersion, Role, Runtime};
-use crate::capabilities::{Imports, LogBudget};
+use crate::capabilities::{Granted, ImportRefusal, Imports, LogBudget};
 use crate::policy::circuit_breaker::Permit;
 use crate::world::bindings;
 
@@ -38,6 +40,8 @@ pub(super) struct Metrics {
     instantiate_duration: Histogram<f64>,
     traps: Counter<u64>,
     contract_violations: Counter<u64>,
+    capability_denials: Counter<u64>,
+    stdio_truncated: Counter<u64>,
     in_flight: UpDownCounter<i64>,
 }
 
@@ -76,6 +80,18 @@ impl Metrics {
                     "Plugin decisions refused for breaking the host's contract, by rule",
                 )
                 .build(),
+            capability_denials: meter
+                .u64_counter("weir.plugin.capability_denials")
+                .with_description(
+                    "Plugin calls stopped for using a capability they did not declare, by capability",
+                )
+                .build(),
+            stdio_truncated: meter
+                .u64_counter("weir.plugin.stdio.truncated")
+                .with_description(
+                    "Plugin calls whose stdout or stderr went over its byte or line budget, by stream",
+                )
+                .build(),
             in_flight: meter
                 .i64_up_down_counter("weir.plugin.in_flight")
                 .with_description("Plugin invocations in progress")
@@ -84,20 +100,20 @@ impl Metrics {
     }
 }
 
-/// One exported function of the `weir:orders/plugin` world. `Copy`: the call's arguments
-/// are borrowed, and the contract check needs them after the call.
-pub(super) trait Call: Send + Copy {
+/// One exported function of the `weir:orders/plugin` world. Owned (`'static`): the call
+/// runs on the plugin threads, and the contract check needs its arguments afterwards.
+pub(super) trait Call: Send + Sync + 'static {
     /// The WIT name, a span attribute and metric label.
     const NAME: &'static str;
     /// Whether the version's circuit breaker is asked first (admission's `describe` is
     /// never refused).
     const GUARDED: bool = true;
     /// What the function returns.
-    type Output: Send;
+    type Output: Send + 'static;
 
     /// Call the function on a fresh instance.
     fn call(
-        self,
+        &self,
         instance: &bindings::Plugin,
         store: &mut Store<InvocationState>,
     ) -> impl Future<Output = wasmtime::Result<Self::Output>> + Send;
@@ -106,13 +122,12 @@ pub(super) trait Call: Send + Copy {
     fn outcome(output: &Self::Output) -> &'static str;
 
     /// The host's contract on a returned value, given the call's arguments.
-    fn check(self, _output: &Self::Output) -> Result<(), ContractViolation> {
+    fn check(&self, _output: &Self::Output) -> Result<(), ContractViolation> {
         Ok(())
     }
 }
 
 /// `describe`: name, version and declared capabilities.
-#[derive(Clone, Copy)]
 pub(super) struct Describe;
 
 impl Call for Describe {
@@ -121,7 +136,7 @@ impl Call for Describe {
     type Output = bindings::PluginInfo;
 
     async fn call(
-        self,
+        &self,
         instance: &bindings::Plugin,
         store: &mut Store<InvocationState>,
     ) -> wasmtime::Result<Self::Output> {
@@ -134,22 +149,21 @@ impl Call for Describe {
 }
 
 /// `place-order`: the request as the guest receives it, and as the contract checks it.
-#[derive(Clone, Copy)]
-pub(super) struct PlaceOrder<'r> {
-    pub wire: &'r bindings::OrderRequest,
-    pub request: &'r OrderRequest,
+pub(super) struct PlaceOrder {
+    pub wire: bindings::OrderRequest,
+    pub request: OrderRequest,
 }
 
-impl Call for PlaceOrder<'_> {
+impl Call for PlaceOrder {
     const NAME: &'static str = "place-order";
     type Output = Result<PricedOrder, OrderError>;
 
     async fn call(
-        self,
+        &self,
         instance: &bindings::Plugin,
         store: &mut Store<InvocationState>,
     ) -> wasmtime::Result<Self::Output> {
-        let answer = instance.call_place_order(store, self.wire).await?;
+        let answer = instance.call_place_order(store, &self.wire).await?;
         Ok(answer.map(Into::into).map_err(Into::into))
     }
 
@@ -157,33 +171,32 @@ impl Call for PlaceOrder<'_> {
         guest_outcome(output)
     }
 
-    fn check(self, output: &Self::Output) -> Result<(), ContractViolation> {
+    fn check(&self, output: &Self::Output) -> Result<(), ContractViolation> {
         match output {
-            Ok(priced) => contract::check_priced(self.request, priced),
-            Err(_) => Ok(()),
+            Ok(priced) => contract::check_priced(&self.request, priced),
+            Err(refusal) => contract::check_refusal(refusal),
         }
     }
 }
 
 /// `transition`: the order as the guest receives it, its status and the event.
-#[derive(Clone, Copy)]
-pub(super) struct Transition<'r> {
-    pub wire: &'r bindings::OrderSnapshot,
+pub(super) struct Transition {
+    pub wire: bindings::OrderSnapshot,
     pub from: OrderStatus,
     pub event: OrderEvent,
 }
 
-impl Call for Transition<'_> {
+impl Call for Transition {
     const NAME: &'static str = "transition";
     type Output = Result<OrderStatus, OrderError>;
 
     async fn call(
-        self,
+        &self,
         instance: &bindings::Plugin,
         store: &mut Store<InvocationState>,
     ) -> wasmtime::Result<Self::Output> {
         let answer = instance
-            .call_transition(store, self.wire, self.event.into())
+            .call_transition(store, &self.wire, self.event.into())
             .await?;
         Ok(answer.map(Into::into).map_err(Into::into))
     }
@@ -192,10 +205,10 @@ impl Call for Transition<'_> {
         guest_outcome(output)
     }
 
-    fn check(self, output: &Self::Output) -> Result<(), ContractViolation> {
+    fn check(&self, output: &Self::Output) -> Result<(), ContractViolation> {
         match output {
             Ok(to) => contract::check_transition(self.from, self.event, *to),
-            Err(_) => Ok(()),
+            Err(refusal) => contract::check_refusal(refusal),
         }
     }
 }
@@ -247,13 +260,8 @@ impl Runtime {
         let state = self.fresh_state(plugin, deadline);
         let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
         let result = self
-            .run_bounded(plugin, call, state, deadline, &labels)
-            .instrument(span.clone())
-            .await
-            .and_then(|output| match call.check(&output) {
-                Ok(()) => Ok(output),
-                Err(violation) => Err(InvokeError::Contract(violation)),
-            });
+            .on_plugin_threads(plugin, call, state, deadline, &labels, &span)
+            .await;
         if let Some(permit) = permit {
             permit.record(Some(
                 result.as_ref().is_err_and(InvokeError::is_plugin_fault),
@@ -263,8 +271,8 @@ impl Runtime {
 
         {
             let _enter = span.enter();
-            emit_stdio("stdout", &stdout);
-            emit_stdio("stderr", &stderr);
+            self.emit_stdio("stdout", &stdout, &labels);
+            self.emit_stdio("stderr", &stderr, &labels);
         }
         let outcome = match &result {
             Ok(output) => C::outcome(output),
@@ -302,20 +310,58 @@ impl Runtime {
                 records: config.budget.log_records,
                 bytes: config.budget.log_bytes,
             },
+            Granted::of(&plugin.capabilities),
+            tokio::runtime::Handle::current(),
         );
         InvocationState::new(&config.budget, imports)
     }
 
-    /// Run the call by `deadline`, unless shutdown interrupts it first.
-    async fn run_bounded<C: Call>(
+    /// Run the call on the plugin threads (never on the server's async workers), then check
+    /// what came back against the contract. Dropping the returned future (a request timeout)
+    /// aborts the call there.
+    async fn on_plugin_threads<C: Call>(
         &self,
         plugin: &PluginVersion,
         call: C,
         state: InvocationState,
         deadline: Instant,
         labels: &[KeyValue],
+        span: &tracing::Span,
     ) -> Result<C::Output, InvokeError> {
-        let work = self.run(plugin, call, state, deadline, labels);
+        let this = self.clone();
+        let pre = plugin.pre.clone();
+        let labels = labels.to_vec();
+        let task = async move {
+            let result = this
+                .run_bounded(&pre, &call, state, deadline, &labels)
+                .await;
+            (call, result)
+        }
+        .instrument(span.clone())
+        .with_current_subscriber();
+        let handle = AbortOnDropHandle::new(self.inner.plugin_threads.spawn(task));
+        match handle.await {
+            Ok((call, result)) => result.and_then(|output| match call.check(&output) {
+                Ok(()) => Ok(output),
+                Err(violation) => Err(InvokeError::Contract(violation)),
+            }),
+            Err(join) => Err(InvokeError::Trap {
+                kind: weir_core::ports::TrapKind::Host,
+                detail: Detail(format!("the plugin task failed: {join}")),
+            }),
+        }
+    }
+
+    /// Run the call by `deadline`, unless shutdown interrupts it first.
+    async fn run_bounded<C: Call>(
+        &self,
+        pre: &bindings::PluginPre<InvocationState>,
+        call: &C,
+        state: InvocationState,
+        deadline: Instant,
+        labels: &[KeyValue],
+    ) -> Result<C::Output, InvokeError> {
+        let work = self.run(pre, call, state, deadline, labels);
         tokio::select! {
             biased;
             () = self.inner.interrupt.cancelled() => Err(InvokeError::Interrupted),
@@ -329,8 +375,8 @@ impl Runtime {
     /// afterwards whatever happened.
     async fn run<C: Call>(
         &self,
-        plugin: &PluginVersion,
-        call: C,
+        pre: &bindings::PluginPre<InvocationState>,
+        call: &C,
         state: InvocationState,
         deadline: Instant,
         labels: &[KeyValue],
@@ -338,14 +384,18 @@ impl Runtime {
         let inner = &*self.inner;
         let mut store = Store::new(&inner.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let tick = inner.config.epoch_tick.as_nanos().max(1);
-        let ticks = deadline
-            .saturating_duration_since(Instant::now())
-            .as_nanos()
-            .div_ceil(tick)
-            + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store.epoch_deadline_trap();
+        store.set_hostcall_fuel(inner.config.budget.copy_bytes);
+        // At every epoch tick a running guest yields to the other calls on the plugin
+        // threads; past the deadline it is interrupted (the CPU budget).
+        let deadline_std = deadline.into_std();
+        store.epoch_deadline_callback(move |_| {
+            Ok(if std::time::Instant::now() >= deadline_std {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
         if let Some(fuel) = inner.config.budget.fuel {
             store.set_fuel(fuel).map_err(|e| InvokeError::Instantiate {
                 detail: Detail(format!("{e:#}")),
@@ -353,7 +403,7 @@ impl Runtime {
         }
 
         let t0 = Instant::now();
-        let instance = match plugin.pre.instantiate_async(&mut store).await {
+        let instance = match pre.instantiate_async(&mut store).await {
             Ok(i) => i,
             Err(e) if e.downcast_ref::<Trap>().is_some() => return Err(classify(&store, e)),
             Err(e) => {
@@ -392,6 +442,12 @@ impl Runtime {
         metrics.invocations.add(1, &attrs);
         metrics.call_duration.record(elapsed.as_secs_f64(), &attrs);
         let Some(e) = error else { return };
+        if let InvokeError::CapabilityDenied { capability } = e {
+            span.record("capability", *capability);
+            let mut attrs = labels.to_vec();
+            attrs.push(KeyValue::new("capability", *capability));
+            metrics.capability_denials.add(1, &attrs);
+        }
         if let InvokeError::Contract(violation) = e {
             let rule = violation.rule.as_str();
             span.record("contract.rule", rule);
@@ -430,6 +486,7 @@ fn invocation_span(plugin: &PluginVersion, role: Role, function: &'static str) -
         outcome = Empty,
         trap.kind = Empty,
         contract.rule = Empty,
+        capability = Empty,
         instantiate_us = Empty,
         duration_us = Empty,
         otel.status_code = Empty,
@@ -440,6 +497,15 @@ fn invocation_span(plugin: &PluginVersion, role: Role, function: &'static str) -
 /// host itself recorded over the trap code they caused.
 fn classify(store: &Store<InvocationState>, err: wasmtime::Error) -> InvokeError {
     let data = store.data();
+    match data.imports.refusal() {
+        Some(&ImportRefusal::Undeclared(capability)) => {
+            return InvokeError::CapabilityDenied { capability };
+        }
+        Some(ImportRefusal::Argument(violation)) => {
+            return InvokeError::Contract(violation.clone());
+        }
+        None => {}
+    }
     if data.limiter.hits.memory {
         return InvokeError::Budget(BudgetKind::Memory);
     }
@@ -450,6 +516,7 @@ fn classify(store: &Store<InvocationState>, err: wasmtime::Error) -> InvokeError
         return InvokeError::Budget(BudgetKind::Log);
     }
     match err.downcast_ref::<Trap>() {
+        None if copy_budget_exhausted(&err) => InvokeError::Budget(BudgetKind::Copy),
         Some(Trap::Interrupt) => InvokeError::Budget(BudgetKind::Cpu),
         Some(Trap::OutOfFuel) => InvokeError::Budget(BudgetKind::Fuel),
         Some(trap) => InvokeError::Trap {
@@ -463,15 +530,33 @@ fn classify(store: &Store<InvocationState>, err: wasmtime::Error) -> InvokeError
     }
 }
 
-fn emit_stdio(stream: &'static str, out: &CapturedOutput) {
-    let (bytes, dropped) = out.take();
-    if bytes.is_empty() && dropped == 0 {
-        return;
-    }
-    for line in String::from_utf8_lossy(&bytes).lines() {
-        tracing::info!(target: "weir::plugin", stream, "{line}");
-    }
-    if dropped > 0 {
-        tracing::warn!(target: "weir::plugin", stream, dropped_bytes = dropped, "plugin output truncated");
+/// Whether wasmtime refused to copy more out of the guest than the store's hostcall fuel
+/// ([`super::Budget::copy_bytes`]). wasmtime reports this with a private error type, so this
+/// is the one classification made from a message; the hostile suite pins the text (a
+/// wasmtime upgrade that changes it fails `tests/it/sandbox.rs`).
+fn copy_budget_exhausted(err: &wasmtime::Error) -> bool {
+    err.chain().any(|e| {
+        e.to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
+}
+
+impl Runtime {
+    /// The guest's captured output as log lines inside the invocation span; a truncation is
+    /// logged once and counted.
+    fn emit_stdio(&self, stream: &'static str, out: &CapturedOutput, labels: &[KeyValue]) {
+        let (bytes, dropped) = out.take();
+        if bytes.is_empty() && dropped == 0 {
+            return;
+        }
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            tracing::info!(target: "weir::plugin", stream, "{line}");
+        }
+        if dropped > 0 {
+            tracing::warn!(target: "weir::plugin", stream, dropped_bytes = dropped, "plugin output truncated");
+            let mut attrs = labels.to_vec();
+            attrs.push(KeyValue::new("stream", stream));
+            self.inner.metrics.stdio_truncated.add(1, &attrs);
+        }
     }
 }

@@ -31,6 +31,14 @@ pub struct Budget {
     pub log_bytes: usize,
     /// Bytes of guest stdout and stderr kept per call; the rest is dropped and counted.
     pub stdio_bytes: usize,
+    /// Lines of guest stdout and stderr kept per call (each becomes one log record); the
+    /// rest is dropped and counted.
+    pub stdio_lines: usize,
+    /// Most bytes the host copies out of the guest in one transfer: a returned value, or the
+    /// arguments of one import call (wasmtime's hostcall fuel). A guest that hands over more
+    /// (a huge list, strings aliasing one buffer many times) is stopped with the `copy`
+    /// budget instead of making the host allocate for it.
+    pub copy_bytes: usize,
 }
 
 impl Default for Budget {
@@ -44,6 +52,8 @@ impl Default for Budget {
             log_records: 256,
             log_bytes: 64 << 10,
             stdio_bytes: 16 << 10,
+            stdio_lines: 256,
+            copy_bytes: 1 << 20,
         }
     }
 }
@@ -83,6 +93,9 @@ pub struct TableBudgetExceeded {
 pub struct Limiter {
     memory_bytes: usize,
     table_elements: usize,
+    /// Bytes of all the store's linear memories together: the budget is per call, however
+    /// many memories a component defines.
+    memory_used: usize,
     /// What was hit; read after the call.
     pub hits: LimitHits,
 }
@@ -93,6 +106,7 @@ impl Limiter {
         Self {
             memory_bytes: budget.memory_bytes,
             table_elements: budget.table_elements,
+            memory_used: 0,
             hits: LimitHits::default(),
         }
     }
@@ -101,17 +115,21 @@ impl Limiter {
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self
+            .memory_used
+            .saturating_add(desired.saturating_sub(current));
+        if total > self.memory_bytes {
             self.hits.memory = true;
             return Err(wasmtime::Error::new(MemoryBudgetExceeded {
                 limit: self.memory_bytes,
-                requested: desired,
+                requested: total,
             }));
         }
+        self.memory_used = total;
         Ok(true)
     }
 
@@ -163,6 +181,19 @@ mod tests {
             .memory_growing(1 << 20, (1 << 20) + 65536, None)
             .unwrap_err();
         assert!(err.downcast_ref::<MemoryBudgetExceeded>().is_some());
+        assert!(limiter.hits.memory);
+    }
+
+    #[test]
+    fn the_memory_budget_covers_all_memories_of_a_call_together() {
+        let budget = Budget {
+            memory_bytes: 1 << 20,
+            ..Budget::default()
+        };
+        let mut limiter = Limiter::new(&budget);
+        assert!(limiter.memory_growing(0, 768 << 10, None).unwrap());
+        // A second memory: within the budget on its own, over it together with the first.
+        assert!(limiter.memory_growing(0, 512 << 10, None).is_err());
         assert!(limiter.hits.memory);
     }
 

@@ -38,6 +38,7 @@ pub mod output;
 pub mod registry;
 pub mod releases;
 pub mod state;
+pub mod wasi;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub use registry::{PluginMeta, PluginVersion, Registry, RegistryError, Role, Rou
 pub use state::InvocationState;
 pub use weir_core::ports::TrapKind;
 
-use crate::capabilities::Imports;
+use crate::capabilities::{Granted, Imports};
 use crate::lifecycle::Interruptible;
 use crate::policy::circuit_breaker::BreakerSet;
 use crate::support::{InvalidKey, ensure};
@@ -87,6 +88,10 @@ pub struct RuntimeConfig {
     /// refused at the `compile` stage after it (its compile thread is abandoned).
     #[serde(with = "crate::support::duration_ms", rename = "compile_timeout_ms")]
     pub compile_timeout: Duration,
+    /// Threads that run plugin code. Plugin calls run on their own pool, never on the
+    /// server's async workers, so plugins using their whole CPU budget cannot starve the
+    /// host's own work (health checks, database and cache calls, other requests).
+    pub threads: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -97,6 +102,7 @@ impl Default for RuntimeConfig {
             epoch_tick: Duration::from_millis(5),
             catalog_timeout: Duration::from_millis(200),
             compile_timeout: Duration::from_secs(60),
+            threads: std::thread::available_parallelism().map_or(2, usize::from),
         }
     }
 }
@@ -114,6 +120,16 @@ impl RuntimeConfig {
             b.memory_bytes >= (1 << 20),
             "runtime.budget.memory_bytes",
             "must be at least 1 MiB",
+        )?;
+        ensure(
+            b.copy_bytes >= (64 << 10),
+            "runtime.budget.copy_bytes",
+            "must be at least 64 KiB",
+        )?;
+        ensure(
+            self.threads > 0 && self.threads <= 256,
+            "runtime.threads",
+            "must be between 1 and 256",
         )?;
         ensure(
             !self.epoch_tick.is_zero() && self.epoch_tick <= b.timeout,
@@ -142,6 +158,8 @@ struct Inner {
     interrupt: CancellationToken,
     ticker_stop: Arc<AtomicBool>,
     metrics: invoke::Metrics,
+    /// The threads plugin code runs on.
+    plugin_threads: PluginThreads,
     /// One breaker per plugin version (see [`Runtime::plugin_breakers`]).
     plugin_breakers: BreakerSet,
     artifacts: ArtifactCache,
@@ -184,8 +202,8 @@ impl Runtime {
         let engine = engine(&config)?;
         let artifacts = ArtifactCache::new(&engine, artifact_dir);
         let mut linker = Linker::<InvocationState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| EngineError(format!("{e:#}")))?;
+        wasi::add_to_linker(&mut linker).map_err(|e| EngineError(format!("{e:#}")))?;
+        let plugin_threads = PluginThreads::new(config.threads)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<Imports>>(&mut linker, |s| &mut s.imports)
             .map_err(|e| EngineError(format!("{e:#}")))?;
 
@@ -202,6 +220,7 @@ impl Runtime {
                 interrupt: CancellationToken::new(),
                 ticker_stop,
                 metrics: invoke::Metrics::new(),
+                plugin_threads,
                 plugin_breakers: BreakerSet::default(),
                 artifacts,
             }),
@@ -249,10 +268,12 @@ impl Runtime {
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
 
         let ty = component.component_type();
-        let imports = ty
+        let imports: Vec<String> = ty
             .imports(&self.inner.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
+        wasi::check_imports(imports.iter().map(String::as_str))
+            .map_err(|import| LoadError::ImportNotAllowed(printable(&import)))?;
         let exports = ty
             .exports(&self.inner.engine)
             .map(|(n, _)| n.to_owned())
@@ -339,10 +360,9 @@ impl Runtime {
         request: &OrderRequest,
         deadline: Option<Instant>,
     ) -> Result<PricedOrder, InvokeError> {
-        let wire = bindings::OrderRequest::from(request);
         let call = invoke::PlaceOrder {
-            wire: &wire,
-            request,
+            wire: bindings::OrderRequest::from(request),
+            request: request.clone(),
         };
         self.invoke(plugin, role, call, deadline)
             .await?
@@ -370,9 +390,8 @@ impl Runtime {
         event: OrderEvent,
         deadline: Option<Instant>,
     ) -> Result<OrderStatus, InvokeError> {
-        let wire = bindings::OrderSnapshot::from(order);
         let call = invoke::Transition {
-            wire: &wire,
+            wire: bindings::OrderSnapshot::from(order),
             from: order.status,
             event,
         };
@@ -445,6 +464,10 @@ fn engine(config: &RuntimeConfig) -> Result<Engine, EngineError> {
 
     let mut cfg = wasmtime::Config::new();
     cfg.wasm_component_model(true)
+        // Plugins need neither the GC nor the exception-handling proposals; turned off they
+        // are no attack surface (several wasmtime advisories are in the GC heap; SECURITY.md).
+        .wasm_gc(false)
+        .wasm_exceptions(false)
         .epoch_interruption(true)
         .consume_fuel(budget.fuel.is_some())
         .memory_init_cow(true)
@@ -462,6 +485,10 @@ fn is_core_module(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0]
 }
 
+/// `describe`'s answer must be usable as it is in logs, metric labels and a terminal: a name
+/// of 1-64 characters of `a-z`, `0-9`, `-`; a semantic version of at most 64 characters
+/// (which rules out control characters and spaces); each capability at most once. A refusal
+/// quotes the offending value escaped and cut (see [`printable`]).
 fn validate_info(info: &PluginInfo) -> Result<(), LoadError> {
     let name_ok = !info.name.is_empty()
         && info.name.len() <= 64
@@ -471,17 +498,77 @@ fn validate_info(info: &PluginInfo) -> Result<(), LoadError> {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !name_ok {
         return Err(LoadError::InvalidInfo(format!(
-            "name {:?} must be 1-64 characters of a-z, 0-9 and '-'",
-            info.name
+            "name {} must be 1-64 characters of a-z, 0-9 and '-'",
+            printable(&info.name)
         )));
     }
-    if info.version.is_empty() || info.version.len() > 64 {
+    if info.version.len() > 64 || semver::Version::parse(&info.version).is_err() {
         return Err(LoadError::InvalidInfo(format!(
-            "version {:?} must be 1-64 characters",
-            info.version
+            "version {} must be a semantic version (e.g. 1.2.0) of at most 64 characters",
+            printable(&info.version)
+        )));
+    }
+    if Granted::of(&info.capabilities).len() != info.capabilities.len() {
+        return Err(LoadError::InvalidInfo(format!(
+            "{} capabilities declared, some more than once",
+            info.capabilities.len()
         )));
     }
     Ok(())
+}
+
+/// A plugin-supplied value quoted for a log line or a terminal: control characters and
+/// quotes escaped, cut after 64 characters with the size of the rest.
+pub fn printable(value: &str) -> String {
+    const KEEP: usize = 64;
+    let mut out = String::from("\"");
+    for c in value.chars().take(KEEP) {
+        out.extend(c.escape_debug());
+    }
+    out.push('"');
+    let kept: usize = value.chars().take(KEEP).map(char::len_utf8).sum();
+    if kept < value.len() {
+        out.push_str(&format!(" (+{} more bytes)", value.len() - kept));
+    }
+    out
+}
+
+/// The tokio runtime plugin code runs on, apart from the server's. Shut down in the
+/// background when the runtime is dropped (a drop may happen inside async code).
+struct PluginThreads {
+    handle: tokio::runtime::Handle,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl PluginThreads {
+    fn new(threads: usize) -> Result<Self, EngineError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("weir-plugin")
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError(format!("cannot start the plugin threads: {e}")))?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(task)
+    }
+}
+
+impl Drop for PluginThreads {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 fn spawn_epoch_ticker(

@@ -1,9 +1,10 @@
 //! Bounded capture of a guest's stdout and stderr.
 //!
-//! Output is kept up to a byte budget and the rest is dropped and counted; unlike wasmtime's
-//! `MemoryOutputPipe` a full buffer never traps the guest, because printing too much is not a
-//! reason to fail an order. The invoker turns the captured bytes into log lines inside the
-//! invocation span.
+//! Output is kept up to a byte budget and a line budget (each kept line becomes one log record,
+//! so 64 KiB of newlines must not become 64 Ki log records) and the rest is dropped and
+//! counted; unlike wasmtime's `MemoryOutputPipe` a full buffer never traps the guest, because
+//! printing too much is not a reason to fail an order. The invoker turns the captured bytes
+//! into log lines inside the invocation span.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 #[derive(Debug, Default)]
 struct Buffer {
     kept: Vec<u8>,
+    /// Line breaks in `kept`.
+    lines: usize,
     dropped: usize,
 }
 
@@ -24,14 +27,16 @@ struct Buffer {
 #[derive(Debug, Clone)]
 pub struct CapturedOutput {
     capacity: usize,
+    max_lines: usize,
     buffer: Arc<Mutex<Buffer>>,
 }
 
 impl CapturedOutput {
-    /// A buffer keeping at most `capacity` bytes.
-    pub fn new(capacity: usize) -> Self {
+    /// A buffer keeping at most `capacity` bytes in at most `max_lines` lines.
+    pub fn new(capacity: usize, max_lines: usize) -> Self {
         Self {
             capacity,
+            max_lines,
             buffer: Arc::new(Mutex::new(Buffer::default())),
         }
     }
@@ -39,7 +44,21 @@ impl CapturedOutput {
     fn append(&self, bytes: &[u8]) {
         let mut buf = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
         let room = self.capacity.saturating_sub(buf.kept.len());
-        let keep = room.min(bytes.len());
+        let mut keep = room.min(bytes.len());
+        // Keep up to (and including) the line break that reaches the line budget.
+        let lines_left = self.max_lines.saturating_sub(buf.lines);
+        if let Some((at, _)) = bytes[..keep]
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(lines_left.saturating_sub(1))
+            .filter(|_| lines_left > 0)
+        {
+            keep = at + 1;
+        } else if lines_left == 0 {
+            keep = 0;
+        }
+        buf.lines += bytes[..keep].iter().filter(|b| **b == b'\n').count();
         buf.kept.extend_from_slice(&bytes[..keep]);
         buf.dropped += bytes.len() - keep;
     }
@@ -113,8 +132,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn keeps_up_to_the_line_budget_and_counts_the_rest() {
+        let out = CapturedOutput::new(1 << 20, 3);
+        out.append(b"a\nb");
+        out.append(&[b'\n'; 65536]);
+        out.append(b"c\n");
+        let (kept, dropped) = out.take();
+        assert_eq!(kept, b"a\nb\n\n");
+        assert_eq!(dropped, 65536 - 2 + 2);
+        // An unterminated last line counts as kept text, not a line.
+        let out = CapturedOutput::new(1 << 20, 1);
+        out.append(b"no newline");
+        assert_eq!(out.take(), (b"no newline".to_vec(), 0));
+    }
+
+    #[test]
     fn keeps_up_to_capacity_and_counts_the_rest() {
-        let out = CapturedOutput::new(8);
+        let out = CapturedOutput::new(8, 100);
         out.append(b"hello ");
         out.append(b"world");
         let (kept, dropped) = out.take();

@@ -8,6 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::{Budget, Limiter};
 use super::output::CapturedOutput;
+use super::wasi::{CoarseMonotonicClock, CoarseWallClock};
 use crate::capabilities::Imports;
 
 /// Store data of one invocation.
@@ -23,16 +24,20 @@ pub struct InvocationState {
 
 impl InvocationState {
     pub(crate) fn new(budget: &Budget, imports: Imports) -> Self {
-        let stdout = CapturedOutput::new(budget.stdio_bytes);
-        let stderr = CapturedOutput::new(budget.stdio_bytes);
+        let stdout = CapturedOutput::new(budget.stdio_bytes, budget.stdio_lines);
+        let stderr = CapturedOutput::new(budget.stdio_bytes, budget.stdio_lines);
         // No preopens, no environment, no arguments, stdin closed, no sockets or name
-        // lookups: the only authority a plugin has is the weir:orders imports.
+        // lookups (and none linked, see `wasi`), clocks at 1 ms: the only authority a plugin
+        // has is the weir:orders imports it declared.
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(budget.copy_bytes as u64)
+            .wall_clock(CoarseWallClock)
+            .monotonic_clock(CoarseMonotonicClock::new())
             .build();
         Self {
             wasi,

@@ -163,6 +163,9 @@ pub struct PluginsConfig {
     pub artifact_cache: bool,
     /// The plugin lifecycle: uploads, sync between replicas, shadows, automatic rollback.
     pub releases: crate::runtime::releases::ReleasesConfig,
+    /// Fail closed: any component of `dir` that admission refuses stops start-up. Off, a
+    /// refused component is logged, counted and left out, and the rest start.
+    pub strict: bool,
 }
 
 impl Default for PluginsConfig {
@@ -173,6 +176,7 @@ impl Default for PluginsConfig {
             config: BTreeMap::new(),
             artifact_cache: true,
             releases: crate::runtime::releases::ReleasesConfig::default(),
+            strict: false,
         }
     }
 }
@@ -194,6 +198,8 @@ pub struct Overrides {
     pub admin_token: Option<String>,
     /// `AMQP_URL`.
     pub amqp_url: Option<String>,
+    /// `weir serve --strict`: sets `plugins.strict` (it never turns it off).
+    pub plugins_strict: bool,
 }
 
 /// Configuration that cannot be used.
@@ -261,6 +267,9 @@ impl Config {
         }
         if let Some(v) = &o.admin_token {
             self.admin_token = Some(Secret::new(v.clone()));
+        }
+        if o.plugins_strict {
+            self.plugins.strict = true;
         }
     }
 
@@ -457,6 +466,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_concurency"), "{err}");
+    }
+
+    #[test]
+    fn plugins_strict_is_off_by_default_and_set_by_the_file_or_the_flag() {
+        assert!(!load("").unwrap().plugins.strict);
+        assert!(load("[plugins]\nstrict = true\n").unwrap().plugins.strict);
+        let mut cfg = load("[plugins]\nstrict = false\n").unwrap();
+        cfg.apply(&Overrides {
+            plugins_strict: true,
+            ..Overrides::default()
+        });
+        assert!(cfg.plugins.strict, "--strict turns it on");
+        let mut cfg = load("[plugins]\nstrict = true\n").unwrap();
+        cfg.apply(&Overrides::default());
+        assert!(cfg.plugins.strict, "no flag leaves the file's value");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Start-up and the two listeners: the only place that assembles everything.
 //!
 //! [`Server::start`] opens the store and migrates it, seeds the demo catalog, builds the plugin
-//! runtime, admits the built-in reference plugin and any components in `plugins.dir`, wires
+//! runtime, admits the built-in reference plugin and any components in `plugins.dir` (a
+//! refused one is logged, counted and left out, or stops start-up with `plugins.strict`), wires
 //! the core's use-cases to their adapters (the traced store, the plugin decider, the events
 //! intake gate), binds the API and operations listeners, starts the background workers, and
 //! logs one line with the bound addresses. Every start-up failure carries its context chain
@@ -31,10 +32,11 @@ use crate::catalog::CatalogReader;
 use crate::events::{ConsumerDeps, EventsHandle};
 use crate::http::ApiState;
 use crate::lifecycle::{DrainPlan, DrainReport, Shutdown, ShutdownConfig};
+use crate::ops::health::RefusedComponent;
 use crate::ops::{InfoFacts, OpsState};
 use crate::policy::dependency::{Dependencies, Dependency};
 use crate::runtime::releases::Releases;
-use crate::runtime::{PluginDecider, Registry, Runtime, Slot};
+use crate::runtime::{LoadError, PluginDecider, Registry, Runtime, Slot};
 use crate::storage::{self, Store, StoreOptions, TracedStore};
 use config::Config;
 
@@ -84,6 +86,9 @@ pub struct AppState {
     pub deps: Arc<Dependencies>,
     /// Readiness latches (draining, in rotation), in-flight requests, background workers.
     pub shutdown: Shutdown,
+    /// Components of `plugins.dir` refused at start-up and left out (empty with
+    /// `plugins.strict`: a refusal stops start-up).
+    pub refused_plugins: Arc<Vec<RefusedComponent>>,
 }
 
 impl AppState {
@@ -157,7 +162,7 @@ impl Server {
             config.plugins.releases.clone(),
             config.plugins.config.clone(),
         ));
-        load_plugins(&config, &releases).await?;
+        let refused_plugins = Arc::new(load_plugins(&config, &releases).await?);
 
         let events = match &config.amqp_url {
             Some(url) => EventsHandle::amqp(url.clone(), config.events.clone(), store.clone()),
@@ -194,6 +199,7 @@ impl Server {
             events,
             deps,
             shutdown: Shutdown::new(),
+            refused_plugins: refused_plugins.clone(),
         };
         let (api_addr, ops_addr, listeners) = serve(&state).await?;
         spawn_idempotency_purge(&state);
@@ -226,6 +232,7 @@ impl Server {
             ops = %ops_addr,
             database = store.backend(),
             orders_plugin = %config.plugins.orders,
+            plugins_refused = refused_plugins.len(),
             "weir listening on http://{api_addr} (operations on http://{ops_addr})"
         );
         Ok(Self {
@@ -318,9 +325,22 @@ fn artifact_dir(config: &Config) -> Option<std::path::PathBuf> {
 
 /// Admit the built-in reference plugin and every component of `plugins.dir`, serve each
 /// plugin name's last one locally, make them the releases nobody else set, then apply the
-/// releases stored in the database (an operator's release wins). Fails when the configured
-/// orders plugin serves nothing.
-async fn load_plugins(config: &Config, releases: &Releases) -> anyhow::Result<()> {
+/// releases stored in the database (an operator's release wins).
+///
+/// A component of `plugins.dir` that admission refuses (unreadable, not a component, does not
+/// compile, another world, failing `describe`, a version already admitted with other bytes)
+/// is logged (`plugin component refused at start-up`, with its file, stage and error chain)
+/// and counted (`weir.plugin.admission_refusals` by `stage`); without `plugins.strict` it is
+/// left out and returned, with it start-up fails with its chain. The built-in plugin and the
+/// store failing still fail start-up.
+///
+/// When no loaded plugin has the name `plugins.orders`, start-up fails if nothing was refused
+/// (a configuration error); otherwise the refused component may have been it, and the
+/// instance starts unready (`/readyz` 503) until a release of it is applied.
+async fn load_plugins(
+    config: &Config,
+    releases: &Releases,
+) -> anyhow::Result<Vec<RefusedComponent>> {
     let mut local = vec![
         releases
             .admit_local(
@@ -329,6 +349,7 @@ async fn load_plugins(config: &Config, releases: &Releases) -> anyhow::Result<()
             )
             .await?,
     ];
+    let mut refused = Vec::new();
     if let Some(dir) = &config.plugins.dir {
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .with_context(|| format!("could not read plugins.dir {}", dir.display()))?
@@ -336,14 +357,65 @@ async fn load_plugins(config: &Config, releases: &Releases) -> anyhow::Result<()
             .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
             .collect();
         files.sort();
+        let refusals = opentelemetry::global::meter("weir.server")
+            .u64_counter("weir.plugin.admission_refusals")
+            .with_description("Plugin components refused at admission, by stage")
+            .build();
         for file in files {
-            let bytes = std::fs::read(&file)
-                .with_context(|| format!("could not read plugin {}", file.display()))?;
-            local.push(
-                releases
-                    .admit_local(bytes, &format!("plugin {}", file.display()))
-                    .await?,
+            let shown = file.display().to_string();
+            let admitted = match std::fs::read(&file) {
+                Ok(bytes) => {
+                    releases
+                        .admit_local(bytes, &format!("plugin {shown}"))
+                        .await
+                }
+                Err(source) => Err(anyhow::Error::new(LoadError::Io {
+                    path: shown.clone(),
+                    source,
+                })),
+            };
+            let e = match admitted {
+                Ok(version) => {
+                    local.push(version);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            // Not the component's doing (the store failed): start-up fails as before.
+            let Some(stage) = refusal_stage(&e) else {
+                return Err(e);
+            };
+            let error = bounded(format!("{e:#}"));
+            refusals.add(
+                1,
+                &[
+                    opentelemetry::KeyValue::new("stage", stage),
+                    opentelemetry::KeyValue::new("source", "plugins.dir"),
+                ],
             );
+            let strict = config.plugins.strict;
+            tracing::error!(
+                file = %shown,
+                stage,
+                error = %error,
+                strict,
+                "plugin component refused at start-up: {shown} (stage {stage}); {}",
+                if strict {
+                    "not starting (plugins.strict)"
+                } else {
+                    "starting without it"
+                }
+            );
+            if strict {
+                return Err(e.context(format!(
+                    "plugins.strict: {shown} was refused at the {stage} stage"
+                )));
+            }
+            refused.push(RefusedComponent {
+                file: shown,
+                stage,
+                error,
+            });
         }
     }
     // In file order, the last version of a name wins.
@@ -364,12 +436,50 @@ async fn load_plugins(config: &Config, releases: &Releases) -> anyhow::Result<()
     if let Err(e) = releases.sync().await {
         tracing::error!(error = %crate::support::chain(&e), "cannot read the plugin releases; serving the local versions until they are applied");
     }
-    anyhow::ensure!(
-        releases.registry().pick(&config.plugins.orders).is_some(),
-        "plugins.orders is {:?} but no loaded plugin has that name",
-        config.plugins.orders
-    );
-    Ok(())
+    if releases.registry().pick(&config.plugins.orders).is_none() {
+        anyhow::ensure!(
+            !refused.is_empty(),
+            "plugins.orders is {:?} but no loaded plugin has that name",
+            config.plugins.orders
+        );
+        tracing::error!(
+            orders_plugin = %config.plugins.orders,
+            refused = refused.len(),
+            "plugins.orders is {:?} but no loaded plugin has that name and components of \
+             plugins.dir were refused; starting unready (/readyz 503) until a release of it is \
+             applied",
+            config.plugins.orders
+        );
+    }
+    Ok(refused)
+}
+
+/// The admission stage that refused a component of `plugins.dir`, or `None` when the failure
+/// is not the component's (the store).
+fn refusal_stage(e: &anyhow::Error) -> Option<&'static str> {
+    if let Some(load) = e.downcast_ref::<LoadError>() {
+        return Some(load.stage());
+    }
+    match e.downcast_ref::<weir_core::app::ReleaseError>() {
+        Some(weir_core::app::ReleaseError::VersionTaken { .. }) => Some("policy"),
+        _ => None,
+    }
+}
+
+/// A refusal's chain for logs and `/infoz`, bounded whatever the component made wasmtime say.
+fn bounded(mut detail: String) -> String {
+    const MAX: usize = 2048;
+    if detail.len() <= MAX {
+        return detail;
+    }
+    let mut end = MAX;
+    while !detail.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = detail.len() - end;
+    detail.truncate(end);
+    detail.push_str(&format!("... ({cut} bytes cut)"));
+    detail
 }
 
 /// Bind both listeners and serve them until the shutdown token stops them.
@@ -414,6 +524,7 @@ async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<
             }),
             pre_stop_delay_ms: config.shutdown.pre_stop_delay.as_millis() as u64,
             drain_deadline_ms: config.shutdown.drain_deadline.as_millis() as u64,
+            refused_plugins: state.refused_plugins.to_vec(),
         }),
     };
     let shutdown = state.shutdown.clone();

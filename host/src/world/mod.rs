@@ -10,3 +10,6 @@ pub mod conversions;
 
 /// The world every plugin implements, with its package version.
 pub const WORLD: &str = "weir:orders/plugin@0.1.0";
+
+/// The WIT package of the world, without version: its interfaces are the host's imports.
+pub const PACKAGE: &str = "weir:orders";

@@ -22,11 +22,20 @@ fn plugin_check_reports_the_reference_plugin() {
         stdout.contains("ok: orders 0.1.0 implements weir:orders/plugin@0.1.0"),
         "{stdout}"
     );
-    assert!(stdout.contains("digest:       sha256:"), "{stdout}");
     assert!(
-        stdout.contains("capabilities: log, catalog, config, deadline"),
+        stdout.contains("  digest:                sha256:"),
         "{stdout}"
     );
+    // What `describe` declares against what the component imports: the same four here.
+    assert!(
+        stdout.contains("  declared capabilities: log, catalog, config, deadline\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  imported capabilities: log, catalog, config, deadline\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("warning:"), "{stdout}");
     for export in ["describe", "place-order", "transition"] {
         assert!(
             stdout.lines().any(|l| l.trim() == export),
@@ -42,6 +51,11 @@ fn plugin_check_reports_the_reference_plugin() {
     assert!(json.status.success());
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(report["name"], "orders");
+    let caps = serde_json::json!(["log", "catalog", "config", "deadline"]);
+    assert_eq!(report["capabilities"], caps);
+    assert_eq!(report["imported_capabilities"], caps);
+    assert_eq!(report["declared_not_imported"], serde_json::json!([]));
+    assert_eq!(report["imported_not_declared"], serde_json::json!([]));
     assert_eq!(
         report["digest"].as_str().unwrap().len(),
         "sha256:".len() + 64
@@ -81,6 +95,75 @@ fn plugin_check_refuses_what_is_not_a_plugin() {
         );
         assert!(out.stdout.is_empty(), "{file}: nothing on stdout");
     }
+}
+
+#[test]
+fn plugin_check_flags_an_import_the_plugin_does_not_declare() {
+    // `hostile-flood` declares `log` and `catalog` but calls `config` too.
+    let out = weir()
+        .args(["plugin", "check", weir_plugin_artifacts::HOSTILE_FLOOD])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("  declared capabilities: log, catalog\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  imported capabilities: log, catalog, config\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "  warning: imports weir:orders/config but does not declare `config`: its calls \
+             will be denied (CAPABILITY_DENIED)\n"
+        ),
+        "{stdout}"
+    );
+
+    let json = weir()
+        .args([
+            "plugin",
+            "check",
+            "--json",
+            weir_plugin_artifacts::HOSTILE_FLOOD,
+        ])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        report["imported_not_declared"],
+        serde_json::json!(["config"])
+    );
+    assert_eq!(report["declared_not_imported"], serde_json::json!([]));
+}
+
+#[test]
+fn plugin_check_errors_are_escaped_for_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("evil\u{1b}[2J\n\u{9b}31m.wasm");
+    std::fs::write(&file, "this is not WebAssembly").unwrap();
+    let out = weir()
+        .args(["plugin", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("evil\\u{1b}[2J\\n\\u{9b}31m.wasm: not a WebAssembly component"),
+        "{stderr:?}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}') && !stderr.contains('\u{9b}'),
+        "{stderr:?}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
 }
 
 #[test]

@@ -8,9 +8,12 @@
 //! - `cli`: `weir plugin check`, configuration errors.
 //! - `errors`: the context chain of start-up, store and plugin failures in one log line and
 //!   one span error.
+//! - `plugins_dir`: a component of `plugins.dir` refused at start-up: left out (logged,
+//!   counted, in `/infoz`), or fatal with `--strict`; a refused orders plugin starts unready.
 //! - `otel`: OpenTelemetry export to a real OTLP receiver, flushed at SIGTERM.
 //! - `releases`: replicas converging on a release, the `weir plugin` client, the
 //!   compiled-artifact cache across restarts.
+//! - `sandbox`: the process RSS bound under 8 and 64 concurrent hostile plugin calls.
 //! - `plugin_logs`: guest output and plugin logs inside the invocation span (it installs a
 //!   thread-local subscriber; the other tests here run `weir` as a child process and install
 //!   none, so callsite interest is never decided without it).
@@ -20,5 +23,7 @@ mod cli;
 mod errors;
 mod otel;
 mod plugin_logs;
+mod plugins_dir;
 mod releases;
+mod sandbox;
 mod support;

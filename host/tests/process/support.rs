@@ -132,6 +132,17 @@ impl Weir {
         }
     }
 
+    /// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let pid = self.child.id().expect("running child has a pid");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+    }
+
     /// Send `signal` (`TERM`, `INT`, ...) with `kill`.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("running child has a pid");

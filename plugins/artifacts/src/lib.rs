@@ -66,6 +66,33 @@ pub const HOSTILE_LIAR: &str = concat!(env!("OUT_DIR"), "/hostile-liar.wasm");
 /// contract).
 pub const HOSTILE_ORDERS_LIAR: &str = concat!(env!("OUT_DIR"), "/hostile-orders-liar.wasm");
 
+/// Path of the plugin whose `place-order` floods the host as `metadata["flood"]` asks (huge
+/// errors, aliased strings, N lines, stdout/stderr newlines, a long sku or log record, an
+/// undeclared `config` call, clock and random readings; `metadata["size"]` = N), and prices
+/// honestly without it. Declares `log` and `catalog` only.
+pub const HOSTILE_FLOOD: &str = concat!(env!("OUT_DIR"), "/hostile-flood.wasm");
+
+/// Path of the plugin whose `describe` returns a 50 MB name.
+pub const HOSTILE_DESCRIBE_HUGE: &str = concat!(env!("OUT_DIR"), "/hostile-describe-huge.wasm");
+
+/// Path of the plugin whose `describe` returns a version with terminal control characters and
+/// a forged log line.
+pub const HOSTILE_DESCRIBE_CTRL: &str = concat!(env!("OUT_DIR"), "/hostile-describe-ctrl.wasm");
+
+/// Path of the plugin whose `describe` declares 4,000,000 capabilities.
+pub const HOSTILE_DESCRIBE_CAPS: &str = concat!(env!("OUT_DIR"), "/hostile-describe-caps.wasm");
+
+/// Path of the plugin whose `describe` declares `log` twice (`[log, catalog, log]`).
+pub const HOSTILE_DESCRIBE_DUP: &str = concat!(env!("OUT_DIR"), "/hostile-describe-dup.wasm");
+
+/// Path of the plugin whose `describe` returns a 10,000-character name full of control
+/// characters.
+pub const HOSTILE_DESCRIBE_LONG: &str = concat!(env!("OUT_DIR"), "/hostile-describe-long.wasm");
+
+/// Path of the plugin that imports `wasi:sockets` (its `place-order` opens a TCP connection);
+/// refused at admission.
+pub const HOSTILE_SOCKETS: &str = concat!(env!("OUT_DIR"), "/hostile-sockets.wasm");
+
 /// Every component path with a short name, for tests that iterate over all of them.
 pub const ALL: &[(&str, &str)] = &[
     ("orders", ORDERS),
@@ -83,6 +110,13 @@ pub const ALL: &[(&str, &str)] = &[
     ("hostile-orders-trap", HOSTILE_ORDERS_TRAP),
     ("hostile-liar", HOSTILE_LIAR),
     ("hostile-orders-liar", HOSTILE_ORDERS_LIAR),
+    ("hostile-flood", HOSTILE_FLOOD),
+    ("hostile-describe-huge", HOSTILE_DESCRIBE_HUGE),
+    ("hostile-describe-ctrl", HOSTILE_DESCRIBE_CTRL),
+    ("hostile-describe-caps", HOSTILE_DESCRIBE_CAPS),
+    ("hostile-describe-dup", HOSTILE_DESCRIBE_DUP),
+    ("hostile-describe-long", HOSTILE_DESCRIBE_LONG),
+    ("hostile-sockets", HOSTILE_SOCKETS),
 ];
 
 #[cfg(test)]
