@@ -774,6 +774,12 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
     broker
         .publish_inbound("payment.captured", Some("not-ce"), br#"{"hello":"world"}"#)
         .await;
+    // A well-formed payment padded past the 64 KiB an event may have: refused unread.
+    let mut huge = cloud_event("huge", "payment.captured", &order);
+    huge.resize(70 << 10, b' ');
+    broker
+        .publish_inbound("payment.captured", Some("huge"), &huge)
+        .await;
     broker
         .publish_inbound(
             "payment.captured",
@@ -811,13 +817,14 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
 
     // Dead letters with their reasons (read like `weir dlq list`).
     let url = AmqpUrl::new(BROKER);
-    let dead = dead_letters(&url, &n, 4).await;
+    let dead = dead_letters(&url, &n, 5).await;
     let reasons = reasons(&dead);
     assert_eq!(
         reasons,
         BTreeMap::from([
             ("bad-json".to_owned(), "malformed_json".to_owned()),
             ("ghost".to_owned(), "unknown_order".to_owned()),
+            ("huge".to_owned(), "too_large".to_owned()),
             ("not-ce".to_owned(), "not_cloudevent".to_owned()),
             ("ship-unpaid".to_owned(), "retries_exhausted".to_owned()),
         ]),
@@ -838,7 +845,7 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
             .await
             .unwrap()
             .len(),
-        4
+        5
     );
     assert_eq!(order_status(&s, &unpaid_id).await, ("placed".to_owned(), 1));
 
@@ -874,7 +881,7 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
             .await
             .unwrap()
             .len(),
-        3
+        4
     );
 
     s.stop().await;

@@ -21,6 +21,8 @@ pub mod money;
 pub mod order;
 pub mod pricing;
 pub mod product;
+#[cfg(test)]
+mod proptests;
 pub mod release;
 pub mod status;
 pub mod stock;

@@ -202,6 +202,10 @@ pub struct Inbound {
     pub tracestate: Option<String>,
 }
 
+/// The largest event body the consumer parses: a payment or shipment event is a few hundred
+/// bytes; anything this large is refused unread (dead letter `too_large`).
+pub const MAX_INBOUND_BYTES: usize = 64 << 10;
+
 /// Why a message can never be processed (it goes to the DLQ at once). `code` is the stable
 /// reason written to the `x-weir-dead-letter-reason` header.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -223,6 +227,9 @@ pub enum Malformed {
         "payment.captured needs data.amount (integer minor units, 0 or more) and data.currency (ISO 4217)"
     )]
     InvalidPayment,
+    /// The body is larger than [`MAX_INBOUND_BYTES`]; it is not parsed.
+    #[error("the body is {0} bytes, over the {MAX_INBOUND_BYTES} bytes an event may have")]
+    TooLarge(usize),
 }
 
 impl Malformed {
@@ -234,6 +241,7 @@ impl Malformed {
             Self::UnsupportedType(_) => "unsupported_type",
             Self::InvalidOrderId => "invalid_order_id",
             Self::InvalidPayment => "invalid_payment",
+            Self::TooLarge(_) => "too_large",
         }
     }
 }
@@ -254,6 +262,9 @@ struct RawEvent {
 
 /// Parse and validate a consumed message (structured-mode CloudEvent).
 pub fn parse_inbound(props: &BasicProperties, body: &[u8]) -> Result<Inbound, Malformed> {
+    if body.len() > MAX_INBOUND_BYTES {
+        return Err(Malformed::TooLarge(body.len()));
+    }
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| Malformed::NotJson(e.to_string()))?;
     let raw: RawEvent =

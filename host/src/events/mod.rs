@@ -29,6 +29,8 @@ pub mod consumer;
 pub mod dlq;
 pub mod message;
 mod metrics;
+#[cfg(test)]
+mod proptests;
 pub mod relay;
 pub mod topology;
 

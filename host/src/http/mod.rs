@@ -15,6 +15,8 @@ pub mod events;
 pub mod extract;
 pub mod orders;
 pub mod products;
+#[cfg(test)]
+mod proptests;
 
 use std::sync::Arc;
 use std::time::Duration;

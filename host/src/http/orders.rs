@@ -329,6 +329,9 @@ pub async fn cancel_order(
 }
 
 #[cfg(test)]
+mod proptests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
