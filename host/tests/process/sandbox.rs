@@ -17,9 +17,8 @@ const LOG: u64 = 64 << 10;
 /// Request handling, allocator slack and the per-call stores outside linear memory.
 const ALLOWANCE: u64 = 64 << 20;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_calls_stay_within_the_stated_rss_bound() {
-    let dir = tempfile::tempdir().unwrap();
+/// `weir serve` in `dir` with `hostile-flood` as the orders plugin.
+fn flood_server(dir: &tempfile::TempDir) -> tokio::process::Command {
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     std::fs::copy(
@@ -33,8 +32,15 @@ async fn hostile_calls_stay_within_the_stated_rss_bound() {
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env("WEIR__PLUGINS__DIR", &plugins)
-        .env("WEIR__PLUGINS__ORDERS", "hostile-flood")
-        .env("WEIR__RUNTIME__MAX_INSTANCES", MAX_INSTANCES.to_string())
+        .env("WEIR__PLUGINS__ORDERS", "hostile-flood");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_calls_stay_within_the_stated_rss_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = flood_server(&dir);
+    cmd.env("WEIR__RUNTIME__MAX_INSTANCES", MAX_INSTANCES.to_string())
         .env("WEIR__RUNTIME__BUDGET__MEMORY_BYTES", MEMORY.to_string())
         .env("WEIR__RUNTIME__BUDGET__TIMEOUT_MS", "5000")
         .env("WEIR__POLICY__MAX_CONCURRENCY", "512")
@@ -114,20 +120,7 @@ async fn hostile_calls_stay_within_the_stated_rss_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_internal_plugin_message_is_logged_once_and_never_shown() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(
-        weir_plugin_artifacts::HOSTILE_FLOOD,
-        plugins.join("hostile-flood.wasm"),
-    )
-    .unwrap();
-    let mut cmd = weir_command();
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("WEIR__PLUGINS__DIR", &plugins)
-        .env("WEIR__PLUGINS__ORDERS", "hostile-flood");
+    let cmd = flood_server(&dir);
     let weir = Weir::spawn_in(cmd, Some(dir)).await;
     let res = client()
         .post(format!("{}/v1/orders", weir.api))

@@ -49,6 +49,9 @@ use weir_sdk::{
 
 #[path = "../../liar/src/honest.rs"]
 mod honest;
+#[allow(dead_code)] // only `transition` is used here
+#[path = "../../../orders/src/lifecycle.rs"]
+mod lifecycle;
 
 /// N when the request has no `size`.
 const DEFAULT_SIZE: usize = 1_000_000;
@@ -221,15 +224,7 @@ impl Plugin for Hostile {
     }
 
     fn transition(order: OrderSnapshot, event: OrderEvent) -> Result<OrderStatus, OrderError> {
-        match (order.status, event) {
-            (OrderStatus::Placed, OrderEvent::PaymentCaptured) => Ok(OrderStatus::Paid),
-            (OrderStatus::Paid, OrderEvent::Shipped) => Ok(OrderStatus::Shipped),
-            (
-                OrderStatus::Placed | OrderStatus::Paid | OrderStatus::Cancelled,
-                OrderEvent::CancelRequested,
-            ) => Ok(OrderStatus::Cancelled),
-            _ => Err(OrderError::Conflict("does not apply".into())),
-        }
+        lifecycle::transition(order.status, event)
     }
 }
 
