@@ -16,5 +16,18 @@
 //! nothing of this crate but itself.
 
 pub mod app;
+
+/// An error and its causes on one line, `a: b: c` (what `{:#}` prints for `anyhow`).
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
 pub mod domain;
 pub mod ports;

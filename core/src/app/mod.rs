@@ -112,16 +112,6 @@ impl OrderService {
             settings: Arc::new(settings),
         }
     }
-
-    /// The ports (adapters that need a store directly, e.g. health checks).
-    pub fn ports(&self) -> &Ports {
-        &self.ports
-    }
-
-    /// The settings.
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
 }
 
 #[cfg(test)]

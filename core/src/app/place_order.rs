@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use super::OrderService;
 use super::checked_refusal;
+use crate::chain;
 use crate::domain::contract::check_priced;
 use crate::domain::events::order_placed;
 use crate::domain::stock::Shortage;
@@ -280,18 +281,6 @@ fn shortage_refusal(shortage: &Shortage) -> OrderError {
         reason: reason.to_owned(),
         message,
     })
-}
-
-/// An error and its causes, `a: b: c`.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 /// Releases a claimed idempotency key when dropped while armed (the use-case's future was

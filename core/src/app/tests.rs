@@ -286,7 +286,7 @@ fn backpressure_and_a_failed_write_release_the_key_and_write_nothing() {
     let err = w.place("b1", &[("KB-001", 1)]).unwrap_err();
     assert!(matches!(err, PlaceError::Store { .. }), "{err:?}");
     assert_eq!(
-        super::place_order::chain(&err),
+        crate::chain(&err),
         "writing the order, its event and the idempotency record: database unavailable: connection reset"
     );
     assert_eq!(key_state(&w, "b1"), None);

@@ -7,13 +7,3 @@ pub trait IntakeGate: Send + Sync {
     /// `Err(retry_after)` while intake is paused.
     fn admit(&self) -> Result<(), Duration>;
 }
-
-/// A gate that always admits (the embedded default has no broker to fall behind).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OpenIntake;
-
-impl IntakeGate for OpenIntake {
-    fn admit(&self) -> Result<(), Duration> {
-        Ok(())
-    }
-}

@@ -22,7 +22,7 @@ pub use clock::{Clock, Detached, Spawner, SystemClock};
 pub use decider::{
     BudgetKind, DecideError, Decided, DecisionContext, Detail, OrderDecider, TrapKind,
 };
-pub use intake::{IntakeGate, OpenIntake};
+pub use intake::IntakeGate;
 pub use releases::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 pub use store::{
     CreateOutcome, DriverError, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter,

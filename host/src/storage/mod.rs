@@ -264,11 +264,6 @@ pub(crate) fn add_duration(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// `later - earlier` as a std duration, zero if negative.
-pub(crate) fn elapsed(earlier: DateTime<Utc>, later: DateTime<Utc>) -> Duration {
-    weir_core::domain::idempotency::elapsed(earlier, later)
-}
-
 pub(crate) fn parse_status(s: &str) -> Result<OrderStatus, StoreError> {
     s.parse()
         .map_err(|e: UnknownOrderStatus| StoreError::Corrupt(e.to_string()))

@@ -20,8 +20,7 @@ use super::{
     IdempotencyStore, InboxOutcome, InboxStore, KeyDecision, NewEvent, Order, OrderFilter,
     OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore, PluginRef, Product, ProductStore,
     RowCounts, StoreError, StoreOptions, StoredResponse, TransitionOutcome, add_duration, classify,
-    decide_existing, elapsed, events_limit, page_limit, parse_status, quantity_from_db,
-    status_from_db,
+    decide_existing, events_limit, page_limit, parse_status, quantity_from_db, status_from_db,
 };
 use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
@@ -826,7 +825,8 @@ impl OutboxStore for PgStore {
         let oldest: Option<DateTime<Utc>> = get(&row, "oldest")?;
         Ok(OutboxStats {
             unpublished: u64::try_from(unpublished).unwrap_or_default(),
-            oldest_unpublished_age: oldest.map(|oldest| elapsed(oldest, now)),
+            oldest_unpublished_age: oldest
+                .map(|oldest| weir_core::domain::idempotency::elapsed(oldest, now)),
         })
     }
 
