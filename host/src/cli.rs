@@ -261,8 +261,26 @@ pub fn plugin_text(p: &Value) -> String {
         .flatten()
     {
         let stats = v.get("stats").cloned().unwrap_or_default();
+        let count = |k: &str| {
+            stats
+                .get("shadow")
+                .and_then(|c| c.get(k))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        // A shadow's comparisons with the serving version (what the RUNBOOK reads first).
+        let shadow = if s(v, "state") == "shadow" {
+            format!(
+                ", {} matches, {} mismatches, {} failed",
+                count("matches"),
+                count("mismatches"),
+                count("failed")
+            )
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "    {:<9} {:<14} {}  {} calls, {:.1}% unexpected{}\n",
+            "    {:<9} {:<14} {}  {} calls, {:.1}% unexpected{}{shadow}\n",
             s(v, "state"),
             s(v, "version"),
             short(s(v, "digest")),
@@ -305,4 +323,33 @@ pub fn history_text(h: &Value) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::plugin_text;
+
+    #[test]
+    fn status_shows_a_shadows_comparisons() {
+        let stats = |shadow: serde_json::Value| json!({"calls": 10, "unexpected_rate": 0.0, "shadow": shadow});
+        let text = plugin_text(&json!({
+            "name": "orders",
+            "release": null,
+            "versions": [
+                {"state": "stable", "version": "0.1.0", "digest": "a".repeat(64),
+                 "stats": stats(json!({"matches": 0, "mismatches": 0, "failed": 0}))},
+                {"state": "shadow", "version": "0.2.0", "digest": "b".repeat(64),
+                 "stats": stats(json!({"matches": 7, "mismatches": 2, "failed": 1}))},
+            ],
+        }));
+        let shadow = text.lines().find(|l| l.contains("0.2.0")).unwrap();
+        assert!(
+            shadow.ends_with("7 matches, 2 mismatches, 1 failed"),
+            "{text}"
+        );
+        let stable = text.lines().find(|l| l.contains("0.1.0")).unwrap();
+        assert!(!stable.contains("matches"), "{text}");
+    }
 }
