@@ -104,8 +104,7 @@ impl CommonArgs {
 
     /// [`CommonArgs::load`]; `plugins_strict` is `weir serve --strict`.
     fn load_with(self, plugins_strict: bool) -> Result<Config, String> {
-        let redis_url = self.redis_url;
-        let mut config = Config::load(&Overrides {
+        Config::load(&Overrides {
             config_file: self.config,
             listen: self.listen,
             ops_listen: self.ops_listen,
@@ -113,13 +112,10 @@ impl CommonArgs {
             database_url: self.database_url,
             admin_token: self.admin_token,
             amqp_url: self.amqp_url,
+            redis_url: self.redis_url,
             plugins_strict,
         })
-        .map_err(|e| e.to_string())?;
-        if redis_url.is_some() {
-            config.policy.cache.redis_url = redis_url;
-        }
-        Ok(config)
+        .map_err(|e| e.to_string())
     }
 }
 

@@ -215,7 +215,7 @@ impl CatalogReader {
                 let (backend, kind) = match &config.redis_url {
                     Some(url) => (
                         Backend::Redis {
-                            client: redis::Client::open(url.as_str())
+                            client: redis::Client::open(url.expose())
                                 .map_err(|e| CacheSetupError(format!("{:?}", e.kind())))?,
                             conn: OnceCell::new(),
                             prefix: config.key_prefix.clone(),

@@ -38,7 +38,7 @@ use std::time::Duration;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use crate::support::{InvalidKey, ensure};
+use crate::support::{InvalidKey, SecretUrl, ensure};
 use circuit_breaker::BreakerConfig;
 use dependency::DependencyConfig;
 use rate_limit::RateLimitConfig;
@@ -148,8 +148,9 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// Entries kept by the in-process cache.
     pub max_entries: usize,
-    /// Redis URL (`redis://host:port/db`); the in-process cache when unset.
-    pub redis_url: Option<String>,
+    /// Redis URL (`redis://host:port/db`); the in-process cache when unset. Its password
+    /// is redacted wherever the configuration is shown.
+    pub redis_url: Option<SecretUrl>,
     /// Prefix of Redis keys, to share one Redis between services or environments.
     pub key_prefix: String,
     /// The cache's dependency stack.

@@ -1,11 +1,12 @@
 //! The full configuration: defaults, then a TOML file, then `WEIR__SECTION__KEY` environment
 //! overrides, then the command line (whose flags also read `WEIR_LISTEN`, `WEIR_OPS_LISTEN`,
-//! `WEIR_DATA_DIR`, `WEIR_CONFIG`, `DATABASE_URL`, `WEIR_ADMIN_TOKEN`, `AMQP_URL`).
+//! `WEIR_DATA_DIR`, `WEIR_CONFIG`, `DATABASE_URL`, `WEIR_ADMIN_TOKEN`, `AMQP_URL`,
+//! `REDIS_URL`).
 //!
 //! This is the only place that knows every section: each module owns its section's type and
 //! its `validate` (all return [`InvalidKey`]); [`Config::validate`] runs them and checks what
 //! spans sections. Every error names the offending key. Secrets (database password, admin
-//! token, broker password) are wrapped in [`Secret`] or [`SecretUrl`] so they never reach
+//! token, broker and cache passwords) are wrapped in [`Secret`] or [`SecretUrl`] so they never reach
 //! logs, `Debug` output or `/infoz`.
 
 use std::collections::BTreeMap;
@@ -198,6 +199,8 @@ pub struct Overrides {
     pub admin_token: Option<String>,
     /// `AMQP_URL`.
     pub amqp_url: Option<String>,
+    /// `REDIS_URL`: `policy.cache.redis_url`.
+    pub redis_url: Option<String>,
     /// `weir serve --strict`: sets `plugins.strict` (it never turns it off).
     pub plugins_strict: bool,
 }
@@ -267,6 +270,9 @@ impl Config {
         }
         if let Some(v) = &o.admin_token {
             self.admin_token = Some(Secret::new(v.clone()));
+        }
+        if let Some(v) = &o.redis_url {
+            self.policy.cache.redis_url = Some(SecretUrl::new(v.clone()));
         }
         if o.plugins_strict {
             self.plugins.strict = true;
@@ -466,6 +472,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_concurency"), "{err}");
+    }
+
+    #[test]
+    fn the_redis_url_comes_from_its_override_and_its_password_never_shows() {
+        let mut cfg = load("").unwrap();
+        cfg.apply(&Overrides {
+            redis_url: Some("redis://:hunter2@cache:6379/0".into()),
+            ..Overrides::default()
+        });
+        let url = cfg
+            .policy
+            .cache
+            .redis_url
+            .as_ref()
+            .expect("set by REDIS_URL");
+        assert_eq!(url.expose(), "redis://:hunter2@cache:6379/0");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        assert!(!serde_json::to_string(&cfg).unwrap().contains("hunter2"));
     }
 
     #[test]
