@@ -271,8 +271,8 @@ impl OrderStore for MemStore {
 impl InboxStore for MemStore {
     async fn record_inbox(
         &self,
-        message_id: &str,
         consumer: &str,
+        message_id: &str,
         _now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         Ok(self

@@ -181,7 +181,7 @@ impl OrderService {
                     Some((consumer, key)) => {
                         let recorded = p
                             .inbox
-                            .record_inbox(key, consumer, now)
+                            .record_inbox(consumer, key, now)
                             .await
                             .map_err(store("recording the message in the inbox"))?;
                         Ok(if recorded {

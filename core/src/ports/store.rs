@@ -253,8 +253,8 @@ pub trait InboxStore: Send + Sync {
     /// delivery to skip). Dedupe is per consumer.
     async fn record_inbox(
         &self,
-        message_id: &str,
         consumer: &str,
+        message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
 

@@ -279,6 +279,70 @@ pub(crate) fn status_from_db(status: i64) -> Result<u16, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("stored HTTP status {status} out of range")))
 }
 
+/// The SQL behind [`Database::count_rows`]; the same text on both backends. Decode its row
+/// with [`row_counts`].
+pub(crate) const COUNT_ROWS_SQL: &str = "SELECT (SELECT COUNT(*) FROM orders) AS orders, \
+     (SELECT COUNT(*) FROM order_lines) AS order_lines, \
+     (SELECT COUNT(*) FROM outbox_events) AS outbox_events, \
+     (SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed') AS completed";
+
+/// [`RowCounts`] from the row of [`COUNT_ROWS_SQL`]; `column` reads one named `BIGINT` column
+/// of it.
+pub(crate) fn row_counts(
+    column: impl Fn(&str) -> Result<i64, StoreError>,
+) -> Result<RowCounts, StoreError> {
+    let count = |name: &str| -> Result<u64, StoreError> {
+        Ok(u64::try_from(column(name)?).unwrap_or_default())
+    };
+    Ok(RowCounts {
+        orders: count("orders")?,
+        order_lines: count("order_lines")?,
+        outbox_events: count("outbox_events")?,
+        idempotency_completed: count("completed")?,
+    })
+}
+
+/// The stored response columns of a `completed` idempotency key, as read from its row.
+pub(crate) struct ResponseColumns {
+    /// `response_status`.
+    pub status: Option<i64>,
+    /// `response_body`.
+    pub body: Option<Vec<u8>>,
+    /// `response_headers`.
+    pub headers: Option<Vec<(String, String)>>,
+}
+
+/// The response of an existing idempotency key `key` in `state`: `None` while
+/// `in_progress`, the stored response once `completed` (`columns` reads it; it is only
+/// called then). An unknown state or a completed key without a status is corrupt.
+pub(crate) fn stored_response(
+    key: &str,
+    state: &str,
+    columns: impl FnOnce() -> Result<ResponseColumns, StoreError>,
+) -> Result<Option<StoredResponse>, StoreError> {
+    match state {
+        "in_progress" => Ok(None),
+        "completed" => {
+            let ResponseColumns {
+                status,
+                body,
+                headers,
+            } = columns()?;
+            let status = status.ok_or_else(|| {
+                StoreError::Corrupt(format!("completed idempotency key {key:?} has no status"))
+            })?;
+            Ok(Some(StoredResponse {
+                status: status_from_db(status)?,
+                body: body.unwrap_or_default(),
+                headers: headers.unwrap_or_default(),
+            }))
+        }
+        other => Err(StoreError::Corrupt(format!(
+            "idempotency key {key:?} has unknown state {other:?}"
+        ))),
+    }
+}
+
 /// The effective page size for [`OrderStore::list_orders`].
 pub(crate) fn page_limit(limit: u32) -> i64 {
     i64::from(limit.min(MAX_LIST_LIMIT))

@@ -24,11 +24,12 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 use super::{
-    BEGIN_ATTEMPTS, ConnectError, Database, EventRecord, ExistingKey, IdempotencyBegin,
-    IdempotencyStore, InboxOutcome, InboxStore, KeyDecision, NewEvent, Order, OrderFilter,
-    OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore, PluginRef, Product, ProductStore,
-    RowCounts, StoreError, StoreOptions, StoredResponse, TransitionOutcome, add_duration, classify,
-    decide_existing, events_limit, page_limit, parse_status, quantity_from_db, status_from_db,
+    BEGIN_ATTEMPTS, COUNT_ROWS_SQL, ConnectError, Database, EventRecord, ExistingKey,
+    IdempotencyBegin, IdempotencyStore, InboxOutcome, InboxStore, KeyDecision, NewEvent, Order,
+    OrderFilter, OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore, PluginRef, Product,
+    ProductStore, ResponseColumns, RowCounts, StoreError, StoreOptions, StoredResponse,
+    TransitionOutcome, add_duration, classify, decide_existing, events_limit, page_limit,
+    parse_status, quantity_from_db, row_counts, stored_response,
 };
 use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
@@ -500,27 +501,16 @@ impl SqliteStore {
         let old_locked_until: String = get(&row, "locked_until")?;
         let old_created_at: String = get(&row, "created_at")?;
         let state: String = get(&row, "state")?;
-        let response = match state.as_str() {
-            "in_progress" => None,
-            "completed" => {
-                let status: Option<i64> = get(&row, "response_status")?;
-                let status = status.ok_or_else(|| {
-                    StoreError::Corrupt(format!("completed idempotency key {key:?} has no status"))
-                })?;
-                let body: Option<Vec<u8>> = get(&row, "response_body")?;
-                let headers: Option<Json<Vec<(String, String)>>> = get(&row, "response_headers")?;
-                Some(StoredResponse {
-                    status: status_from_db(status)?,
-                    body: body.unwrap_or_default(),
-                    headers: headers.map(|h| h.0).unwrap_or_default(),
-                })
-            }
-            other => {
-                return Err(StoreError::Corrupt(format!(
-                    "idempotency key {key:?} has unknown state {other:?}"
-                )));
-            }
-        };
+        let response = stored_response(key, &state, || {
+            let status: Option<i64> = get(&row, "response_status")?;
+            let body: Option<Vec<u8>> = get(&row, "response_body")?;
+            let headers: Option<Json<Vec<(String, String)>>> = get(&row, "response_headers")?;
+            Ok(ResponseColumns {
+                status,
+                body,
+                headers: headers.map(|h| h.0),
+            })
+        })?;
         let existing = ExistingKey {
             request_hash: get(&row, "request_hash")?,
             response,
@@ -583,24 +573,11 @@ impl Database for SqliteStore {
     }
 
     async fn count_rows(&self) -> Result<RowCounts, StoreError> {
-        let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM orders) AS orders, \
-             (SELECT COUNT(*) FROM order_lines) AS order_lines, \
-             (SELECT COUNT(*) FROM outbox_events) AS outbox_events, \
-             (SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed') AS completed",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        let count = |column: &str| -> Result<u64, StoreError> {
-            Ok(u64::try_from(get::<i64>(&row, column)?).unwrap_or_default())
-        };
-        Ok(RowCounts {
-            orders: count("orders")?,
-            order_lines: count("order_lines")?,
-            outbox_events: count("outbox_events")?,
-            idempotency_completed: count("completed")?,
-        })
+        let row = sqlx::query(COUNT_ROWS_SQL)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row_counts(|column| get::<i64>(&row, column))
     }
 }
 
@@ -813,8 +790,8 @@ impl OrderStore for SqliteStore {
 impl InboxStore for SqliteStore {
     async fn record_inbox(
         &self,
-        message_id: &str,
         consumer: &str,
+        message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
@@ -1285,8 +1262,8 @@ mod tests {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        assert!(store.record_inbox("m1", "c", Utc::now()).await.unwrap());
-        assert!(!store.record_inbox("m1", "c", Utc::now()).await.unwrap());
+        assert!(store.record_inbox("c", "m1", Utc::now()).await.unwrap());
+        assert!(!store.record_inbox("c", "m1", Utc::now()).await.unwrap());
         store.close().await;
     }
 }

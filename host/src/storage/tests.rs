@@ -723,10 +723,10 @@ async fn events_feed_is_ordered(store: Arc<dyn Store>) {
 }
 
 async fn record_inbox_dedupes_per_consumer(store: Arc<dyn Store>) {
-    assert!(store.record_inbox("m-1", "billing", t0()).await.unwrap());
-    assert!(!store.record_inbox("m-1", "billing", at(1)).await.unwrap());
-    assert!(store.record_inbox("m-1", "shipping", at(1)).await.unwrap());
-    assert!(store.record_inbox("m-2", "billing", at(2)).await.unwrap());
+    assert!(store.record_inbox("billing", "m-1", t0()).await.unwrap());
+    assert!(!store.record_inbox("billing", "m-1", at(1)).await.unwrap());
+    assert!(store.record_inbox("shipping", "m-1", at(1)).await.unwrap());
+    assert!(store.record_inbox("billing", "m-2", at(2)).await.unwrap());
 }
 
 async fn outbox_stats_report_the_backlog(store: Arc<dyn Store>) {

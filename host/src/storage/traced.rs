@@ -214,13 +214,13 @@ impl OrderStore for TracedStore {
 impl InboxStore for TracedStore {
     async fn record_inbox(
         &self,
-        message_id: &str,
         consumer: &str,
+        message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.call(
             "inbox.record",
-            self.inner.record_inbox(message_id, consumer, now),
+            self.inner.record_inbox(consumer, message_id, now),
         )
         .await
     }
