@@ -153,14 +153,8 @@ async fn api_suite(backend: Backend) {
 
     // Cancel twice: idempotent.
     for _ in 0..2 {
-        let res = s
-            .client
-            .post(format!("{}/v1/orders/{id}/cancel", s.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let o: Value = res.json().await.unwrap();
+        let (status, o) = s.cancel(&id).await;
+        assert_eq!(status, 200, "{o}");
         assert_eq!(o["status"], "cancelled");
         assert_eq!(o["version"], 2);
     }

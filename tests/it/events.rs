@@ -318,13 +318,7 @@ async fn relay_publishes_every_order_once_in_order_with_trace_context() {
         let id = order["id"].as_str().unwrap().to_owned();
         trace_of.insert(id.clone(), trace_id);
         if i % 3 == 0 {
-            let res = s
-                .client
-                .post(format!("{}/v1/orders/{id}/cancel", s.base))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
+            assert_eq!(s.cancel(&id).await.0, 200);
             cancelled.insert(id);
         }
     }
@@ -364,13 +358,7 @@ async fn relay_publishes_every_order_once_in_order_with_trace_context() {
     }
     // Readiness reports the broker connected; /infoz shows the broker path.
     let ready = s.ops_get("/readyz").await.1;
-    let broker_check = ready["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "broker")
-        .expect("broker check");
-    assert_eq!(broker_check["detail"], "connected", "{ready}");
+    assert_eq!(check(&ready, "broker")["detail"], "connected", "{ready}");
     let info = s.ops_get("/infoz").await.1;
     assert_eq!(info["events"]["mode"], "amqp");
     // The relay, the consumer and the monitor run on the worker supervisor (and its drain).
@@ -1140,19 +1128,8 @@ async fn forged_payments_are_dead_lettered_and_a_true_one_applies_once() {
             &cloud_event("pay-late", "payment.captured", &order),
         )
         .await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while weir_host::events::dlq::list(&url, &n, 100)
-        .await
-        .unwrap()
-        .len()
-        < forgeries.len() + 1
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "pay-late never dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // pay-late is dead-lettered too.
+    dead_letters(&url, &n, forgeries.len() + 1).await;
     assert_eq!(order_status(&s, &id).await, ("cancelled".to_owned(), 3));
     assert_eq!(s.product("KB-001").await["reserved"], 1);
 

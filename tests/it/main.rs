@@ -7,6 +7,10 @@
 //! - `releases`: the plugin lifecycle API: uploads, swaps under load, canaries, shadows.
 //! - `sandbox`: the hostile suite (bounded plugin output, least authority, describe abuse,
 //!   CPU saturation against breakers and readiness).
+//! - `events`: RabbitMQ and PostgreSQL: the outbox relay, broker outages, the idempotent
+//!   consumer with its retries and dead letters, intake backpressure.
+//! - `policies`: edge and dependency policies end to end (real databases, Redis, plugin).
+//! - `telemetry`: OpenTelemetry traces verified against a real OTLP/gRPC receiver.
 
 mod api;
 mod events;

@@ -569,23 +569,28 @@ async fn a_shadow_that_prices_differently_is_counted_and_changes_nothing() {
     let (status, _, _) = place(&s, "shadowed-invalid", &[]).await;
     assert_eq!(status, 422);
     // Shadow calls run off the response path: poll (bounded) until all are counted.
-    let mut shadow = Value::Null;
-    for _ in 0..500 {
-        let p = admin.plugin("orders").await;
-        shadow = p["versions"]
+    let (plugins, digest_b) = (&admin, b.as_str());
+    let version_b = move || async move {
+        plugins.plugin("orders").await["versions"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|v| v["digest"] == b.as_str())
+            .find(|v| v["digest"] == digest_b)
             .cloned()
-            .unwrap();
-        if shadow["stats"]["shadow"]["mismatches"] == 10
-            && shadow["stats"]["shadow"]["matches"] == 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            .unwrap()
+    };
+    eventually(
+        "every shadow call counted",
+        500,
+        Duration::from_millis(10),
+        move || async move {
+            let shadow = version_b().await;
+            shadow["stats"]["shadow"]["mismatches"] == 10
+                && shadow["stats"]["shadow"]["matches"] == 1
+        },
+    )
+    .await;
+    let shadow = version_b().await;
     assert_eq!(shadow["stats"]["shadow"]["mismatches"], 10, "{shadow}");
     assert_eq!(shadow["stats"]["shadow"]["matches"], 1, "{shadow}");
     assert_eq!(shadow["state"], "shadow");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Backend, TestServer, check, order_body};
+use crate::support::{Backend, TestServer, check, eventually, order_body};
 
 const TOKEN: &str = "admin-token-for-rotation-tests";
 
@@ -56,19 +56,13 @@ async fn operators_take_an_instance_out_of_rotation_and_back() {
     assert_eq!(status, 503, "{ready}");
     assert_eq!(check(&ready, "in_rotation")["ok"], false);
     assert_eq!(s.ops_get("/livez").await.0, 200);
-    let placed = s
-        .client
-        .post(format!("{}/v1/orders", s.base))
-        .header("Idempotency-Key", "out-of-rotation")
-        .json(&order_body("cus_rotation", &[("CB-004", 1)]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        placed.status(),
-        201,
-        "requests that still arrive are served"
-    );
+    let (status, _, _) = s
+        .post_order(
+            Some("out-of-rotation"),
+            &order_body("cus_rotation", &[("CB-004", 1)]),
+        )
+        .await;
+    assert_eq!(status, 201, "requests that still arrive are served");
     let r = s
         .client
         .get(&rotation)
@@ -133,30 +127,27 @@ async fn readiness_fails_at_once_while_listeners_serve_through_the_pre_stop_dela
     let server = s.server.take().expect("running");
     let drain = tokio::spawn(server.drain());
     // Bounded polling: the drain task sets the latch as its first step.
-    let mut draining = false;
-    for _ in 0..500 {
-        if state.shutdown.is_draining() {
-            draining = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(draining, "the drain started");
+    let latch = &state.shutdown;
+    eventually(
+        "the drain started",
+        500,
+        Duration::from_millis(10),
+        || async move { latch.is_draining() },
+    )
+    .await;
     let (status, ready) = s.ops_get("/readyz").await;
     assert_eq!(status, 503, "{ready}");
     assert_eq!(check(&ready, "draining")["ok"], false);
     assert_eq!(s.ops_get("/livez").await.0, 200, "liveness is unaffected");
     assert_eq!(s.ops_get("/infoz").await.1["shutdown"]["draining"], true);
     // During the pre-stop delay the API still admits and serves requests.
-    let placed = s
-        .client
-        .post(format!("{}/v1/orders", s.base))
-        .header("Idempotency-Key", "during-pre-stop")
-        .json(&order_body("cus_prestop", &[("CB-004", 1)]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(placed.status(), 201);
+    let (status, _, _) = s
+        .post_order(
+            Some("during-pre-stop"),
+            &order_body("cus_prestop", &[("CB-004", 1)]),
+        )
+        .await;
+    assert_eq!(status, 201);
     drain.abort();
     state.store.close().await;
 }

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::RwLock;
 use weir_host::storage::testing::PgTestDb;
 
-use crate::support::{POLL, WAIT, Weir, client, field, weir_command};
+use crate::support::{POLL, WAIT, Weir, client, field, plugin_dir, serve};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Backend {
@@ -73,13 +73,8 @@ impl Deployment {
     }
 
     async fn start(&self, config: &Path) -> Weir {
-        let mut cmd = weir_command();
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .arg("--config")
-            .arg(config);
+        let mut cmd = serve(&self.data_dir());
+        cmd.arg("--config").arg(config);
         if let Some(pg) = &self.pg {
             cmd.arg("--database-url").arg(pg.url());
         }
@@ -391,13 +386,10 @@ async fn sigterm_under_load_postgres() {
 
 async fn slow_plugin_at_shutdown(backend: Backend) {
     let deployment = Deployment::new(backend).await;
-    let plugins = deployment.dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(
-        weir_plugin_artifacts::HOSTILE_SLEEP,
-        plugins.join("hostile-sleep.wasm"),
-    )
-    .expect("copy the sleeping plugin");
+    let plugins = plugin_dir(
+        deployment.dir.path(),
+        &[weir_plugin_artifacts::HOSTILE_SLEEP],
+    );
     // The plugin sleeps for an hour; every budget is far longer than the drain deadline, so
     // only the drain can end the call.
     let slow = deployment.config(
@@ -488,13 +480,10 @@ async fn slow_plugin_at_shutdown_is_interrupted_and_retry_is_exactly_once_postgr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once_with_a_distinct_code() {
     let deployment = Deployment::new(Backend::Sqlite).await;
-    let plugins = deployment.dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(
-        weir_plugin_artifacts::HOSTILE_SLEEP,
-        plugins.join("hostile-sleep.wasm"),
-    )
-    .expect("copy the sleeping plugin");
+    let plugins = plugin_dir(
+        deployment.dir.path(),
+        &[weir_plugin_artifacts::HOSTILE_SLEEP],
+    );
     // A drain that would last ten minutes: only the second signal can end it early.
     let config = deployment.config(
         "slow.toml",

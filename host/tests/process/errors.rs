@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use weir_tests::otlp::{Received, ReceivedSpan, Receiver};
 
-use crate::support::{Weir, client, field, message, order_body, weir_command};
+use crate::support::{Weir, client, field, message, order_body, plugin_dir, serve};
 
 /// The exception events (`exception.type`, `exception.message`) of a span.
 fn exceptions(span: &ReceivedSpan) -> Vec<(String, String)> {
@@ -50,16 +50,12 @@ async fn a_database_that_cannot_be_opened_stops_start_up_with_the_chain() {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 1: the connection is refused.
-    let mut cmd = weir_command();
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env(
-            "DATABASE_URL",
-            "postgres://weir:start-secret@127.0.0.1:1/weir",
-        )
-        .env("WEIR__DATABASE__ACQUIRE_TIMEOUT_MS", "500");
+    let mut cmd = serve(dir.path());
+    cmd.env(
+        "DATABASE_URL",
+        "postgres://weir:start-secret@127.0.0.1:1/weir",
+    )
+    .env("WEIR__DATABASE__ACQUIRE_TIMEOUT_MS", "500");
     otlp(&receiver, &mut cmd);
     let out = tokio::time::timeout(crate::support::WAIT, cmd.output())
         .await
@@ -110,20 +106,10 @@ async fn a_database_that_cannot_be_opened_stops_start_up_with_the_chain() {
 async fn a_failing_store_call_and_a_trapping_plugin_log_their_chain_once() {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(
-        weir_plugin_artifacts::HOSTILE_PANIC,
-        plugins.join("hostile-panic.wasm"),
-    )
-    .unwrap();
+    let plugins = plugin_dir(dir.path(), &[weir_plugin_artifacts::HOSTILE_PANIC]);
     let data = dir.path().join("data");
-    let mut cmd = weir_command();
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("WEIR__PLUGINS__DIR", &plugins)
+    let mut cmd = serve(&data);
+    cmd.env("WEIR__PLUGINS__DIR", &plugins)
         .env("WEIR__PLUGINS__ORDERS", "hostile-panic");
     otlp(&receiver, &mut cmd);
     let weir = Weir::spawn_in(cmd, Some(dir)).await;

@@ -15,7 +15,9 @@ use crate::support::{Weir, weir_command};
 
 const ADMIN_TOKEN: &str = "otel-process-test-admin-token";
 
-/// Start `weir serve` on ephemeral ports in a fresh data directory with `env`.
+/// Start `weir serve` on ephemeral ports in a fresh data directory with `env`. The addresses
+/// and the data directory come from `WEIR_LISTEN`, `WEIR_OPS_LISTEN` and `WEIR_DATA_DIR` (the
+/// other process tests pass flags), so the environment path of those settings is covered.
 async fn start(env: &[(&str, String)]) -> Weir {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = weir_command();

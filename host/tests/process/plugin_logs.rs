@@ -1,6 +1,7 @@
 //! Guest output and plugin logs reach the host's log stream inside the invocation span.
 //!
-//! Its own test binary: it installs a thread-local `tracing` subscriber, which must not race
+//! A module of the process test binary whose other tests run `weir` as a child process and
+//! install no subscriber: it installs a thread-local `tracing` subscriber, which must not race
 //! with other tests registering callsites under other subscribers.
 
 use std::collections::BTreeMap;

@@ -7,32 +7,26 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::support::{POLL, WAIT, Weir, client, field, order_body, weir_command};
+use crate::support::{POLL, WAIT, Weir, client, field, order_body, plugin_dir, serve};
 
-/// `<dir>/plugins` holding `a-describe-panic.wasm` (refused at the `describe` stage) and,
-/// with `good`, `b-orders-next.wasm` (orders 0.2.0, loaded after the refused one).
+/// `<dir>/plugins` holding `hostile-describe-panic.wasm` (refused at the `describe` stage)
+/// and, with `good`, `orders-next.wasm` (orders 0.2.0; the directory loads in file-name
+/// order, so after the refused one); the directory and the refused file.
 fn plugins_dir(dir: &Path, good: bool) -> (PathBuf, PathBuf) {
-    let plugins = dir.join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let bad = plugins.join("a-describe-panic.wasm");
-    std::fs::copy(weir_plugin_artifacts::HOSTILE_DESCRIBE_PANIC, &bad).unwrap();
-    if good {
-        std::fs::copy(
-            weir_plugin_artifacts::ORDERS_NEXT,
-            plugins.join("b-orders-next.wasm"),
-        )
-        .unwrap();
-    }
+    let bad = weir_plugin_artifacts::HOSTILE_DESCRIBE_PANIC;
+    let plugins = if good {
+        plugin_dir(dir, &[bad, weir_plugin_artifacts::ORDERS_NEXT])
+    } else {
+        plugin_dir(dir, &[bad])
+    };
+    let bad = plugins.join(Path::new(bad).file_name().unwrap());
     (plugins, bad)
 }
 
-fn serve(data: &Path, plugins: &Path) -> tokio::process::Command {
-    let mut cmd = weir_command();
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data)
-        .env("WEIR__PLUGINS__DIR", plugins);
+/// `weir serve` in `data` with `plugins` as `plugins.dir`.
+fn serve_plugins(data: &Path, plugins: &Path) -> tokio::process::Command {
+    let mut cmd = serve(data);
+    cmd.env("WEIR__PLUGINS__DIR", plugins);
     cmd
 }
 
@@ -86,7 +80,7 @@ async fn a_refused_component_is_left_out_and_the_rest_start() {
     let (plugins, bad) = plugins_dir(dir.path(), true);
     let data = dir.path().join("data");
     // Before the fix, start-up failed here (`weir listening` never logged).
-    let weir = Weir::spawn(serve(&data, &plugins)).await;
+    let weir = Weir::spawn(serve_plugins(&data, &plugins)).await;
 
     // One error line naming the file, the stage and the chain.
     let line = weir.log_line("plugin component refused at start-up");
@@ -172,9 +166,9 @@ async fn strict_start_up_fails_naming_the_refused_component() {
     let (plugins, bad) = plugins_dir(dir.path(), true);
     let bad_file = bad.display().to_string();
 
-    let mut flag = serve(&dir.path().join("flag"), &plugins);
+    let mut flag = serve_plugins(&dir.path().join("flag"), &plugins);
     flag.arg("--strict");
-    let mut env = serve(&dir.path().join("env"), &plugins);
+    let mut env = serve_plugins(&dir.path().join("env"), &plugins);
     env.env("WEIR__PLUGINS__STRICT", "true");
     for (how, cmd) in [("--strict", flag), ("WEIR__PLUGINS__STRICT", env)] {
         let (code, stdout, stderr) = failed_start(cmd).await;
@@ -202,7 +196,7 @@ async fn strict_start_up_fails_naming_the_refused_component() {
 async fn a_refused_orders_plugin_starts_unready() {
     let dir = tempfile::tempdir().unwrap();
     let (plugins, _) = plugins_dir(dir.path(), false);
-    let mut cmd = serve(&dir.path().join("data"), &plugins);
+    let mut cmd = serve_plugins(&dir.path().join("data"), &plugins);
     cmd.env("WEIR__PLUGINS__ORDERS", "describe-panic");
     let weir = Weir::spawn(cmd).await;
     weir.log_line("plugin component refused at start-up");
@@ -246,9 +240,8 @@ async fn a_refused_orders_plugin_starts_unready() {
     assert!(status.success());
 
     // Nothing refused and no such plugin: a configuration error, start-up still fails.
-    let empty = dir.path().join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    let mut cmd = serve(&dir.path().join("data2"), &empty);
+    let empty = plugin_dir(&dir.path().join("empty"), &[]);
+    let mut cmd = serve_plugins(&dir.path().join("data2"), &empty);
     cmd.env("WEIR__PLUGINS__ORDERS", "no-such-plugin");
     let (code, _, stderr) = failed_start(cmd).await;
     assert_eq!(code, Some(1), "{stderr}");

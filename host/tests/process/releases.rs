@@ -7,17 +7,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use weir_host::storage::testing::PgTestDb;
 
-use crate::support::{POLL, WAIT, Weir, client, field, message, order_body, weir_command};
+use crate::support::{Weir, client, field, message, order_body, serve, weir_command};
 
 const TOKEN: &str = "process-release-tests-token";
 
 async fn replica(db: &PgTestDb, dir: &tempfile::TempDir, name: &str) -> Weir {
-    let mut cmd = weir_command();
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path().join(name))
-        .env("DATABASE_URL", db.url())
+    let mut cmd = serve(&dir.path().join(name));
+    cmd.env("DATABASE_URL", db.url())
         .env("WEIR_ADMIN_TOKEN", TOKEN);
     Weir::spawn(cmd).await
 }
@@ -40,7 +36,11 @@ async fn cli(ops: &str, args: &[&str]) -> (bool, String, String) {
 }
 
 async fn stable_digest(weir: &Weir) -> String {
-    let info = weir.ops_json("/infoz").await;
+    stable(&weir.ops_json("/infoz").await)
+}
+
+/// The stable digest of the `orders` plugin in an `/infoz` document, without `sha256:`.
+fn stable(info: &Value) -> String {
     info["plugins"]
         .as_array()
         .unwrap()
@@ -55,13 +55,10 @@ async fn stable_digest(weir: &Weir) -> String {
 /// Poll (bounded) until `weir` serves `digest`; how long it took.
 async fn converges(weir: &Weir, digest: &str) -> Duration {
     let started = Instant::now();
-    while stable_digest(weir).await != digest {
-        assert!(
-            started.elapsed() < WAIT,
-            "the replica never served {digest}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    weir.wait_infoz(&format!("the replica to serve {digest}"), |info| {
+        stable(info) == digest
+    })
+    .await;
     started.elapsed()
 }
 
@@ -171,14 +168,7 @@ fn metric(text: &str, outcome: &str) -> f64 {
 async fn restarts_read_the_compiled_artifact_cache_and_recompile_a_truncated_entry() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let start = || {
-        let mut cmd = weir_command();
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(&data);
-        Weir::spawn(cmd)
-    };
+    let start = || Weir::spawn(serve(&data));
     let metrics = |weir: &Weir| {
         let url = format!("{}/metrics", weir.ops);
         async move {

@@ -7,7 +7,7 @@
 
 use serde_json::json;
 
-use crate::support::{Weir, client, weir_command};
+use crate::support::{Weir, client, plugin_dir, serve};
 
 const MAX_INSTANCES: u64 = 8;
 const MEMORY: u64 = 16 << 20;
@@ -19,19 +19,9 @@ const ALLOWANCE: u64 = 64 << 20;
 
 /// `weir serve` in `dir` with `hostile-flood` as the orders plugin.
 fn flood_server(dir: &tempfile::TempDir) -> tokio::process::Command {
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(
-        weir_plugin_artifacts::HOSTILE_FLOOD,
-        plugins.join("hostile-flood.wasm"),
-    )
-    .unwrap();
-    let mut cmd = weir_command();
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("WEIR__PLUGINS__DIR", &plugins)
+    let plugins = plugin_dir(dir.path(), &[weir_plugin_artifacts::HOSTILE_FLOOD]);
+    let mut cmd = serve(&dir.path().join("data"));
+    cmd.env("WEIR__PLUGINS__DIR", &plugins)
         .env("WEIR__PLUGINS__ORDERS", "hostile-flood");
     cmd
 }

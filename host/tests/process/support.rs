@@ -1,5 +1,6 @@
 //! One `weir` child process and the helpers every process test uses.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +28,31 @@ pub fn weir_command() -> Command {
     }
     cmd.env("RUST_LOG", "info");
     cmd
+}
+
+/// `weir serve` on ephemeral ports (API and operations) with `data_dir` as its data
+/// directory: callers add the flags and variables they need.
+pub fn serve(data_dir: &Path) -> Command {
+    let mut cmd = weir_command();
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data_dir);
+    cmd
+}
+
+/// `<dir>/plugins` (created) holding a copy of each of `artifacts` (paths of built test
+/// plugins, `weir_plugin_artifacts::*`) under its own file name; returns that directory.
+pub fn plugin_dir(dir: &Path, artifacts: &[&str]) -> PathBuf {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).expect("create the plugin directory");
+    for artifact in artifacts {
+        let src = Path::new(artifact);
+        let name = src.file_name().expect("an artifact is a file");
+        std::fs::copy(src, plugins.join(name))
+            .unwrap_or_else(|e| panic!("copy {artifact} into {}: {e}", plugins.display()));
+    }
+    plugins
 }
 
 /// A field of a JSON log line, at the top level or under `fields`.
