@@ -132,3 +132,45 @@ async fn an_internal_plugin_message_is_logged_once_and_never_shown() {
     let logged = lines.iter().filter(|l| l.contains(&marker)).count();
     assert_eq!(logged, 1, "the internal message is logged exactly once");
 }
+
+/// 64 KiB of newlines on stdout, then on stderr, from one call each: the log of the process
+/// gets at most `runtime.budget.stdio_lines` (256) plugin records per stream plus one
+/// truncation warning, and the order's answer is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_flood_becomes_a_bounded_number_of_log_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let weir = Weir::spawn_in(flood_server(&dir), Some(dir)).await;
+    for (i, mode) in ["newlines", "stderr-newlines"].into_iter().enumerate() {
+        let res = client()
+            .post(format!("{}/v1/orders", weir.api))
+            .header("Idempotency-Key", format!("flood-{i}"))
+            .json(&json!({
+                "customer_id": "c",
+                "currency": "EUR",
+                "lines": [{"sku": "KB-001", "quantity": 1}],
+                "metadata": {"flood": mode, "size": (64 << 10).to_string()},
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "{mode}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["reason"], "NEWLINES", "{mode}: {body}");
+    }
+    let (_, lines) = weir.terminate().await;
+    for stream in ["stdout", "stderr"] {
+        let records = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| {
+                l.get("target").and_then(|t| t.as_str()) == Some("weir::plugin")
+                    && crate::support::field(l, "stream").and_then(|s| s.as_str()) == Some(stream)
+            })
+            .count();
+        assert!(records > 1, "{stream}: the output was not logged at all");
+        assert!(
+            records <= 256 + 1,
+            "{stream}: {records} log records for one call (budget 256 lines + 1 warning)"
+        );
+    }
+}
