@@ -492,3 +492,16 @@ pub mod testing {
 
 #[cfg(test)]
 mod tests;
+
+/// Why `wanted` units of `sku` could not be reserved, given whether the product exists.
+pub(crate) fn shortage(sku: &str, wanted: i64, exists: bool) -> weir_core::domain::stock::Shortage {
+    use weir_core::domain::stock::Shortage;
+    if exists {
+        Shortage::Insufficient {
+            sku: sku.to_owned(),
+            wanted,
+        }
+    } else {
+        Shortage::UnknownSku(sku.to_owned())
+    }
+}

@@ -29,7 +29,7 @@ use super::{
     OrderFilter, OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore, PluginRef, Product,
     ProductStore, ResponseColumns, RowCounts, StoreError, StoreOptions, StoredResponse,
     TransitionOutcome, add_duration, classify, decide_existing, events_limit, page_limit,
-    parse_status, quantity_from_db, row_counts, stored_response,
+    parse_status, quantity_from_db, row_counts, shortage, stored_response,
 };
 use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
@@ -369,14 +369,7 @@ impl SqliteStore {
                     .fetch_one(&mut *conn)
                     .await
                     .map_err(db_err)?;
-            return Ok(Some(if exists {
-                Shortage::Insufficient {
-                    sku: sku.to_owned(),
-                    wanted,
-                }
-            } else {
-                Shortage::UnknownSku(sku.to_owned())
-            }));
+            return Ok(Some(shortage(sku, wanted, exists)));
         }
         Ok(None)
     }
