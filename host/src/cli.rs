@@ -118,6 +118,45 @@ impl AdminClient {
         self.send(self.http.post(&url).json(body), &url).await
     }
 
+    async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.send(self.http.delete(&url), &url).await
+    }
+
+    /// Create an API key (`POST /admin/v1/apikeys`); the answer holds the key text.
+    pub async fn create_api_key(
+        &self,
+        tenant: &str,
+        name: &str,
+        scopes: &[String],
+        expires_at: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut body = serde_json::json!({"tenant": tenant, "name": name, "scopes": scopes});
+        if let Some(at) = expires_at {
+            body["expires_at"] = Value::String(at.to_owned());
+        }
+        self.post_json("/admin/v1/apikeys", &body).await
+    }
+
+    /// List API keys (`GET /admin/v1/apikeys`), of one tenant when given.
+    pub async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Value, ClientError> {
+        let query = tenant
+            .map(|t| {
+                format!(
+                    "?tenant={}",
+                    form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>()
+                )
+            })
+            .unwrap_or_default();
+        self.get(&format!("/admin/v1/apikeys{query}")).await
+    }
+
+    /// Revoke an API key (`DELETE /admin/v1/apikeys/{id}`).
+    pub async fn revoke_api_key(&self, id: &str) -> Result<Value, ClientError> {
+        let id: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        self.delete(&format!("/admin/v1/apikeys/{id}")).await
+    }
+
     /// Upload a component; then release it per `to`. Returns the admission answer and, when
     /// released, the new release.
     pub async fn push(
@@ -323,6 +362,34 @@ pub fn history_text(h: &Value) -> String {
         ));
     }
     out
+}
+
+/// One line per API key for `weir apikey list`.
+pub fn api_key_line(k: &Value) -> String {
+    let scopes = k
+        .get("scopes")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let state = if !k.get("revoked_at").is_none_or(Value::is_null) {
+        "revoked"
+    } else {
+        "active"
+    };
+    format!(
+        "{}  weir_{}_…  tenant={}  name={}  scopes={}  {}\n",
+        s(k, "id"),
+        s(k, "prefix"),
+        s(k, "tenant"),
+        crate::runtime::check::escape_terminal(s(k, "name"), 64),
+        scopes,
+        state
+    )
 }
 
 #[cfg(test)]

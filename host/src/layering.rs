@@ -18,6 +18,7 @@ const ORDER: &[(&str, u8)] = &[
     ("capabilities", 2),
     ("policy", 2),
     ("runtime", 3),
+    ("auth", 3),
     ("catalog", 3),
     ("events", 3),
     ("http", 4),

@@ -23,6 +23,7 @@
 //!      plugin decider (the core's `OrderDecider`).
 //!    - [`catalog`]: the catalog read path (cache, then database).
 //!    - [`events`]: the outbox relay, the idempotent consumer, dead letters, backpressure.
+//!    - [`auth`]: principals, scopes and tenants; API keys and JWT validation.
 //! 4. Listeners
 //!    - [`http`]: the public API (thin handlers, problem responses, the edge stack).
 //!    - [`ops`]: health, `/metrics` and the admin endpoints with their token check.
@@ -44,6 +45,7 @@
 //!   started from `server` (copy `events::backpressure::monitor` or the idempotency purge in
 //!   `server`).
 
+pub mod auth;
 pub mod capabilities;
 pub mod catalog;
 pub mod cli;

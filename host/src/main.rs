@@ -27,6 +27,12 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Manage API keys of the public API on a running instance (WEIR_ADMIN_URL,
+    /// WEIR_ADMIN_TOKEN).
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
     /// Inspect and replay the consumer's dead-letter queue (needs AMQP_URL).
     Dlq {
         #[command(subcommand)]
@@ -117,6 +123,42 @@ impl CommonArgs {
         })
         .map_err(|e| e.to_string())
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCommand {
+    /// Create a key; its text is printed once and never shown again.
+    Create {
+        /// The tenant the key acts for.
+        #[arg(long)]
+        tenant: String,
+        /// A label for operators.
+        #[arg(long)]
+        name: String,
+        /// A granted scope (repeat): orders:write, orders:read, products:write, events:read.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// When the key stops working (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// The key id.
+        id: String,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -368,6 +410,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Plugin { command } => plugin_client(command).await,
+        Command::Apikey { command } => apikey_client(command).await,
     }
 }
 
@@ -411,6 +454,72 @@ async fn dlq(command: DlqCommand) -> ExitCode {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// `weir apikey create|list|revoke`: a client of the operations API.
+async fn apikey_client(command: ApikeyCommand) -> ExitCode {
+    use weir_host::cli::{AdminClient, api_key_line};
+    let client = match AdminClient::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let print = |json: bool, value: &serde_json::Value, text: String| {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            print!("{text}");
+        }
+    };
+    let result = match command {
+        ApikeyCommand::Create {
+            tenant,
+            name,
+            scopes,
+            expires_at,
+            output,
+        } => client
+            .create_api_key(&tenant, &name, &scopes, expires_at.as_deref())
+            .await
+            .map(|v| {
+                let key = v
+                    .get("key")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("-");
+                let text = format!(
+                    "{key}\n{}(the key is shown only now: store it as a secret)\n",
+                    api_key_line(&v)
+                );
+                print(output.json, &v, text);
+            }),
+        ApikeyCommand::List { tenant, output } => {
+            client.list_api_keys(tenant.as_deref()).await.map(|v| {
+                let text = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(api_key_line)
+                    .collect::<String>();
+                print(output.json, &v, text);
+            })
+        }
+        ApikeyCommand::Revoke { id, output } => client
+            .revoke_api_key(&id)
+            .await
+            .map(|v| print(output.json, &v, api_key_line(&v))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -338,7 +338,8 @@ async fn every_error_code_is_produced_and_well_formed() {
         .state()
         .store
         .idempotency_begin(
-            "POST /v1/orders:held",
+            "default",
+            "default/POST /v1/orders:held",
             &hash,
             chrono_now(),
             std::time::Duration::from_secs(30),
@@ -612,7 +613,9 @@ async fn every_error_code_is_produced_and_well_formed() {
     s5.stop().await;
 
     // Edge policies (issue 4): rate limit, load shedding, route timeout.
+    const S6_ADMIN: &str = "admin-token-for-policy-tests";
     let s6 = TestServer::start(Backend::Sqlite, |c, _| {
+        c.admin_token = Some(weir_host::server::config::Secret::new(S6_ADMIN));
         c.policy.rate_limit.per_second = 1;
         c.policy.rate_limit.burst = 1;
         c.policy.max_concurrency = 1;
@@ -623,12 +626,15 @@ async fn every_error_code_is_produced_and_well_formed() {
         c.runtime.budget.timeout = std::time::Duration::from_secs(60);
     })
     .await;
+    // Two principals: the rate limit keys on the authenticated caller (one bucket each).
+    let held_key = s6.api_key(S6_ADMIN, "default").await;
+    let shed_key = s6.api_key(S6_ADMIN, "default").await;
     let fault = s6.state().deps.database.fault.clone();
     fault.hold();
     let held = tokio::spawn(send(
         s6.client
             .post(format!("{}/v1/orders", s6.base))
-            .header("x-api-key", "policy-held")
+            .bearer_auth(&held_key)
             .header("Idempotency-Key", "held-by-policy")
             .json(&good),
     ));
@@ -646,14 +652,14 @@ async fn every_error_code_is_produced_and_well_formed() {
     let (status, headers, body) = send(
         s6.client
             .get(format!("{}/v1/products", s6.base))
-            .header("x-api-key", "policy-shed"),
+            .bearer_auth(&shed_key),
     )
     .await;
     check(status, &headers, &body, "OVERLOADED");
     let (status, headers, body) = send(
         s6.client
             .get(format!("{}/v1/products", s6.base))
-            .header("x-api-key", "policy-shed"),
+            .bearer_auth(&shed_key),
     )
     .await;
     check(status, &headers, &body, "RATE_LIMITED");
@@ -706,6 +712,54 @@ async fn every_error_code_is_produced_and_well_formed() {
     check(status, &headers, &body, "ADMISSION_BUSY");
     assert_eq!(other.0, 422, "the other one ran: {}", other.2);
     s7.stop().await;
+
+    // Authentication (API keys): 401, 403, the admin API's key errors, and a key store that
+    // cannot answer.
+    let s8 = TestServer::start(Backend::Sqlite, |c, _| {
+        c.admin_token = Some(weir_host::server::config::Secret::new(ADMIN));
+        c.auth.mode = Some(weir_host::auth::AuthMode::ApiKeys);
+    })
+    .await;
+    let (status, headers, body) = send(s8.client.get(format!("{}/v1/orders", s8.base))).await;
+    check(status, &headers, &body, "UNAUTHENTICATED");
+    let admin_client = weir_host::cli::AdminClient::new(&s8.ops, Some(ADMIN.to_owned())).unwrap();
+    let reader = admin_client
+        .create_api_key("acme", "reader", &["orders:read".to_owned()], None)
+        .await
+        .unwrap();
+    let reader = reader["key"].as_str().unwrap().to_owned();
+    let (status, headers, body) = send(
+        s8.client
+            .put(format!("{}/v1/products/KB-001", s8.base))
+            .bearer_auth(&reader)
+            .json(&json!({"name": "free", "unit_price": 0, "currency": "EUR", "stock": 1})),
+    )
+    .await;
+    check(status, &headers, &body, "FORBIDDEN");
+    let keys = format!("{}/admin/v1/apikeys", s8.ops);
+    let (status, headers, body) = send(
+        admin(s8.client.post(&keys))
+            .json(&json!({"tenant": "Bad Tenant", "name": "x", "scopes": ["orders:read"]})),
+    )
+    .await;
+    check(status, &headers, &body, "API_KEY_INVALID");
+    assert_eq!(body["violations"][0]["field"], "tenant");
+    let (status, headers, body) = send(admin(
+        s8.client.delete(format!("{keys}/{}", uuid::Uuid::now_v7())),
+    ))
+    .await;
+    check(status, &headers, &body, "API_KEY_NOT_FOUND");
+    // The key store is gone: a key not in the cache cannot be checked.
+    s8.state().store.close().await;
+    let unknown = "weir_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let (status, headers, body) = send(
+        s8.client
+            .get(format!("{}/v1/orders", s8.base))
+            .bearer_auth(unknown),
+    )
+    .await;
+    check(status, &headers, &body, "AUTHENTICATION_UNAVAILABLE");
+    s8.stop().await;
 
     let missing: Vec<_> = CATALOG
         .iter()

@@ -838,7 +838,12 @@ async fn consumer_applies_each_message_once_and_dead_letters_poison() {
     assert_eq!(order_status(&s, &unpaid_id).await, ("placed".to_owned(), 1));
 
     // The consumer's transitions wrote their outbox events, carrying the message's trace.
-    let feed = s.state().store.list_events(0, 100).await.unwrap();
+    let feed = s
+        .state()
+        .store
+        .list_events("default", 0, 100)
+        .await
+        .unwrap();
     let ours: Vec<_> = feed.iter().filter(|e| e.subject == order_id).collect();
     let types: Vec<&str> = ours.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(types, ["order.placed", "order.paid", "order.shipped"]);
@@ -976,7 +981,7 @@ async fn a_shipment_that_overtakes_its_payment_is_retried_until_it_applies() {
     let paid_then_shipped: Vec<String> = s
         .state()
         .store
-        .list_events(0, 100)
+        .list_events("default", 0, 100)
         .await
         .unwrap()
         .into_iter()
@@ -1096,7 +1101,7 @@ async fn forged_payments_are_dead_lettered_and_a_true_one_applies_once() {
     let paid_events = s
         .state()
         .store
-        .list_events(0, 100)
+        .list_events("default", 0, 100)
         .await
         .unwrap()
         .into_iter()

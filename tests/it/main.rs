@@ -2,6 +2,7 @@
 //!
 //! - `runtime`: real components through the real engine (typed errors, hostile plugins).
 //! - `api`: the HTTP API against SQLite and PostgreSQL, error catalog, idempotency, crash safety.
+//! - `auth`: API keys, JWT bearer tokens, scopes and tenant isolation.
 //! - `shutdown`: rotation (admin API), readiness while draining, the pre-stop delay.
 //! - `integrity`: the host's contract on plugin decisions, the status graph, stock reservations.
 //! - `releases`: the plugin lifecycle API: uploads, swaps under load, canaries, shadows.
@@ -13,6 +14,7 @@
 //! - `telemetry`: OpenTelemetry traces verified against a real OTLP/gRPC receiver.
 
 mod api;
+mod auth;
 mod events;
 mod integrity;
 mod policies;

@@ -264,21 +264,26 @@ async fn a_trapping_plugin_version_is_short_circuited_by_its_breaker() {
 /// Per-client rate limit: 429 with `Retry-After` and `RateLimit-*`; other clients unaffected.
 #[tokio::test]
 async fn rate_limited_clients_get_429_with_headers_and_others_are_unaffected() {
+    const ADMIN: &str = "admin-token-for-rate-limit-test";
     let s = TestServer::start(Backend::Sqlite, |c, _| {
+        c.admin_token = Some(weir_host::server::config::Secret::new(ADMIN));
         c.policy.rate_limit.per_second = 1;
         c.policy.rate_limit.burst = 3;
     })
     .await;
-    let get = |key: &'static str| {
+    // Two authenticated principals of one tenant, from one address: one bucket each.
+    let client_a = s.api_key(ADMIN, "default").await;
+    let client_b = s.api_key(ADMIN, "default").await;
+    let get = |key: &str| {
         s.client
             .get(format!("{}/v1/products", s.base))
-            .header("x-api-key", key)
+            .bearer_auth(key)
             .send()
     };
     for _ in 0..3 {
-        assert_eq!(get("client-a").await.unwrap().status(), 200);
+        assert_eq!(get(&client_a).await.unwrap().status(), 200);
     }
-    let res = get("client-a").await.unwrap();
+    let res = get(&client_a).await.unwrap();
     assert_eq!(res.status(), 429);
     assert_eq!(res.headers()["content-type"], "application/problem+json");
     assert_eq!(res.headers()["retry-after"], "1");
@@ -287,10 +292,10 @@ async fn rate_limited_clients_get_429_with_headers_and_others_are_unaffected() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["code"], "RATE_LIMITED");
     assert!(
-        !body.to_string().contains("client-a"),
+        !body.to_string().contains(&client_a[5..]),
         "the key never appears"
     );
-    assert_eq!(get("client-b").await.unwrap().status(), 200);
+    assert_eq!(get(&client_b).await.unwrap().status(), 200);
     // Without a key the peer address is the client: loopback has its own bucket.
     let res = s
         .client

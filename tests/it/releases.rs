@@ -448,7 +448,7 @@ async fn a_canary_gets_a_sticky_share_and_a_trapping_one_is_rolled_back_automati
     for (key, digest) in &routed {
         for _ in 0..3 {
             let route = registry
-                .route("orders", &format!("POST /v1/orders:{key}"))
+                .route("orders", &format!("default/POST /v1/orders:{key}"))
                 .unwrap();
             assert_eq!(&route.version.meta.digest, digest, "{key}");
         }

@@ -238,3 +238,23 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+impl TestServer {
+    /// A new API key of `tenant` with every scope, created through the admin API (the server
+    /// must have `admin_token` set to `admin_token`).
+    pub async fn api_key(&self, admin_token: &str, tenant: &str) -> String {
+        let scopes = [
+            "orders:write",
+            "orders:read",
+            "products:write",
+            "events:read",
+        ]
+        .map(str::to_owned);
+        let created = weir_host::cli::AdminClient::new(&self.ops, Some(admin_token.to_owned()))
+            .unwrap()
+            .create_api_key(tenant, "test", &scopes, None)
+            .await
+            .expect("create an API key");
+        created["key"].as_str().expect("key text").to_owned()
+    }
+}

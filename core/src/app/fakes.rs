@@ -113,6 +113,7 @@ impl MemStore {
 impl IdempotencyStore for MemStore {
     async fn idempotency_begin(
         &self,
+        _tenant: &str,
         key: &str,
         request_hash: &str,
         now: DateTime<Utc>,
@@ -221,6 +222,7 @@ impl OrderStore for MemStore {
             .orders
             .values()
             .rev()
+            .filter(|o| o.tenant == filter.tenant)
             .filter(|o| filter.status.is_none_or(|s| o.status == s))
             .take(filter.limit as usize)
             .cloned()
@@ -245,6 +247,7 @@ impl OrderStore for MemStore {
 
     async fn transition_order_once(
         &self,
+        _tenant: &str,
         consumer: &str,
         message_id: &str,
         id: Uuid,
@@ -271,6 +274,7 @@ impl OrderStore for MemStore {
 impl InboxStore for MemStore {
     async fn record_inbox(
         &self,
+        _tenant: &str,
         consumer: &str,
         message_id: &str,
         _now: DateTime<Utc>,
@@ -293,6 +297,7 @@ impl InboxStore for MemStore {
 impl OutboxStore for MemStore {
     async fn list_events(
         &self,
+        tenant: &str,
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
@@ -307,13 +312,14 @@ impl OutboxStore for MemStore {
                 event_type: e.event_type.clone(),
                 source: e.source.clone(),
                 subject: e.subject.clone(),
+                tenant: e.tenant.clone(),
                 occurred_at: e.occurred_at,
                 data: e.data.clone(),
                 traceparent: e.traceparent.clone(),
                 tracestate: e.tracestate.clone(),
                 published_at: None,
             })
-            .filter(|e| e.seq > after_seq)
+            .filter(|e| e.seq > after_seq && e.tenant == tenant)
             .take(limit as usize)
             .collect())
     }

@@ -31,7 +31,9 @@ use crate::ports::{
 /// A request to place an order.
 #[derive(Debug, Clone)]
 pub struct PlaceOrder {
-    /// The idempotency key, already scoped by the caller (route, tenant).
+    /// The tenant placing the order ([`crate::domain::tenant`]).
+    pub tenant: String,
+    /// The idempotency key, already scoped by the caller (tenant, route).
     pub idempotency_key: String,
     /// Canonical hash of the request ([`crate::domain::idempotency::request_hash`]).
     pub request_hash: String,
@@ -123,6 +125,7 @@ impl OrderService {
         let begun = p
             .idempotency
             .idempotency_begin(
+                &cmd.tenant,
                 &cmd.idempotency_key,
                 &cmd.request_hash,
                 p.clock.now(),
@@ -194,6 +197,7 @@ impl OrderService {
         let priced = decided.value;
         let order = Order {
             id: Uuid::now_v7(),
+            tenant: cmd.tenant.clone(),
             customer_id: cmd.request.customer_id.clone(),
             currency: cmd.request.currency.clone(),
             status: OrderStatus::Placed,

@@ -22,23 +22,33 @@ pub enum ProductError {
 }
 
 impl OrderService {
-    /// One order.
-    pub async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
-        self.ports.orders.get_order(id).await
+    /// One order of `tenant`: another tenant's order is `None`, exactly like a missing one,
+    /// so its existence is not revealed.
+    pub async fn get_order(&self, tenant: &str, id: Uuid) -> Result<Option<Order>, StoreError> {
+        Ok(self
+            .ports
+            .orders
+            .get_order(id)
+            .await?
+            .filter(|o| o.tenant == tenant))
     }
 
-    /// Orders matching `filter`, newest first.
+    /// Orders matching `filter` (always within `filter.tenant`), newest first.
     pub async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<Order>, StoreError> {
         self.ports.orders.list_orders(filter).await
     }
 
-    /// The events feed: outbox events after `after_seq`, ascending.
+    /// The events feed of `tenant`: its outbox events after `after_seq`, ascending.
     pub async fn list_events(
         &self,
+        tenant: &str,
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        self.ports.outbox.list_events(after_seq, limit).await
+        self.ports
+            .outbox
+            .list_events(tenant, after_seq, limit)
+            .await
     }
 
     /// The catalog, ordered by sku.

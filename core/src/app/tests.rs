@@ -9,6 +9,7 @@ use futures::executor::block_on;
 use super::fakes::{Answer, FakeDecider, Gate, MemStore, Tasks};
 use super::*;
 use crate::domain::idempotency::request_hash;
+use crate::domain::tenant::DEFAULT_TENANT;
 use crate::domain::{
     ContractRule, LineRequest, Money, Order, OrderError, OrderEvent, OrderRequest, OrderStatus,
     PricedOrder, Rejection, StoredResponse,
@@ -113,6 +114,7 @@ impl World {
     ) -> Result<Transitioned, TransitionError> {
         block_on(self.service.apply_transition(ApplyTransition {
             order_id: order.id,
+            tenant: None,
             event,
             deadline: Instant::now() + Duration::from_secs(5),
             trace: Default::default(),
@@ -140,7 +142,8 @@ fn command(key: &str, skus: &[(&str, u32)]) -> PlaceOrder {
         metadata: Default::default(),
     };
     PlaceOrder {
-        idempotency_key: format!("POST /v1/orders:{key}"),
+        tenant: DEFAULT_TENANT.into(),
+        idempotency_key: format!("{DEFAULT_TENANT}/POST /v1/orders:{key}"),
         request_hash: request_hash("POST /v1/orders", &serde_json::to_value(&request).unwrap()),
         request,
         deadline: Instant::now() + Duration::from_secs(5),
@@ -172,7 +175,7 @@ fn key_state(w: &World, key: &str) -> Option<bool> {
     w.store
         .state()
         .keys
-        .get(&format!("POST /v1/orders:{key}"))
+        .get(&format!("{DEFAULT_TENANT}/POST /v1/orders:{key}"))
         .map(|k| k.response.is_some())
 }
 
@@ -767,4 +770,79 @@ mod releases {
             "cc"
         );
     }
+}
+
+/// Placed in tenant `tenant` with its own tenant-scoped key.
+fn place_in(w: &World, tenant: &str, key: &str) -> Placed {
+    let mut cmd = command(key, &[("KB-001", 1)]);
+    cmd.tenant = tenant.into();
+    cmd.idempotency_key = format!("{tenant}/POST /v1/orders:{key}");
+    block_on(w.service.place_order(cmd, &Encoder)).unwrap()
+}
+
+#[test]
+fn tenants_see_only_their_own_orders_and_events() {
+    let w = World::new();
+    let Placed::Created { order: a, .. } = place_in(&w, "acme", "k") else {
+        panic!("not created")
+    };
+    // The same client key in another tenant is another order, not a replay.
+    let Placed::Created { order: b, .. } = place_in(&w, "bravo", "k") else {
+        panic!("the same key in another tenant was replayed")
+    };
+    assert_ne!(a.id, b.id);
+    assert_eq!((a.tenant.as_str(), b.tenant.as_str()), ("acme", "bravo"));
+
+    let get = |tenant: &str, id| block_on(w.service.get_order(tenant, id)).unwrap();
+    assert_eq!(get("acme", a.id).map(|o| o.id), Some(a.id));
+    assert_eq!(
+        get("bravo", a.id),
+        None,
+        "another tenant's order is not found"
+    );
+
+    let list = |tenant: &str| {
+        block_on(w.service.list_orders(&crate::ports::OrderFilter {
+            tenant: tenant.into(),
+            ..Default::default()
+        }))
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect::<Vec<_>>()
+    };
+    assert_eq!(list("acme"), vec![a.id]);
+    assert_eq!(list("bravo"), vec![b.id]);
+
+    let events = |tenant: &str| {
+        block_on(w.service.list_events(tenant, 0, 100))
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.tenant, e.subject))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(events("acme"), vec![("acme".to_owned(), a.id.to_string())]);
+    assert_eq!(
+        events("bravo"),
+        vec![("bravo".to_owned(), b.id.to_string())]
+    );
+
+    // Another tenant cannot cancel it; its own tenant and the service's consumers can.
+    let cancel = |tenant: Option<&str>| {
+        block_on(w.service.apply_transition(ApplyTransition {
+            order_id: a.id,
+            tenant: tenant.map(str::to_owned),
+            event: OrderEvent::CancelRequested,
+            deadline: Instant::now() + Duration::from_secs(5),
+            trace: Default::default(),
+            inbox: None,
+            paid: None,
+        }))
+    };
+    assert!(matches!(
+        cancel(Some("bravo")),
+        Err(TransitionError::NotFound(_))
+    ));
+    assert_eq!(get("acme", a.id).unwrap().status, OrderStatus::Placed);
+    assert!(matches!(cancel(Some("acme")), Ok(Transitioned::Applied(_))));
 }

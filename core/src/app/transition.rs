@@ -46,6 +46,9 @@ impl InboxKey {
 pub struct ApplyTransition {
     /// The order.
     pub order_id: Uuid,
+    /// The caller's tenant: an order of another tenant is [`TransitionError::NotFound`].
+    /// `None` for the service's own consumers, which act on any tenant's order by id.
+    pub tenant: Option<String>,
     /// What happened.
     pub event: OrderEvent,
     /// When every decision must be made by.
@@ -144,6 +147,7 @@ impl OrderService {
                 .get_order(cmd.order_id)
                 .await
                 .map_err(store("reading the order"))?
+                .filter(|o| cmd.tenant.as_ref().is_none_or(|t| *t == o.tenant))
                 .ok_or(TransitionError::NotFound(cmd.order_id))?;
             if let Some(paid) = &cmd.paid {
                 let due = Money::new(order.total, order.currency.clone());
@@ -181,7 +185,7 @@ impl OrderService {
                     Some((consumer, key)) => {
                         let recorded = p
                             .inbox
-                            .record_inbox(consumer, key, now)
+                            .record_inbox(&order.tenant, consumer, key, now)
                             .await
                             .map_err(store("recording the message in the inbox"))?;
                         Ok(if recorded {
@@ -200,6 +204,7 @@ impl OrderService {
                 Some((consumer, key)) => match p
                     .orders
                     .transition_order_once(
+                        &order.tenant,
                         consumer,
                         key,
                         order.id,

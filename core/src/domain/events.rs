@@ -37,6 +37,9 @@ pub struct NewEvent {
     pub source: String,
     /// CloudEvents `subject`: the order id.
     pub subject: String,
+    /// The tenant of the order the event is about; the events feed is scoped by it.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     /// When the change happened.
     pub occurred_at: DateTime<Utc>,
     /// The order after the change.
@@ -60,6 +63,9 @@ pub struct EventRecord {
     pub source: String,
     /// CloudEvents `subject`.
     pub subject: String,
+    /// The tenant of the order the event is about.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
     /// Payload.
@@ -94,12 +100,20 @@ pub struct CloudEvent {
     pub datacontenttype: String,
     /// Position in the outbox (CloudEvents sequence extension), as a decimal string.
     pub sequence: String,
+    /// The tenant of the order (extension attribute `tenant`): consumers of the broker see
+    /// every tenant's events and route or filter by it.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     /// W3C trace context of the request that caused the event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
     /// The order after the change.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: serde_json::Value,
+}
+
+fn default_tenant() -> String {
+    super::tenant::DEFAULT_TENANT.to_owned()
 }
 
 impl From<EventRecord> for CloudEvent {
@@ -113,6 +127,7 @@ impl From<EventRecord> for CloudEvent {
             time: e.occurred_at.to_rfc3339(),
             datacontenttype: "application/json".to_owned(),
             sequence: e.seq.to_string(),
+            tenant: e.tenant,
             traceparent: e.traceparent,
             data: e.data,
         }
@@ -132,6 +147,7 @@ pub fn order_event(
         event_type: event_type.to_owned(),
         source: source.to_owned(),
         subject: order.id.to_string(),
+        tenant: order.tenant.clone(),
         occurred_at: now,
         data: serde_json::to_value(order).unwrap_or(serde_json::Value::Null),
         traceparent: trace.traceparent.clone(),

@@ -12,6 +12,7 @@
 //! - [`product`]: catalog products and their validation.
 //! - [`stock`]: stock reservations held by orders and settled when they end.
 //! - [`release`]: plugin releases (stable, canary, shadow), their rules and sticky routing.
+//! - [`tenant`]: tenant names and the default tenant.
 
 pub mod contract;
 pub mod error;
@@ -26,6 +27,7 @@ mod proptests;
 pub mod release;
 pub mod status;
 pub mod stock;
+pub mod tenant;
 
 pub use contract::{ContractRule, ContractViolation};
 pub use error::{OrderError, Rejection, Violation};

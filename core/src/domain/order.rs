@@ -124,6 +124,9 @@ pub struct PluginRef {
 pub struct Order {
     /// Order id (UUIDv7, chosen when placed): ids sort by creation time.
     pub id: Uuid,
+    /// The tenant that placed it ([`super::tenant`]); only that tenant sees it.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     /// Customer.
     pub customer_id: String,
     /// ISO 4217 currency.
@@ -151,6 +154,10 @@ pub struct Order {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+fn default_tenant() -> String {
+    super::tenant::DEFAULT_TENANT.to_owned()
 }
 
 impl Order {

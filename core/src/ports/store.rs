@@ -74,6 +74,8 @@ impl StoreError {
 /// Which orders [`OrderStore::list_orders`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderFilter {
+    /// Only this tenant's orders (always applied: there is no cross-tenant list).
+    pub tenant: String,
     /// Only this customer's orders.
     pub customer_id: Option<String>,
     /// Only orders in this status.
@@ -87,6 +89,7 @@ pub struct OrderFilter {
 impl Default for OrderFilter {
     fn default() -> Self {
         OrderFilter {
+            tenant: crate::domain::tenant::DEFAULT_TENANT.to_owned(),
             customer_id: None,
             status: None,
             limit: 50,
@@ -146,8 +149,9 @@ pub struct OutboxStats {
 /// Idempotency keys (see [`crate::domain::idempotency`]).
 #[async_trait::async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    /// Claims a key (already scoped by the caller, e.g. `"POST /v1/orders:<client key>"`)
-    /// for a request whose canonical hash is `request_hash`:
+    /// Claims a key (already scoped by the caller, e.g. `"acme/POST /v1/orders:<client key>"`:
+    /// the tenant is part of the key, so two tenants never share one) for `tenant`'s request
+    /// whose canonical hash is `request_hash`; the record carries `tenant`:
     ///
     /// - absent, or created more than `retention` ago: (re)created `in_progress`, locked until
     ///   `now + lock_ttl` -> [`IdempotencyBegin::Started`];
@@ -161,6 +165,7 @@ pub trait IdempotencyStore: Send + Sync {
     /// Race-free: of any number of concurrent calls with one key, at most one is `Started`.
     async fn idempotency_begin(
         &self,
+        tenant: &str,
         key: &str,
         request_hash: &str,
         now: DateTime<Utc>,
@@ -225,7 +230,8 @@ pub trait OrderStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<TransitionOutcome, StoreError>;
 
-    /// In ONE transaction: records `(consumer, message_id)` in the inbox and applies the
+    /// In ONE transaction: records `(consumer, message_id)` in the inbox (with the order's
+    /// `tenant`) and applies the
     /// transition like [`OrderStore::transition_order`]. A message id the consumer already
     /// recorded yields [`InboxOutcome::Duplicate`]; a version mismatch
     /// [`InboxOutcome::Stale`]; either way nothing is written. Concurrent calls with one
@@ -236,6 +242,7 @@ pub trait OrderStore: Send + Sync {
     )]
     async fn transition_order_once(
         &self,
+        tenant: &str,
         consumer: &str,
         message_id: &str,
         id: Uuid,
@@ -250,9 +257,11 @@ pub trait OrderStore: Send + Sync {
 #[async_trait::async_trait]
 pub trait InboxStore: Send + Sync {
     /// Records that `consumer` received `message_id`; `false` if it already had (a duplicate
-    /// delivery to skip). Dedupe is per consumer.
+    /// delivery to skip). Dedupe is per consumer; the record carries the `tenant` of the order
+    /// the message is about.
     async fn record_inbox(
         &self,
+        tenant: &str,
         consumer: &str,
         message_id: &str,
         now: DateTime<Utc>,
@@ -266,10 +275,14 @@ pub trait InboxStore: Send + Sync {
 /// The transactional outbox: the events feed and the relay's claims.
 #[async_trait::async_trait]
 pub trait OutboxStore: Send + Sync {
-    /// Outbox events with `seq > after_seq`, ascending, at most `limit` (capped at
+    /// `tenant`'s outbox events with `seq > after_seq`, ascending, at most `limit` (capped at
     /// [`MAX_EVENTS_LIMIT`]).
-    async fn list_events(&self, after_seq: i64, limit: u32)
-    -> Result<Vec<EventRecord>, StoreError>;
+    async fn list_events(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError>;
 
     /// The unpublished backlog.
     async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError>;

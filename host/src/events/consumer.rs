@@ -325,6 +325,9 @@ pub async fn process(shared: &EventsShared, app: &ConsumerDeps, inbound: &Inboun
     };
     let cmd = ApplyTransition {
         order_id: inbound.order_id,
+        // The service's own consumer acts on any tenant's order; the inbox record takes the
+        // order's tenant.
+        tenant: None,
         event,
         deadline: std::time::Instant::now() + app.deadline,
         trace,

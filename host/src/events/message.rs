@@ -51,6 +51,7 @@ struct CloudEventView<'a> {
     time: String,
     datacontenttype: &'static str,
     sequence: String,
+    tenant: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     traceparent: Option<&'a str>,
     data: &'a serde_json::Value,
@@ -88,6 +89,7 @@ pub fn encode_traced(
         time: record.occurred_at.to_rfc3339(),
         datacontenttype: "application/json",
         sequence: record.seq.to_string(),
+        tenant: &record.tenant,
         traceparent,
         data: &record.data,
     };
@@ -352,6 +354,7 @@ mod tests {
             event_type: "order.placed".into(),
             source: "/weir/orders".into(),
             subject: Uuid::now_v7().to_string(),
+            tenant: "acme".into(),
             occurred_at: Utc::now(),
             data: json!({"total": 1}),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
@@ -392,6 +395,7 @@ mod tests {
             event_type: "order.paid".into(),
             source: "/weir/orders".into(),
             subject: Uuid::now_v7().to_string(),
+            tenant: "acme".into(),
             occurred_at: Utc::now(),
             data: json!({"id": "o", "total": {"amount": 1950, "currency": "EUR"}, "lines": [1, 2]}),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),

@@ -302,6 +302,7 @@ fn published() -> impl Strategy<Value = (EventRecord, Summary)> {
                     event_type: kind.as_str().to_owned(),
                     source: source.clone(),
                     subject,
+                    tenant: "default".to_owned(),
                     occurred_at: DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default(),
                     data: Value::Object(data),
                     traceparent: traceparent.clone(),

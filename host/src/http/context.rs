@@ -120,6 +120,28 @@ fn render(err: &ApiError, ctx: &RequestContext, instance: &str) -> Response {
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    // RFC 6750: a 401 names the scheme, and says when a presented token was refused.
+    match err {
+        ApiError::Unauthenticated(crate::auth::AuthError::Missing) => {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"weir\""),
+            );
+        }
+        ApiError::Unauthenticated(_) => {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"weir\", error=\"invalid_token\""),
+            );
+        }
+        ApiError::Forbidden { .. } => {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"weir\", error=\"insufficient_scope\""),
+            );
+        }
+        _ => {}
+    }
     response
 }
 
@@ -152,6 +174,8 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         http.route = %route,
         url.path = %instance,
         request_id = %request_id,
+        weir.tenant = Empty,
+        weir.auth = Empty,
         http.response.status_code = Empty,
         error.type = Empty,
         otel.status_code = Empty,

@@ -15,12 +15,16 @@
 //!    metrics and the context above still see.
 //! 5. **Body limit**: a limit configuration that extractors enforce lazily (413); cheap,
 //!    so it sits with the other request-shape checks before the expensive policies.
-//! 6. **Rate limit**: per client, before the concurrency limit, so a noisy client is refused
-//!    without taking one of the shared in-flight slots from well-behaved ones.
-//! 7. **Load shed / concurrency limit**: refuses at once when the global limit is reached;
+//! 6. **Authentication** ([`super::auth`]): the principal, its tenant and its scopes (401,
+//!    403), before anything keyed by the caller; credentials not yet verified pass a per-peer
+//!    limit first, so a flood of made-up keys costs no database work.
+//! 7. **Rate limit**: per authenticated principal (per peer without one), before the
+//!    concurrency limit, so a noisy client is refused without taking one of the shared
+//!    in-flight slots from well-behaved ones.
+//! 8. **Load shed / concurrency limit**: refuses at once when the global limit is reached;
 //!    it is outside the timeout so a shed request costs no timer, and it holds its slot
 //!    until the handler finishes or is cancelled by the timeout below.
-//! 8. **Request timeout**: innermost, so it bounds only the handler's work (not time spent
+//! 9. **Request timeout**: innermost, so it bounds only the handler's work (not time spent
 //!    being rejected) and, by dropping the handler, cancels the plugin call inside it.
 //!
 //! All of these are applied with `Router::layer`, i.e. per route after routing, which is what
@@ -46,7 +50,12 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 }
 
 /// Wrap the API routes in the edge stack (see the module doc for the order).
-pub fn stack(routes: Router, http: &HttpConfig, policy: &PolicyConfig) -> Router {
+pub fn stack(
+    routes: Router,
+    http: &HttpConfig,
+    policy: &PolicyConfig,
+    auth: super::auth::AuthLayerState,
+) -> Router {
     let limit = http.body_limit_bytes;
     routes
         .layer(request_timeout::RequestTimeoutLayer::new(
@@ -54,9 +63,10 @@ pub fn stack(routes: Router, http: &HttpConfig, policy: &PolicyConfig) -> Router
             policy.route_timeouts(),
         ))
         .layer(load_shed::LoadShedLayer::new(policy.max_concurrency))
-        .layer(rate_limit::RateLimitLayer::new(
-            &policy.rate_limit,
-            policy.request_log.tenant_header.as_deref(),
+        .layer(rate_limit::RateLimitLayer::new(&policy.rate_limit))
+        .layer(middleware::from_fn_with_state(
+            auth,
+            super::auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::Extension(BodyLimit(limit)))

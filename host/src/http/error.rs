@@ -111,6 +111,11 @@ pub mod codes {
         RELEASE_CONFLICT = ("RELEASE_CONFLICT", CONFLICT, Expected, false, "The release changed since it was read");
         RELEASE_INVALID = ("RELEASE_INVALID", UNPROCESSABLE_ENTITY, Expected, false, "The release change is not allowed");
         ADMISSION_BUSY = ("ADMISSION_BUSY", SERVICE_UNAVAILABLE, Expected, true, "Another component is being admitted");
+        UNAUTHENTICATED = ("UNAUTHENTICATED", UNAUTHORIZED, Expected, false, "A valid credential is required");
+        FORBIDDEN = ("FORBIDDEN", FORBIDDEN, Expected, false, "The credential lacks the scope this route needs");
+        API_KEY_INVALID = ("API_KEY_INVALID", UNPROCESSABLE_ENTITY, Expected, false, "The API key request is invalid");
+        API_KEY_NOT_FOUND = ("API_KEY_NOT_FOUND", NOT_FOUND, Expected, false, "No API key with that id");
+        AUTHENTICATION_UNAVAILABLE = ("AUTHENTICATION_UNAVAILABLE", SERVICE_UNAVAILABLE, Unexpected, true, "The credential could not be checked right now");
     }
 }
 
@@ -245,6 +250,24 @@ pub enum ApiError {
     /// Another admission is running on this instance.
     #[error("another component is being admitted on this instance")]
     AdmissionBusy,
+    /// No credential, or one that is malformed, unknown, revoked, expired or of the wrong kind.
+    #[error("{0}")]
+    Unauthenticated(crate::auth::AuthError),
+    /// The principal lacks the scope the route needs.
+    #[error("this route needs the {scope} scope")]
+    Forbidden {
+        /// The missing scope.
+        scope: crate::auth::Scope,
+    },
+    /// An API key creation request breaks the rules listed (admin API).
+    #[error("the API key request is invalid")]
+    ApiKeyInvalid(Vec<FieldViolation>),
+    /// No API key with this id (admin API).
+    #[error("API key {0} not found")]
+    ApiKeyNotFound(String),
+    /// The credential could not be checked (API key store or JWKS unavailable).
+    #[error("{0}")]
+    AuthUnavailable(String),
     /// The client's rate limit is used up (edge rate-limit policy).
     #[error("rate limit exceeded; retry in {}ms", retry_after.as_millis())]
     RateLimited {
@@ -440,6 +463,11 @@ impl ApiError {
             Self::ReleaseConflict { .. } => RELEASE_CONFLICT,
             Self::ReleaseInvalid(_) => RELEASE_INVALID,
             Self::AdmissionBusy => ADMISSION_BUSY,
+            Self::Unauthenticated(_) => UNAUTHENTICATED,
+            Self::Forbidden { .. } => FORBIDDEN,
+            Self::AuthUnavailable(_) => AUTHENTICATION_UNAVAILABLE,
+            Self::ApiKeyInvalid(_) => API_KEY_INVALID,
+            Self::ApiKeyNotFound(_) => API_KEY_NOT_FOUND,
             Self::RateLimited { .. } => RATE_LIMITED,
             Self::Overloaded => OVERLOADED,
             Self::RequestTimeout { .. } => REQUEST_TIMEOUT,
@@ -488,7 +516,9 @@ impl ApiError {
     /// Field violations carried by validation errors.
     pub fn violations(&self) -> Option<Vec<FieldViolation>> {
         match self {
-            Self::UnknownFields(v) | Self::ProductInvalid(v) => Some(v.clone()),
+            Self::UnknownFields(v) | Self::ProductInvalid(v) | Self::ApiKeyInvalid(v) => {
+                Some(v.clone())
+            }
             Self::Plugin(OrderError::Invalid(v)) => Some(
                 v.iter()
                     .map(|v| FieldViolation {

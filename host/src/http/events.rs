@@ -1,4 +1,4 @@
-//! `/v1/events`: the outbox as an ordered CloudEvents 1.0 feed (how the embedded default
+//! `/v1/events`: the caller's tenant's outbox as an ordered CloudEvents 1.0 feed (how the embedded default
 //! exposes events). On PostgreSQL a sequence number can become visible after a higher one
 //! when transactions commit out of order; production consumers read RabbitMQ instead.
 
@@ -40,6 +40,7 @@ pub struct EventsQuery {
 )]
 pub async fn list_events(
     State(api): State<ApiState>,
+    axum::Extension(principal): axum::Extension<crate::auth::Principal>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
     let after = q.after.unwrap_or(0);
@@ -52,7 +53,7 @@ pub async fn list_events(
     }
     let events = api
         .orders
-        .list_events(after, limit)
+        .list_events(&principal.tenant, after, limit)
         .await
         .map_err(|e| ApiError::store("reading the events feed", e))?;
     let next_after = events.last().map_or(after, |e| e.seq);

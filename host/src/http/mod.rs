@@ -8,6 +8,7 @@
 //! - [`extract`]: extractors whose rejections are problem responses.
 //! - [`orders`], [`products`], [`events`]: the handlers.
 
+pub mod auth;
 pub mod context;
 pub mod edge;
 pub mod error;
@@ -102,9 +103,72 @@ impl std::fmt::Debug for ApiState {
         products::put_product,
         events::list_events,
     ),
-    components(schemas(context::Problem, error::FieldViolation))
+    components(schemas(context::Problem, error::FieldViolation)),
+    modifiers(&Security)
 )]
 pub struct ApiDoc;
+
+/// Declares the security schemes (an API key or a JWT as a bearer token, or an API key in
+/// `X-Api-Key`), requires one of them on every route, and documents the `401` and `403`
+/// every route can answer (see [`auth`] for which scope each route needs).
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("weir API key (weir_...) or JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Api-Key"))),
+        );
+        openapi.security = Some(vec![
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::new("api_key", Vec::<String>::new()),
+        ]);
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut op.responses.responses;
+                responses.entry("401".to_owned()).or_insert_with(|| {
+                    problem("UNAUTHENTICATED: no credential, or one that is not valid").into()
+                });
+                responses.entry("403".to_owned()).or_insert_with(|| {
+                    problem("FORBIDDEN: the credential lacks this route's scope").into()
+                });
+            }
+        }
+    }
+}
 
 async fn openapi() -> Response {
     (
@@ -123,7 +187,7 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The public API router with its edge layers.
-pub fn router(state: ApiState, policy: &PolicyConfig) -> Router {
+pub fn router(state: ApiState, policy: &PolicyConfig, auth: auth::AuthLayerState) -> Router {
     let config = state.config.clone();
     let routes = Router::new()
         .route(
@@ -141,5 +205,5 @@ pub fn router(state: ApiState, policy: &PolicyConfig) -> Router {
         .with_state(state);
     // The edge stack (request context, metrics, panic catcher, body limit, rate limit, load
     // shedding, timeout) and why each layer sits where it does: `edge::stack`.
-    edge::stack(routes, &config, policy)
+    edge::stack(routes, &config, policy, auth)
 }

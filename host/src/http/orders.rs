@@ -28,6 +28,7 @@ use super::ApiState;
 use super::context::{RequestContext, problem};
 use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody, QueryParams};
+use crate::auth::Principal;
 
 /// Route template of placing an order: part of the idempotency scope and request hash.
 const PLACE_ROUTE: &str = "POST /v1/orders";
@@ -170,11 +171,15 @@ fn respond(stored: StoredResponse, replayed: bool) -> Response {
 pub async fn place_order(
     State(api): State<ApiState>,
     Extension(ctx): Extension<RequestContext>,
+    Extension(principal): Extension<Principal>,
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<PlaceOrderBody>,
 ) -> Result<Response, ApiError> {
+    let tenant = &*principal.tenant;
     let cmd = PlaceOrder {
-        idempotency_key: format!("{PLACE_ROUTE}:{key}"),
+        tenant: tenant.to_owned(),
+        // Scoped by tenant: the same client key in two tenants is two keys.
+        idempotency_key: format!("{tenant}/{PLACE_ROUTE}:{key}"),
         request_hash: request_hash(PLACE_ROUTE, &body.raw),
         request: body.value.into(),
         deadline: Instant::now() + api.config.request_timeout,
@@ -210,12 +215,13 @@ pub(crate) fn parse_order_id(raw: &str) -> Result<Uuid, ApiError> {
 )]
 pub async fn get_order(
     State(api): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Order>, ApiError> {
     let id = parse_order_id(&id)?;
     let order = api
         .orders
-        .get_order(id)
+        .get_order(&principal.tenant, id)
         .await
         .map_err(|e| ApiError::store("reading the order", e))?
         .ok_or_else(|| ApiError::OrderNotFound(id.to_string()))?;
@@ -250,6 +256,7 @@ fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
 )]
 pub async fn list_orders(
     State(api): State<ApiState>,
+    Extension(principal): Extension<Principal>,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let limit = q.limit.unwrap_or(20);
@@ -273,6 +280,7 @@ pub async fn list_orders(
     let mut orders = api
         .orders
         .list_orders(&OrderFilter {
+            tenant: principal.tenant.to_string(),
             customer_id: q.customer_id,
             status,
             limit: limit + 1,
@@ -305,6 +313,7 @@ pub async fn list_orders(
 pub async fn cancel_order(
     State(api): State<ApiState>,
     Extension(ctx): Extension<RequestContext>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Order>, ApiError> {
     let order_id = parse_order_id(&id)?;
@@ -312,6 +321,7 @@ pub async fn cancel_order(
         .orders
         .apply_transition(ApplyTransition {
             order_id,
+            tenant: Some(principal.tenant.to_string()),
             event: OrderEvent::CancelRequested,
             deadline: Instant::now() + api.config.request_timeout,
             trace: request_trace(&ctx),

@@ -170,7 +170,19 @@ fn edge() -> Router {
     let mut policy = PolicyConfig::default();
     // Hundreds of requests from one client within a second: not what is tested here.
     policy.rate_limit.enabled = false;
-    super::edge::stack(routes, &http, &policy)
+    let auth = crate::auth::AuthConfig::default();
+    let authenticator = crate::auth::Authenticator::new(
+        crate::auth::AuthMode::Open,
+        std::sync::Arc::new(crate::auth::NoKeys),
+        None,
+        auth.cache_ttl,
+    );
+    super::edge::stack(
+        routes,
+        &http,
+        &policy,
+        super::auth::AuthLayerState::new(authenticator, &auth),
+    )
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -5,6 +5,7 @@
 //! - [`health`]: liveness, readiness with per-check detail, build and runtime facts.
 //! - [`auth`]: the one admin token check and its extractor, [`auth::AdminAuth`].
 //! - [`admin`]: rotation (take the instance out of rotation and back).
+//! - [`api_keys`]: API keys of the public API (create, list, revoke).
 //! - [`plugins`]: the plugin lifecycle (upload, release, promote, roll back, history).
 //! - [`sampling`]: the live trace sampling ratio.
 //!
@@ -12,6 +13,7 @@
 //! request-context middleware.
 
 pub mod admin;
+pub mod api_keys;
 pub mod auth;
 pub mod health;
 pub mod plugins;
@@ -53,6 +55,8 @@ pub struct OpsState {
     pub admin_tokens: Arc<Vec<(String, Secret)>>,
     /// The plugin lifecycle.
     pub releases: Arc<Releases>,
+    /// Authentication of the public API (its API key store, its credential cache).
+    pub auth: crate::auth::Authenticator,
     /// Facts fixed at start-up, shown by `/infoz`.
     pub facts: Arc<InfoFacts>,
 }
@@ -67,6 +71,7 @@ pub fn router(state: OpsState) -> Router {
         .route("/metrics", get(crate::telemetry::metrics::handler))
         .merge(sampling::router())
         .merge(admin::router())
+        .merge(api_keys::router())
         .merge(plugins::router(upload_limit))
         .with_state(state)
 }

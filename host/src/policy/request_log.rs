@@ -2,9 +2,10 @@
 //!
 //! Each request produces one `info` event with target `weir::access` inside the request span
 //! (so it carries `request_id` and the trace id like every other line): `method`, `route`
-//! (the template, never the raw path), `status`, `duration_ms`, `client` (hashed API key or
-//! peer IP), `tenant` when a tenant header is configured, and `headers` restricted to an
-//! allow-list.
+//! (the template, never the raw path), `status`, `duration_ms`, `client` (the authenticated
+//! principal's key, else the peer IP), `tenant` (of the authenticated principal, from the
+//! [`Caller`] the authentication layer leaves on the response), and `headers` restricted to
+//! an allow-list.
 //!
 //! Redaction by default: `Authorization`, `Cookie`, `Set-Cookie`, `Proxy-Authorization` and
 //! the API key header are never written, even when allow-listed (`[redacted]`); the
@@ -13,8 +14,8 @@
 //! without storing the values. Hashes are SHA-256 with a random per-process salt, truncated:
 //! stable within one process, not reversible by a dictionary of customer ids.
 //!
-//! The `client` is recorded on the request as a [`ClientKey`] extension, which the rate limit
-//! (inside this layer) reads rather than hashing the API key again.
+//! The peer key is recorded on the request as a [`ClientKey`] extension, which the rate limit
+//! (inside this layer) reads rather than computing it again.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,7 +31,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::rate_limit::ClientKey;
+use super::rate_limit::{Caller, ClientKey};
 
 /// Settings of the request log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,9 +41,6 @@ pub struct RequestLogConfig {
     pub enabled: bool,
     /// Request headers written verbatim (lower-case names); secrets are redacted anyway.
     pub allow_headers: Vec<String>,
-    /// Header naming the tenant (e.g. `x-tenant-id`), written as `tenant` and used as the
-    /// rate-limit key when present.
-    pub tenant_header: Option<String>,
 }
 
 impl Default for RequestLogConfig {
@@ -50,7 +48,6 @@ impl Default for RequestLogConfig {
         Self {
             enabled: true,
             allow_headers: vec!["user-agent".to_owned()],
-            tenant_header: None,
         }
     }
 }
@@ -82,7 +79,6 @@ pub fn pseudonym(value: &[u8]) -> String {
 #[derive(Debug, Clone)]
 pub struct RequestLogLayer {
     allow: Option<Arc<Vec<HeaderName>>>,
-    tenant: Option<HeaderName>,
 }
 
 impl RequestLogLayer {
@@ -97,13 +93,7 @@ impl RequestLogLayer {
                     .collect(),
             )
         });
-        Self {
-            allow,
-            tenant: config
-                .tenant_header
-                .as_deref()
-                .and_then(|h| HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok()),
-        }
+        Self { allow }
     }
 }
 
@@ -171,17 +161,6 @@ where
         let route = req.extensions().get::<MatchedPath>().cloned();
         // Hashed once here, for this log line and the rate limit below.
         let client = ClientKey::attach(&mut req);
-        let tenant = self
-            .layer
-            .tenant
-            .as_ref()
-            .and_then(|h| req.headers().get(h))
-            .map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .chars()
-                    .take(64)
-                    .collect::<String>()
-            });
         let idempotency = req
             .headers()
             .get("idempotency-key")
@@ -192,6 +171,9 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let response = fut.await?;
+            let caller = response.extensions().get::<Caller>();
+            let client = caller.map_or(&client, |c| &c.key);
+            let tenant = caller.map(|c| &*c.tenant);
             tracing::info!(
                 target: "weir::access",
                 method = %method,
@@ -199,7 +181,7 @@ where
                 status = response.status().as_u16(),
                 duration_ms = started.elapsed().as_secs_f64() * 1e3,
                 client = %client,
-                tenant = tenant.as_deref(),
+                tenant = tenant,
                 idempotency_key_hash = idempotency.as_deref(),
                 customer_id_hash = customer.as_deref(),
                 headers = %headers,
@@ -247,10 +229,19 @@ mod tests {
 
         let app = Router::new()
             .route("/v1/orders/{id}", get(|| async { "ok" }))
+            // What the authentication layer (inside the log) leaves on the response.
+            .layer(axum::middleware::map_response(
+                |mut r: axum::response::Response| async move {
+                    r.extensions_mut().insert(Caller {
+                        tenant: Arc::from("acme"),
+                        key: Arc::from("p:acme:key:1"),
+                    });
+                    r
+                },
+            ))
             .layer(RequestLogLayer::new(&RequestLogConfig {
                 enabled: true,
                 allow_headers: vec!["user-agent".into(), "authorization".into()],
-                tenant_header: Some("X-Tenant-Id".into()),
             }));
         let req = Request::builder()
             .uri("/v1/orders/0190a1b2-c3d4?customer_id=cus_alice")
@@ -259,7 +250,6 @@ mod tests {
             .header("x-api-key", "key-123")
             .header("idempotency-key", "idem-xyz")
             .header("user-agent", "curl/8")
-            .header("x-tenant-id", "acme")
             .body(Body::empty())
             .unwrap();
         assert_eq!(app.oneshot(req).await.unwrap().status(), 200);
@@ -271,7 +261,7 @@ mod tests {
         assert_eq!(line["route"], "/v1/orders/{id}");
         assert_eq!(line["status"], 200);
         assert_eq!(line["tenant"], "acme");
-        assert!(line["client"].as_str().unwrap().starts_with("key:"));
+        assert_eq!(line["client"], "p:acme:key:1");
         assert_eq!(line["idempotency_key_hash"], pseudonym(b"idem-xyz"));
         assert_eq!(line["customer_id_hash"], pseudonym(b"cus_alice"));
         let headers: serde_json::Value =

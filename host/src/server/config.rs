@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::auth::AuthConfig;
 use crate::events::{AmqpUrl, EventsConfig};
 use crate::http::HttpConfig;
 use crate::lifecycle::ShutdownConfig;
@@ -54,6 +55,8 @@ pub struct Config {
     pub seed_demo_catalog: bool,
     /// HTTP edge settings.
     pub http: HttpConfig,
+    /// Authentication of the public API: mode, credential cache, JWT validation.
+    pub auth: AuthConfig,
     /// Idempotency key handling.
     pub idempotency: IdempotencyConfig,
     /// Connection pool.
@@ -90,6 +93,7 @@ impl Default for Config {
             region: None,
             seed_demo_catalog: true,
             http: HttpConfig::default(),
+            auth: AuthConfig::default(),
             idempotency: IdempotencyConfig::default(),
             database: DatabaseConfig::default(),
             runtime: RuntimeConfig::default(),
@@ -323,6 +327,9 @@ impl Config {
             "must differ from listen",
         )?;
         self.http.validate()?;
+        self.auth.validate()?;
+        // Refuses an API on a non-loopback address without an authentication mode.
+        self.auth.resolve(self.listen)?;
         self.runtime.validate()?;
         ensure(
             self.database.max_connections > 0,

@@ -28,6 +28,8 @@ use weir_core::app::{OrderService, Ports, ReleaseService, Settings};
 use weir_core::domain::Product;
 use weir_core::ports::{Detached, Spawner, SystemClock};
 
+use crate::auth::jwt::JwtValidator;
+use crate::auth::{AuthMode, Authenticator};
 use crate::catalog::CatalogReader;
 use crate::events::{ConsumerDeps, EventsHandle};
 use crate::http::ApiState;
@@ -89,6 +91,8 @@ pub struct AppState {
     /// Components of `plugins.dir` refused at start-up and left out (empty with
     /// `plugins.strict`: a refusal stops start-up).
     pub refused_plugins: Arc<Vec<RefusedComponent>>,
+    /// Authentication of the public API (API keys, JWT, open mode).
+    pub auth: Authenticator,
 }
 
 impl AppState {
@@ -189,6 +193,7 @@ impl Server {
                 ..Settings::default()
             },
         );
+        let auth = build_authenticator(&config, store.clone()).await?;
         let state = AppState {
             store: store.clone(),
             runtime,
@@ -200,8 +205,10 @@ impl Server {
             deps,
             shutdown: Shutdown::new(),
             refused_plugins: refused_plugins.clone(),
+            auth,
         };
         let (api_addr, ops_addr, listeners) = serve(&state).await?;
+        spawn_jwks_refresh(&state);
         spawn_idempotency_purge(&state);
         // Every replica follows the releases in the database (LISTEN on PostgreSQL, polling).
         let listen_url = config
@@ -501,6 +508,7 @@ async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<
         orders: state.orders.clone(),
         config: Arc::new(config.http.clone()),
     };
+    let auth = crate::http::auth::AuthLayerState::new(state.auth.clone(), &config.auth);
     let ops_state = OpsState {
         database: state.store.clone(),
         registry: state.registry.clone(),
@@ -510,6 +518,7 @@ async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<
         events: state.events.clone(),
         shutdown: state.shutdown.clone(),
         admin_tokens: Arc::new(config.admin_tokens()),
+        auth: state.auth.clone(),
         releases: state.releases.clone(),
         facts: Arc::new(InfoFacts {
             config_hash: config.hash(),
@@ -529,11 +538,12 @@ async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<
     };
     let shutdown = state.shutdown.clone();
     // Outermost API layer: count admitted requests so the drain can wait for them.
-    let api_router =
-        crate::http::router(api_state, &config.policy).layer(axum::middleware::from_fn_with_state(
+    let api_router = crate::http::router(api_state, &config.policy, auth).layer(
+        axum::middleware::from_fn_with_state(
             shutdown.clone(),
             crate::lifecycle::shutdown::track_requests,
-        ));
+        ),
+    );
     let mut listeners = Vec::new();
     for (listener, router, name) in [
         (api, api_router, "api"),
@@ -558,6 +568,58 @@ async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<
         }));
     }
     Ok((api_addr, ops_addr, listeners))
+}
+
+/// The authenticator of `auth.mode` (resolved for the API address: `open` only on
+/// loopback), with the JWT key set loaded when the mode is `jwt`.
+async fn build_authenticator(
+    config: &Config,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<Authenticator> {
+    let mode = config
+        .auth
+        .resolve(config.listen)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let jwt = match (&config.auth.jwt, mode) {
+        (Some(jwt), AuthMode::Jwt) => Some(
+            JwtValidator::load(jwt.clone())
+                .await
+                .context("could not load the JWT key set (auth.jwt)")?,
+        ),
+        _ => None,
+    };
+    if mode == AuthMode::Open {
+        tracing::warn!(
+            listen = %config.listen,
+            "authentication is off: the API listens on loopback and auth.mode is {}; every \
+             request without a credential acts as the `default` tenant with every scope. Set \
+             auth.mode = \"api_keys\" or \"jwt\" before exposing it",
+            if config.auth.mode.is_some() { "\"open\"" } else { "unset" }
+        );
+    } else {
+        tracing::info!(mode = mode.as_str(), "API authentication on");
+    }
+    Ok(Authenticator::new(mode, store, jwt, config.auth.cache_ttl))
+}
+
+/// Reload the JWT key set every `auth.jwt.refresh_interval_ms` (a failure keeps the last
+/// good set and is logged).
+fn spawn_jwks_refresh(state: &AppState) {
+    let Some(jwt) = state.auth.jwt().cloned() else {
+        return;
+    };
+    state
+        .shutdown
+        .supervisor()
+        .periodic("auth.jwks_refresh", jwt.refresh_interval(), move || {
+            let jwt = jwt.clone();
+            async move {
+                jwt.refresh()
+                    .await
+                    .map(|()| 0_u64)
+                    .map_err(|e| format!("JWKS refresh failed, keeping the last key set: {e:#}"))
+            }
+        });
 }
 
 /// The idempotency purge, a periodic [`crate::lifecycle::worker`]: deletes keys older than

@@ -12,6 +12,7 @@
 //! - `mod.rs` (this file): [`Database`], [`Store`], [`connect`], [`ConnectError`], the
 //!   classification of driver errors into [`StoreError`], and helpers shared by both
 //!   backends.
+//! - [`api_keys`]: the API key records of [`crate::auth`] (the secret is never stored).
 //! - `sqlite.rs`: [`SqliteStore`], the embedded default (`sqlite:` URLs). WAL journal,
 //!   `synchronous=NORMAL`, a 5 s busy timeout, foreign keys on. Every write transaction starts
 //!   with `BEGIN IMMEDIATE`, so a writer takes the write lock up front instead of failing with
@@ -55,10 +56,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+pub mod api_keys;
 mod postgres;
 mod sqlite;
 pub mod traced;
 
+pub use api_keys::{ApiKeyRecord, ApiKeyStore};
 pub use postgres::PgStore;
 pub use postgres::{RELEASE_CHANNEL, ReleaseListener};
 pub use sqlite::SqliteStore;
@@ -219,6 +222,7 @@ pub trait Database: fmt::Debug + Send + Sync + 'static {
 /// never shows a password.
 pub trait Store:
     Database
+    + ApiKeyStore
     + OrderStore
     + IdempotencyStore
     + OutboxStore
@@ -231,6 +235,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: Database
+        + ApiKeyStore
         + OrderStore
         + IdempotencyStore
         + OutboxStore

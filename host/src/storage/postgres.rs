@@ -10,18 +10,19 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::{
-    BEGIN_ATTEMPTS, COUNT_ROWS_SQL, ConnectError, Database, EventRecord, ExistingKey,
-    IdempotencyBegin, IdempotencyStore, InboxOutcome, InboxStore, KeyDecision, NewEvent, Order,
-    OrderFilter, OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore, PluginRef, Product,
-    ProductStore, ResponseColumns, RowCounts, StoreError, StoreOptions, StoredResponse,
-    TransitionOutcome, add_duration, classify, decide_existing, events_limit, page_limit,
-    parse_status, quantity_from_db, row_counts, shortage, stored_response,
+    ApiKeyRecord, ApiKeyStore, BEGIN_ATTEMPTS, COUNT_ROWS_SQL, ConnectError, Database, EventRecord,
+    ExistingKey, IdempotencyBegin, IdempotencyStore, InboxOutcome, InboxStore, KeyDecision,
+    NewEvent, Order, OrderFilter, OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore,
+    PluginRef, Product, ProductStore, ResponseColumns, RowCounts, StoreError, StoreOptions,
+    StoredResponse, TransitionOutcome, add_duration, classify, decide_existing, events_limit,
+    page_limit, parse_status, quantity_from_db, row_counts, shortage, stored_response,
 };
 use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
@@ -61,7 +62,7 @@ where
 /// Column list matching [`order_from_row`].
 macro_rules! order_columns {
     () => {
-        "id, customer_id, currency, status, subtotal, discount, tax, total, metadata, \
+        "id, tenant, customer_id, currency, status, subtotal, discount, tax, total, metadata, \
          plugin_name, plugin_version, plugin_digest, version, created_at, updated_at"
     };
 }
@@ -69,8 +70,8 @@ macro_rules! order_columns {
 /// Column list matching [`event_from_row`].
 macro_rules! event_columns {
     () => {
-        "seq, id, event_type, source, subject, occurred_at, data, traceparent, tracestate, \
-         published_at"
+        "seq, id, event_type, source, subject, tenant, occurred_at, data, traceparent, \
+         tracestate, published_at"
     };
 }
 
@@ -87,6 +88,7 @@ fn order_from_row(row: &PgRow) -> Result<Order, StoreError> {
     let metadata: Json<serde_json::Map<String, serde_json::Value>> = get(row, "metadata")?;
     Ok(Order {
         id: get(row, "id")?,
+        tenant: get(row, "tenant")?,
         customer_id: get(row, "customer_id")?,
         currency: get(row, "currency")?,
         status: parse_status(&get::<String>(row, "status")?)?,
@@ -124,6 +126,7 @@ fn event_from_row(row: &PgRow) -> Result<EventRecord, StoreError> {
         event_type: get(row, "event_type")?,
         source: get(row, "source")?,
         subject: get(row, "subject")?,
+        tenant: get(row, "tenant")?,
         occurred_at: get(row, "occurred_at")?,
         data: data.0,
         traceparent: get(row, "traceparent")?,
@@ -243,8 +246,8 @@ impl PgStore {
         for event in events {
             sqlx::query(
                 "INSERT INTO outbox_events \
-                 (id, event_type, source, subject, occurred_at, data, traceparent, tracestate) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 (id, event_type, source, subject, occurred_at, data, traceparent, tracestate, \
+                 tenant) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(event.id)
             .bind(&event.event_type)
@@ -254,6 +257,7 @@ impl PgStore {
             .bind(Json(&event.data))
             .bind(&event.traceparent)
             .bind(&event.tracestate)
+            .bind(&event.tenant)
             .execute(&mut *conn)
             .await
             .map_err(db_err)?;
@@ -368,17 +372,19 @@ impl PgStore {
     /// Record `message_id` as seen by `consumer`; false when it already was.
     async fn insert_inbox(
         conn: &mut PgConnection,
+        tenant: &str,
         consumer: &str,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let recorded = sqlx::query(
-            "INSERT INTO inbox_messages (consumer, message_id, received_at) \
-                 VALUES ($1, $2, $3) ON CONFLICT (consumer, message_id) DO NOTHING",
+            "INSERT INTO inbox_messages (consumer, message_id, received_at, tenant) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (consumer, message_id) DO NOTHING",
         )
         .bind(consumer)
         .bind(message_id)
         .bind(now)
+        .bind(tenant)
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
@@ -412,6 +418,7 @@ impl PgStore {
     /// replaced or taken over by a concurrent call), so the caller reads it again.
     async fn begin_round(
         &self,
+        tenant: &str,
         key: &str,
         request_hash: &str,
         now: DateTime<Utc>,
@@ -420,13 +427,15 @@ impl PgStore {
     ) -> Result<Option<IdempotencyBegin>, StoreError> {
         let locked_until = add_duration(now, lock_ttl);
         let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (key, request_hash, state, locked_until, created_at) \
-             VALUES ($1, $2, 'in_progress', $3, $4) ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO idempotency_keys \
+             (key, request_hash, state, locked_until, created_at, tenant) \
+             VALUES ($1, $2, 'in_progress', $3, $4, $5) ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
         .bind(request_hash)
         .bind(locked_until)
         .bind(now)
+        .bind(tenant)
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
@@ -528,6 +537,7 @@ impl Database for PgStore {
 impl IdempotencyStore for PgStore {
     async fn idempotency_begin(
         &self,
+        tenant: &str,
         key: &str,
         request_hash: &str,
         now: DateTime<Utc>,
@@ -536,7 +546,7 @@ impl IdempotencyStore for PgStore {
     ) -> Result<IdempotencyBegin, StoreError> {
         for _ in 0..BEGIN_ATTEMPTS {
             if let Some(outcome) = self
-                .begin_round(key, request_hash, now, lock_ttl, retention)
+                .begin_round(tenant, key, request_hash, now, lock_ttl, retention)
                 .await?
             {
                 return Ok(outcome);
@@ -597,8 +607,8 @@ impl OrderStore for PgStore {
         sqlx::query(
             "INSERT INTO orders (id, customer_id, currency, status, subtotal, discount, tax, \
              total, metadata, plugin_name, plugin_version, plugin_digest, version, created_at, \
-             updated_at, stock_reserved) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, TRUE)",
+             updated_at, stock_reserved, tenant) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, TRUE, $16)",
         )
         .bind(order.id)
         .bind(&order.customer_id)
@@ -615,6 +625,7 @@ impl OrderStore for PgStore {
         .bind(order.version)
         .bind(order.created_at)
         .bind(order.updated_at)
+        .bind(&order.tenant)
         .execute(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -668,8 +679,9 @@ impl OrderStore for PgStore {
         let mut query = QueryBuilder::<Postgres>::new(concat!(
             "SELECT ",
             order_columns!(),
-            " FROM orders WHERE TRUE"
+            " FROM orders WHERE tenant = "
         ));
+        query.push_bind(filter.tenant.clone());
         if let Some(customer_id) = &filter.customer_id {
             query
                 .push(" AND customer_id = ")
@@ -713,6 +725,7 @@ impl OrderStore for PgStore {
 
     async fn transition_order_once(
         &self,
+        tenant: &str,
         consumer: &str,
         message_id: &str,
         id: Uuid,
@@ -724,7 +737,7 @@ impl OrderStore for PgStore {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
         // A concurrent insert of the same key waits on the unique index until the other
         // transaction ends, then does nothing: at most one of them applies.
-        if !Self::insert_inbox(&mut tx, consumer, message_id, now).await? {
+        if !Self::insert_inbox(&mut tx, tenant, consumer, message_id, now).await? {
             return Ok(InboxOutcome::Duplicate);
         }
         // On `None` dropping the transaction rolls the inbox record back too.
@@ -743,12 +756,13 @@ impl OrderStore for PgStore {
 impl InboxStore for PgStore {
     async fn record_inbox(
         &self,
+        tenant: &str,
         consumer: &str,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        Self::insert_inbox(&mut conn, consumer, message_id, now).await
+        Self::insert_inbox(&mut conn, tenant, consumer, message_id, now).await
     }
 
     async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError> {
@@ -767,16 +781,18 @@ impl InboxStore for PgStore {
 impl OutboxStore for PgStore {
     async fn list_events(
         &self,
+        tenant: &str,
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
-            " FROM outbox_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+            " FROM outbox_events WHERE tenant = $3 AND seq > $1 ORDER BY seq LIMIT $2"
         ))
         .bind(after_seq)
         .bind(events_limit(limit))
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;
@@ -1218,6 +1234,92 @@ impl ReleaseStore for PgStore {
         .await
         .map_err(db_err)?;
         Ok(docs.into_iter().map(|d| d.0).collect())
+    }
+}
+
+fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: get(row, "id")?,
+        prefix: get(row, "prefix")?,
+        secret_hash: get(row, "secret_hash")?,
+        tenant: get(row, "tenant")?,
+        name: get(row, "name")?,
+        scopes: get(row, "scopes")?,
+        created_at: get(row, "created_at")?,
+        created_by: get(row, "created_by")?,
+        expires_at: get(row, "expires_at")?,
+        revoked_at: get(row, "revoked_at")?,
+    })
+}
+
+const API_KEY_COLUMNS: &str =
+    "id, prefix, secret_hash, tenant, name, scopes, created_at, created_by, expires_at, revoked_at";
+
+#[async_trait::async_trait]
+impl ApiKeyStore for PgStore {
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, prefix, secret_hash, tenant, name, scopes, created_at, \
+             created_by, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(key.id)
+        .bind(&key.prefix)
+        .bind(&key.secret_hash)
+        .bind(&key.tenant)
+        .bind(&key.name)
+        .bind(&key.scopes)
+        .bind(key.created_at)
+        .bind(&key.created_by)
+        .bind(key.expires_at)
+        .bind(key.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE prefix = $1"
+        )))
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(api_key_from_row)
+        .transpose()
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE $1::text IS NULL OR tenant = $1 \
+             ORDER BY created_at DESC, id DESC"
+        )))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
+             RETURNING {API_KEY_COLUMNS}"
+        )))
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(api_key_from_row)
+        .transpose()
     }
 }
 

@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -24,12 +25,12 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 use super::{
-    BEGIN_ATTEMPTS, COUNT_ROWS_SQL, ConnectError, Database, EventRecord, ExistingKey,
-    IdempotencyBegin, IdempotencyStore, InboxOutcome, InboxStore, KeyDecision, NewEvent, Order,
-    OrderFilter, OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore, PluginRef, Product,
-    ProductStore, ResponseColumns, RowCounts, StoreError, StoreOptions, StoredResponse,
-    TransitionOutcome, add_duration, classify, decide_existing, events_limit, page_limit,
-    parse_status, quantity_from_db, row_counts, shortage, stored_response,
+    ApiKeyRecord, ApiKeyStore, BEGIN_ATTEMPTS, COUNT_ROWS_SQL, ConnectError, Database, EventRecord,
+    ExistingKey, IdempotencyBegin, IdempotencyStore, InboxOutcome, InboxStore, KeyDecision,
+    NewEvent, Order, OrderFilter, OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore,
+    PluginRef, Product, ProductStore, ResponseColumns, RowCounts, StoreError, StoreOptions,
+    StoredResponse, TransitionOutcome, add_duration, classify, decide_existing, events_limit,
+    page_limit, parse_status, quantity_from_db, row_counts, shortage, stored_response,
 };
 use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
@@ -87,7 +88,7 @@ where
 /// Column list matching [`order_from_row`].
 macro_rules! order_columns {
     () => {
-        "id, customer_id, currency, status, subtotal, discount, tax, total, metadata, \
+        "id, tenant, customer_id, currency, status, subtotal, discount, tax, total, metadata, \
          plugin_name, plugin_version, plugin_digest, version, created_at, updated_at"
     };
 }
@@ -95,8 +96,8 @@ macro_rules! order_columns {
 /// Column list matching [`event_from_row`].
 macro_rules! event_columns {
     () => {
-        "seq, id, event_type, source, subject, occurred_at, data, traceparent, tracestate, \
-         published_at"
+        "seq, id, event_type, source, subject, tenant, occurred_at, data, traceparent, \
+         tracestate, published_at"
     };
 }
 
@@ -112,6 +113,7 @@ fn order_from_row(row: &SqliteRow) -> Result<Order, StoreError> {
     let metadata: Json<serde_json::Map<String, serde_json::Value>> = get(row, "metadata")?;
     Ok(Order {
         id: parse_id(&get::<String>(row, "id")?)?,
+        tenant: get(row, "tenant")?,
         customer_id: get(row, "customer_id")?,
         currency: get(row, "currency")?,
         status: parse_status(&get::<String>(row, "status")?)?,
@@ -149,6 +151,7 @@ fn event_from_row(row: &SqliteRow) -> Result<EventRecord, StoreError> {
         event_type: get(row, "event_type")?,
         source: get(row, "source")?,
         subject: get(row, "subject")?,
+        tenant: get(row, "tenant")?,
         occurred_at: parse_ts(&get::<String>(row, "occurred_at")?)?,
         data: data.0,
         traceparent: get(row, "traceparent")?,
@@ -290,13 +293,14 @@ impl SqliteStore {
         for event in events {
             sqlx::query(
                 "INSERT INTO outbox_events \
-                 (id, event_type, source, subject, occurred_at, data, traceparent, tracestate) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (id, event_type, source, subject, tenant, occurred_at, data, traceparent, \
+                 tracestate) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(id_text(event.id))
             .bind(&event.event_type)
             .bind(&event.source)
             .bind(&event.subject)
+            .bind(&event.tenant)
             .bind(ts(event.occurred_at))
             .bind(Json(&event.data))
             .bind(&event.traceparent)
@@ -412,14 +416,16 @@ impl SqliteStore {
     /// Record `message_id` as seen by `consumer`; false when it already was.
     async fn insert_inbox(
         conn: &mut SqliteConnection,
+        tenant: &str,
         consumer: &str,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let recorded = sqlx::query(
-            "INSERT INTO inbox_messages (consumer, message_id, received_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (consumer, message_id) DO NOTHING",
+            "INSERT INTO inbox_messages (tenant, consumer, message_id, received_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (consumer, message_id) DO NOTHING",
         )
+        .bind(tenant)
         .bind(consumer)
         .bind(message_id)
         .bind(ts(now))
@@ -456,6 +462,7 @@ impl SqliteStore {
     /// One round of [`Store::idempotency_begin`]; `None` if the row changed under us.
     async fn begin_round(
         &self,
+        tenant: &str,
         key: &str,
         request_hash: &str,
         now: DateTime<Utc>,
@@ -465,10 +472,12 @@ impl SqliteStore {
         let locked_until = ts(add_duration(now, lock_ttl));
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (key, request_hash, state, locked_until, created_at) \
-             VALUES (?, ?, 'in_progress', ?, ?) ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO idempotency_keys \
+             (key, tenant, request_hash, state, locked_until, created_at) \
+             VALUES (?, ?, ?, 'in_progress', ?, ?) ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
+        .bind(tenant)
         .bind(request_hash)
         .bind(&locked_until)
         .bind(ts(now))
@@ -578,6 +587,7 @@ impl Database for SqliteStore {
 impl IdempotencyStore for SqliteStore {
     async fn idempotency_begin(
         &self,
+        tenant: &str,
         key: &str,
         request_hash: &str,
         now: DateTime<Utc>,
@@ -588,7 +598,7 @@ impl IdempotencyStore for SqliteStore {
         // round always decides; the loop mirrors the PostgreSQL implementation.
         for _ in 0..BEGIN_ATTEMPTS {
             if let Some(outcome) = self
-                .begin_round(key, request_hash, now, lock_ttl, retention)
+                .begin_round(tenant, key, request_hash, now, lock_ttl, retention)
                 .await?
             {
                 return Ok(outcome);
@@ -646,11 +656,13 @@ impl OrderStore for SqliteStore {
             return Ok(CreateOutcome::Short(shortage));
         }
         sqlx::query(
-            "INSERT INTO orders (id, customer_id, currency, status, subtotal, discount, tax, \
-             total, metadata, plugin_name, plugin_version, plugin_digest, version, created_at, \
-             updated_at, stock_reserved) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            "INSERT INTO orders (id, tenant, customer_id, currency, status, subtotal, discount, \
+             tax, total, metadata, plugin_name, plugin_version, plugin_digest, version, \
+             created_at, updated_at, stock_reserved) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         )
         .bind(id_text(order.id))
+        .bind(&order.tenant)
         .bind(&order.customer_id)
         .bind(&order.currency)
         .bind(order.status.as_str())
@@ -709,8 +721,9 @@ impl OrderStore for SqliteStore {
         let mut query = QueryBuilder::<Sqlite>::new(concat!(
             "SELECT ",
             order_columns!(),
-            " FROM orders WHERE 1 = 1"
+            " FROM orders WHERE tenant = "
         ));
+        query.push_bind(filter.tenant.clone());
         if let Some(customer_id) = &filter.customer_id {
             query
                 .push(" AND customer_id = ")
@@ -755,6 +768,7 @@ impl OrderStore for SqliteStore {
 
     async fn transition_order_once(
         &self,
+        tenant: &str,
         consumer: &str,
         message_id: &str,
         id: Uuid,
@@ -764,7 +778,7 @@ impl OrderStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<InboxOutcome, StoreError> {
         let mut tx = self.begin_write().await?;
-        if !Self::insert_inbox(&mut tx, consumer, message_id, now).await? {
+        if !Self::insert_inbox(&mut tx, tenant, consumer, message_id, now).await? {
             return Ok(InboxOutcome::Duplicate);
         }
         // On `None` dropping the transaction rolls the inbox record back too.
@@ -783,12 +797,13 @@ impl OrderStore for SqliteStore {
 impl InboxStore for SqliteStore {
     async fn record_inbox(
         &self,
+        tenant: &str,
         consumer: &str,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
-        Self::insert_inbox(&mut conn, consumer, message_id, now).await
+        Self::insert_inbox(&mut conn, tenant, consumer, message_id, now).await
     }
 
     async fn inbox_contains(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError> {
@@ -807,14 +822,16 @@ impl InboxStore for SqliteStore {
 impl OutboxStore for SqliteStore {
     async fn list_events(
         &self,
+        tenant: &str,
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
-            " FROM outbox_events WHERE seq > ? ORDER BY seq LIMIT ?"
+            " FROM outbox_events WHERE tenant = ? AND seq > ? ORDER BY seq LIMIT ?"
         ))
+        .bind(tenant)
         .bind(after_seq)
         .bind(events_limit(limit))
         .fetch_all(&self.pool)
@@ -1193,6 +1210,96 @@ impl ReleaseStore for SqliteStore {
     }
 }
 
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: parse_id(&get::<String>(row, "id")?)?,
+        prefix: get(row, "prefix")?,
+        secret_hash: get(row, "secret_hash")?,
+        tenant: get(row, "tenant")?,
+        name: get(row, "name")?,
+        scopes: get(row, "scopes")?,
+        created_at: parse_ts(&get::<String>(row, "created_at")?)?,
+        created_by: get(row, "created_by")?,
+        expires_at: opt_ts(get(row, "expires_at")?)?,
+        revoked_at: opt_ts(get(row, "revoked_at")?)?,
+    })
+}
+
+const API_KEY_COLUMNS: &str =
+    "id, prefix, secret_hash, tenant, name, scopes, created_at, created_by, expires_at, revoked_at";
+
+#[async_trait::async_trait]
+impl ApiKeyStore for SqliteStore {
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, prefix, secret_hash, tenant, name, scopes, created_at, \
+             created_by, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id_text(key.id))
+        .bind(&key.prefix)
+        .bind(&key.secret_hash)
+        .bind(&key.tenant)
+        .bind(&key.name)
+        .bind(&key.scopes)
+        .bind(ts(key.created_at))
+        .bind(&key.created_by)
+        .bind(key.expires_at.map(ts))
+        .bind(key.revoked_at.map(ts))
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, prefix: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE prefix = ?"
+        )))
+        .bind(prefix)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(api_key_from_row)
+        .transpose()
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE ?1 IS NULL OR tenant = ?1 \
+             ORDER BY created_at DESC, id DESC"
+        )))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+            .bind(ts(now))
+            .bind(id_text(id))
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        sqlx::query(AssertSqlSafe(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?"
+        )))
+        .bind(id_text(id))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_err)?
+        .as_ref()
+        .map(api_key_from_row)
+        .transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -1255,8 +1362,18 @@ mod tests {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        assert!(store.record_inbox("c", "m1", Utc::now()).await.unwrap());
-        assert!(!store.record_inbox("c", "m1", Utc::now()).await.unwrap());
+        assert!(
+            store
+                .record_inbox("default", "c", "m1", Utc::now())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .record_inbox("default", "c", "m1", Utc::now())
+                .await
+                .unwrap()
+        );
         store.close().await;
     }
 }

@@ -36,6 +36,7 @@ fn order(id: Uuid, customer: &str, created: DateTime<Utc>) -> Order {
     metadata.insert("tags".to_owned(), json!(["a", "b"]));
     Order {
         id,
+        tenant: "default".to_owned(),
         customer_id: customer.to_owned(),
         currency: "EUR".to_owned(),
         status: OrderStatus::Placed,
@@ -75,6 +76,7 @@ fn event(order_id: Uuid, event_type: &str, occurred_at: DateTime<Utc>) -> NewEve
         event_type: event_type.to_owned(),
         source: "/weir/orders".to_owned(),
         subject: order_id.to_string(),
+        tenant: "default".to_owned(),
         occurred_at,
         data: json!({ "order_id": order_id, "total": 1950, "nested": { "ok": true } }),
         traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned()),
@@ -122,7 +124,7 @@ async fn begin(
     now: DateTime<Utc>,
 ) -> IdempotencyBegin {
     store
-        .idempotency_begin(key, hash, now, LOCK_TTL, RETENTION)
+        .idempotency_begin("default", key, hash, now, LOCK_TTL, RETENTION)
         .await
         .unwrap()
 }
@@ -270,7 +272,7 @@ async fn transition_with_stale_version_is_stale(store: Arc<dyn Store>) {
     assert_eq!(stored.version, 2);
     // Only the applied transition wrote its event.
     assert_eq!(store.count_rows().await.unwrap().outbox_events, 1);
-    let events = store.list_events(0, 10).await.unwrap();
+    let events = store.list_events("default", 0, 10).await.unwrap();
     assert_eq!(events[0].event_type, "order.paid");
 }
 
@@ -383,7 +385,14 @@ async fn concurrent_begins_start_exactly_once(store: Arc<dyn Store>) {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .idempotency_begin("POST /v1/orders:race", "h", t0(), LOCK_TTL, RETENTION)
+                    .idempotency_begin(
+                        "default",
+                        "POST /v1/orders:race",
+                        "h",
+                        t0(),
+                        LOCK_TTL,
+                        RETENTION,
+                    )
                     .await
             })
         })
@@ -404,7 +413,14 @@ async fn concurrent_begins_start_exactly_once(store: Arc<dyn Store>) {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .idempotency_begin("POST /v1/orders:race", "h", at(60), LOCK_TTL, RETENTION)
+                    .idempotency_begin(
+                        "default",
+                        "POST /v1/orders:race",
+                        "h",
+                        at(60),
+                        LOCK_TTL,
+                        RETENTION,
+                    )
                     .await
             })
         })
@@ -584,6 +600,7 @@ async fn reservations_never_oversell_and_settle_once(store: Arc<dyn Store>) {
         .unwrap();
     store
         .transition_order_once(
+            "default",
             "payments",
             "m-x",
             a.id,
@@ -701,7 +718,7 @@ async fn events_feed_is_ordered(store: Arc<dyn Store>) {
         store.create_order(&record, &events, None).await.unwrap();
         expected.extend(events);
     }
-    let feed = store.list_events(0, 100).await.unwrap();
+    let feed = store.list_events("default", 0, 100).await.unwrap();
     assert_eq!(feed.len(), 6);
     assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
     for (got, want) in feed.iter().zip(&expected) {
@@ -716,17 +733,91 @@ async fn events_feed_is_ordered(store: Arc<dyn Store>) {
         assert_eq!(got.published_at, None);
     }
     // Paging with the cursor.
-    let page = store.list_events(feed[1].seq, 2).await.unwrap();
+    let page = store.list_events("default", feed[1].seq, 2).await.unwrap();
     assert_eq!(page, feed[2..4].to_vec());
-    assert!(store.list_events(feed[5].seq, 10).await.unwrap().is_empty());
-    assert!(store.list_events(0, 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_events("default", feed[5].seq, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.list_events("default", 0, 0).await.unwrap().is_empty());
+}
+
+async fn tenants_scope_lists_and_the_events_feed(store: Arc<dyn Store>) {
+    stocked(&store).await;
+    let mut a = order(Uuid::now_v7(), "alice", at(1));
+    a.tenant = "acme".to_owned();
+    let mut b = order(Uuid::now_v7(), "alice", at(2));
+    b.tenant = "bravo".to_owned();
+    for o in [&a, &b] {
+        let mut e = event(o.id, "order.placed", o.created_at);
+        e.tenant = o.tenant.clone();
+        assert_eq!(
+            store.create_order(o, &[e], None).await.unwrap(),
+            CreateOutcome::Created
+        );
+    }
+    let list = |tenant: &str| OrderFilter {
+        tenant: tenant.to_owned(),
+        customer_id: Some("alice".to_owned()),
+        ..OrderFilter::default()
+    };
+    let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list_orders(&list("acme")).await.unwrap()), [a.id]);
+    assert_eq!(
+        ids(store.list_orders(&list("bravo")).await.unwrap()),
+        [b.id]
+    );
+    assert!(
+        store
+            .list_orders(&list("default"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.get_order(a.id).await.unwrap().unwrap().tenant, "acme");
+    let feed = store.list_events("bravo", 0, 10).await.unwrap();
+    assert_eq!(feed.len(), 1);
+    assert_eq!(
+        (feed[0].tenant.as_str(), feed[0].subject.clone()),
+        ("bravo", b.id.to_string())
+    );
+    assert!(
+        store
+            .list_events("default", 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn record_inbox_dedupes_per_consumer(store: Arc<dyn Store>) {
-    assert!(store.record_inbox("billing", "m-1", t0()).await.unwrap());
-    assert!(!store.record_inbox("billing", "m-1", at(1)).await.unwrap());
-    assert!(store.record_inbox("shipping", "m-1", at(1)).await.unwrap());
-    assert!(store.record_inbox("billing", "m-2", at(2)).await.unwrap());
+    assert!(
+        store
+            .record_inbox("default", "billing", "m-1", t0())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_inbox("default", "billing", "m-1", at(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_inbox("default", "shipping", "m-1", at(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_inbox("default", "billing", "m-2", at(2))
+            .await
+            .unwrap()
+    );
 }
 
 async fn outbox_stats_report_the_backlog(store: Arc<dyn Store>) {
@@ -857,7 +948,7 @@ async fn outbox_claims_are_leased_ordered_and_exclusive(store: Arc<dyn Store>) {
     );
     let stats = store.outbox_stats(later).await.unwrap();
     assert_eq!(stats.unpublished, 3 - 1 - ids.len() as u64);
-    let feed = store.list_events(0, 10).await.unwrap();
+    let feed = store.list_events("default", 0, 10).await.unwrap();
     assert!(
         feed.iter()
             .filter(|e| ids.contains(&e.id) || e.id == a1.id)
@@ -911,7 +1002,16 @@ async fn transition_once_applies_each_message_once(store: Arc<dyn Store>) {
     // A stale version writes nothing, not even the inbox record.
     assert_eq!(
         store
-            .transition_order_once("payments", "m-1", o.id, 5, OrderStatus::Paid, &[], at(1))
+            .transition_order_once(
+                "default",
+                "payments",
+                "m-1",
+                o.id,
+                5,
+                OrderStatus::Paid,
+                &[],
+                at(1)
+            )
             .await
             .unwrap(),
         InboxOutcome::Stale
@@ -920,6 +1020,7 @@ async fn transition_once_applies_each_message_once(store: Arc<dyn Store>) {
     let paid = event(o.id, "order.paid", at(1));
     let applied = store
         .transition_order_once(
+            "default",
             "payments",
             "m-1",
             o.id,
@@ -938,7 +1039,16 @@ async fn transition_once_applies_each_message_once(store: Arc<dyn Store>) {
     // The duplicate writes nothing: same version, no second event.
     assert_eq!(
         store
-            .transition_order_once("payments", "m-1", o.id, 2, OrderStatus::Shipped, &[], at(2))
+            .transition_order_once(
+                "default",
+                "payments",
+                "m-1",
+                o.id,
+                2,
+                OrderStatus::Shipped,
+                &[],
+                at(2)
+            )
             .await
             .unwrap(),
         InboxOutcome::Duplicate
@@ -952,7 +1062,16 @@ async fn transition_once_applies_each_message_once(store: Arc<dyn Store>) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             store
-                .transition_order_once("payments", "m-2", o.id, 2, OrderStatus::Shipped, &[], at(3))
+                .transition_order_once(
+                    "default",
+                    "payments",
+                    "m-2",
+                    o.id,
+                    2,
+                    OrderStatus::Shipped,
+                    &[],
+                    at(3),
+                )
                 .await
                 .unwrap()
         }));
@@ -1213,6 +1332,7 @@ both_backends!(
     setting_the_count_on_hand_keeps_concurrent_reservations,
     events_feed_is_ordered,
     record_inbox_dedupes_per_consumer,
+    tenants_scope_lists_and_the_events_feed,
     outbox_stats_report_the_backlog,
     outbox_claims_are_leased_ordered_and_exclusive,
     concurrent_claims_never_overlap,

@@ -91,6 +91,7 @@ impl Database for TracedStore {
 impl IdempotencyStore for TracedStore {
     async fn idempotency_begin(
         &self,
+        tenant: &str,
         key: &str,
         request_hash: &str,
         now: DateTime<Utc>,
@@ -109,7 +110,7 @@ impl IdempotencyStore for TracedStore {
             span.clone(),
             error_code,
             self.inner
-                .idempotency_begin(key, request_hash, now, lock_ttl, retention),
+                .idempotency_begin(tenant, key, request_hash, now, lock_ttl, retention),
         )
         .await;
         if let Ok(b) = &begun {
@@ -186,6 +187,7 @@ impl OrderStore for TracedStore {
 
     async fn transition_order_once(
         &self,
+        tenant: &str,
         consumer: &str,
         message_id: &str,
         id: Uuid,
@@ -197,6 +199,7 @@ impl OrderStore for TracedStore {
         self.call(
             "transaction.transition_order_once",
             self.inner.transition_order_once(
+                tenant,
                 consumer,
                 message_id,
                 id,
@@ -214,13 +217,14 @@ impl OrderStore for TracedStore {
 impl InboxStore for TracedStore {
     async fn record_inbox(
         &self,
+        tenant: &str,
         consumer: &str,
         message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         self.call(
             "inbox.record",
-            self.inner.record_inbox(consumer, message_id, now),
+            self.inner.record_inbox(tenant, consumer, message_id, now),
         )
         .await
     }
@@ -238,11 +242,15 @@ impl InboxStore for TracedStore {
 impl OutboxStore for TracedStore {
     async fn list_events(
         &self,
+        tenant: &str,
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        self.call("outbox.list", self.inner.list_events(after_seq, limit))
-            .await
+        self.call(
+            "outbox.list",
+            self.inner.list_events(tenant, after_seq, limit),
+        )
+        .await
     }
 
     async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
@@ -363,6 +371,36 @@ impl ReleaseStore for TracedStore {
         limit: u32,
     ) -> Result<Vec<ReleaseAudit>, StoreError> {
         self.call("release.history", self.inner.release_history(name, limit))
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl super::ApiKeyStore for TracedStore {
+    async fn insert_api_key(&self, key: &super::ApiKeyRecord) -> Result<(), StoreError> {
+        self.call("api_keys.insert", self.inner.insert_api_key(key))
+            .await
+    }
+
+    async fn find_api_key(&self, prefix: &str) -> Result<Option<super::ApiKeyRecord>, StoreError> {
+        self.call("api_keys.find", self.inner.find_api_key(prefix))
+            .await
+    }
+
+    async fn list_api_keys(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<super::ApiKeyRecord>, StoreError> {
+        self.call("api_keys.list", self.inner.list_api_keys(tenant))
+            .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<super::ApiKeyRecord>, StoreError> {
+        self.call("api_keys.revoke", self.inner.revoke_api_key(id, now))
             .await
     }
 }

@@ -5,6 +5,8 @@
 //!   line, signal it, read its JSON log and stderr, poll `/infoz`, all bounded in time.
 //! - `chaos`: SIGTERM and SIGKILL under load on SQLite and PostgreSQL, the consumer killed
 //!   mid-message, a second signal.
+//! - `auth`: `weir apikey create|list|revoke` against the real binary, the non-loopback
+//!   refusal without an authentication mode, the loopback default's warning.
 //! - `cli`: `weir plugin check`, configuration errors.
 //! - `errors`: the context chain of start-up, store and plugin failures in one log line and
 //!   one span error.
@@ -18,6 +20,7 @@
 //!   thread-local subscriber; the other tests here run `weir` as a child process and install
 //!   none, so callsite interest is never decided without it).
 
+mod auth;
 mod chaos;
 mod cli;
 mod errors;
