@@ -458,6 +458,29 @@ async fn dlq(command: DlqCommand) -> ExitCode {
     }
 }
 
+/// A client command's answer: the API's JSON with `--json`, else `text`.
+fn print(json: bool, value: &serde_json::Value, text: String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    } else {
+        print!("{text}");
+    }
+}
+
+/// The exit code of a client command: its error on stderr.
+fn exit_code(result: Result<(), weir_host::cli::ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `weir apikey create|list|revoke`: a client of the operations API.
 async fn apikey_client(command: ApikeyCommand) -> ExitCode {
     use weir_host::cli::{AdminClient, api_key_line};
@@ -466,16 +489,6 @@ async fn apikey_client(command: ApikeyCommand) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
-        }
-    };
-    let print = |json: bool, value: &serde_json::Value, text: String| {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
-        } else {
-            print!("{text}");
         }
     };
     let result = match command {
@@ -515,13 +528,7 @@ async fn apikey_client(command: ApikeyCommand) -> ExitCode {
             .await
             .map(|v| print(output.json, &v, api_key_line(&v))),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(result)
 }
 
 /// `weir plugin push|list|status|promote|rollback|history`: a client of the operations API.
@@ -532,16 +539,6 @@ async fn plugin_client(command: PluginCommand) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
-        }
-    };
-    let print = |json: bool, value: &serde_json::Value, text: String| {
-        if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(value).unwrap_or_default()
-            );
-        } else {
-            print!("{text}");
         }
     };
     let field = |v: &serde_json::Value, k: &str| {
@@ -638,11 +635,5 @@ async fn plugin_client(command: PluginCommand) -> ExitCode {
             .map(|v| print(output.json, &v, history_text(&v))),
         PluginCommand::Check { .. } => Ok(()),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(result)
 }
