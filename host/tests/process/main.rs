@@ -6,6 +6,8 @@
 //! - `chaos`: SIGTERM and SIGKILL under load on SQLite and PostgreSQL, the consumer killed
 //!   mid-message, a second signal.
 //! - `cli`: `weir plugin check`, configuration errors.
+//! - `edge`: connection and request hardening: trickling bodies and partial heads against
+//!   normal clients, the connection cap, idle and header timeouts, head size, HTTP/2 refused.
 //! - `errors`: the context chain of start-up, store and plugin failures in one log line and
 //!   one span error.
 //! - `plugins_dir`: a component of `plugins.dir` refused at start-up: left out (logged,
@@ -20,6 +22,7 @@
 
 mod chaos;
 mod cli;
+mod edge;
 mod errors;
 mod otel;
 mod plugin_logs;
