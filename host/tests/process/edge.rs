@@ -167,15 +167,30 @@ async fn trickling_bodies_and_partial_heads_do_not_starve_normal_clients() {
     for i in 0..TRICKLES {
         trickles.spawn(trickle(api.clone(), i));
     }
-    let reading = wait_metric(
-        &weir,
-        "weir_http_server_body_reads_active",
-        &[r#"http_route="/v1/orders""#],
-        "every trickling body being read",
-        |v| v >= TRICKLES as f64,
-    )
-    .await;
-    assert_eq!(reading, TRICKLES as f64);
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(answered) = trickles.try_join_next() {
+            panic!(
+                "a trickling body was answered before its deadline: {:?}",
+                answered.expect("trickle")
+            );
+        }
+        let reading = metric(
+            &weir,
+            "weir_http_server_body_reads_active",
+            &[r#"http_route="/v1/orders""#],
+        )
+        .await;
+        if reading >= TRICKLES as f64 {
+            assert_eq!(reading, TRICKLES as f64);
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "timed out waiting for the trickling bodies to be read: {reading} being read"
+        );
+        tokio::time::sleep(POLL).await;
+    }
     let mut partial = Vec::with_capacity(PARTIAL_HEADS);
     for _ in 0..PARTIAL_HEADS {
         let mut s = TcpStream::connect(&api).await.expect("connect");
