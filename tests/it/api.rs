@@ -243,6 +243,49 @@ async fn concurrent_requests_with_one_key_make_one_order_postgres() {
     concurrent_same_key(Backend::Postgres).await;
 }
 
+/// `POST /v1/orders` declaring a 100-byte body and sending one byte, then waiting for the
+/// answer: status, headers and JSON body of the raw HTTP/1.1 response.
+async fn stalled_body(base: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /v1/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Idempotency-Key: stalled\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    // The server closes the connection after its answer (the body was never read).
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .expect("an answer to the stalled body")
+    .unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a response head");
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').unwrap();
+        headers.append(
+            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            reqwest::header::HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    (
+        StatusCode::from_u16(status).unwrap(),
+        headers,
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
 /// Every code of the catalog is produced by at least one request and asserted on status,
 /// code and body shape. A code added without a case here fails this test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,7 +303,13 @@ async fn every_error_code_is_produced_and_well_formed() {
             produced.insert(code.to_owned());
         };
 
-    let s = TestServer::start(Backend::Sqlite, |c, _| c.http.body_limit_bytes = 4096).await;
+    let s = TestServer::start(Backend::Sqlite, |c, _| {
+        c.http.body_limit_bytes = 4096;
+        // Short, for REQUEST_BODY_TIMEOUT below; every other body here arrives at once.
+        c.http.body_timeout = std::time::Duration::from_millis(1000);
+        c.http.body_min_bytes_per_sec = 0;
+    })
+    .await;
     let c = &s.client;
     let url = |p: &str| format!("{}{p}", s.base);
     let send = |req: reqwest::RequestBuilder| async move {
@@ -305,6 +354,10 @@ async fn every_error_code_is_produced_and_well_formed() {
             assert_eq!(body["reason"], "UNKNOWN_SKU");
         }
     }
+    // A body that stops arriving: the head and one byte of a declared 100, over raw TCP.
+    let (status, headers, body) = stalled_body(&s.base).await;
+    check(status, &headers, &body, "REQUEST_BODY_TIMEOUT");
+
     // Deterministic plugin errors are stored: the replay is identical.
     let (status, headers, body) = send(
         c.post(url("/v1/orders"))

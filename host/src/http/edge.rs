@@ -13,19 +13,29 @@
 //!    logged with their final status too.
 //! 4. **Panic catcher**: a panic anywhere below becomes a 500 problem, which the log, the
 //!    metrics and the context above still see.
-//! 5. **Body limit**: a limit configuration that extractors enforce lazily (413); cheap,
-//!    so it sits with the other request-shape checks before the expensive policies.
+//! 5. **Body limit**: the limit configuration that extractors see (`DefaultBodyLimit` and
+//!    the limit named in 413 problems); cheap, with the other request-shape checks.
 //! 6. **Authentication** ([`super::auth`]): the principal, its tenant and its scopes (401,
-//!    403), before anything keyed by the caller; credentials not yet verified pass a per-peer
-//!    limit first, so a flood of made-up keys costs no database work.
-//! 7. **Rate limit**: per authenticated principal (per peer without one), before the
-//!    concurrency limit, so a noisy client is refused without taking one of the shared
-//!    in-flight slots from well-behaved ones.
-//! 8. **Load shed / concurrency limit**: refuses at once when the global limit is reached;
+//!    403), before anything keyed by the caller and before the body is read; credentials not
+//!    yet verified pass a per-peer limit first, so a flood of made-up keys costs no database
+//!    work.
+//! 7. **Rate limit**: per authenticated principal (per peer without one), before the body is
+//!    read and before the concurrency limit, so a noisy client is refused without us reading
+//!    its body or taking one of the shared in-flight slots from well-behaved ones.
+//! 8. **Body read** ([`crate::policy::body_read`]): the whole body is buffered under its
+//!    own deadline and minimum rate (`408 REQUEST_BODY_TIMEOUT`) and the body limit (`413`)
+//!    *before* the concurrency limit: a request takes a slot only once its body is here, so
+//!    clients trickling bodies never hold the slots other clients need. Outside the request
+//!    timeout too, which bounds only the work done with a complete request.
+//! 9. **Load shed / concurrency limit**: refuses at once when the global limit is reached;
 //!    it is outside the timeout so a shed request costs no timer, and it holds its slot
 //!    until the handler finishes or is cancelled by the timeout below.
-//! 9. **Request timeout**: innermost, so it bounds only the handler's work (not time spent
-//!    being rejected) and, by dropping the handler, cancels the plugin call inside it.
+//! 10. **Request timeout**: innermost, so it bounds only the handler's work (not time spent
+//!    being rejected or receiving the body) and, by dropping the handler, cancels the plugin
+//!    call inside it.
+//!
+//! Below the whole stack, each listener's accept loop (`server::listener`) bounds the
+//! connection itself: header-read and idle timeouts, the connection cap, the head size.
 //!
 //! All of these are applied with `Router::layer`, i.e. per route after routing, which is what
 //! makes the route template (`MatchedPath`) available to metrics and the timeout. The
@@ -42,7 +52,7 @@ use super::context;
 use super::error::ApiError;
 use super::extract::BodyLimit;
 use crate::policy::{
-    PolicyConfig, http_metrics, load_shed, rate_limit, request_log, request_timeout,
+    PolicyConfig, body_read, http_metrics, load_shed, rate_limit, request_log, request_timeout,
 };
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -63,6 +73,12 @@ pub fn stack(
             policy.route_timeouts(),
         ))
         .layer(load_shed::LoadShedLayer::new(policy.max_concurrency))
+        .layer(body_read::BodyReadLayer::new(body_read::BodyReadConfig {
+            limit,
+            timeout: http.body_timeout,
+            min_bytes_per_sec: http.body_min_bytes_per_sec,
+            grace: http.body_min_rate_grace,
+        }))
         .layer(rate_limit::RateLimitLayer::new(&policy.rate_limit))
         .layer(middleware::from_fn_with_state(
             auth,

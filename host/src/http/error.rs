@@ -18,6 +18,7 @@ use weir_core::domain::OrderError;
 use weir_core::ports::{DecideError, StoreError};
 
 use crate::policy::RejectedBy;
+use crate::policy::body_read::BodyRefused;
 use crate::policy::load_shed::Shed;
 use crate::policy::rate_limit::RateLimited;
 use crate::policy::request_timeout::TimedOut;
@@ -97,6 +98,7 @@ pub mod codes {
         PLUGIN_BUDGET_EXCEEDED = ("PLUGIN_BUDGET_EXCEEDED", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin exceeded its resource budget");
         PLUGIN_UNAVAILABLE = ("PLUGIN_UNAVAILABLE", SERVICE_UNAVAILABLE, Unexpected, true, "No order plugin can serve the request right now");
         SHUTTING_DOWN = ("SHUTTING_DOWN", SERVICE_UNAVAILABLE, Expected, true, "The service is shutting down");
+        REQUEST_BODY_TIMEOUT = ("REQUEST_BODY_TIMEOUT", REQUEST_TIMEOUT, Expected, true, "The request body did not arrive in time");
         RATE_LIMITED = ("RATE_LIMITED", TOO_MANY_REQUESTS, Expected, true, "Too many requests from this client");
         OVERLOADED = ("OVERLOADED", SERVICE_UNAVAILABLE, Expected, true, "The service is at capacity");
         REQUEST_TIMEOUT = ("REQUEST_TIMEOUT", GATEWAY_TIMEOUT, Unexpected, true, "The request did not finish in time");
@@ -274,6 +276,10 @@ pub enum ApiError {
         /// When the next request will be admitted.
         retry_after: Duration,
     },
+    /// The request body did not arrive by its deadline or fell below the minimum rate (edge
+    /// body-read policy); the rest of it is not read and the connection is closed.
+    #[error("{0}")]
+    RequestBodyTimeout(BodyRefused),
     /// The global concurrency limit is reached (edge load-shedding policy).
     #[error("concurrency limit reached; request shed")]
     Overloaded,
@@ -395,6 +401,19 @@ impl From<RateLimited> for ApiError {
     }
 }
 
+impl From<BodyRefused> for ApiError {
+    fn from(e: BodyRefused) -> Self {
+        match e {
+            BodyRefused::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
+            // A body that ended early or broke its framing is not a valid JSON body.
+            BodyRefused::Incomplete(_) => ApiError::MalformedJson(e.to_string()),
+            slow @ (BodyRefused::TimedOut { .. } | BodyRefused::TooSlow { .. }) => {
+                ApiError::RequestBodyTimeout(slow)
+            }
+        }
+    }
+}
+
 impl From<Shed> for ApiError {
     fn from(_: Shed) -> Self {
         ApiError::Overloaded
@@ -469,6 +488,7 @@ impl ApiError {
             Self::ApiKeyInvalid(_) => API_KEY_INVALID,
             Self::ApiKeyNotFound(_) => API_KEY_NOT_FOUND,
             Self::RateLimited { .. } => RATE_LIMITED,
+            Self::RequestBodyTimeout(_) => REQUEST_BODY_TIMEOUT,
             Self::Overloaded => OVERLOADED,
             Self::RequestTimeout { .. } => REQUEST_TIMEOUT,
         }
@@ -574,6 +594,9 @@ impl IntoResponse for ApiError {
 pub fn take_policy_refusal(response: &mut Response) -> Option<ApiError> {
     let ext = response.extensions_mut();
     if let Some(e) = ext.remove::<RateLimited>() {
+        return Some(e.into());
+    }
+    if let Some(e) = ext.remove::<BodyRefused>() {
         return Some(e.into());
     }
     if let Some(e) = ext.remove::<Shed>() {

@@ -40,9 +40,28 @@ use error::ApiError;
 pub struct HttpConfig {
     /// Largest accepted request body.
     pub body_limit_bytes: usize,
-    /// Deadline of one request, plugin call and database work included.
+    /// Deadline of one request, plugin call and database work included (the body read is
+    /// not: it has its own deadline below and happens before the request takes a slot).
     #[serde(with = "duration_ms", rename = "request_timeout_ms")]
     pub request_timeout: Duration,
+    /// Deadline for receiving a whole request body, counted from the end of the head; a body
+    /// still incomplete then is answered `408 REQUEST_BODY_TIMEOUT`.
+    #[serde(with = "duration_ms", rename = "body_timeout_ms")]
+    pub body_timeout: Duration,
+    /// Minimum average rate of a request body after `body_min_rate_grace_ms`: a client that
+    /// falls below it is answered `408 REQUEST_BODY_TIMEOUT` before the deadline. 0 turns the
+    /// rate check off (the deadline still applies).
+    pub body_min_bytes_per_sec: u64,
+    /// How long a body may arrive at any rate before the minimum rate applies.
+    #[serde(with = "duration_ms", rename = "body_min_rate_grace_ms")]
+    pub body_min_rate_grace: Duration,
+    /// Connection limits of the API listener (`[http.api]`).
+    #[serde(deserialize_with = "ListenerLimits::api_table")]
+    pub api: ListenerLimits,
+    /// Connection limits of the operations listener (`[http.ops]`): separate from the API's,
+    /// so health checks and metrics keep answering while the API listener is flooded.
+    #[serde(deserialize_with = "ListenerLimits::ops_table")]
+    pub ops: ListenerLimits,
 }
 
 impl Default for HttpConfig {
@@ -50,6 +69,11 @@ impl Default for HttpConfig {
         Self {
             body_limit_bytes: 64 << 10,
             request_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            body_min_bytes_per_sec: 1024,
+            body_min_rate_grace: Duration::from_secs(2),
+            api: ListenerLimits::API,
+            ops: ListenerLimits::OPS,
         }
     }
 }
@@ -66,9 +90,130 @@ impl HttpConfig {
             !self.request_timeout.is_zero(),
             "http.request_timeout_ms",
             "must be positive",
+        )?;
+        ensure(
+            !self.body_timeout.is_zero(),
+            "http.body_timeout_ms",
+            "must be positive",
+        )?;
+        ensure(
+            self.body_min_bytes_per_sec == 0 || self.body_min_rate_grace < self.body_timeout,
+            "http.body_min_rate_grace_ms",
+            "must be shorter than http.body_timeout_ms (or set http.body_min_bytes_per_sec = 0)",
+        )?;
+        self.api.validate("api")?;
+        self.ops.validate("ops")
+    }
+}
+
+/// Connection limits of one listener (`[http.api]`, `[http.ops]`); what each protects
+/// against is in `server::listener`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// Connections open at once; one accepted over the cap is closed at once (and counted).
+    /// Keep the sum of both listeners' caps below the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// Deadline for a whole request head (request line and headers). hyper starts it when it
+    /// begins waiting for a head, which on a kept-alive connection is right after the
+    /// previous response: it also bounds how long such a connection may stay idle.
+    #[serde(with = "duration_ms", rename = "header_read_timeout_ms")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress for this long is closed (keep-alive idle).
+    /// At most `header_read_timeout_ms`, which bounds the idle wait anyway.
+    #[serde(with = "duration_ms", rename = "idle_timeout_ms")]
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers); a larger one is answered `431` and
+    /// the connection closed.
+    pub max_header_bytes: usize,
+}
+
+/// `[http.api]` or `[http.ops]` as written: every key optional, missing ones take the
+/// listener's own defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerLimitsTable {
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_header_bytes: Option<usize>,
+}
+
+impl ListenerLimits {
+    /// Defaults of the API listener.
+    pub const API: Self = Self {
+        max_connections: 4096,
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(5),
+        max_header_bytes: 16 << 10,
+    };
+
+    /// Defaults of the operations listener: few clients (probes, scrapers, operators).
+    pub const OPS: Self = Self {
+        max_connections: 256,
+        header_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(5),
+        max_header_bytes: 16 << 10,
+    };
+
+    fn merged<'de, D: serde::Deserializer<'de>>(d: D, defaults: Self) -> Result<Self, D::Error> {
+        let t = ListenerLimitsTable::deserialize(d)?;
+        Ok(Self {
+            max_connections: t.max_connections.unwrap_or(defaults.max_connections),
+            header_read_timeout: t
+                .header_read_timeout_ms
+                .map_or(defaults.header_read_timeout, Duration::from_millis),
+            idle_timeout: t
+                .idle_timeout_ms
+                .map_or(defaults.idle_timeout, Duration::from_millis),
+            max_header_bytes: t.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+        })
+    }
+
+    fn api_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::merged(d, Self::API)
+    }
+
+    fn ops_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::merged(d, Self::OPS)
+    }
+
+    /// Check values that parse but cannot work; `section` (`api` or `ops`) names the keys.
+    pub fn validate(&self, section: &'static str) -> Result<(), InvalidKey> {
+        let api = section == "api";
+        let key =
+            |api_key: &'static str, ops_key: &'static str| if api { api_key } else { ops_key };
+        ensure(
+            self.max_connections > 0,
+            key("http.api.max_connections", "http.ops.max_connections"),
+            "must be positive",
+        )?;
+        ensure(
+            !self.header_read_timeout.is_zero(),
+            key(
+                "http.api.header_read_timeout_ms",
+                "http.ops.header_read_timeout_ms",
+            ),
+            "must be positive",
+        )?;
+        ensure(
+            !self.idle_timeout.is_zero() && self.idle_timeout <= self.header_read_timeout,
+            key("http.api.idle_timeout_ms", "http.ops.idle_timeout_ms"),
+            "must be positive and at most header_read_timeout_ms (hyper's header timer also \
+             bounds the idle wait of a kept-alive connection)",
+        )?;
+        ensure(
+            (MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes),
+            key("http.api.max_header_bytes", "http.ops.max_header_bytes"),
+            "must be between 8192 and 1048576",
         )
     }
 }
+
+/// Smallest `max_header_bytes`: hyper's smallest read buffer.
+const MIN_HEADER_BYTES: usize = 8192;
+/// Largest `max_header_bytes`.
+const MAX_HEADER_BYTES: usize = 1 << 20;
 
 /// Shared state of the API handlers.
 #[derive(Clone)]

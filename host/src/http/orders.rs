@@ -163,7 +163,9 @@ fn respond(stored: StoredResponse, replayed: bool) -> Response {
     responses(
         (status = 201, description = "Order placed (or replayed, with `Idempotent-Replayed: true`)", body = Order),
         (status = 400, description = "Malformed request", body = super::context::Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive in time (`REQUEST_BODY_TIMEOUT`)", body = super::context::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Same key in progress", body = super::context::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the limit (`PAYLOAD_TOO_LARGE`)", body = super::context::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid, rejected, or key reused with another body", body = super::context::Problem, content_type = "application/problem+json"),
         (status = 503, description = "Temporarily unavailable; retry with the same key", body = super::context::Problem, content_type = "application/problem+json"),
     )

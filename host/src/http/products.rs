@@ -89,6 +89,8 @@ pub async fn list_products(State(api): State<ApiState>) -> Result<Json<ProductLi
     request_body = PutProductBody,
     responses(
         (status = 200, body = ProductView),
+        (status = 408, description = "The body did not arrive in time (`REQUEST_BODY_TIMEOUT`)", body = super::context::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the limit (`PAYLOAD_TOO_LARGE`)", body = super::context::Problem, content_type = "application/problem+json"),
         (status = 422, body = super::context::Problem, content_type = "application/problem+json"),
     )
 )]

@@ -155,7 +155,8 @@ impl Shutdown {
         self.inner.background.clone()
     }
 
-    /// The token the listeners pass to axum's graceful shutdown.
+    /// The token that stops the listeners: they stop accepting and close their connections
+    /// gracefully when it fires.
     pub fn listener_token(&self) -> CancellationToken {
         self.inner.listeners.clone()
     }

@@ -6,7 +6,7 @@
 //!   is the request count.
 //! - `http.server.active_requests` (up-down counter) by route and method.
 //! - `weir.http.server.rejections` (counter) by `policy` (`rate_limit`, `shed`, `timeout`,
-//!   `body_limit`) and route, read from the error the policy left in the response.
+//!   `body_limit`, `body_timeout`, `body_incomplete`) and route, read from the error the policy left in the response.
 //!
 //! It sits inside the request-context middleware (which consumes that error to render the
 //! problem body) and outside every policy, so it sees each rejection and each request's

@@ -2,7 +2,7 @@
 //!
 //! A policy knows nothing of the API's error taxonomy: each refusing policy has its own
 //! error type ([`load_shed::Shed`], [`rate_limit::RateLimited`],
-//! [`request_timeout::TimedOut`]), answered with [`refusal`]; the API maps them to problem
+//! [`request_timeout::TimedOut`], [`body_read::BodyRefused`]), answered with [`refusal`]; the API maps them to problem
 //! responses (`http::error`) and assembles the edge stack (`http::edge`).
 //!
 //! # Layout
@@ -10,6 +10,8 @@
 //! - [`http_metrics`]: request duration, in-flight and rejections by route template.
 //! - [`request_log`]: one structured, redacted event per request.
 //! - [`rate_limit`]: per-client GCRA limit -> `429 RATE_LIMITED`.
+//! - [`body_read`]: the body buffered under a deadline and a minimum rate before the
+//!   concurrency limit -> `408 REQUEST_BODY_TIMEOUT`, `413 PAYLOAD_TOO_LARGE`.
 //! - [`load_shed`]: global concurrency limit, shed at once -> `503 OVERLOADED`.
 //! - [`request_timeout`]: per-route bound -> `504 REQUEST_TIMEOUT`, handler cancelled.
 //!
@@ -20,6 +22,7 @@
 //! - [`bulkhead`]: concurrency limit that rejects instead of queueing.
 //! - [`timeout`]: per-attempt bound.
 
+pub mod body_read;
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod dependency;
@@ -178,7 +181,8 @@ impl Default for CacheConfig {
     }
 }
 
-/// Which edge policy refused a request (`rate_limit`, `shed`, `timeout`, `body_limit`), in
+/// Which edge policy refused a request (`rate_limit`, `shed`, `timeout`, `body_limit`,
+/// `body_timeout`, `body_incomplete`), in
 /// the response extensions of the refusal so [`http_metrics`] counts it. The policy's own
 /// error rides beside it for the API to render as a problem response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -445,6 +445,52 @@ mod tests {
     }
 
     #[test]
+    fn listener_limits_take_their_own_listener_defaults_and_bad_values_are_named() {
+        use crate::http::ListenerLimits;
+        let cfg =
+            load("[http.ops]\nmax_connections = 10\n[http]\nbody_timeout_ms = 3000\n").unwrap();
+        assert_eq!(
+            cfg.http.ops,
+            ListenerLimits {
+                max_connections: 10,
+                ..ListenerLimits::OPS
+            },
+            "keys missing from [http.ops] take the operations listener's defaults"
+        );
+        assert_eq!(cfg.http.api, ListenerLimits::API);
+        assert_eq!(cfg.http.body_timeout, Duration::from_secs(3));
+        let env_like = load("[http.api]\nheader_read_timeout_ms = 20000\n").unwrap();
+        assert_eq!(
+            env_like.http.api.header_read_timeout,
+            Duration::from_secs(20)
+        );
+
+        for (toml, key) in [
+            (
+                "[http.api]\nmax_connections = 0\n",
+                "http.api.max_connections",
+            ),
+            (
+                "[http.ops]\nidle_timeout_ms = 6000\n",
+                "http.ops.idle_timeout_ms",
+            ),
+            (
+                "[http.api]\nmax_header_bytes = 100\n",
+                "http.api.max_header_bytes",
+            ),
+            ("[http]\nbody_timeout_ms = 0\n", "http.body_timeout_ms"),
+            (
+                "[http]\nbody_timeout_ms = 1000\n",
+                "http.body_min_rate_grace_ms",
+            ),
+            ("[http.api]\nmax_conections = 5\n", "max_conections"),
+        ] {
+            let err = load(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+
+    #[test]
     fn policy_settings_load_from_toml_and_bad_values_are_named() {
         let cfg = load(
             "[policy]\nmax_concurrency = 32\nroute_timeouts_ms = { \"/v1/orders\" = 3000 }\n\

@@ -13,8 +13,10 @@
 //! # Layout
 //! - `mod.rs` (this file): [`Server`], [`AppState`], the wiring.
 //! - [`config`]: the full [`config::Config`] and its loading.
+//! - [`listener`]: the accept loop of both listeners and its connection limits.
 
 pub mod config;
+pub mod listener;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -544,28 +546,25 @@ async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<
             crate::lifecycle::shutdown::track_requests,
         ),
     );
+    warn_if_over_fd_limit(config);
     let mut listeners = Vec::new();
-    for (listener, router, name) in [
-        (api, api_router, "api"),
-        (ops, crate::ops::router(ops_state), "ops"),
+    for (socket, router, name, limits) in [
+        (api, api_router, "api", config.http.api),
+        (ops, crate::ops::router(ops_state), "ops", config.http.ops),
     ] {
         // Outermost: a response sent before the request body was read says so.
         let router = router.layer(axum::middleware::from_fn(
             crate::support::connection::close_if_body_unread,
         ));
-        // Stop accepting at `stop_accepting`; keep-alive connections close after their
-        // current request.
-        let token = shutdown.listener_token();
-        listeners.push(tokio::spawn(async move {
-            // Connect info: the rate limit keys clients without an API key by peer IP.
-            let router = router.into_make_service_with_connect_info::<SocketAddr>();
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(listener = name, error = %e, "listener failed");
-            }
-        }));
+        // Connection limits, timeouts, peer addresses, and the graceful stop at
+        // `stop_accepting` (keep-alive connections close after their current request).
+        let listener = listener::Listener {
+            name,
+            socket,
+            router,
+            limits,
+        };
+        listeners.push(listener.spawn(shutdown.listener_token()));
     }
     Ok((api_addr, ops_addr, listeners))
 }
@@ -620,6 +619,25 @@ fn spawn_jwks_refresh(state: &AppState) {
                     .map_err(|e| format!("JWKS refresh failed, keeping the last key set: {e:#}"))
             }
         });
+}
+
+/// Warn when both listeners' connection caps (plus room for the database, broker and files)
+/// exceed the open-files limit: `accept` would then fail before the caps refuse anything.
+fn warn_if_over_fd_limit(config: &Config) {
+    const HEADROOM: u64 = 256;
+    let caps = (config.http.api.max_connections + config.http.ops.max_connections) as u64;
+    if let Some(limit) = listener::open_files_limit()
+        && caps + HEADROOM > limit
+    {
+        tracing::warn!(
+            open_files_limit = limit,
+            api_max_connections = config.http.api.max_connections,
+            ops_max_connections = config.http.ops.max_connections,
+            "http.api.max_connections + http.ops.max_connections (+{HEADROOM}) exceed the \
+             open-files limit ({limit}); raise `ulimit -n` (LimitNOFILE) or lower the caps, \
+             or accept fails for everyone before the caps apply"
+        );
+    }
 }
 
 /// The idempotency purge, a periodic [`crate::lifecycle::worker`]: deletes keys older than

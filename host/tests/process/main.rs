@@ -8,6 +8,8 @@
 //! - `auth`: `weir apikey create|list|revoke` against the real binary, the non-loopback
 //!   refusal without an authentication mode, the loopback default's warning.
 //! - `cli`: `weir plugin check`, configuration errors.
+//! - `edge`: connection and request hardening: trickling bodies and partial heads against
+//!   normal clients, the connection cap, idle and header timeouts, head size, HTTP/2 refused.
 //! - `errors`: the context chain of start-up, store and plugin failures in one log line and
 //!   one span error.
 //! - `plugins_dir`: a component of `plugins.dir` refused at start-up: left out (logged,
@@ -23,6 +25,7 @@
 mod auth;
 mod chaos;
 mod cli;
+mod edge;
 mod errors;
 mod otel;
 mod plugin_logs;
