@@ -6,6 +6,7 @@
 //! - [`context`]: request identity, the request span, problem rendering and error logging.
 //! - [`edge`]: the inbound stack of edge policies, in the one order that is right.
 //! - [`extract`]: extractors whose rejections are problem responses.
+//! - [`responses`]: the OpenAPI descriptions of the problem responses routes share.
 //! - [`orders`], [`products`], [`events`]: the handlers.
 
 pub mod context;
@@ -17,6 +18,7 @@ pub mod orders;
 pub mod products;
 #[cfg(test)]
 mod proptests;
+pub mod responses;
 
 use std::sync::Arc;
 use std::time::Duration;
