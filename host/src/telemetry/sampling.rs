@@ -230,7 +230,7 @@ impl ShouldSample for EdgeSampler {
         match (&parent, &route) {
             // A caller's context on an HTTP route that does not trust it: our own draw.
             (Some(sc), Some(route)) if sc.is_remote() && !self.control.trust.trusts(route) => {
-                let ratio = self.ratio_of(Some(route));
+                let ratio = self.ratio_of(Some(route.as_ref()));
                 let sampled = ratio >= 1.0 || (ratio > 0.0 && fastrand::f64() < ratio);
                 SamplingResult {
                     decision: if sampled {
@@ -301,7 +301,7 @@ mod tests {
 
     fn local_parent(sampled: bool) -> Context {
         let sc = parent(sampled).span().span_context().clone();
-        Context::new().with_span_context(SpanContext::new(
+        Context::new().with_remote_span_context(SpanContext::new(
             sc.trace_id(),
             sc.span_id(),
             sc.trace_flags(),
@@ -342,7 +342,11 @@ mod tests {
         assert!(decide(&s, Some(&parent(true)), Some("/v1/products")));
         // Local parents and remote parents outside HTTP (relay, consumer) are followed.
         assert!(decide(&s, Some(&local_parent(true)), Some("/v1/orders")));
-        assert!(!decide(&s, Some(&local_parent(false)), Some("/v1/orders/{id}")));
+        assert!(!decide(
+            &s,
+            Some(&local_parent(false)),
+            Some("/v1/orders/{id}")
+        ));
         assert!(decide(&s, Some(&parent(true)), None));
 
         // An untrusted caller cannot pick a trace id that the ratio always keeps: the draw
@@ -369,13 +373,19 @@ mod tests {
                     == SamplingDecision::RecordAndSample
             })
             .count();
-        assert!((100..300).contains(&kept), "{kept} of 400 kept at ratio 0.5");
+        assert!(
+            (100..300).contains(&kept),
+            "{kept} of 400 kept at ratio 0.5"
+        );
     }
 
     #[test]
     fn trust_is_written_as_a_word_or_a_route_list() {
         let parse = |v: serde_json::Value| serde_json::from_value::<TrustIncoming>(v);
-        assert_eq!(parse(serde_json::json!("none")).unwrap(), TrustIncoming::None);
+        assert_eq!(
+            parse(serde_json::json!("none")).unwrap(),
+            TrustIncoming::None
+        );
         assert_eq!(parse(serde_json::json!("all")).unwrap(), TrustIncoming::All);
         assert_eq!(
             parse(serde_json::json!(["/v1/orders"])).unwrap(),
