@@ -27,12 +27,13 @@ pub struct EventPage {
 /// Query of `GET /v1/events`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Return events after this sequence number (default 0).
-    #[param(minimum = 0)]
+    #[param(minimum = 0, required = false)]
     pub after: Option<i64>,
     /// Page size, 1-1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(minimum = 1, maximum = 1000, required = false)]
     pub limit: Option<u32>,
 }
 

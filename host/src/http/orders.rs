@@ -27,7 +27,7 @@ pub use weir_core::domain::idempotency::request_hash;
 use super::ApiState;
 use super::context::{RequestContext, problem};
 use super::error::ApiError;
-use super::extract::{IdempotencyKey, JsonBody, QueryParams};
+use super::extract::{IdempotencyKey, JsonBody, QueryParams, json_integer};
 use super::responses::{EdgeErrors, JsonBodyErrors};
 
 /// Route template of placing an order: part of the idempotency scope and request hash.
@@ -93,6 +93,7 @@ pub struct LineBody {
     pub sku: String,
     /// Units, 1-1000.
     #[schema(minimum = 1, maximum = 1000)]
+    #[serde(deserialize_with = "json_integer")]
     pub quantity: u32,
 }
 
@@ -129,17 +130,19 @@ pub const MAX_LIST_LIMIT: u32 = 100;
 /// Query of `GET /v1/orders`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this customer's orders.
+    #[param(required = false)]
     pub customer_id: Option<String>,
     /// Only orders in this status.
-    #[param(schema_with = status_schema)]
+    #[param(schema_with = status_schema, required = false)]
     pub status: Option<String>,
     /// Page size, 1-100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, required = false)]
     pub limit: Option<u32>,
     /// Cursor from a previous page's `next_cursor`.
-    #[param(pattern = r"^o1\.[0-9a-f]{32}$")]
+    #[param(pattern = r"^o1\.[0-9a-f]{32}$", required = false)]
     pub cursor: Option<String>,
 }
 
@@ -425,7 +428,10 @@ mod tests {
             format!("o1.{}", id.hyphenated()),
             format!("o1.{}", &id.simple().to_string()[1..]),
         ] {
-            assert!(matches!(decode_cursor(&bad), Err(ApiError::InvalidCursor)), "{bad}");
+            assert!(
+                matches!(decode_cursor(&bad), Err(ApiError::InvalidCursor)),
+                "{bad}"
+            );
         }
         assert!(matches!(decode_cursor("!!"), Err(ApiError::InvalidCursor)));
         let foreign = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("x");

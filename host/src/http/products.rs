@@ -11,7 +11,7 @@ use weir_core::domain::product::ProductChange;
 
 use super::ApiState;
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, json_integer};
 use super::responses::{EdgeErrors, JsonBodyErrors};
 
 /// A catalog product.
@@ -60,10 +60,16 @@ pub struct ProductList {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PutProductBody {
     /// Display name, 1-200 characters, not only white space.
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "Keyboard")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Keyboard"
+    )]
     pub name: String,
     /// Price of one unit in minor units, 0 or more.
     #[schema(minimum = 0, example = 4900)]
+    #[serde(deserialize_with = "json_integer")]
     pub unit_price: i64,
     /// ISO 4217 code, three upper-case letters.
     #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
@@ -72,6 +78,7 @@ pub struct PutProductBody {
     /// minus the units placed and paid orders hold, so setting the count never loses a
     /// reservation made concurrently.
     #[schema(minimum = 0, example = 10)]
+    #[serde(deserialize_with = "json_integer")]
     pub stock: i64,
 }
 

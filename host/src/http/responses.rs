@@ -44,19 +44,27 @@ impl IntoResponses for EdgeErrors {
         BTreeMap::from([
             (
                 "429".to_owned(),
-                problem("`RATE_LIMITED`: this client's rate limit is used up; retry after `Retry-After` seconds"),
+                problem(
+                    "`RATE_LIMITED`: this client's rate limit is used up; retry after `Retry-After` seconds",
+                ),
             ),
             (
                 "500".to_owned(),
-                problem("An unexpected fault (`INTERNAL_ERROR`, or a plugin fault such as `PLUGIN_TRAPPED`); the detail is logged, not sent"),
+                problem(
+                    "An unexpected fault (`INTERNAL_ERROR`, or a plugin fault such as `PLUGIN_TRAPPED`); the detail is logged, not sent",
+                ),
             ),
             (
                 "503".to_owned(),
-                problem("Temporarily unavailable (`OVERLOADED`, `SHUTTING_DOWN`, `STORAGE_UNAVAILABLE`, `PLUGIN_UNAVAILABLE`, `BACKPRESSURE`, ...); retryable, see `Retry-After`"),
+                problem(
+                    "Temporarily unavailable (`OVERLOADED`, `SHUTTING_DOWN`, `STORAGE_UNAVAILABLE`, `PLUGIN_UNAVAILABLE`, `BACKPRESSURE`, ...); retryable, see `Retry-After`",
+                ),
             ),
             (
                 "504".to_owned(),
-                problem("`REQUEST_TIMEOUT`: the request did not finish within its deadline; retryable"),
+                problem(
+                    "`REQUEST_TIMEOUT`: the request did not finish within its deadline; retryable",
+                ),
             ),
         ])
     }
