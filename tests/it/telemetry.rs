@@ -357,7 +357,8 @@ async fn the_problem_trace_id_is_the_exported_trace() {
 async fn a_callers_sampled_flag_wins_only_on_trusted_routes() {
     let t = Traced::start().await;
     let c = &t.server.client;
-    let traceparent = |trace_id: &str, flags: &str| format!("00-{trace_id}-00f067aa0ba902b7-{flags}");
+    let traceparent =
+        |trace_id: &str, flags: &str| format!("00-{trace_id}-00f067aa0ba902b7-{flags}");
 
     // Untrusted route at ratio 0: `-01` on every request exports nothing, and each request
     // keeps the caller's trace id (the problem names it).
@@ -415,7 +416,11 @@ async fn a_callers_sampled_flag_wins_only_on_trusted_routes() {
     assert_eq!(root.parent_id(), "b7ad6b7169203331");
     assert_eq!(root.span.trace_state, "vendor=abc");
     let spans = t
-        .trace_with("the request that asked not to be sampled", hidden, &["http.server"])
+        .trace_with(
+            "the request that asked not to be sampled",
+            hidden,
+            &["http.server"],
+        )
         .await;
     assert_eq!(one(&spans, "http.server").parent_id(), "00f067aa0ba902b7");
 
@@ -445,7 +450,10 @@ async fn a_malformed_request_id_is_replaced_and_only_its_hash_is_recorded() {
     let res = c
         .get(t.url("/v1/products"))
         .header("X-Request-Id", &sent)
-        .header("traceparent", format!("00-{}-00f067aa0ba902b7-01", uuid::Uuid::new_v4().simple()))
+        .header(
+            "traceparent",
+            format!("00-{}-00f067aa0ba902b7-01", uuid::Uuid::new_v4().simple()),
+        )
         .send()
         .await
         .unwrap();
