@@ -380,6 +380,17 @@ mod tests {
     }
 
     #[test]
+    fn by_default_no_caller_can_force_or_suppress_export() {
+        let default = crate::telemetry::SamplingConfig::default().trust_incoming;
+        assert_eq!(default, TrustIncoming::None);
+        let s = EdgeSampler::new(control(0.0, &[("/v1/products", 1.0)], default));
+        for route in ["/v1/orders", "/v1/orders/{id}", "unmatched"] {
+            assert!(!decide(&s, Some(&parent(true)), Some(route)), "{route}");
+        }
+        assert!(decide(&s, Some(&parent(false)), Some("/v1/products")));
+    }
+
+    #[test]
     fn trust_is_written_as_a_word_or_a_route_list() {
         let parse = |v: serde_json::Value| serde_json::from_value::<TrustIncoming>(v);
         assert_eq!(
