@@ -15,8 +15,8 @@ use std::time::Duration;
 use crate::support::{Backend, TestServer};
 
 /// Test cases per operation and phase: enough to cover every bound, small enough for the
-/// run to finish in about a minute on two cores.
-const MAX_EXAMPLES: &str = "40";
+/// run to finish in well under a minute on two cores.
+const MAX_EXAMPLES: &str = "100";
 /// Upper bound of one run; a hung run fails rather than stalling CI.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
