@@ -12,6 +12,7 @@
 //!   consumer with its retries and dead letters, intake backpressure.
 //! - `policies`: edge and dependency policies end to end (real databases, Redis, plugin).
 //! - `telemetry`: OpenTelemetry traces verified against a real OTLP/gRPC receiver.
+//! - `schemathesis`: the live API checked against its OpenAPI description by Schemathesis.
 
 mod api;
 mod auth;
@@ -21,6 +22,7 @@ mod policies;
 mod releases;
 mod runtime;
 mod sandbox;
+mod schemathesis;
 mod shutdown;
 mod support;
 mod telemetry;

@@ -16,15 +16,18 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt;
-use weir_host::telemetry::{Export, SamplingConfig, Telemetry, TelemetryOptions};
+use weir_host::telemetry::{Export, SamplingConfig, Telemetry, TelemetryOptions, TrustIncoming};
 use weir_tests::otlp::{Received, ReceivedSpan, Receiver};
 
 use crate::support::{Backend, TestServer, order_body, plugin_dir};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// Root sampling of the shared pipeline: everything, except roots of `/v1/products`.
+/// Root sampling of the shared pipeline: everything, except roots of `/v1/products` (whose
+/// callers are trusted: their sampled flag wins) and of `/v1/events` (untrusted: the ratio
+/// decides whatever the caller says). Every other route is untrusted at ratio 1.
 const DROPPED_ROUTE: &str = "/v1/products";
+const UNTRUSTED_DROPPED_ROUTE: &str = "/v1/events";
 
 struct Pipeline {
     receiver: Receiver,
@@ -53,7 +56,13 @@ fn pipeline() -> &'static Pipeline {
                         region: Some("eu-test-1".to_owned()),
                         sampling: SamplingConfig {
                             ratio: 1.0,
-                            routes: BTreeMap::from([(DROPPED_ROUTE.to_owned(), 0.0)]),
+                            routes: BTreeMap::from([
+                                (DROPPED_ROUTE.to_owned(), 0.0),
+                                (UNTRUSTED_DROPPED_ROUTE.to_owned(), 0.0),
+                            ]),
+                            trust_incoming: TrustIncoming::Routes(
+                                [DROPPED_ROUTE.to_owned()].into(),
+                            ),
                         },
                         export: Export::Grpc(receiver.endpoint()),
                         meter_provider: false,
@@ -345,22 +354,41 @@ async fn the_problem_trace_id_is_the_exported_trace() {
 }
 
 #[tokio::test]
-async fn the_callers_sampled_flag_wins_and_route_overrides_apply_to_roots() {
+async fn a_callers_sampled_flag_wins_only_on_trusted_routes() {
     let t = Traced::start().await;
     let c = &t.server.client;
+    let traceparent =
+        |trace_id: &str, flags: &str| format!("00-{trace_id}-00f067aa0ba902b7-{flags}");
 
-    // sampled=0: recorded nowhere, but the trace id is still the caller's.
-    let unsampled = "4bf92f3577b34da6a3ce929d0e0e4736";
+    // Untrusted route at ratio 0: `-01` on every request exports nothing, and each request
+    // keeps the caller's trace id (the problem names it).
+    let mut forced = Vec::new();
+    for _ in 0..20 {
+        let trace_id = uuid::Uuid::new_v4().simple().to_string();
+        let res = c
+            .get(t.url("/v1/events?limit=0"))
+            .header("traceparent", traceparent(&trace_id, "01"))
+            .send()
+            .await
+            .unwrap();
+        let problem: Value = res.json().await.unwrap();
+        assert_eq!(problem["trace_id"], trace_id.as_str(), "{problem}");
+        forced.push(trace_id);
+    }
+
+    // Untrusted route at ratio 1: `-00` does not hide the request; still the caller's trace,
+    // with the caller's span as parent.
+    let hidden = "4bf92f3577b34da6a3ce929d0e0e4736";
     let res = c
         .get(t.url("/v1/orders/not-a-uuid"))
-        .header("traceparent", format!("00-{unsampled}-00f067aa0ba902b7-00"))
+        .header("traceparent", traceparent(hidden, "00"))
         .send()
         .await
         .unwrap();
     let problem: Value = res.json().await.unwrap();
-    assert_eq!(problem["trace_id"], unsampled, "{problem}");
+    assert_eq!(problem["trace_id"], hidden, "{problem}");
 
-    // A root on an overridden route (ratio 0): not exported.
+    // A root on the trusted route (ratio 0): not exported.
     let products_id = unique("products");
     let res = c
         .get(t.url("/v1/products"))
@@ -370,21 +398,12 @@ async fn the_callers_sampled_flag_wins_and_route_overrides_apply_to_roots() {
         .unwrap();
     assert_eq!(res.status(), 200);
 
-    // sampled=1: continued, with the caller's span as parent, even on the 0-ratio route.
+    // Trusted route: `-01` is continued, with the caller's span as parent, despite ratio 0.
     let sampled = "0af7651916cd43dd8448eb211c80319c";
     let res = c
         .get(t.url("/v1/products"))
         .header("traceparent", format!("00-{sampled}-b7ad6b7169203331-01"))
         .header("tracestate", "vendor=abc")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    // A root elsewhere follows the configured ratio (1.0): exported.
-    let orders_id = unique("orders");
-    let res = c
-        .get(t.url("/v1/orders"))
-        .header("X-Request-Id", &orders_id)
         .send()
         .await
         .unwrap();
@@ -396,15 +415,24 @@ async fn the_callers_sampled_flag_wins_and_route_overrides_apply_to_roots() {
     let root = one(&spans, "http.server");
     assert_eq!(root.parent_id(), "b7ad6b7169203331");
     assert_eq!(root.span.trace_state, "vendor=abc");
-    t.root_of(&orders_id).await;
 
     // Everything sent before the last flush has arrived by now.
     let received = t.receiver.received();
-    assert!(
-        received.trace(unsampled).is_empty(),
-        "sampled=0 must not be exported: {:#?}",
-        received.trace(unsampled)
-    );
+    for trace_id in &forced {
+        assert!(
+            received.trace(trace_id).is_empty(),
+            "an untrusted `-01` at ratio 0 must not be exported: {:#?}",
+            received.trace(trace_id)
+        );
+    }
+    let spans = t
+        .trace_with(
+            "the request that asked not to be sampled",
+            hidden,
+            &["http.server"],
+        )
+        .await;
+    assert_eq!(one(&spans, "http.server").parent_id(), "00f067aa0ba902b7");
     assert!(
         !received
             .spans
@@ -412,6 +440,51 @@ async fn the_callers_sampled_flag_wins_and_route_overrides_apply_to_roots() {
             .any(|s| s.attr("request_id").as_deref() == Some(products_id.as_str())),
         "the 0-ratio route override must drop root traces"
     );
+}
+
+#[tokio::test]
+async fn a_malformed_request_id_is_replaced_and_only_its_hash_is_recorded() {
+    let t = Traced::start().await;
+    let c = &t.server.client;
+    let sent = format!("{}-{}", "x".repeat(64), uuid::Uuid::new_v4().simple());
+    let res = c
+        .get(t.url("/v1/products"))
+        .header("X-Request-Id", &sent)
+        .header(
+            "traceparent",
+            format!("00-{}-00f067aa0ba902b7-01", uuid::Uuid::new_v4().simple()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let replaced = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_ne!(replaced, sent);
+    assert!(
+        weir_host::http::context::valid_request_id(replaced.as_bytes()),
+        "{replaced}"
+    );
+    // On the trusted route the caller's `-01` exports the span.
+    let root = t.root_of(&replaced).await;
+    assert_eq!(
+        root.attr("http.request.original_id_hash").as_deref(),
+        Some(weir_host::http::context::original_id_hash(sent.as_bytes()).as_str())
+    );
+    assert!(
+        !format!("{:?}", root.span).contains(&sent),
+        "the refused id itself must not be recorded"
+    );
+
+    // A well-formed id is kept, with no hash.
+    let kept = unique("ok");
+    let res = c
+        .get(t.url("/v1/orders"))
+        .header("X-Request-Id", &kept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], kept.as_str());
+    let root = t.root_of(&kept).await;
+    assert_eq!(root.attr("http.request.original_id_hash"), None);
 }
 
 #[tokio::test]

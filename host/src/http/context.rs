@@ -1,9 +1,11 @@
 //! Request identity and problem rendering.
 //!
 //! [`request_context`] is the middleware that gives every request its [`RequestContext`]
-//! (request id accepted from `X-Request-Id` or assigned), opens the `http.server` root span
-//! whose parent is the W3C trace context extracted from `traceparent`/`tracestate` (so the
-//! caller's trace and sampled flag are continued), and turns an [`ApiError`] left in the
+//! (request id accepted from `X-Request-Id` or assigned, see [`accept_request_id`]), opens the
+//! `http.server` root span whose parent is the W3C trace context extracted from
+//! `traceparent`/`tracestate` (so the caller's trace id is continued; whether the caller's
+//! sampled flag is honoured is the sampler's decision, `telemetry.sampling.trust_incoming`,
+//! see [`crate::telemetry::sampling`]), and turns an [`ApiError`] left in the
 //! response extensions (or an edge policy's refusal) into an RFC 9457
 //! `application/problem+json` body whose `trace_id` is the exported span's. It is the only
 //! place request errors are logged: one line with the code and the full error chain
@@ -40,8 +42,41 @@ pub struct RequestContext {
     pub tracestate: Option<String>,
 }
 
-fn valid_request_id(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+/// Longest client-chosen request id accepted, in bytes.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Span (and log) attribute holding [`original_id_hash`] of a refused `X-Request-Id`.
+pub const ORIGINAL_ID_HASH: &str = "http.request.original_id_hash";
+
+/// Whether a client-sent request id is accepted as it is: 1-64 bytes of `A-Z a-z 0-9 . _ -`.
+/// Anything else (longer, empty, spaces, quotes, control or non-ASCII characters) could
+/// forge log fields, break a log pipeline's parser or flood it, so it is never echoed.
+pub fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_REQUEST_ID_LEN
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The hash recorded instead of a refused request id: the first 16 bytes of its SHA-256,
+/// in lower-case hex (32 digits). Lets an operator match a client's report ("I sent id X")
+/// against the logs by hashing X, without the raw value ever reaching a log line or span.
+pub fn original_id_hash(raw: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(&sha2::Sha256::digest(raw)[..16])
+}
+
+/// The request id of a request: the client's `X-Request-Id` when [`valid_request_id`], else
+/// a generated one (32 hex digits) and, when the client sent something, the
+/// [`original_id_hash`] of what it sent.
+pub fn accept_request_id(headers: &http::HeaderMap) -> (String, Option<String>) {
+    match headers.get(REQUEST_ID).map(HeaderValue::as_bytes) {
+        Some(raw) if valid_request_id(raw) => (String::from_utf8_lossy(raw).into_owned(), None),
+        sent => (
+            uuid::Uuid::new_v4().simple().to_string(),
+            sent.map(original_id_hash),
+        ),
+    }
 }
 
 /// The trace id of a valid W3C `traceparent` (see [`crate::telemetry::parse_traceparent`]).
@@ -147,13 +182,7 @@ fn render(err: &ApiError, ctx: &RequestContext, instance: &str) -> Response {
 
 /// The request-context middleware (see the module doc).
 pub async fn request_context(mut req: Request, next: Next) -> Response {
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| valid_request_id(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let (request_id, original_id_hash) = accept_request_id(req.headers());
     // The caller's context, parsed once: kept as-is when no OpenTelemetry layer is installed.
     let incoming = req
         .headers()
@@ -174,6 +203,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         http.route = %route,
         url.path = %instance,
         request_id = %request_id,
+        http.request.original_id_hash = original_id_hash.as_deref(),
         weir.tenant = Empty,
         weir.auth = Empty,
         http.response.status_code = Empty,
@@ -181,7 +211,8 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         otel.status_code = Empty,
         otel.status_description = Empty,
     );
-    // Before the span is first entered: its sampling decision follows the caller's flag.
+    // Before the span is first entered: the sampler sees the caller's context (its flag is
+    // honoured only on routes trusted by `telemetry.sampling.trust_incoming`).
     let _ = span.set_parent(parent);
     let otel_cx = span.context();
     let (traceparent, tracestate) = match crate::telemetry::traceparent_of(&otel_cx) {
@@ -245,6 +276,53 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn accepted(sent: Option<&[u8]>) -> (String, Option<String>) {
+        let mut headers = http::HeaderMap::new();
+        if let Some(raw) = sent {
+            headers.insert(REQUEST_ID, HeaderValue::from_bytes(raw).unwrap());
+        }
+        accept_request_id(&headers)
+    }
+
+    #[test]
+    fn well_formed_request_ids_are_kept() {
+        let longest = "a".repeat(MAX_REQUEST_ID_LEN);
+        for ok in [
+            "r",
+            "req-1.2_3",
+            "0af7651916cd43dd8448eb211c80319c",
+            &longest,
+        ] {
+            assert_eq!(accepted(Some(ok.as_bytes())), (ok.to_owned(), None), "{ok}");
+        }
+    }
+
+    #[test]
+    fn other_request_ids_are_replaced_and_only_their_hash_is_kept() {
+        let too_long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        for bad in [
+            too_long.as_bytes(),
+            b"",
+            b"has space",
+            b"quote\"",
+            b"a=b",
+            b"tab\there",
+            "caf\u{e9}".as_bytes(),
+        ] {
+            let (id, hash) = accepted(Some(bad));
+            assert_ne!(id.as_bytes(), bad);
+            assert!(valid_request_id(id.as_bytes()), "generated {id}");
+            assert_eq!(hash.as_deref(), Some(original_id_hash(bad).as_str()));
+        }
+        let (id, hash) = accepted(None);
+        assert!(valid_request_id(id.as_bytes()) && hash.is_none());
+        // Stable, short, and not the input.
+        let h = original_id_hash(too_long.as_bytes());
+        assert_eq!(h.len(), 32);
+        assert_eq!(h, original_id_hash(too_long.as_bytes()));
+        assert_ne!(h, original_id_hash(b"b"));
+    }
 
     #[test]
     fn traceparent_parsing_accepts_only_valid_headers() {

@@ -13,6 +13,7 @@ use weir_core::ports::store::MAX_EVENTS_LIMIT;
 use super::ApiState;
 use super::error::ApiError;
 use super::extract::QueryParams;
+use super::responses::EdgeErrors;
 
 /// A page of the feed.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -26,17 +27,24 @@ pub struct EventPage {
 /// Query of `GET /v1/events`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Return events after this sequence number (default 0).
+    #[param(minimum = 0, required = false)]
     pub after: Option<i64>,
     /// Page size, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000, required = false)]
     pub limit: Option<u32>,
 }
 
 /// Read the event feed.
 #[utoipa::path(
     get, path = "/v1/events", tag = "events", params(EventsQuery),
-    responses((status = 200, body = EventPage), (status = 400, body = super::context::Problem, content_type = "application/problem+json"))
+    responses(
+        (status = 200, description = "A page of the feed", body = EventPage),
+        (status = 400, description = "`INVALID_QUERY_PARAMETER`: an unknown parameter, or one out of its bounds", body = super::context::Problem, content_type = "application/problem+json"),
+        EdgeErrors,
+    )
 )]
 pub async fn list_events(
     State(api): State<ApiState>,

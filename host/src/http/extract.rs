@@ -81,6 +81,34 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiE
     }
 }
 
+/// `deserialize_with` for integer fields of request bodies. In JSON Schema 2020-12 (the
+/// dialect of OpenAPI 3.1) `3` and `3.0` are the same integer, so a field the schema types
+/// `integer` accepts both; a fraction, or a value outside `T`'s range, is a type error at
+/// the field's path (`REQUEST_SCHEMA_INVALID`).
+pub fn json_integer<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::{Error, Unexpected};
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(de)?;
+    let whole = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => Some(i),
+        // `i64::MAX as f64` is 2^63, itself out of range: hence `<`.
+        (None, Some(f)) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => {
+            Some(f as i64)
+        }
+        _ => None,
+    };
+    let unexpected = || match n.as_f64() {
+        Some(f) => Unexpected::Float(f),
+        None => Unexpected::Other("a number"),
+    };
+    let whole = whole.ok_or_else(|| D::Error::invalid_type(unexpected(), &"an integer"))?;
+    T::try_from(whole)
+        .map_err(|_| D::Error::invalid_value(Unexpected::Signed(whole), &"an integer in range"))
+}
+
 /// The configured body limit, placed in request extensions by the router so the extractor
 /// can name it in its error.
 #[derive(Debug, Clone, Copy)]
@@ -179,6 +207,35 @@ mod tests {
         };
         let fields: Vec<_> = v.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["extra", "lines.0.colour"]);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Counts {
+        #[serde(deserialize_with = "json_integer")]
+        small: u32,
+        #[serde(deserialize_with = "json_integer")]
+        big: i64,
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let ok = parse_json::<Counts>(br#"{"small":3.0,"big":-2e3}"#)
+            .unwrap()
+            .value;
+        assert_eq!((ok.small, ok.big), (3, -2000));
+        for bad in [
+            r#"{"small":1.5,"big":1}"#,
+            r#"{"small":-1,"big":1}"#,
+            r#"{"small":4294967296,"big":1}"#,
+            r#"{"small":1,"big":9223372036854775808}"#,
+            r#"{"small":1,"big":1e300}"#,
+            r#"{"small":"1","big":1}"#,
+        ] {
+            match parse_json::<Counts>(bad.as_bytes()) {
+                Err(ApiError::SchemaInvalid(_)) => {}
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

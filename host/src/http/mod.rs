@@ -6,6 +6,7 @@
 //! - [`context`]: request identity, the request span, problem rendering and error logging.
 //! - [`edge`]: the inbound stack of edge policies, in the one order that is right.
 //! - [`extract`]: extractors whose rejections are problem responses.
+//! - [`responses`]: the OpenAPI descriptions of the problem responses routes share.
 //! - [`orders`], [`products`], [`events`]: the handlers.
 
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod orders;
 pub mod products;
 #[cfg(test)]
 mod proptests;
+pub mod responses;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -249,13 +251,13 @@ impl std::fmt::Debug for ApiState {
         events::list_events,
     ),
     components(schemas(context::Problem, error::FieldViolation)),
-    modifiers(&Security)
+    modifiers(&Security, &ClosedRequestBodies)
 )]
 pub struct ApiDoc;
 
 /// Declares the security schemes (an API key or a JWT as a bearer token, or an API key in
-/// `X-Api-Key`), requires one of them on every route, and documents the `401` and `403`
-/// every route can answer (see [`auth`] for which scope each route needs).
+/// `X-Api-Key`) and requires one of them on every route (see [`auth`] for which scope each
+/// route needs; `401` and `403` are in [`responses::EdgeErrors`]).
 struct Security;
 
 impl utoipa::Modify for Security {
@@ -263,7 +265,6 @@ impl utoipa::Modify for Security {
         use utoipa::openapi::security::{
             ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
         };
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -282,34 +283,28 @@ impl utoipa::Modify for Security {
             SecurityRequirement::new("bearer", Vec::<String>::new()),
             SecurityRequirement::new("api_key", Vec::<String>::new()),
         ]);
-        let problem = |description: &str| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("Problem")))
-                        .build(),
-                )
-                .build()
+    }
+}
+
+/// Request bodies whose unknown fields [`extract::JsonBody`] refuses (`UNKNOWN_FIELD`).
+const REQUEST_BODY_SCHEMAS: [&str; 3] = ["PlaceOrderBody", "LineBody", "PutProductBody"];
+
+/// Marks the request body schemas `additionalProperties: false`: the extractor refuses
+/// unknown fields itself (listing all of them), so the Rust types cannot carry serde's
+/// `deny_unknown_fields`, which is what utoipa would read.
+struct ClosedRequestBodies;
+
+impl utoipa::Modify for ClosedRequestBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{AdditionalProperties, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
         };
-        for item in openapi.paths.paths.values_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                let responses = &mut op.responses.responses;
-                responses.entry("401".to_owned()).or_insert_with(|| {
-                    problem("UNAUTHENTICATED: no credential, or one that is not valid").into()
-                });
-                responses.entry("403".to_owned()).or_insert_with(|| {
-                    problem("FORBIDDEN: the credential lacks this route's scope").into()
-                });
+        for name in REQUEST_BODY_SCHEMAS {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name) {
+                object.additional_properties =
+                    Some(Box::new(AdditionalProperties::FreeForm(false)));
             }
         }
     }
@@ -351,4 +346,93 @@ pub fn router(state: ApiState, policy: &PolicyConfig, auth: auth::AuthLayerState
     // The edge stack (request context, metrics, panic catcher, body limit, rate limit, load
     // shedding, timeout) and why each layer sits where it does: `edge::stack`.
     edge::stack(routes, &config, policy, auth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operations() -> Vec<(String, String, serde_json::Value)> {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                ops.push((method.clone(), path.clone(), op.clone()));
+            }
+        }
+        ops
+    }
+
+    fn param<'a>(op: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+        op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no parameter {name}"))
+    }
+
+    #[test]
+    fn every_operation_documents_the_statuses_the_edge_and_extractors_return() {
+        for (method, path, op) in operations() {
+            let responses = op["responses"].as_object().unwrap();
+            let mut want = vec!["429", "500", "503", "504"];
+            if op.get("requestBody").is_some() {
+                want.extend(["400", "413", "415", "422"]);
+            }
+            if path.contains('{') {
+                want.push("400");
+            }
+            for status in want {
+                let r = &responses
+                    .get(status)
+                    .unwrap_or_else(|| panic!("{method} {path} does not document {status}"));
+                assert!(
+                    r["content"]["application/problem+json"].is_object(),
+                    "{method} {path} {status} is not a problem"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn request_bodies_refuse_unknown_fields_in_the_schema_too() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        for name in REQUEST_BODY_SCHEMAS {
+            assert_eq!(
+                doc["components"]["schemas"][name]["additionalProperties"], false,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn documented_limits_are_the_enforced_ones() {
+        let ops = operations();
+        let op = |m: &str, p: &str| {
+            ops.iter()
+                .find(|(method, path, _)| method == m && path == p)
+                .map(|(_, _, op)| op)
+                .unwrap()
+        };
+        let limit = param(op("get", "/v1/orders"), "limit");
+        assert_eq!(limit["schema"]["maximum"], orders::MAX_LIST_LIMIT);
+        assert_eq!(limit["schema"]["minimum"], 1);
+        let limit = param(op("get", "/v1/events"), "limit");
+        assert_eq!(
+            limit["schema"]["maximum"],
+            weir_core::ports::store::MAX_EVENTS_LIMIT
+        );
+        assert_eq!(
+            param(op("get", "/v1/events"), "after")["schema"]["minimum"],
+            0
+        );
+        let sku = param(op("put", "/v1/products/{sku}"), "sku");
+        assert_eq!(sku["schema"]["pattern"], "^[A-Za-z0-9_-]{1,64}$");
+        assert_eq!(
+            weir_core::domain::product::MAX_SKU_LEN,
+            64,
+            "the sku pattern states the core's bound"
+        );
+    }
 }

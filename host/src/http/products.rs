@@ -11,7 +11,8 @@ use weir_core::domain::product::ProductChange;
 
 use super::ApiState;
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, json_integer};
+use super::responses::{EdgeErrors, JsonBodyErrors};
 
 /// A catalog product.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -54,23 +55,38 @@ pub struct ProductList {
     pub items: Vec<ProductView>,
 }
 
-/// Body of `PUT /v1/products/{sku}`.
+/// Body of `PUT /v1/products/{sku}`. Its bounds are exactly what the host checks
+/// (`weir_core::domain::product::ProductChange::violations`, `PRODUCT_INVALID`).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PutProductBody {
-    /// Display name, 1-200 characters.
+    /// Display name, 1-200 characters, not only white space.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Keyboard"
+    )]
     pub name: String,
     /// Price of one unit in minor units, 0 or more.
+    #[schema(minimum = 0, example = 4900)]
+    #[serde(deserialize_with = "json_integer")]
     pub unit_price: i64,
     /// ISO 4217 code, three upper-case letters.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: String,
     /// Units on hand, 0 or more, reserved units included: the response's `stock` is this
     /// minus the units placed and paid orders hold, so setting the count never loses a
     /// reservation made concurrently.
+    #[schema(minimum = 0, example = 10)]
+    #[serde(deserialize_with = "json_integer")]
     pub stock: i64,
 }
 
 /// List the catalog.
-#[utoipa::path(get, path = "/v1/products", tag = "catalog", responses((status = 200, body = ProductList)))]
+#[utoipa::path(
+    get, path = "/v1/products", tag = "catalog",
+    responses((status = 200, description = "The catalog", body = ProductList), EdgeErrors)
+)]
 pub async fn list_products(State(api): State<ApiState>) -> Result<Json<ProductList>, ApiError> {
     let items = api
         .orders
@@ -85,13 +101,14 @@ pub async fn list_products(State(api): State<ApiState>) -> Result<Json<ProductLi
 /// Create or replace a product. `stock` sets the count on hand; reservations are kept.
 #[utoipa::path(
     put, path = "/v1/products/{sku}", tag = "catalog",
-    params(("sku" = String, Path, description = "1-64 characters of A-Z, a-z, 0-9, '-' and '_'")),
+    params(("sku" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "1-64 characters of A-Z, a-z, 0-9, '-' and '_'")),
     request_body = PutProductBody,
     responses(
-        (status = 200, body = ProductView),
-        (status = 408, description = "The body did not arrive in time (`REQUEST_BODY_TIMEOUT`)", body = super::context::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is over the limit (`PAYLOAD_TOO_LARGE`)", body = super::context::Problem, content_type = "application/problem+json"),
-        (status = 422, body = super::context::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "The product as stored", body = ProductView),
+        (status = 400, description = "`INVALID_PATH_PARAMETER` (the sku) or `MALFORMED_JSON`", body = super::context::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`PRODUCT_INVALID`, `REQUEST_SCHEMA_INVALID` or `UNKNOWN_FIELD`", body = super::context::Problem, content_type = "application/problem+json"),
+        JsonBodyErrors,
+        EdgeErrors,
     )
 )]
 pub async fn put_product(

@@ -20,7 +20,9 @@
 //!   default); timeouts, headers and batch/interval settings follow the standard `OTEL_*`
 //!   variables the SDK reads. With no endpoint nothing is exported and nothing is logged about
 //!   it: spans still get real trace ids so logs and problem bodies stay correlated.
-//! - Sampling: parent-based with a live root ratio and per-route overrides ([`sampling`]);
+//! - Sampling: parent-based with a live root ratio and per-route overrides, a caller's
+//!   sampled flag honoured only on routes `telemetry.sampling.trust_incoming` trusts
+//!   ([`sampling`]);
 //!   operators change the ratio through the operations API (`PUT /admin/telemetry/sampling`)
 //!   and see it in `/infoz`.
 //! - Propagation: W3C `traceparent`/`tracestate` ([`extract_http`], [`inject_current`],
@@ -77,7 +79,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
 
 pub use json::JsonLines;
-pub use sampling::{SamplingControl, SamplingView};
+pub use sampling::{SamplingControl, SamplingView, TrustIncoming};
 
 use crate::support::{InvalidKey, ensure};
 
@@ -134,6 +136,10 @@ pub struct SamplingConfig {
     pub ratio: f64,
     /// Route template (e.g. `/v1/products`) -> ratio for root traces of that route.
     pub routes: BTreeMap<String, f64>,
+    /// Where the sampled flag of an incoming `traceparent` is honoured: `"none"` (default:
+    /// the ratio decides, so a client cannot force or suppress export), `"all"`, or a list
+    /// of route templates. See [`sampling`].
+    pub trust_incoming: TrustIncoming,
 }
 
 impl Default for SamplingConfig {
@@ -141,6 +147,7 @@ impl Default for SamplingConfig {
         Self {
             ratio: 1.0,
             routes: BTreeMap::new(),
+            trust_incoming: TrustIncoming::None,
         }
     }
 }
@@ -165,6 +172,14 @@ impl TelemetryConfig {
             sampling::check_ratio(*ratio).map_err(|e| {
                 InvalidKey::new("telemetry.sampling.routes", format!("{route}: {e}"))
             })?;
+        }
+        if let TrustIncoming::Routes(routes) = &self.sampling.trust_incoming
+            && let Some(route) = routes.iter().find(|r| !r.starts_with('/'))
+        {
+            return Err(InvalidKey::new(
+                "telemetry.sampling.trust_incoming",
+                format!("{route:?} must be a route template starting with /"),
+            ));
         }
         ensure(
             !self.shutdown_timeout.is_zero(),
@@ -383,11 +398,12 @@ impl Telemetry {
         let sampling = Arc::new(SamplingControl::new(
             opts.sampling.ratio,
             opts.sampling.routes.clone(),
+            opts.sampling.trust_incoming.clone(),
         )?);
 
         let mut tracer = SdkTracerProvider::builder()
             .with_resource(resource.clone())
-            .with_sampler(sampling::RootSampler::parent_based(sampling.clone()));
+            .with_sampler(sampling::EdgeSampler::new(sampling.clone()));
         if signals.traces {
             let exporter = match &opts.export {
                 Export::Grpc(endpoint) => opentelemetry_otlp::SpanExporter::builder()
@@ -852,6 +868,12 @@ mod tests {
         c.sampling.ratio = 0.5;
         c.sampling.routes.insert("v1/orders".to_owned(), 0.1);
         assert_eq!(c.validate().unwrap_err().key, "telemetry.sampling.routes");
+        c.sampling.routes.clear();
+        c.sampling.trust_incoming = TrustIncoming::Routes(["v1/orders".to_owned()].into());
+        assert_eq!(
+            c.validate().unwrap_err().key,
+            "telemetry.sampling.trust_incoming"
+        );
     }
 
     #[test]

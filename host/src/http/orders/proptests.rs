@@ -1,4 +1,4 @@
-//! Property tests of `GET /v1/orders` request decoding: the opaque pagination cursor
+//! Property tests of `GET /v1/orders` request decoding: the pagination cursor
 //! ([`encode_cursor`] / [`decode_cursor`], private to `orders`, hence this child module) and
 //! the query string ([`QueryParams`] of [`ListQuery`]).
 
@@ -9,7 +9,7 @@ use http::Request;
 use proptest::prelude::*;
 use uuid::Uuid;
 
-use super::{CURSOR_PREFIX, ListQuery, decode_cursor, encode_cursor};
+use super::{CURSOR_PREFIX, LEGACY_CURSOR_PREFIX, ListQuery, decode_cursor, encode_cursor};
 use crate::http::error::ApiError;
 use crate::http::extract::QueryParams;
 
@@ -17,17 +17,18 @@ fn uuid() -> impl Strategy<Value = Uuid> {
     any::<u128>().prop_map(Uuid::from_u128)
 }
 
-/// Cursor-like strings: arbitrary text, base64 of arbitrary bytes or of the prefix and
-/// arbitrary text, other base64 alphabets and paddings, valid cursors with one character
-/// changed, inserted or removed.
+/// Cursor-like strings: arbitrary text, the prefix and hex-like text, base64 of arbitrary
+/// bytes or of the legacy prefix and arbitrary text, other base64 alphabets and paddings,
+/// valid cursors with one character changed, inserted or removed.
 fn cursor_like() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
         "[A-Za-z0-9_=+/-]{0,80}",
+        "o1\\.[0-9a-fA-F-]{30,36}",
         prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| URL_SAFE_NO_PAD.encode(b)),
-        any::<String>().prop_map(|s| URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{s}"))),
-        uuid().prop_map(|id| STANDARD.encode(format!("{CURSOR_PREFIX}{id}"))),
-        uuid().prop_map(|id| URL_SAFE.encode(format!("{CURSOR_PREFIX}{id}"))),
+        any::<String>().prop_map(|s| URL_SAFE_NO_PAD.encode(format!("{LEGACY_CURSOR_PREFIX}{s}"))),
+        uuid().prop_map(|id| STANDARD.encode(format!("{LEGACY_CURSOR_PREFIX}{id}"))),
+        uuid().prop_map(|id| URL_SAFE.encode(format!("{LEGACY_CURSOR_PREFIX}{id}"))),
         (uuid(), any::<prop::sample::Index>(), any::<char>(), 0u8..3).prop_map(
             |(id, at, c, op)| {
                 let mut s: Vec<char> = encode_cursor(id).chars().collect();
@@ -59,18 +60,22 @@ proptest! {
     #[test]
     fn cursors_round_trip(id in uuid()) {
         let cursor = encode_cursor(id);
-        // Safe in a query string as it is.
-        prop_assert!(cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        // Safe in a query string as it is, and the form the schema states.
+        prop_assert!(cursor.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'));
+        prop_assert_eq!(cursor.len(), 35);
+        prop_assert!(cursor.starts_with(CURSOR_PREFIX));
         prop_assert_eq!(decode_cursor(&cursor).ok(), Some(id));
     }
 
     #[test]
     fn arbitrary_cursors_decode_or_are_invalid(s in cursor_like()) {
         match decode_cursor(&s) {
-            // Whatever decodes is a cursor of this API for that id.
+            // Whatever decodes is a cursor of this API for that id: the one it issues, or
+            // the legacy base64 form.
+            Ok(id) if s.starts_with(CURSOR_PREFIX) => prop_assert_eq!(&s, &encode_cursor(id)),
             Ok(id) => {
                 let text = String::from_utf8(URL_SAFE_NO_PAD.decode(&s).unwrap()).unwrap();
-                let rest = text.strip_prefix(CURSOR_PREFIX);
+                let rest = text.strip_prefix(LEGACY_CURSOR_PREFIX);
                 prop_assert_eq!(rest.and_then(|r| Uuid::parse_str(r).ok()), Some(id));
             }
             Err(ApiError::InvalidCursor) => {}
@@ -80,7 +85,7 @@ proptest! {
 
     #[test]
     fn cursors_of_another_kind_are_invalid(id in uuid(), prefix in "[a-z0-9]{0,3}:?") {
-        prop_assume!(prefix != CURSOR_PREFIX);
+        prop_assume!(prefix != LEGACY_CURSOR_PREFIX);
         let foreign = URL_SAFE_NO_PAD.encode(format!("{prefix}{id}"));
         prop_assert!(matches!(decode_cursor(&foreign), Err(ApiError::InvalidCursor)));
     }

@@ -1,0 +1,99 @@
+//! The OpenAPI description checked against the live server by Schemathesis (PyPI), with
+//! an API key of a tenant with every scope and `--checks all`: no 5xx, no status or body the description does not list, no request
+//! outside the schema accepted, no request inside it refused (except the business
+//! rejections `tests/schemathesis.toml` allows, with the reason there).
+//!
+//! The executable is `$WEIR_SCHEMATHESIS`, else `target/venv-schemathesis/bin/schemathesis`
+//! (where `.ci/run` installs the pinned version). With `CI=true` a missing executable fails
+//! the test; elsewhere it is skipped with a message saying how to install it. Schemathesis
+//! prints the seed of every run; rerun a failure with the `--seed` it names.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::{Backend, TestServer};
+
+/// Test cases per operation and phase: enough to cover every bound, small enough for the
+/// run to finish in well under a minute on two cores.
+const MAX_EXAMPLES: &str = "100";
+/// Upper bound of one run; a hung run fails rather than stalling CI.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// The Schemathesis executable, or `None` when it is not installed.
+fn schemathesis() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("WEIR_SCHEMATHESIS").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let venv = workspace_root().join("target/venv-schemathesis/bin/schemathesis");
+    venv.exists().then_some(venv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_api_conforms_to_its_openapi_description() {
+    let Some(exe) = schemathesis() else {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !ci,
+            "CI=true but Schemathesis is not installed: set WEIR_SCHEMATHESIS or run .ci/run"
+        );
+        eprintln!(
+            "SKIPPED: Schemathesis is not installed (python3 -m venv target/venv-schemathesis && \
+             target/venv-schemathesis/bin/pip install schemathesis, or set WEIR_SCHEMATHESIS)"
+        );
+        return;
+    };
+    // Authenticated as the API's clients are: API keys required, one key with every scope.
+    const ADMIN: &str = "admin-token-for-schemathesis";
+    let server = TestServer::start(Backend::Sqlite, |c, _| {
+        c.admin_token = Some(weir_host::server::config::Secret::new(ADMIN));
+        c.auth.mode = Some(weir_host::auth::AuthMode::ApiKeys);
+    })
+    .await;
+    let key = server.api_key(ADMIN, "schemathesis").await;
+
+    // Headers sent with every request.
+    let headers: Vec<String> = vec![format!("Authorization: Bearer {key}")];
+    let report_dir = server.dir.path().join("schemathesis-report");
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.arg("--config-file")
+        .arg(workspace_root().join("tests/schemathesis.toml"))
+        .arg("run")
+        .arg(format!("{}/openapi.json", server.base))
+        .args(["--checks", "all", "--max-examples", MAX_EXAMPLES])
+        .args(["--workers", "2", "--no-color"])
+        // No example database in the working tree; every run starts fresh.
+        .args(["--generation-database", "none"])
+        .arg("--report-dir")
+        .arg(&report_dir)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for header in &headers {
+        cmd.arg("-H").arg(header);
+    }
+    let output = tokio::time::timeout(RUN_LIMIT, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("Schemathesis did not finish within {RUN_LIMIT:?}"))
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    server.stop().await;
+    assert!(
+        output.status.success(),
+        "Schemathesis found failures ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    // A run that tested nothing would also exit 0.
+    assert!(
+        stdout.contains("passed") && !stdout.contains("No operations"),
+        "Schemathesis ran no test:\n{stdout}\n{stderr}"
+    );
+}
