@@ -2,8 +2,8 @@
 //!
 //! The key is the tenant when `policy.request_log.tenant_header` is configured and present,
 //! else the API key (`X-Api-Key`, hashed: raw keys are never held in the limiter's
-//! map) when present, otherwise the peer IP address (from axum's `ConnectInfo`, so the server
-//! must be served with `into_make_service_with_connect_info::<SocketAddr>()`). Each key has
+//! map) when present, otherwise the peer IP address (from axum's `ConnectInfo`, which the
+//! listeners' accept loop, `server::listener`, puts on every request). Each key has
 //! a GCRA bucket from `governor` (keyed, DashMap state): `per_second` sustained with bursts
 //! up to `burst`. Idle keys are purged (`retain_recent`) every few thousand requests, so the
 //! map stays bounded by the number of recently active clients.
