@@ -343,8 +343,8 @@ pub fn router(state: ApiState, policy: &PolicyConfig, auth: auth::AuthLayerState
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
-    // The edge stack (request context, metrics, panic catcher, body limit, rate limit, load
-    // shedding, timeout) and why each layer sits where it does: `edge::stack`.
+    // The edge stack (request context, metrics, panic catcher, body limit, authentication,
+    // rate limit, body read, load shedding, timeout) and why each layer sits where it does: `edge::stack`.
     edge::stack(routes, &config, policy, auth)
 }
 

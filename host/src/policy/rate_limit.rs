@@ -2,8 +2,8 @@
 //!
 //! The key is the authenticated principal ([`Caller`], recorded by the authentication layer
 //! outside this one: tenant and subject), and the peer IP address for everyone else (no
-//! credential in `open` mode; from axum's `ConnectInfo`, so the server must be served with
-//! `into_make_service_with_connect_info::<SocketAddr>()`). Nothing a client merely sends (an
+//! credential in `open` mode; from axum's `ConnectInfo`, which the listeners' accept loop,
+//! `server::listener`, puts on every request). Nothing a client merely sends (an
 //! `X-Api-Key` that was never verified, a tenant header) picks its bucket: a client that
 //! invents a new key per request is still one peer. Each key has a GCRA bucket from
 //! `governor` (keyed, DashMap state): `per_second` sustained with bursts up to `burst`, or the
