@@ -31,8 +31,8 @@
 //!    it is outside the timeout so a shed request costs no timer, and it holds its slot
 //!    until the handler finishes or is cancelled by the timeout below.
 //! 10. **Request timeout**: innermost, so it bounds only the handler's work (not time spent
-//!    being rejected or receiving the body) and, by dropping the handler, cancels the plugin
-//!    call inside it.
+//!     being rejected or receiving the body) and, by dropping the handler, cancels the
+//!     plugin call inside it.
 //!
 //! Below the whole stack, each listener's accept loop (`server::listener`) bounds the
 //! connection itself: header-read and idle timeouts, the connection cap, the head size.
