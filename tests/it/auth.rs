@@ -189,6 +189,17 @@ async fn api_key_matrix() {
             "{path}"
         );
     }
+    // HEAD runs the GET handler: it needs the same scope.
+    let (status, _, _) = call(
+        &s,
+        reqwest::Method::HEAD,
+        "/v1/events",
+        Some(&writer),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "HEAD /v1/events without events:read");
     // The product was not changed to a price of 0.
     let (_, _, products) = call(
         &s,
@@ -568,4 +579,85 @@ async fn invented_api_keys_stay_within_the_per_peer_limit() {
 /// A deterministic spread of 64-bit values (no RNG dependency needed in this test).
 fn fastrand_u64(i: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xA5A5_5A5A_DEAD_BEEF
+}
+
+/// A JWKS endpoint on loopback whose key set the test can change; counts its fetches.
+struct JwksServer {
+    url: String,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(initial: &str) -> Self {
+        let body = std::sync::Arc::new(std::sync::Mutex::new(initial.to_owned()));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, f) = (body.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let (b, f) = (b.clone(), f.clone());
+                async move {
+                    f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let text = b.lock().unwrap().clone();
+                    ([("content-type", "application/json")], text)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, body, fetches }
+    }
+}
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_and_a_rotated_key_is_picked_up() {
+    let jwks = JwksServer::start(&std::fs::read_to_string(fixture("jwks.json")).unwrap()).await;
+    let url = jwks.url.clone();
+    let s = TestServer::start(Backend::Sqlite, move |c, _| {
+        c.auth.mode = Some(AuthMode::Jwt);
+        // Nothing remembered: each request is checked against the current key set.
+        c.auth.cache_ttl = std::time::Duration::ZERO;
+        c.auth.jwt = Some(JwtConfig {
+            jwks_url: Some(url),
+            issuer: "https://idp.test".to_owned(),
+            audience: "weir-api".to_owned(),
+            refresh_interval: std::time::Duration::from_secs(1),
+            ..JwtConfig::default()
+        });
+    })
+    .await;
+    assert!(jwks.fetches.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let old = token(&good(), "signing-key.pem");
+    let (status, body) = place(&s, Some(&old), "u-1").await;
+    assert_eq!(status, 201, "{body}");
+
+    // The identity provider rotates to a new key (kid test-2) and drops the old one.
+    let mut new_header = Header::new(Algorithm::EdDSA);
+    new_header.kid = Some("test-2".to_owned());
+    let pem = std::fs::read(fixture("other-key.pem")).unwrap();
+    let new = jsonwebtoken::encode(
+        &new_header,
+        &good(),
+        &EncodingKey::from_ed_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    let (status, _) = place(&s, Some(&new), "u-2").await;
+    assert_eq!(status, 401, "a key not yet published is refused");
+    *jwks.body.lock().unwrap() = std::fs::read_to_string(fixture("rotated-jwks.json")).unwrap();
+    // Picked up by the periodic refresh (every second here): bounded polling.
+    let mut accepted = false;
+    for i in 0..100 {
+        if place(&s, Some(&new), &format!("u-3-{i}")).await.0 == 201 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(accepted, "the rotated key was not picked up within 10 s");
+    // The old key left the set: its tokens no longer pass.
+    let (status, _) = place(&s, Some(&old), "u-4").await;
+    assert_eq!(status, 401);
+    s.stop().await;
 }

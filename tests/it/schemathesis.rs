@@ -59,6 +59,16 @@ async fn the_live_api_conforms_to_its_openapi_description() {
     .await;
     let key = server.api_key(ADMIN, "schemathesis").await;
 
+    // The credential works before the run: a broken key would turn every case into a 401.
+    let preflight = server
+        .client
+        .get(format!("{}/v1/orders", server.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200, "the run's key is refused");
+
     // Headers sent with every request.
     let headers: Vec<String> = vec![format!("Authorization: Bearer {key}")];
     let report_dir = server.dir.path().join("schemathesis-report");
@@ -85,7 +95,24 @@ async fn the_live_api_conforms_to_its_openapi_description() {
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // The cases reached the handlers as the run's tenant: orders were placed in it (the
+    // process-wide metrics are shared with the other tests of this binary, so the proof is
+    // read from the tenant's own data instead).
+    let placed: serde_json::Value = server
+        .client
+        .get(format!("{}/v1/orders?limit=1", server.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     server.stop().await;
+    assert!(
+        placed["items"].as_array().is_some_and(|a| !a.is_empty()),
+        "no order was placed by the run's authenticated cases: {placed}"
+    );
     assert!(
         output.status.success(),
         "Schemathesis found failures ({}):\n{stdout}\n{stderr}",

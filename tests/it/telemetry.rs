@@ -542,3 +542,32 @@ async fn a_plugin_trap_is_recorded_once_on_the_span_that_saw_it() {
     assert_eq!(root.attr("error.type").as_deref(), Some("PLUGIN_TRAPPED"));
     assert!(exceptions(root).is_empty(), "{:?}", exceptions(root));
 }
+
+#[tokio::test]
+async fn the_tenant_and_the_kind_of_credential_are_on_the_root_span() {
+    const ADMIN: &str = "admin-token-for-telemetry-test";
+    let t = Traced::start_with(|c, _| {
+        c.admin_token = Some(weir_host::server::config::Secret::new(ADMIN));
+        c.auth.mode = Some(weir_host::auth::AuthMode::ApiKeys);
+    })
+    .await;
+    let key = t.server.api_key(ADMIN, "acme").await;
+    let request_id = unique("tenant");
+    let res = t
+        .server
+        .client
+        .get(t.url("/v1/orders"))
+        .bearer_auth(&key)
+        .header("X-Request-Id", &request_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let root = t.root_of(&request_id).await;
+    assert_eq!(root.attr("weir.tenant").as_deref(), Some("acme"));
+    assert_eq!(root.attr("weir.auth").as_deref(), Some("api_key"));
+    assert!(
+        !format!("{:?}", root.span).contains(&key[22..]),
+        "the key is not recorded"
+    );
+}

@@ -82,6 +82,14 @@ impl JwtConfig {
             "auth.jwt.jwks_file",
             "set exactly one of auth.jwt.jwks_file and auth.jwt.jwks_url",
         )?;
+        if let Some(url) = &self.jwks_url {
+            ensure(
+                url.starts_with("https://") || plain_http_to_loopback(url),
+                "auth.jwt.jwks_url",
+                "must be https:// (plain http only to a loopback address): whoever can change \
+                 the key set can mint tokens",
+            )?;
+        }
         ensure(
             !self.issuer.is_empty(),
             "auth.jwt.issuer",
@@ -112,6 +120,19 @@ impl JwtConfig {
             "must be at least 1000",
         )
     }
+}
+
+/// Whether `url` is `http://` to `localhost`, `127.0.0.1` or `[::1]`.
+fn plain_http_to_loopback(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
 /// Validates tokens against the current key set. Cheap to clone.
@@ -163,6 +184,10 @@ impl JwtValidator {
             .last_refresh
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.fetch_now().await
+    }
+
+    async fn fetch_now(&self) -> anyhow::Result<()> {
         let set = fetch(&self.config, &self.http).await?;
         self.keys.store(Arc::new(set));
         Ok(())
@@ -225,6 +250,10 @@ impl JwtValidator {
             .filter(|c| !c.is_control())
             .take(128)
             .collect();
+        if sub.is_empty() {
+            // One empty subject would be one rate-limit bucket for everyone without one.
+            return Err(AuthError::Invalid("the token's `sub` is empty".into()));
+        }
         let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -257,14 +286,20 @@ impl JwtValidator {
         if self.config.jwks_url.is_none() {
             return;
         }
+        // Checked and claimed under one lock: of a burst of tokens with made-up `kid`s, one
+        // request fetches and the others go on with the set they have.
         let due = {
-            let last = self
+            let mut last = self
                 .last_refresh
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            last.elapsed() >= EARLY_REFRESH_GAP
+            let due = last.elapsed() >= EARLY_REFRESH_GAP;
+            if due {
+                *last = Instant::now();
+            }
+            due
         };
-        if due && let Err(e) = self.refresh().await {
+        if due && let Err(e) = self.fetch_now().await {
             tracing::warn!(error = %format!("{e:#}"), "JWKS refresh for an unknown kid failed");
         }
     }
@@ -316,4 +351,32 @@ async fn fetch(config: &JwtConfig, http: &reqwest::Client) -> anyhow::Result<Jwk
     let set: JwkSet = serde_json::from_slice(&bytes).context("the JWKS is not a valid key set")?;
     anyhow::ensure!(!set.keys.is_empty(), "the JWKS has no keys");
     Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jwks_url_must_be_https_unless_on_loopback() {
+        for ok in [
+            "https://idp.example/jwks.json",
+            "http://127.0.0.1:8080/jwks.json",
+            "http://localhost/jwks",
+            "http://[::1]:9/k",
+        ] {
+            assert!(
+                ok.starts_with("https://") || plain_http_to_loopback(ok),
+                "{ok}"
+            );
+        }
+        for bad in [
+            "http://idp.example/jwks.json",
+            "http://127.0.0.1.evil.example/k",
+            "http://localhost.evil/k",
+            "ftp://127.0.0.1/k",
+        ] {
+            assert!(!plain_http_to_loopback(bad), "{bad}");
+        }
+    }
 }

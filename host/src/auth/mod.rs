@@ -202,12 +202,6 @@ impl Principal {
             kind: PrincipalKind::Anonymous,
         }
     }
-
-    /// The tenant hashed to a short stable label, for places where an unbounded set of
-    /// values must not appear verbatim (metric attributes).
-    pub fn tenant_hash(&self) -> String {
-        hex::encode(&Sha256::digest(self.tenant.as_bytes())[..6])
-    }
 }
 
 /// `auth.mode`.
@@ -406,8 +400,16 @@ struct Cached {
     until: Instant,
 }
 
-/// The most credentials remembered at once; the cache is cleared when it is full.
+/// The most credentials remembered at once, per kind of outcome. Verified and refused
+/// credentials are kept apart: a flood of made-up keys fills (and clears) only the refused
+/// ones, never evicting the clients that are real.
 const CACHE_CAPACITY: usize = 10_000;
+
+#[derive(Default)]
+struct Cache {
+    verified: HashMap<[u8; 32], Cached>,
+    refused: HashMap<[u8; 32], Cached>,
+}
 
 /// Checks credentials (see the module doc). Cheap to clone.
 #[derive(Clone)]
@@ -420,7 +422,7 @@ struct Inner {
     keys: Arc<dyn ApiKeyStore>,
     jwt: Option<jwt::JwtValidator>,
     ttl: Duration,
-    cache: Mutex<HashMap<[u8; 32], Cached>>,
+    cache: Mutex<Cache>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -446,7 +448,7 @@ impl Authenticator {
                 keys,
                 jwt,
                 ttl,
-                cache: Mutex::new(HashMap::new()),
+                cache: Mutex::new(Cache::default()),
             }),
         }
     }
@@ -466,7 +468,7 @@ impl Authenticator {
         &self.inner.keys
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Cached>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
         self.inner
             .cache
             .lock()
@@ -484,15 +486,19 @@ impl Authenticator {
     /// database work or signature check.
     pub fn cached(&self, credential: &Credential) -> Option<Result<Principal, AuthError>> {
         let digest = Self::digest(credential);
-        let mut cache = self.cache();
-        match cache.get(&digest) {
-            Some(hit) if hit.until > Instant::now() => Some(hit.outcome.clone()),
-            Some(_) => {
-                cache.remove(&digest);
-                None
+        let mut guard = self.cache();
+        let cache = &mut *guard;
+        let now = Instant::now();
+        for map in [&mut cache.verified, &mut cache.refused] {
+            match map.get(&digest) {
+                Some(hit) if hit.until > now => return Some(hit.outcome.clone()),
+                Some(_) => {
+                    map.remove(&digest);
+                }
+                None => {}
             }
-            None => None,
         }
+        None
     }
 
     /// The principal of a request without a credential: anonymous in open mode.
@@ -515,9 +521,7 @@ impl Authenticator {
                     "only API keys (`weir_...`) are accepted here: auth.mode is not jwt",
                 ))
             }
-            (_, Credential::ApiKey(text)) => {
-                self.verify_key(text).await.map(|p| (p, self.inner.ttl))
-            }
+            (_, Credential::ApiKey(text)) => self.verify_key(text).await,
             (_, Credential::Bearer(token)) => match &self.inner.jwt {
                 Some(v) => v.validate(token).await,
                 None => Err(AuthError::WrongKind("JWT validation is not configured")),
@@ -533,16 +537,23 @@ impl Authenticator {
                 Err(_) => Instant::now() + self.inner.ttl,
             };
             let outcome = outcome.clone().map(|(p, _)| p);
-            let mut cache = self.cache();
-            if cache.len() >= CACHE_CAPACITY {
-                cache.clear();
+            let mut guard = self.cache();
+            let cache = &mut *guard;
+            let map = if outcome.is_ok() {
+                &mut cache.verified
+            } else {
+                &mut cache.refused
+            };
+            if map.len() >= CACHE_CAPACITY {
+                map.clear();
             }
-            cache.insert(Self::digest(credential), Cached { outcome, until });
+            map.insert(Self::digest(credential), Cached { outcome, until });
         }
         outcome.map(|(p, _)| p)
     }
 
-    async fn verify_key(&self, text: &str) -> Result<Principal, AuthError> {
+    /// The key's principal, and how long it may be remembered (never past its expiry).
+    async fn verify_key(&self, text: &str) -> Result<(Principal, Duration), AuthError> {
         let Some(parsed) = keys::parse(text) else {
             return Err(AuthError::Invalid("malformed API key".into()));
         };
@@ -562,17 +573,26 @@ impl Authenticator {
         if !valid_tenant(&record.tenant) {
             return Err(AuthError::Invalid("the key's tenant is not valid".into()));
         }
-        Ok(Principal {
-            tenant: Arc::from(record.tenant.as_str()),
-            subject: Arc::from(format!("key:{}", record.id)),
-            scopes: Scopes::parse_lenient(record.scopes.split_ascii_whitespace()),
-            kind: PrincipalKind::ApiKey,
-        })
+        let valid_for = match record.expires_at {
+            Some(at) => (at - chrono::Utc::now()).to_std().unwrap_or_default(),
+            None => self.inner.ttl,
+        };
+        Ok((
+            Principal {
+                tenant: Arc::from(record.tenant.as_str()),
+                subject: Arc::from(format!("key:{}", record.id)),
+                scopes: Scopes::parse_lenient(record.scopes.split_ascii_whitespace()),
+                kind: PrincipalKind::ApiKey,
+            },
+            valid_for,
+        ))
     }
 
     /// Forget everything remembered (after a revocation on this instance).
     pub fn forget_all(&self) {
-        self.cache().clear();
+        let mut cache = self.cache();
+        cache.verified.clear();
+        cache.refused.clear();
     }
 }
 

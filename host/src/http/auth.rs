@@ -9,7 +9,8 @@
 //!    for an API key, a signature check for a token): a client inventing a new key per
 //!    request is refused by peer before it costs any database work;
 //! 3. no credential: the default tenant in `open` mode, `401 UNAUTHENTICATED` otherwise;
-//! 4. the route's scope ([`required_scope`]) must be granted, else `403 FORBIDDEN`;
+//! 4. the route's scope ([`required_access`]; `HEAD` is `GET`) must be granted, else `403
+//!    FORBIDDEN`;
 //! 5. the [`Principal`] goes into the request extensions (handlers scope every read and write
 //!    to its tenant), the tenant and kind onto the `http.server` span, and a [`Caller`] into
 //!    the request (for the rate limit, keyed by principal) and the response (for the request
@@ -43,6 +44,7 @@ type PeerLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultCl
 pub struct AuthLayerState {
     authenticator: Authenticator,
     unverified: Arc<PeerLimiter>,
+    seen: Arc<std::sync::atomic::AtomicU64>,
     failures: Counter<u64>,
 }
 
@@ -65,6 +67,7 @@ impl AuthLayerState {
             unverified: Arc::new(RateLimiter::dashmap(
                 Quota::per_second(per_second).allow_burst(burst),
             )),
+            seen: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             failures: opentelemetry::global::meter("weir.http")
                 .u64_counter("weir.auth.failures")
                 .with_description("Requests refused by authentication or authorization, by reason")
@@ -73,15 +76,35 @@ impl AuthLayerState {
     }
 }
 
-/// The scope a route needs, by method and route template; `None` for routes any
-/// authenticated principal may call.
-pub fn required_scope(method: &Method, route: &str) -> Option<Scope> {
-    match (method.as_str(), route) {
-        ("POST", "/v1/orders" | "/v1/orders/{id}/cancel") => Some(Scope::OrdersWrite),
-        ("GET", "/v1/orders" | "/v1/orders/{id}") => Some(Scope::OrdersRead),
-        ("PUT", "/v1/products/{sku}") => Some(Scope::ProductsWrite),
-        ("GET", "/v1/events") => Some(Scope::EventsRead),
-        _ => None,
+/// What a route asks of an authenticated principal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// This scope.
+    Scope(Scope),
+    /// Nothing more than being authenticated (the shared catalog's list).
+    Authenticated,
+    /// Not in the table: no handler serves this method on this route, which answers `405`.
+    /// (Every operation of the OpenAPI description has a row: a unit test fails otherwise,
+    /// so a new handler cannot be reachable without its scope.)
+    Unlisted,
+}
+
+/// What each API route needs, by method and route template. `HEAD` is `GET` (axum serves
+/// `HEAD` with the `GET` handler). A new route must get a row here (a unit test checks every
+/// operation of the OpenAPI description has one).
+pub fn required_access(method: &Method, route: &str) -> Access {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    match (method, route) {
+        ("POST", "/v1/orders" | "/v1/orders/{id}/cancel") => Access::Scope(Scope::OrdersWrite),
+        ("GET", "/v1/orders" | "/v1/orders/{id}") => Access::Scope(Scope::OrdersRead),
+        ("PUT", "/v1/products/{sku}") => Access::Scope(Scope::ProductsWrite),
+        ("GET", "/v1/events") => Access::Scope(Scope::EventsRead),
+        ("GET", "/v1/products") => Access::Authenticated,
+        _ => Access::Unlisted,
     }
 }
 
@@ -91,10 +114,22 @@ fn is_public(route: Option<&str>) -> bool {
     matches!(route, None | Some("/openapi.json"))
 }
 
+/// The peer's address as the unverified-credential limit keys it: an IPv6 client commonly
+/// holds a whole /64, so it is one peer (else each request could come from a fresh address
+/// with a fresh burst).
 fn peer(req: &Request) -> Option<IpAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
+        .map(|ConnectInfo(addr)| match addr.ip() {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                }
+            },
+            v4 => v4,
+        })
 }
 
 impl AuthLayerState {
@@ -115,6 +150,13 @@ impl AuthLayerState {
             Some(credential) => match self.authenticator.cached(&credential) {
                 Some(remembered) => remembered,
                 None => {
+                    // Idle peers are forgotten now and then: the map stays bounded by the
+                    // recently active ones.
+                    let seen = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if seen % 1024 == 1023 {
+                        self.unverified.retain_recent();
+                        self.unverified.shrink_to_fit();
+                    }
                     if let Some(ip) = peer
                         && let Err(not_until) = self.unverified.check_key(&ip)
                     {
@@ -158,25 +200,38 @@ pub async fn authenticate(
         Ok(p) => p,
         Err(refused) => return refused,
     };
-    if let Some(scope) = route
-        .as_ref()
-        .and_then(|r| required_scope(req.method(), r.as_str()))
-        && !principal.scopes.contains(scope)
-    {
-        return state.refuse("scope", ApiError::Forbidden { scope });
-    }
     let span = tracing::Span::current();
     span.record("weir.tenant", &*principal.tenant);
     span.record("weir.auth", principal.kind.as_str());
     let key: Arc<str> = match principal.kind {
         // Every anonymous caller is the default tenant: keep them apart by peer.
         PrincipalKind::Anonymous => ClientKey::of(&req),
-        _ => Arc::from(format!("p:{}:{}", principal.tenant, principal.subject)),
+        // A token's subject is often an e-mail address: only a pseudonym goes into the
+        // limiter and the request log.
+        PrincipalKind::Jwt => Arc::from(format!(
+            "p:{}:jwt:{}",
+            principal.tenant,
+            crate::policy::request_log::pseudonym(principal.subject.as_bytes())
+        )),
+        PrincipalKind::ApiKey => Arc::from(format!("p:{}:{}", principal.tenant, principal.subject)),
     };
     let caller = Caller {
         tenant: principal.tenant.clone(),
         key,
     };
+    let refused_scope =
+        route
+            .as_ref()
+            .and_then(|r| match required_access(req.method(), r.as_str()) {
+                Access::Scope(scope) if !principal.scopes.contains(scope) => Some(scope),
+                _ => None,
+            });
+    if let Some(scope) = refused_scope {
+        let mut refused = state.refuse("scope", ApiError::Forbidden { scope });
+        // The refusal's log line still says who was refused.
+        refused.extensions_mut().insert(caller);
+        return refused;
+    }
     req.extensions_mut().insert(caller.clone());
     req.extensions_mut().insert(principal);
     let mut response = next.run(req).await;
@@ -189,28 +244,72 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_api_route_has_its_scope() {
+    fn every_api_route_has_its_scope_and_head_is_get() {
         let get = Method::GET;
         let post = Method::POST;
+        let scope = |m: &Method, r: &str| required_access(m, r);
         assert_eq!(
-            required_scope(&post, "/v1/orders"),
-            Some(Scope::OrdersWrite)
+            scope(&post, "/v1/orders"),
+            Access::Scope(Scope::OrdersWrite)
         );
         assert_eq!(
-            required_scope(&post, "/v1/orders/{id}/cancel"),
-            Some(Scope::OrdersWrite)
+            scope(&post, "/v1/orders/{id}/cancel"),
+            Access::Scope(Scope::OrdersWrite)
         );
-        assert_eq!(required_scope(&get, "/v1/orders"), Some(Scope::OrdersRead));
+        assert_eq!(scope(&get, "/v1/orders"), Access::Scope(Scope::OrdersRead));
         assert_eq!(
-            required_scope(&get, "/v1/orders/{id}"),
-            Some(Scope::OrdersRead)
+            scope(&get, "/v1/orders/{id}"),
+            Access::Scope(Scope::OrdersRead)
         );
         assert_eq!(
-            required_scope(&Method::PUT, "/v1/products/{sku}"),
-            Some(Scope::ProductsWrite)
+            scope(&Method::PUT, "/v1/products/{sku}"),
+            Access::Scope(Scope::ProductsWrite)
         );
-        assert_eq!(required_scope(&get, "/v1/events"), Some(Scope::EventsRead));
-        assert_eq!(required_scope(&get, "/v1/products"), None);
+        assert_eq!(scope(&get, "/v1/events"), Access::Scope(Scope::EventsRead));
+        assert_eq!(scope(&get, "/v1/products"), Access::Authenticated);
+        for route in ["/v1/orders", "/v1/orders/{id}", "/v1/events"] {
+            assert_eq!(scope(&Method::HEAD, route), scope(&get, route), "{route}");
+        }
+        assert_eq!(scope(&Method::DELETE, "/v1/orders/{id}"), Access::Unlisted);
         assert!(is_public(Some("/openapi.json")) && !is_public(Some("/v1/products")));
+    }
+
+    #[test]
+    fn every_documented_operation_has_a_row() {
+        use utoipa::OpenApi as _;
+        let doc = serde_json::to_value(super::super::ApiDoc::openapi()).unwrap();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+                assert_ne!(
+                    required_access(&m, path),
+                    Access::Unlisted,
+                    "{method} {path} has no row in required_access"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_peers_are_keyed_by_their_64() {
+        let req = |addr: &str| {
+            let mut r = Request::new(axum::body::Body::empty());
+            r.extensions_mut()
+                .insert(ConnectInfo(addr.parse::<SocketAddr>().unwrap()));
+            r
+        };
+        assert_eq!(
+            peer(&req("[2001:db8:1:2:aaaa::1]:1")),
+            peer(&req("[2001:db8:1:2:bbbb::2]:1"))
+        );
+        assert_ne!(
+            peer(&req("[2001:db8:1:2::1]:1")),
+            peer(&req("[2001:db8:1:3::1]:1"))
+        );
+        assert_eq!(
+            peer(&req("[::ffff:10.0.0.1]:1")),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_ne!(peer(&req("10.0.0.1:1")), peer(&req("10.0.0.2:1")));
     }
 }

@@ -1327,6 +1327,111 @@ impl ApiKeyStore for PgStore {
 mod tests {
     use super::*;
 
+    /// Rows written before migration 0005 (tenants) belong to the default tenant afterwards,
+    /// and an idempotency key in flight across the upgrade keeps working in its new scope.
+    #[tokio::test]
+    async fn upgrading_moves_existing_rows_to_the_default_tenant() {
+        let db = crate::storage::testing::PgTestDb::create().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+        for entry in std::fs::read_dir(&all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < "0005" {
+                std::fs::copy(&path, dir.path().join(&name)).unwrap();
+            }
+        }
+        let store = PgStore::connect(db.url(), &StoreOptions::default())
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(dir.path())
+            .await
+            .unwrap()
+            .run(&store.pool)
+            .await
+            .unwrap();
+        let id = Uuid::now_v7();
+        let now = Utc::now();
+        sqlx::query(
+            "INSERT INTO orders (id, customer_id, currency, status, subtotal, discount, tax, \
+             total, plugin_name, plugin_version, plugin_digest, created_at, updated_at) \
+             VALUES ($1, 'cus_old', 'EUR', 'placed', 100, 0, 0, 100, 'orders', '0.1.0', 'ab', $2, $2)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO outbox_events (id, event_type, source, subject, occurred_at, data) \
+             VALUES ($1, 'order.placed', '/weir/orders', $2, $3, '{}')",
+        )
+        .bind(Uuid::now_v7())
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, state, locked_until, created_at) \
+             VALUES ('POST /v1/orders:in-flight', 'h1', 'in_progress', $1, $2)",
+        )
+        .bind(now + chrono::TimeDelta::minutes(5))
+        .bind(now)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO inbox_messages (consumer, message_id, received_at) \
+             VALUES ('payments', 'src m-1', $1)",
+        )
+        .bind(now)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+
+        store.migrate().await.unwrap();
+
+        assert_eq!(
+            store.get_order(id).await.unwrap().unwrap().tenant,
+            "default"
+        );
+        let filter = OrderFilter {
+            tenant: "default".to_owned(),
+            ..OrderFilter::default()
+        };
+        assert_eq!(store.list_orders(&filter).await.unwrap().len(), 1);
+        let feed = store.list_events("default", 0, 10).await.unwrap();
+        assert_eq!((feed.len(), feed[0].tenant.as_str()), (1, "default"));
+        let begin = |key: &'static str| {
+            store.idempotency_begin(
+                "default",
+                key,
+                "h1",
+                Utc::now(),
+                Duration::from_secs(30),
+                Duration::from_secs(3600),
+            )
+        };
+        assert!(matches!(
+            begin("default/POST /v1/orders:in-flight").await.unwrap(),
+            IdempotencyBegin::InProgress { .. }
+        ));
+        assert_eq!(
+            begin("default/POST /v1/orders:fresh").await.unwrap(),
+            IdempotencyBegin::Started
+        );
+        let tenants: Vec<String> = sqlx::query_scalar(
+            "SELECT tenant FROM inbox_messages UNION ALL SELECT tenant FROM idempotency_keys",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        assert!(tenants.iter().all(|t| t == "default"), "{tenants:?}");
+        store.close().await;
+        db.drop_db().await.unwrap();
+    }
+
     #[test]
     fn transient_sqlstates() {
         assert!(is_transient_pg_code("08006")); // connection_failure

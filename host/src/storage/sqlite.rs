@@ -1324,6 +1324,115 @@ mod tests {
         assert!(!is_transient_sqlite_code("not a number"));
     }
 
+    /// Rows written before migration 0005 (tenants) belong to the default tenant afterwards,
+    /// and an idempotency key in flight across the upgrade keeps working in its new scope.
+    #[tokio::test]
+    async fn upgrading_moves_existing_rows_to_the_default_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = dir.path().join("before-tenants");
+        std::fs::create_dir(&before).unwrap();
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+        for entry in std::fs::read_dir(&all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < "0005" {
+                std::fs::copy(&path, before.join(&name)).unwrap();
+            }
+        }
+        let url = format!("sqlite://{}", dir.path().join("weir.db").display());
+        let store = SqliteStore::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(before.as_path())
+            .await
+            .unwrap()
+            .run(store.pool())
+            .await
+            .unwrap();
+        let id = Uuid::now_v7();
+        let now = ts(Utc::now());
+        let later = ts(Utc::now() + chrono::TimeDelta::minutes(5));
+        sqlx::query(
+            "INSERT INTO orders (id, customer_id, currency, status, subtotal, discount, tax, \
+             total, plugin_name, plugin_version, plugin_digest, created_at, updated_at) \
+             VALUES (?, 'cus_old', 'EUR', 'placed', 100, 0, 0, 100, 'orders', '0.1.0', 'ab', ?, ?)",
+        )
+        .bind(id_text(id))
+        .bind(&now)
+        .bind(&now)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO outbox_events (id, event_type, source, subject, occurred_at, data) \
+             VALUES (?, 'order.placed', '/weir/orders', ?, ?, '{}')",
+        )
+        .bind(id_text(Uuid::now_v7()))
+        .bind(id_text(id))
+        .bind(&now)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO idempotency_keys (key, request_hash, state, locked_until, created_at) \
+             VALUES ('POST /v1/orders:in-flight', 'h1', 'in_progress', ?, ?)",
+        )
+        .bind(&later)
+        .bind(&now)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO inbox_messages (consumer, message_id, received_at) \
+             VALUES ('payments', 'src m-1', ?)",
+        )
+        .bind(&now)
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+        store.migrate().await.unwrap();
+
+        let order = store.get_order(id).await.unwrap().unwrap();
+        assert_eq!(order.tenant, "default");
+        let filter = OrderFilter {
+            tenant: "default".to_owned(),
+            ..OrderFilter::default()
+        };
+        assert_eq!(store.list_orders(&filter).await.unwrap().len(), 1);
+        let feed = store.list_events("default", 0, 10).await.unwrap();
+        assert_eq!((feed.len(), feed[0].tenant.as_str()), (1, "default"));
+        // The key a client was retrying across the upgrade is still held, now in the
+        // default tenant's scope; a brand-new key there is not.
+        let begin = |key: &'static str| {
+            store.idempotency_begin(
+                "default",
+                key,
+                "h1",
+                Utc::now(),
+                Duration::from_secs(30),
+                Duration::from_secs(3600),
+            )
+        };
+        assert!(matches!(
+            begin("default/POST /v1/orders:in-flight").await.unwrap(),
+            IdempotencyBegin::InProgress { .. }
+        ));
+        assert_eq!(
+            begin("default/POST /v1/orders:fresh").await.unwrap(),
+            IdempotencyBegin::Started
+        );
+        let tenants: Vec<String> = sqlx::query_scalar(
+            "SELECT tenant FROM inbox_messages UNION ALL SELECT tenant FROM idempotency_keys",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert!(tenants.iter().all(|t| t == "default"), "{tenants:?}");
+        assert!(store.inbox_contains("payments", "src m-1").await.unwrap());
+        store.close().await;
+    }
+
     #[tokio::test]
     async fn pragmas_are_applied() {
         let dir = tempfile::tempdir().unwrap();
