@@ -243,6 +243,79 @@ async fn concurrent_requests_with_one_key_make_one_order_postgres() {
     concurrent_same_key(Backend::Postgres).await;
 }
 
+/// The same key, provably concurrent: the first request is held inside its plugin call (its
+/// catalog read waits on the database fault hook) while 15 more with the same key arrive;
+/// each of them is `409 IDEMPOTENCY_KEY_IN_PROGRESS` with `Retry-After`, and once released
+/// the first creates the one order, which a retry then replays.
+async fn same_key_while_the_first_is_held(backend: Backend) {
+    let s = TestServer::start(backend, |c, _| {
+        c.policy.cache.ttl = std::time::Duration::ZERO;
+        c.policy.database.timeout = std::time::Duration::from_secs(60);
+        c.runtime.catalog_timeout = std::time::Duration::from_secs(60);
+        c.runtime.budget.timeout = std::time::Duration::from_secs(60);
+        c.http.request_timeout = std::time::Duration::from_secs(20);
+    })
+    .await;
+    let body = order_body("cus_held", &[("KB-001", 1)]);
+    let fault = s.state().deps.database.fault.clone();
+    fault.hold();
+    let first = {
+        let client = s.client.clone();
+        let url = format!("{}/v1/orders", s.base);
+        let body = body.clone();
+        tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .header("Idempotency-Key", "held-key")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status();
+            (status, res.json::<Value>().await.unwrap())
+        })
+    };
+    // Bounded wait for the event "the first request is inside its plugin call".
+    for _ in 0..1000 {
+        if fault.waiting() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        fault.waiting(),
+        1,
+        "the first request never reached its catalog read"
+    );
+    let others =
+        futures::future::join_all((0..15).map(|_| s.post_order(Some("held-key"), &body))).await;
+    for (status, headers, problem) in &others {
+        assert_problem(*status, headers, problem, "IDEMPOTENCY_KEY_IN_PROGRESS");
+        assert!(headers.contains_key("retry-after"), "{headers:?}");
+    }
+    assert_eq!(fault.waiting(), 1, "the first request was held throughout");
+    fault.release();
+    let (status, created) = first.await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, headers, replayed) = s.post_order(Some("held-key"), &body).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(replayed["id"], created["id"]);
+    let counts = s.state().store.count_rows().await.unwrap();
+    assert_eq!((counts.orders, counts.outbox_events), (1, 1));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_held_in_flight_answers_409_to_every_concurrent_retry_sqlite() {
+    same_key_while_the_first_is_held(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_key_held_in_flight_answers_409_to_every_concurrent_retry_postgres() {
+    same_key_while_the_first_is_held(Backend::Postgres).await;
+}
+
 /// `POST /v1/orders` declaring a 100-byte body and sending one byte, then waiting for the
 /// answer: status, headers and JSON body of the raw HTTP/1.1 response.
 async fn stalled_body(base: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
