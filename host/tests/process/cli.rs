@@ -180,3 +180,75 @@ fn serve_rejects_bad_configuration_naming_the_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("runtime.budget.memory_bytes"), "{stderr}");
 }
+
+/// Defaults, then the file, then `WEIR__*` variables, then flags (and their variables): the
+/// environment beats the file, a flag beats the environment.
+#[tokio::test]
+async fn configuration_precedence_is_flag_over_environment_over_file() {
+    use crate::support::{Weir, client, serve};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("weir.toml");
+    std::fs::write(
+        &cfg,
+        "environment = \"from-file\"\nadmin_token = \"token-from-the-file-0001\"\n",
+    )
+    .unwrap();
+    let mut cmd = serve(&dir.path().join("data"));
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["--admin-token", "token-from-the-flag-00001"])
+        .env("WEIR__ENVIRONMENT", "from-env")
+        .env("WEIR__ADMIN_TOKEN", "token-from-the-environment");
+    let w = Weir::spawn(cmd).await;
+    let info = w.ops_json("/infoz").await;
+    assert_eq!(
+        info["environment"], "from-env",
+        "the environment beats the file: {info}"
+    );
+    for (token, status) in [
+        ("token-from-the-flag-00001", 200),
+        ("token-from-the-environment", 401),
+        ("token-from-the-file-0001", 401),
+    ] {
+        let res = client()
+            .get(format!("{}/admin/rotation", w.ops))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), status, "{token}: the flag wins");
+    }
+    w.terminate().await;
+}
+
+/// A bad `WEIR__*` override stops start-up (exit 2) with an error naming the key.
+#[test]
+fn a_bad_environment_override_names_its_key() {
+    for (var, value, named) in [
+        (
+            "WEIR__RUNTIME__BUDGET__TIMEOUT_MS",
+            "abc",
+            "runtime.budget.timeout_ms",
+        ),
+        ("WEIR__AUTH__MODE", "sometimes", "auth.mode"),
+        ("WEIR__NO_SUCH_KEY", "1", "unknown field `no_such_key`"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = weir()
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--ops-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(named), "{var}={value}: {stderr}");
+    }
+}
