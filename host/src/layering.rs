@@ -2,8 +2,8 @@
 //! lower layer, or to a module listed earlier in the same layer (see the crate docs). The
 //! order is total, so an import cycle between modules cannot pass either.
 //!
-//! Comments are not code and are skipped; everything else counts, tests included, and so do
-//! paths in strings such as `#[serde(with = "crate::support::duration_ms")]`.
+//! Plain comments are skipped; doc comments count for their intra-doc links (rustdoc
+//! resolves them); everything else counts, tests included, and so do paths in strings such as `#[serde(with = "crate::support::duration_ms")]`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -155,6 +155,20 @@ fn check_file(rel: &Path, text: &str) -> Vec<Violation> {
     for (n, raw) in text.lines().enumerate() {
         let code = raw.trim_start();
         if code.starts_with("//") {
+            // Doc comments' intra-doc links (`[`crate::http::auth`]`) are references that
+            // rustdoc resolves: they count. Plain comments do not.
+            if code.starts_with("///") || code.starts_with("//!") {
+                for to in referenced(code, &path) {
+                    if to != from && !rank(&to).is_some_and(|r| r < from_rank) {
+                        out.push(Violation {
+                            file: rel.display().to_string(),
+                            line: n + 1,
+                            from: from.clone(),
+                            to,
+                        });
+                    }
+                }
+            }
             continue;
         }
         let code = match code.find("//") {
@@ -283,7 +297,13 @@ fn the_checker_catches_upward_sideways_and_grouped_imports() {
     let found = check_file(Path::new("storage/mod.rs"), nested);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!((found[0].to.as_str(), found[0].line), ("ops", 4));
-    // Within a module, and downward, is fine; comments do not count.
+    // Within a module, and downward, is fine; plain comments do not count.
     let fine = "use super::limits::Budget;\nuse crate::support::chain;\n// crate::server\n";
     assert!(check_file(Path::new("runtime/invoke.rs"), fine).is_empty());
+    // An intra-doc link is a reference: upward in a doc comment is refused.
+    let doc =
+        "//! Checked at the edge ([`crate::http::auth`]).\n/// See [`crate::support::chain`].\n";
+    let found = check_file(Path::new("auth/mod.rs"), doc);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].to.as_str(), found[0].line), ("http", 1));
 }

@@ -1,6 +1,6 @@
 //! API key records: what the database keeps of a key (never the secret itself).
 //!
-//! The authentication layer ([`crate::auth`]) owns the key format and the checks; this module
+//! The authentication layer (`auth`, a layer above) owns the key format and the checks; this module
 //! is only the storage port it uses, implemented by both backends.
 
 use chrono::{DateTime, Utc};

@@ -12,7 +12,8 @@
 //! - `mod.rs` (this file): [`Database`], [`Store`], [`connect`], [`ConnectError`], the
 //!   classification of driver errors into [`StoreError`], and helpers shared by both
 //!   backends.
-//! - [`api_keys`]: the API key records of [`crate::auth`] (the secret is never stored).
+//! - [`api_keys`]: the API key records the authentication layer looks keys up in (the
+//!   secret is never stored).
 //! - `sqlite.rs`: [`SqliteStore`], the embedded default (`sqlite:` URLs). WAL journal,
 //!   `synchronous=NORMAL`, a 5 s busy timeout, foreign keys on. Every write transaction starts
 //!   with `BEGIN IMMEDIATE`, so a writer takes the write lock up front instead of failing with
