@@ -266,6 +266,12 @@ impl JwtValidator {
                 subject: Arc::from(format!("jwt:{sub}")),
                 scopes,
                 kind: PrincipalKind::Jwt,
+                // A token's subject is often an e-mail address: only a pseudonym goes into
+                // the limiter and the access log.
+                key: Arc::from(format!(
+                    "p:{tenant}:jwt:{}",
+                    crate::policy::request_log::pseudonym(sub.as_bytes())
+                )),
             },
             remaining,
         ))

@@ -21,8 +21,8 @@
 //! Verified credentials are cached for a few seconds ([`AuthConfig::cache_ttl`]) so a busy
 //! client costs one hash and a map lookup; a revocation through this instance evicts at once,
 //! other replicas see it within the TTL. Credentials that are not in the cache are checked
-//! only after the per-peer limit of the edge admits the request (see
-//! [`crate::http::auth`]): a flood of random keys costs the database nothing beyond that
+//! only after the per-peer limit of the edge admits the request (the authentication layer of
+//! `http`, above this module): a flood of random keys costs the database nothing beyond that
 //! limit.
 
 pub mod jwt;
@@ -190,6 +190,10 @@ pub struct Principal {
     pub scopes: Scopes,
     /// How it was authenticated.
     pub kind: PrincipalKind,
+    /// Its rate-limit bucket and access-log `client`, built once when the credential is
+    /// verified (a token's subject only as a pseudonym); empty for the anonymous principal,
+    /// whose bucket is its peer.
+    pub key: Arc<str>,
 }
 
 impl Principal {
@@ -200,6 +204,7 @@ impl Principal {
             subject: Arc::from("anonymous"),
             scopes: Scopes::all(),
             kind: PrincipalKind::Anonymous,
+            key: Arc::from(""),
         }
     }
 }
@@ -453,11 +458,6 @@ impl Authenticator {
         }
     }
 
-    /// The mode in effect.
-    pub fn mode(&self) -> AuthMode {
-        self.inner.mode
-    }
-
     /// The JWT validator, in `jwt` mode.
     pub fn jwt(&self) -> Option<&jwt::JwtValidator> {
         self.inner.jwt.as_ref()
@@ -583,6 +583,7 @@ impl Authenticator {
                 subject: Arc::from(format!("key:{}", record.id)),
                 scopes: Scopes::parse_lenient(record.scopes.split_ascii_whitespace()),
                 kind: PrincipalKind::ApiKey,
+                key: Arc::from(format!("p:{}:key:{}", record.tenant, record.id)),
             },
             valid_for,
         ))

@@ -35,7 +35,7 @@ use opentelemetry::metrics::Counter;
 
 use super::error::ApiError;
 use crate::auth::{AuthConfig, AuthError, Authenticator, Principal, PrincipalKind, Scope};
-use crate::policy::rate_limit::{Caller, ClientKey};
+use crate::policy::rate_limit::{Caller, ClientKey, whole_seconds};
 
 type PeerLimiter = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>;
 
@@ -161,11 +161,10 @@ impl AuthLayerState {
                         && let Err(not_until) = self.unverified.check_key(&ip)
                     {
                         let wait = not_until.wait_time_from(DefaultClock::default().now());
-                        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                         return Err(self.refuse(
                             "unverified_rate",
                             ApiError::RateLimited {
-                                retry_after: Duration::from_secs(secs.max(1)),
+                                retry_after: Duration::from_secs(whole_seconds(wait)),
                             },
                         ));
                     }
@@ -203,17 +202,11 @@ pub async fn authenticate(
     let span = tracing::Span::current();
     span.record("weir.tenant", &*principal.tenant);
     span.record("weir.auth", principal.kind.as_str());
-    let key: Arc<str> = match principal.kind {
+    let key = match principal.kind {
         // Every anonymous caller is the default tenant: keep them apart by peer.
         PrincipalKind::Anonymous => ClientKey::of(&req),
-        // A token's subject is often an e-mail address: only a pseudonym goes into the
-        // limiter and the request log.
-        PrincipalKind::Jwt => Arc::from(format!(
-            "p:{}:jwt:{}",
-            principal.tenant,
-            crate::policy::request_log::pseudonym(principal.subject.as_bytes())
-        )),
-        PrincipalKind::ApiKey => Arc::from(format!("p:{}:{}", principal.tenant, principal.subject)),
+        // Built once at verification, not per request.
+        _ => principal.key.clone(),
     };
     let caller = Caller {
         tenant: principal.tenant.clone(),

@@ -171,6 +171,12 @@ impl RateLimitLayer {
     }
 }
 
+/// A wait in whole seconds, rounded up and at least 1: what `Retry-After` says, so a client
+/// that waits it is admitted.
+pub fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// The rate-limit key of a request: the authenticated caller ([`Caller::key`]) when the
 /// authentication layer recorded one, else the peer ([`ClientKey::of`]).
 pub fn rate_key(req: &Request) -> Arc<str> {
@@ -279,18 +285,17 @@ where
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(shared.clock.now());
-                // Whole seconds, rounded up: a client that waits Retry-After is admitted.
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let secs = whole_seconds(wait);
                 let mut response = refusal(
                     http::StatusCode::TOO_MANY_REQUESTS,
                     "rate_limit",
                     RateLimited {
-                        retry_after: Duration::from_secs(secs.max(1)),
+                        retry_after: Duration::from_secs(secs),
                     },
                 );
                 set(&mut response, "ratelimit-limit", u64::from(burst));
                 set(&mut response, "ratelimit-remaining", 0);
-                set(&mut response, "ratelimit-reset", secs.max(1));
+                set(&mut response, "ratelimit-reset", secs);
                 Box::pin(std::future::ready(Ok(response)))
             }
         }
