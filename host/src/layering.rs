@@ -159,7 +159,7 @@ fn check_file(rel: &Path, text: &str) -> Vec<Violation> {
             // rustdoc resolves: they count. Plain comments do not.
             if code.starts_with("///") || code.starts_with("//!") {
                 for to in referenced(code, &path) {
-                    if to != from && !rank(&to).is_some_and(|r| r < from_rank) {
+                    if to != from && rank(&to).is_none_or(|r| r >= from_rank) {
                         out.push(Violation {
                             file: rel.display().to_string(),
                             line: n + 1,
