@@ -427,6 +427,26 @@ async fn every_error_code_is_produced_and_well_formed() {
             assert_eq!(body["reason"], "UNKNOWN_SKU");
         }
     }
+    // Retention deleted the events after a reader's cursor (the order placed above and its
+    // event, expired by a cutoff in the future).
+    let (status, _, placed) = send(
+        c.post(url("/v1/orders"))
+            .header("Idempotency-Key", "feed")
+            .json(&good),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    let future = chrono::Utc::now() + chrono::Duration::days(1);
+    let deleted = s
+        .state()
+        .store
+        .purge_expired(weir_host::storage::Expiring::FeedEvents, future, 100)
+        .await
+        .unwrap();
+    assert!(deleted >= 1);
+    let (status, headers, body) = send(c.get(url("/v1/events?after=0"))).await;
+    check(status, &headers, &body, "EVENTS_CURSOR_EXPIRED");
+
     // A body that stops arriving: the head and one byte of a declared 100, over raw TCP.
     let (status, headers, body) = stalled_body(&s.base).await;
     check(status, &headers, &body, "REQUEST_BODY_TIMEOUT");

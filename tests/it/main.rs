@@ -12,6 +12,8 @@
 //!   consumer with its retries and dead letters, intake backpressure.
 //! - `policies`: edge and dependency policies end to end (real databases, Redis, plugin).
 //! - `telemetry`: OpenTelemetry traces verified against a real OTLP/gRPC receiver.
+//! - `retention`: expired rows deleted by the running workers; the feed's expired cursors;
+//!   the paginated catalog.
 //! - `schemathesis`: the live API checked against its OpenAPI description by Schemathesis.
 
 mod api;
@@ -20,6 +22,7 @@ mod events;
 mod integrity;
 mod policies;
 mod releases;
+mod retention;
 mod runtime;
 mod sandbox;
 mod schemathesis;

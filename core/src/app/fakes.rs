@@ -31,6 +31,8 @@ pub struct State {
     pub keys: HashMap<String, ExistingKey>,
     pub events: Vec<NewEvent>,
     pub inbox: HashSet<(String, String)>,
+    /// Per tenant, the highest event seq retention deleted.
+    pub purged_through: HashMap<String, i64>,
     /// Products as written: `stock` is the count on hand.
     pub products: BTreeMap<String, Product>,
     /// Units reserved per sku.
@@ -161,13 +163,6 @@ impl IdempotencyStore for MemStore {
             }
             _ => Err(StoreError::Conflict("key not in progress".into())),
         }
-    }
-
-    async fn purge_idempotency(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut s = self.state();
-        let before = s.keys.len();
-        s.keys.retain(|_, k| k.created_at >= created_before);
-        Ok((before - s.keys.len()) as u64)
     }
 }
 
@@ -324,6 +319,15 @@ impl OutboxStore for MemStore {
             .collect())
     }
 
+    async fn events_purged_through(&self, tenant: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .state()
+            .purged_through
+            .get(tenant)
+            .copied()
+            .unwrap_or(0))
+    }
+
     async fn outbox_stats(&self, _now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
         Ok(OutboxStats::default())
     }
@@ -359,9 +363,18 @@ impl ProductStore for MemStore {
         Ok(s.products.get(sku).map(|p| s.read_product(p)))
     }
 
-    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
+    async fn list_products(
+        &self,
+        after_sku: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Product>, StoreError> {
         let s = self.state();
-        Ok(s.products.values().map(|p| s.read_product(p)).collect())
+        Ok(s.products
+            .values()
+            .filter(|p| after_sku.is_none_or(|after| p.sku.as_str() > after))
+            .take(limit as usize)
+            .map(|p| s.read_product(p))
+            .collect())
     }
 
     async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {

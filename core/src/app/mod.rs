@@ -7,10 +7,12 @@
 //!   concurrency (the one retry loop, shared by the cancel route and the payments consumer).
 //! - [`queries`]: reads (orders, the events feed, products) and product updates.
 //! - [`releases`]: plugin components and releases (compare-and-set, audited).
+//! - [`retention`]: expired records deleted in bounded batches.
 
 pub mod place_order;
 pub mod queries;
 pub mod releases;
+pub mod retention;
 pub mod transition;
 
 #[cfg(test)]
@@ -26,8 +28,9 @@ use crate::ports::{
 };
 
 pub use place_order::{PlaceError, PlaceOrder, Placed, ResponseEncoder};
-pub use queries::ProductError;
+pub use queries::{FeedError, FeedPage, ProductError};
 pub use releases::{Registered, ReleaseError, ReleaseService};
+pub use retention::{Purged, RetentionPolicy, purge_expired};
 pub use transition::{ApplyTransition, InboxKey, TransitionError, Transitioned};
 
 /// A decider's refusal that is too large or malformed to show, log or store is a broken

@@ -7,6 +7,30 @@ use crate::domain::product::{ProductChange, valid_sku};
 use crate::domain::{EventRecord, Order, Product, Violation};
 use crate::ports::{OrderFilter, StoreError};
 
+/// A page of the events feed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedPage {
+    /// Events in feed order.
+    pub events: Vec<EventRecord>,
+    /// The cursor continuing after this page.
+    pub next_after: i64,
+}
+
+/// Why the events feed cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// Retention deleted events of this tenant after the reader's cursor: the reader may have
+    /// missed some. Continuing from `purged_through` skips what is gone, knowingly.
+    #[error("events up to seq {purged_through} were deleted by retention")]
+    CursorExpired {
+        /// The highest seq of the tenant deleted so far.
+        purged_through: i64,
+    },
+    /// The store failed.
+    #[error("reading the events feed")]
+    Store(#[source] StoreError),
+}
+
 /// Why a product update was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ProductError {
@@ -38,22 +62,44 @@ impl OrderService {
         self.ports.orders.list_orders(filter).await
     }
 
-    /// The events feed of `tenant`: its outbox events after `after_seq`, ascending.
+    /// A page of `tenant`'s events feed: its outbox events after `after_seq`, ascending.
+    /// Without a cursor the page starts at the oldest event retention kept; with one that
+    /// lies below an event retention deleted, [`FeedError::CursorExpired`] (checked after the
+    /// read, so a purge running meanwhile cannot slip a gap through).
     pub async fn list_events(
         &self,
         tenant: &str,
-        after_seq: i64,
+        after_seq: Option<i64>,
         limit: u32,
-    ) -> Result<Vec<EventRecord>, StoreError> {
-        self.ports
-            .outbox
-            .list_events(tenant, after_seq, limit)
+    ) -> Result<FeedPage, FeedError> {
+        let outbox = &self.ports.outbox;
+        let events = outbox
+            .list_events(tenant, after_seq.unwrap_or(0), limit)
             .await
+            .map_err(FeedError::Store)?;
+        let purged_through = outbox
+            .events_purged_through(tenant)
+            .await
+            .map_err(FeedError::Store)?;
+        let start = match after_seq {
+            Some(after) if after < purged_through => {
+                return Err(FeedError::CursorExpired { purged_through });
+            }
+            Some(after) => after,
+            // An empty page continues after what is gone, not before it.
+            None => purged_through,
+        };
+        let next_after = events.last().map_or(start, |e| e.seq.max(start));
+        Ok(FeedPage { events, next_after })
     }
 
-    /// The catalog, ordered by sku.
-    pub async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
-        self.ports.products.list_products().await
+    /// A page of the catalog: at most `limit` products after `after_sku`, ordered by sku.
+    pub async fn list_products(
+        &self,
+        after_sku: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Product>, StoreError> {
+        self.ports.products.list_products(after_sku, limit).await
     }
 
     /// Create or replace the product `sku` after validating the change.

@@ -431,7 +431,26 @@ fn product_updates_are_validated_before_anything_is_written() {
     ));
     assert!(w.store.state().products.is_empty());
     let saved = block_on(w.service.put_product("KB-001", change(8900))).unwrap();
-    assert_eq!(block_on(w.service.list_products()).unwrap(), vec![saved]);
+    assert_eq!(
+        block_on(w.service.list_products(None, 10)).unwrap(),
+        vec![saved.clone()]
+    );
+    assert!(
+        block_on(w.service.list_products(Some("KB-001"), 10))
+            .unwrap()
+            .is_empty()
+    );
+    let mut later = change(100);
+    later.name = "Mouse".into();
+    let mouse = block_on(w.service.put_product("MS-001", later)).unwrap();
+    assert_eq!(
+        block_on(w.service.list_products(None, 1)).unwrap(),
+        vec![saved]
+    );
+    assert_eq!(
+        block_on(w.service.list_products(Some("KB-001"), 1)).unwrap(),
+        vec![mouse]
+    );
 }
 
 /// The contract broken by a decider that changes a correct pricing like `lie`.
@@ -815,8 +834,9 @@ fn tenants_see_only_their_own_orders_and_events() {
     assert_eq!(list("bravo"), vec![b.id]);
 
     let events = |tenant: &str| {
-        block_on(w.service.list_events(tenant, 0, 100))
+        block_on(w.service.list_events(tenant, Some(0), 100))
             .unwrap()
+            .events
             .into_iter()
             .map(|e| (e.tenant, e.subject))
             .collect::<Vec<_>>()
@@ -826,6 +846,23 @@ fn tenants_see_only_their_own_orders_and_events() {
         events("bravo"),
         vec![("bravo".to_owned(), b.id.to_string())]
     );
+
+    // Retention deleted acme's events up to seq 1: a cursor below that may have missed some;
+    // no cursor starts at what is left; bravo's feed is not affected.
+    w.store.state().purged_through.insert("acme".to_owned(), 1);
+    assert!(matches!(
+        block_on(w.service.list_events("acme", Some(0), 100)),
+        Err(crate::app::FeedError::CursorExpired { purged_through: 1 })
+    ));
+    let page = block_on(w.service.list_events("acme", Some(1), 100)).unwrap();
+    assert_eq!((page.events.len(), page.next_after), (0, 1));
+    let page = block_on(w.service.list_events("acme", None, 100)).unwrap();
+    assert_eq!((page.events.len(), page.next_after), (1, 1));
+    // Everything purged: a reader without a cursor is told to continue after the gap.
+    w.store.state().purged_through.insert("acme".to_owned(), 7);
+    let page = block_on(w.service.list_events("acme", None, 100)).unwrap();
+    assert_eq!(page.next_after, 7);
+    assert_eq!(events("bravo").len(), 1);
 
     // Another tenant cannot cancel it; its own tenant and the service's consumers can.
     let cancel = |tenant: Option<&str>| {

@@ -25,6 +25,7 @@ pub use decider::{
 pub use intake::IntakeGate;
 pub use releases::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 pub use store::{
-    CreateOutcome, DriverError, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter,
-    OrderStore, OutboxStats, OutboxStore, ProductStore, StoreError, TransitionOutcome,
+    CreateOutcome, DriverError, Expiring, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter,
+    OrderStore, OutboxStats, OutboxStore, ProductStore, RetentionStore, StoreError,
+    TransitionOutcome,
 };

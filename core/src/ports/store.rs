@@ -17,6 +17,9 @@ use crate::domain::{
 /// The most orders [`OrderStore::list_orders`] returns in one page, whatever the filter asks.
 pub const MAX_LIST_LIMIT: u32 = 500;
 
+/// The most products [`ProductStore::list_products`] returns in one page.
+pub const MAX_PRODUCTS_LIMIT: u32 = 1000;
+
 /// The most events [`OutboxStore::list_events`] returns in one page, whatever the caller asks.
 pub const MAX_EVENTS_LIMIT: u32 = 1000;
 
@@ -185,9 +188,6 @@ pub trait IdempotencyStore: Send + Sync {
         key: &str,
         response: &StoredResponse,
     ) -> Result<(), StoreError>;
-
-    /// Deletes keys created before `created_before`; returns how many.
-    async fn purge_idempotency(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 /// Orders, with the outbox events and idempotency completion written alongside them.
@@ -284,6 +284,10 @@ pub trait OutboxStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError>;
 
+    /// The highest `seq` of `tenant` that retention has purged (0 when none was): a feed
+    /// reader whose cursor lies below it may have missed events.
+    async fn events_purged_through(&self, tenant: &str) -> Result<i64, StoreError>;
+
     /// The unpublished backlog.
     async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError>;
 
@@ -315,14 +319,64 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// Records that retention deletes once they are old enough
+/// ([`crate::app::retention`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Expiring {
+    /// Idempotency keys and their stored responses, by creation time. A key still in
+    /// progress is deleted like a completed one: it is older than its lock by then.
+    IdempotencyKeys,
+    /// Outbox events the broker confirmed, by publication time. Unpublished events are never
+    /// deleted, whatever their age.
+    PublishedEvents,
+    /// Every outbox event, by occurrence time: for an instance without a broker, where the
+    /// events feed is their only reader and nothing ever marks them published.
+    FeedEvents,
+    /// Consumer inbox records, by reception time.
+    InboxMessages,
+}
+
+impl Expiring {
+    /// Stable name, for logs and metrics: the table purged (both event kinds purge the
+    /// outbox).
+    pub fn name(self) -> &'static str {
+        match self {
+            Expiring::IdempotencyKeys => "idempotency_keys",
+            Expiring::PublishedEvents | Expiring::FeedEvents => "outbox_events",
+            Expiring::InboxMessages => "inbox_messages",
+        }
+    }
+}
+
+/// Bounded deletes of expired records, so no purge holds a write lock for long.
+#[async_trait::async_trait]
+pub trait RetentionStore: Send + Sync {
+    /// In one short transaction, deletes at most `limit` records of `kind` older than
+    /// `before` (oldest first); returns how many. Deleting events also raises
+    /// [`OutboxStore::events_purged_through`] of their tenants. [`Expiring::FeedEvents`]
+    /// looks only at the `limit` lowest seqs (occurrence time follows seq), so a batch may
+    /// delete fewer rows than expired and a run stops at the first unexpired event.
+    async fn purge_expired(
+        &self,
+        kind: Expiring,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+}
+
 /// The product catalog.
 #[async_trait::async_trait]
 pub trait ProductStore: Send + Sync {
     /// One product.
     async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError>;
 
-    /// All products, ordered by sku.
-    async fn list_products(&self) -> Result<Vec<Product>, StoreError>;
+    /// At most `limit` products (capped at [`MAX_PRODUCTS_LIMIT`]) whose sku sorts after
+    /// `after_sku` (all when `None`), ordered by sku.
+    async fn list_products(
+        &self,
+        after_sku: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Product>, StoreError>;
 
     /// Inserts the product or replaces its name, price, currency and count on hand
     /// (`product.stock`), in one statement that leaves the units reserved by orders as they

@@ -77,6 +77,7 @@ pub mod codes {
         INVALID_PATH_PARAMETER = ("INVALID_PATH_PARAMETER", BAD_REQUEST, Expected, false, "A path parameter is malformed");
         INVALID_QUERY_PARAMETER = ("INVALID_QUERY_PARAMETER", BAD_REQUEST, Expected, false, "A query parameter is malformed");
         INVALID_CURSOR = ("INVALID_CURSOR", BAD_REQUEST, Expected, false, "The pagination cursor is not valid");
+        EVENTS_CURSOR_EXPIRED = ("EVENTS_CURSOR_EXPIRED", GONE, Expected, false, "Events after the cursor were deleted by retention");
         ROUTE_NOT_FOUND = ("ROUTE_NOT_FOUND", NOT_FOUND, Expected, false, "No such route");
         METHOD_NOT_ALLOWED = ("METHOD_NOT_ALLOWED", METHOD_NOT_ALLOWED, Expected, false, "Method not allowed on this route");
         IDEMPOTENCY_KEY_MISSING = ("IDEMPOTENCY_KEY_MISSING", BAD_REQUEST, Expected, false, "The Idempotency-Key header is required");
@@ -167,6 +168,15 @@ pub enum ApiError {
     /// Undecodable cursor.
     #[error("the cursor is not valid")]
     InvalidCursor,
+    /// The events feed cursor lies below events retention deleted.
+    #[error(
+        "events up to seq {purged_through} were deleted by retention: the reader may have \
+         missed some; continue with after={purged_through} to skip them knowingly"
+    )]
+    EventsCursorExpired {
+        /// The highest seq of the tenant deleted so far.
+        purged_through: i64,
+    },
     /// No route.
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -439,6 +449,7 @@ impl ApiError {
             Self::InvalidPath { .. } => INVALID_PATH_PARAMETER,
             Self::InvalidQuery(_) => INVALID_QUERY_PARAMETER,
             Self::InvalidCursor => INVALID_CURSOR,
+            Self::EventsCursorExpired { .. } => EVENTS_CURSOR_EXPIRED,
             Self::RouteNotFound(_) => ROUTE_NOT_FOUND,
             Self::MethodNotAllowed => METHOD_NOT_ALLOWED,
             Self::IdempotencyKeyMissing => IDEMPOTENCY_KEY_MISSING,

@@ -7,6 +7,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use weir_core::app::FeedError;
 use weir_core::domain::CloudEvent;
 use weir_core::ports::store::MAX_EVENTS_LIMIT;
 
@@ -29,7 +30,9 @@ pub struct EventPage {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// Return events after this sequence number (default 0).
+    /// Return events after this sequence number (a previous page's `next_after`). Without
+    /// it the feed starts at the oldest event still retained; with one below an event
+    /// retention deleted, `410 EVENTS_CURSOR_EXPIRED`.
     #[param(minimum = 0, required = false)]
     pub after: Option<i64>,
     /// Page size, 1-1000 (default 100).
@@ -43,6 +46,7 @@ pub struct EventsQuery {
     responses(
         (status = 200, description = "A page of the feed", body = EventPage),
         (status = 400, description = "`INVALID_QUERY_PARAMETER`: an unknown parameter, or one out of its bounds", body = super::context::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "`EVENTS_CURSOR_EXPIRED`: retention deleted events after `after`; the detail names the seq to continue from", body = super::context::Problem, content_type = "application/problem+json"),
         EdgeErrors,
     )
 )]
@@ -51,22 +55,25 @@ pub async fn list_events(
     axum::Extension(principal): axum::Extension<crate::auth::Principal>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
-    let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(100);
-    if after < 0 || !(1..=MAX_EVENTS_LIMIT).contains(&limit) {
+    if q.after.is_some_and(|after| after < 0) || !(1..=MAX_EVENTS_LIMIT).contains(&limit) {
         return Err(ApiError::InvalidQuery(format!(
             "`after` must be >= 0 and `limit` between 1 and {}",
             MAX_EVENTS_LIMIT
         )));
     }
-    let events = api
+    let page = api
         .orders
-        .list_events(&principal.tenant, after, limit)
+        .list_events(&principal.tenant, q.after, limit)
         .await
-        .map_err(|e| ApiError::store("reading the events feed", e))?;
-    let next_after = events.last().map_or(after, |e| e.seq);
+        .map_err(|e| match e {
+            FeedError::CursorExpired { purged_through } => {
+                ApiError::EventsCursorExpired { purged_through }
+            }
+            FeedError::Store(e) => ApiError::store("reading the events feed", e),
+        })?;
     Ok(Json(EventPage {
-        items: events.into_iter().map(CloudEvent::from).collect(),
-        next_after,
+        items: page.events.into_iter().map(CloudEvent::from).collect(),
+        next_after: page.next_after,
     }))
 }

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use weir_core::domain::Product;
-use weir_core::domain::product::ProductChange;
+use weir_core::domain::product::{ProductChange, valid_sku};
 
 use super::ApiState;
 use super::error::ApiError;
-use super::extract::{JsonBody, json_integer};
+use super::extract::{JsonBody, QueryParams, json_integer};
 use super::responses::{EdgeErrors, JsonBodyErrors};
 
 /// A catalog product.
@@ -48,11 +48,44 @@ impl From<Product> for ProductView {
     }
 }
 
-/// The catalog.
+/// A page of the catalog.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProductList {
     /// Products ordered by sku.
     pub items: Vec<ProductView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Largest page of `GET /v1/products`.
+pub const MAX_PRODUCTS_PAGE: u32 = 200;
+
+/// Query of `GET /v1/products`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ProductsQuery {
+    /// Page size, 1-200 (default 50).
+    #[param(minimum = 1, maximum = 200, required = false)]
+    pub limit: Option<u32>,
+    /// Cursor from a previous page's `next_cursor`.
+    #[param(pattern = r"^p1\.[A-Za-z0-9_-]{1,64}$", required = false)]
+    pub cursor: Option<String>,
+}
+
+/// Cursors are `p1.` and the last sku of the page (skus are already URL-safe): the schema
+/// states the form exactly. Pages continue after that sku.
+const CURSOR_PREFIX: &str = "p1.";
+
+fn encode_cursor(sku: &str) -> String {
+    format!("{CURSOR_PREFIX}{sku}")
+}
+
+fn decode_cursor(cursor: &str) -> Result<&str, ApiError> {
+    cursor
+        .strip_prefix(CURSOR_PREFIX)
+        .filter(|sku| valid_sku(sku))
+        .ok_or(ApiError::InvalidCursor)
 }
 
 /// Body of `PUT /v1/products/{sku}`. Its bounds are exactly what the host checks
@@ -82,19 +115,41 @@ pub struct PutProductBody {
     pub stock: i64,
 }
 
-/// List the catalog.
+/// List the catalog, ordered by sku, with cursor pagination.
 #[utoipa::path(
     get, path = "/v1/products", tag = "catalog",
-    responses((status = 200, description = "The catalog", body = ProductList), EdgeErrors)
+    params(ProductsQuery),
+    responses(
+        (status = 200, description = "A page of the catalog", body = ProductList),
+        (status = 400, description = "`INVALID_QUERY_PARAMETER` (unknown parameter, or one out of its bounds) or `INVALID_CURSOR`", body = super::context::Problem, content_type = "application/problem+json"),
+        EdgeErrors,
+    )
 )]
-pub async fn list_products(State(api): State<ApiState>) -> Result<Json<ProductList>, ApiError> {
-    let items = api
+pub async fn list_products(
+    State(api): State<ApiState>,
+    QueryParams(q): QueryParams<ProductsQuery>,
+) -> Result<Json<ProductList>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_PRODUCTS_PAGE).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "`limit` must be between 1 and {MAX_PRODUCTS_PAGE}"
+        )));
+    }
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let mut items = api
         .orders
-        .list_products()
+        .list_products(after, limit + 1)
         .await
         .map_err(|e| ApiError::store("listing products", e))?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|p| encode_cursor(&p.sku))
+    } else {
+        None
+    };
     Ok(Json(ProductList {
         items: items.into_iter().map(ProductView::from).collect(),
+        next_cursor,
     }))
 }
 
@@ -125,4 +180,30 @@ pub async fn put_product(
     };
     let saved = api.orders.put_product(&sku, change).await?;
     Ok(Json(saved.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_rejected() {
+        assert_eq!(decode_cursor(&encode_cursor("KB-001")).unwrap(), "KB-001");
+        for bad in [
+            "KB-001",
+            "p1.",
+            "p1.bad sku",
+            "o1.KB-001",
+            "p1.KB/001",
+            "p2.KB-001",
+        ] {
+            assert!(
+                matches!(decode_cursor(bad), Err(ApiError::InvalidCursor)),
+                "{bad:?} was accepted"
+            );
+        }
+        let longest = "A".repeat(64);
+        assert!(decode_cursor(&encode_cursor(&longest)).is_ok());
+        assert!(decode_cursor(&encode_cursor(&"A".repeat(65))).is_err());
+    }
 }

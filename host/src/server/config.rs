@@ -59,6 +59,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Idempotency key handling.
     pub idempotency: IdempotencyConfig,
+    /// Data retention: how long published events and inbox records are kept, purge batches.
+    pub retention: super::retention::RetentionConfig,
     /// Connection pool.
     pub database: DatabaseConfig,
     /// Plugin runtime budgets and sizing.
@@ -95,6 +97,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             auth: AuthConfig::default(),
             idempotency: IdempotencyConfig::default(),
+            retention: super::retention::RetentionConfig::default(),
             database: DatabaseConfig::default(),
             runtime: RuntimeConfig::default(),
             plugins: PluginsConfig::default(),
@@ -117,7 +120,7 @@ pub struct IdempotencyConfig {
     /// How long an in-progress key blocks others before a crashed holder is presumed dead.
     #[serde(with = "duration_ms", rename = "lock_ttl_ms")]
     pub lock_ttl: Duration,
-    /// How often expired keys are purged.
+    /// How often expired keys are purged (in batches of `retention.batch_size`).
     #[serde(with = "duration_secs", rename = "purge_interval_secs")]
     pub purge_interval: Duration,
 }
@@ -343,6 +346,7 @@ impl Config {
         )?;
         self.telemetry.validate()?;
         self.shutdown.validate()?;
+        self.retention.validate()?;
         if let Some(url) = &self.amqp_url {
             ensure(
                 url.expose().starts_with("amqp://"),

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod listener;
+pub mod retention;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -211,7 +212,16 @@ impl Server {
         };
         let (api_addr, ops_addr, listeners) = serve(&state).await?;
         spawn_jwks_refresh(&state);
-        spawn_idempotency_purge(&state);
+        retention::spawn(
+            state.shutdown.supervisor(),
+            state.store.clone(),
+            &state.config.retention,
+            retention::Schedule {
+                idempotency_retention: state.config.idempotency.retention,
+                idempotency_interval: state.config.idempotency.purge_interval,
+                broker: state.config.amqp_url.is_some(),
+            },
+        );
         // Every replica follows the releases in the database (LISTEN on PostgreSQL, polling).
         let listen_url = config
             .database_url
@@ -638,22 +648,4 @@ fn warn_if_over_fd_limit(config: &Config) {
              or accept fails for everyone before the caps apply"
         );
     }
-}
-
-/// The idempotency purge, a periodic [`crate::lifecycle::worker`]: deletes keys older than
-/// `idempotency.retention` every `idempotency.purge_interval`.
-fn spawn_idempotency_purge(state: &AppState) {
-    let store = state.store.clone();
-    let idempotency = state.config.idempotency.clone();
-    state.shutdown.supervisor().periodic(
-        "idempotency.purge",
-        idempotency.purge_interval,
-        move || {
-            let store = store.clone();
-            let cutoff = Utc::now()
-                - chrono::Duration::from_std(idempotency.retention)
-                    .unwrap_or(chrono::Duration::days(1));
-            async move { store.purge_idempotency(cutoff).await }
-        },
-    );
 }

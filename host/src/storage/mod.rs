@@ -74,10 +74,10 @@ pub use weir_core::domain::{
     EventRecord, IdempotencyBegin, NewEvent, Order, OrderLine, OrderStatus, PluginRef, Product,
     StoredResponse, UnknownOrderStatus,
 };
-pub use weir_core::ports::store::{MAX_EVENTS_LIMIT, MAX_LIST_LIMIT};
+pub use weir_core::ports::store::{MAX_EVENTS_LIMIT, MAX_LIST_LIMIT, MAX_PRODUCTS_LIMIT};
 pub use weir_core::ports::{
-    ComponentStore, DriverError, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter,
-    OrderStore, OutboxStats, OutboxStore, ProductStore, ReleaseStore, StoreError,
+    ComponentStore, DriverError, Expiring, IdempotencyStore, InboxOutcome, InboxStore, OrderFilter,
+    OrderStore, OutboxStats, OutboxStore, ProductStore, ReleaseStore, RetentionStore, StoreError,
     TransitionOutcome,
 };
 
@@ -229,6 +229,7 @@ pub trait Store:
     + OutboxStore
     + InboxStore
     + ProductStore
+    + RetentionStore
     + ComponentStore
     + ReleaseStore
 {
@@ -242,6 +243,7 @@ impl<T> Store for T where
         + OutboxStore
         + InboxStore
         + ProductStore
+        + RetentionStore
         + ComponentStore
         + ReleaseStore
 {

@@ -18,11 +18,12 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, ApiKeyStore, BEGIN_ATTEMPTS, COUNT_ROWS_SQL, ConnectError, Database, EventRecord,
-    ExistingKey, IdempotencyBegin, IdempotencyStore, InboxOutcome, InboxStore, KeyDecision,
-    NewEvent, Order, OrderFilter, OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore,
-    PluginRef, Product, ProductStore, ResponseColumns, RowCounts, StoreError, StoreOptions,
-    StoredResponse, TransitionOutcome, add_duration, classify, decide_existing, events_limit,
-    page_limit, parse_status, quantity_from_db, row_counts, shortage, stored_response,
+    ExistingKey, Expiring, IdempotencyBegin, IdempotencyStore, InboxOutcome, InboxStore,
+    KeyDecision, MAX_PRODUCTS_LIMIT, NewEvent, Order, OrderFilter, OrderLine, OrderStatus,
+    OrderStore, OutboxStats, OutboxStore, PluginRef, Product, ProductStore, ResponseColumns,
+    RetentionStore, RowCounts, StoreError, StoreOptions, StoredResponse, TransitionOutcome,
+    add_duration, classify, decide_existing, events_limit, page_limit, parse_status,
+    quantity_from_db, row_counts, shortage, stored_response,
 };
 use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
@@ -580,14 +581,57 @@ impl IdempotencyStore for PgStore {
         }
         Ok(())
     }
+}
 
-    async fn purge_idempotency(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(created_before)
-            .execute(&self.pool)
+#[async_trait::async_trait]
+impl RetentionStore for PgStore {
+    async fn purge_expired(
+        &self,
+        kind: Expiring,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        // One statement per batch. `SKIP LOCKED`: a row another transaction holds (a key being
+        // completed, an event being marked) is left for the next run instead of waited for.
+        let sql = match kind {
+            Expiring::IdempotencyKeys => {
+                "WITH gone AS (DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM \
+                 idempotency_keys WHERE created_at < $1 ORDER BY created_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED) RETURNING 1) SELECT COUNT(*) FROM gone"
+            }
+            Expiring::InboxMessages => {
+                "WITH gone AS (DELETE FROM inbox_messages WHERE (consumer, message_id) IN \
+                 (SELECT consumer, message_id FROM inbox_messages WHERE received_at < $1 \
+                 ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING 1) \
+                 SELECT COUNT(*) FROM gone"
+            }
+            // The purge marks move in the same statement as the delete.
+            Expiring::PublishedEvents => {
+                "WITH gone AS (DELETE FROM outbox_events WHERE seq IN (SELECT seq FROM \
+                 outbox_events WHERE published_at IS NOT NULL AND published_at < $1 \
+                 ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING tenant, seq), \
+                 marks AS (INSERT INTO outbox_purge_marks (tenant, purged_through) \
+                 SELECT tenant, MAX(seq) FROM gone GROUP BY tenant ON CONFLICT (tenant) DO \
+                 UPDATE SET purged_through = GREATEST(outbox_purge_marks.purged_through, \
+                 EXCLUDED.purged_through)) SELECT COUNT(*) FROM gone"
+            }
+            Expiring::FeedEvents => {
+                "WITH gone AS (DELETE FROM outbox_events WHERE seq IN (SELECT seq FROM \
+                 (SELECT seq, occurred_at FROM outbox_events ORDER BY seq LIMIT $2) AS first \
+                 WHERE occurred_at < $1) RETURNING tenant, seq), \
+                 marks AS (INSERT INTO outbox_purge_marks (tenant, purged_through) \
+                 SELECT tenant, MAX(seq) FROM gone GROUP BY tenant ON CONFLICT (tenant) DO \
+                 UPDATE SET purged_through = GREATEST(outbox_purge_marks.purged_through, \
+                 EXCLUDED.purged_through)) SELECT COUNT(*) FROM gone"
+            }
+        };
+        let deleted: i64 = sqlx::query_scalar(sql)
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_one(&self.pool)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected())
+        Ok(u64::try_from(deleted).unwrap_or_default())
     }
 }
 
@@ -799,6 +843,16 @@ impl OutboxStore for PgStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn events_purged_through(&self, tenant: &str) -> Result<i64, StoreError> {
+        let mark: Option<i64> =
+            sqlx::query_scalar("SELECT purged_through FROM outbox_purge_marks WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(mark.unwrap_or(0))
+    }
+
     async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS unpublished, MIN(occurred_at) AS oldest \
@@ -917,12 +971,20 @@ impl ProductStore for PgStore {
         row.as_ref().map(product_from_row).transpose()
     }
 
-    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
+    async fn list_products(
+        &self,
+        after_sku: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Product>, StoreError> {
+        // The database's collation orders skus (the primary key's index serves the page);
+        // the comparison uses the same collation, so pages neither overlap nor skip.
         let rows = sqlx::query(concat!(
             "SELECT ",
             product_columns!(),
-            " FROM products ORDER BY sku"
+            " FROM products WHERE $1::text IS NULL OR sku > $1 ORDER BY sku LIMIT $2"
         ))
+        .bind(after_sku)
+        .bind(i64::from(limit.min(MAX_PRODUCTS_LIMIT)))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;

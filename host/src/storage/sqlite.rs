@@ -26,11 +26,12 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, ApiKeyStore, BEGIN_ATTEMPTS, COUNT_ROWS_SQL, ConnectError, Database, EventRecord,
-    ExistingKey, IdempotencyBegin, IdempotencyStore, InboxOutcome, InboxStore, KeyDecision,
-    NewEvent, Order, OrderFilter, OrderLine, OrderStatus, OrderStore, OutboxStats, OutboxStore,
-    PluginRef, Product, ProductStore, ResponseColumns, RowCounts, StoreError, StoreOptions,
-    StoredResponse, TransitionOutcome, add_duration, classify, decide_existing, events_limit,
-    page_limit, parse_status, quantity_from_db, row_counts, shortage, stored_response,
+    ExistingKey, Expiring, IdempotencyBegin, IdempotencyStore, InboxOutcome, InboxStore,
+    KeyDecision, MAX_PRODUCTS_LIMIT, NewEvent, Order, OrderFilter, OrderLine, OrderStatus,
+    OrderStore, OutboxStats, OutboxStore, PluginRef, Product, ProductStore, ResponseColumns,
+    RetentionStore, RowCounts, StoreError, StoreOptions, StoredResponse, TransitionOutcome,
+    add_duration, classify, decide_existing, events_limit, page_limit, parse_status,
+    quantity_from_db, row_counts, shortage, stored_response,
 };
 use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
@@ -631,14 +632,74 @@ impl IdempotencyStore for SqliteStore {
         }
         tx.commit().await.map_err(db_err)
     }
+}
 
-    async fn purge_idempotency(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
-            .bind(ts(created_before))
-            .execute(&self.pool)
+#[async_trait::async_trait]
+impl RetentionStore for SqliteStore {
+    async fn purge_expired(
+        &self,
+        kind: Expiring,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        // A rowid subquery stands in for `DELETE ... LIMIT` (not compiled into the bundled
+        // SQLite); each batch is its own short write transaction.
+        let single = match kind {
+            Expiring::IdempotencyKeys => Some(
+                "DELETE FROM idempotency_keys WHERE rowid IN (SELECT rowid FROM \
+                 idempotency_keys WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+            ),
+            Expiring::InboxMessages => Some(
+                "DELETE FROM inbox_messages WHERE rowid IN (SELECT rowid FROM inbox_messages \
+                 WHERE received_at < ? ORDER BY received_at LIMIT ?)",
+            ),
+            Expiring::PublishedEvents | Expiring::FeedEvents => None,
+        };
+        if let Some(sql) = single {
+            let done = sqlx::query(sql)
+                .bind(ts(before))
+                .bind(i64::from(limit))
+                .execute(&self.pool)
+                .await
+                .map_err(db_err)?;
+            return Ok(done.rows_affected());
+        }
+        let mut tx = self.begin_write().await?;
+        let sql = if kind == Expiring::PublishedEvents {
+            "DELETE FROM outbox_events WHERE seq IN (SELECT seq FROM outbox_events \
+             WHERE published_at IS NOT NULL AND published_at < ? ORDER BY published_at LIMIT ?) \
+             RETURNING tenant, seq"
+        } else {
+            "DELETE FROM outbox_events WHERE seq IN (SELECT seq FROM (SELECT seq, occurred_at \
+             FROM outbox_events ORDER BY seq LIMIT ?2) WHERE occurred_at < ?1) \
+             RETURNING tenant, seq"
+        };
+        let gone = sqlx::query(sql)
+            .bind(ts(before))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
             .await
             .map_err(db_err)?;
-        Ok(done.rows_affected())
+        let mut highest: HashMap<String, i64> = HashMap::new();
+        for row in &gone {
+            let seq: i64 = get(row, "seq")?;
+            let top = highest.entry(get(row, "tenant")?).or_insert(seq);
+            *top = (*top).max(seq);
+        }
+        for (tenant, seq) in &highest {
+            sqlx::query(
+                "INSERT INTO outbox_purge_marks (tenant, purged_through) VALUES (?, ?) \
+                 ON CONFLICT (tenant) DO UPDATE SET \
+                 purged_through = MAX(purged_through, excluded.purged_through)",
+            )
+            .bind(tenant)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(gone.len() as u64)
     }
 }
 
@@ -840,6 +901,16 @@ impl OutboxStore for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
+    async fn events_purged_through(&self, tenant: &str) -> Result<i64, StoreError> {
+        let mark: Option<i64> =
+            sqlx::query_scalar("SELECT purged_through FROM outbox_purge_marks WHERE tenant = ?")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(mark.unwrap_or(0))
+    }
+
     async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS unpublished, MIN(occurred_at) AS oldest \
@@ -952,12 +1023,19 @@ impl ProductStore for SqliteStore {
         row.as_ref().map(product_from_row).transpose()
     }
 
-    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
+    async fn list_products(
+        &self,
+        after_sku: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Product>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             product_columns!(),
-            " FROM products ORDER BY sku"
+            " FROM products WHERE ? IS NULL OR sku > ? ORDER BY sku LIMIT ?"
         ))
+        .bind(after_sku)
+        .bind(after_sku)
+        .bind(i64::from(limit.min(MAX_PRODUCTS_LIMIT)))
         .fetch_all(&self.pool)
         .await
         .map_err(db_err)?;

@@ -357,15 +357,20 @@ async fn idempotency_state_machine(store: Arc<dyn Store>) {
         IdempotencyBegin::Started
     );
 
-    // Purge forgets keys created before the cutoff.
-    assert_eq!(store.purge_idempotency(at(1)).await.unwrap(), 0);
-    assert_eq!(
-        store
-            .purge_idempotency(later + TimeDelta::seconds(10))
-            .await
-            .unwrap(),
-        2
-    );
+    // Purge forgets keys created before the cutoff, in batches of at most `limit`.
+    let purge = |before| {
+        let store = store.clone();
+        async move {
+            store
+                .purge_expired(Expiring::IdempotencyKeys, before, 1)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(purge(at(1)).await, 0);
+    assert_eq!(purge(later + TimeDelta::seconds(10)).await, 1);
+    assert_eq!(purge(later + TimeDelta::seconds(10)).await, 1);
+    assert_eq!(purge(later + TimeDelta::seconds(10)).await, 0);
     assert_eq!(
         begin(&store, "k1", "h1", at(40)).await,
         IdempotencyBegin::Started
@@ -625,7 +630,7 @@ async fn reservations_never_oversell_and_settle_once(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(units(&store, "LIM-1").await, (3, 8));
-    let on_hand = store.list_products().await.unwrap()[0].clone();
+    let on_hand = store.list_products(None, 10).await.unwrap()[0].clone();
     assert_eq!(
         on_hand.stock + on_hand.reserved,
         11,
@@ -669,7 +674,7 @@ async fn setting_the_count_on_hand_keeps_concurrent_reservations(store: Arc<dyn 
 }
 
 async fn products_upsert_list_and_seed(store: Arc<dyn Store>) {
-    assert!(store.list_products().await.unwrap().is_empty());
+    assert!(store.list_products(None, 100).await.unwrap().is_empty());
     let seed = [product("B-2", 200), product("A-1", 100)];
     assert!(store.seed_products_if_empty(&seed).await.unwrap());
     assert!(
@@ -678,7 +683,7 @@ async fn products_upsert_list_and_seed(store: Arc<dyn Store>) {
             .await
             .unwrap()
     );
-    let listed = store.list_products().await.unwrap();
+    let listed = store.list_products(None, 100).await.unwrap();
     assert_eq!(
         listed,
         vec![seed[1].clone(), seed[0].clone()],
@@ -696,14 +701,178 @@ async fn products_upsert_list_and_seed(store: Arc<dyn Store>) {
     let fresh = product("0-0", 5);
     assert_eq!(store.upsert_product(&fresh).await.unwrap(), fresh);
     assert_eq!(store.get_product("missing").await.unwrap(), None);
-    let skus: Vec<String> = store
-        .list_products()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.sku)
-        .collect();
-    assert_eq!(skus, ["0-0", "A-1", "B-2"]);
+    let skus = |after: Option<&'static str>, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .list_products(after, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.sku)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(skus(None, 100).await, ["0-0", "A-1", "B-2"]);
+    // Pages: after a sku, at most `limit`, neither overlapping nor skipping.
+    assert_eq!(skus(None, 2).await, ["0-0", "A-1"]);
+    assert_eq!(skus(Some("A-1"), 2).await, ["B-2"]);
+    assert_eq!(skus(Some("A"), 1).await, ["A-1"]);
+    assert!(skus(Some("B-2"), 10).await.is_empty());
+    assert!(skus(None, 0).await.is_empty());
+}
+
+/// Retention deletes only expired rows, oldest first, at most `limit` per call; published
+/// events only (never an unpublished one, however old), and the feed learns how far each
+/// tenant's events were deleted.
+async fn retention_purges_expired_rows_in_bounded_batches(store: Arc<dyn Store>) {
+    stocked(&store).await;
+    // Six events of acme (published at 10..15 s), two of bravo (published at 20, 21 s), one
+    // old unpublished event of acme.
+    for (i, tenant) in [
+        "acme", "acme", "acme", "acme", "acme", "acme", "bravo", "bravo", "acme",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut o = order(Uuid::now_v7(), "alice", at(0));
+        o.tenant = tenant.to_owned();
+        let mut e = event(o.id, "order.placed", at(0));
+        e.tenant = tenant.to_owned();
+        store.create_order(&o, &[e.clone()], None).await.unwrap();
+        if i < 8 {
+            let when = if tenant == "acme" { 10 + i } else { 14 + i };
+            store
+                .mark_published(&[e.id], at(when as i64))
+                .await
+                .unwrap();
+        }
+    }
+    let feed = |tenant: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .list_events(tenant, 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.seq, e.published_at.is_some()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let acme = feed("acme").await;
+    let bravo = feed("bravo").await;
+    assert_eq!((acme.len(), bravo.len()), (7, 2));
+    assert_eq!(store.events_purged_through("acme").await.unwrap(), 0);
+
+    let purge = |before, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .purge_expired(Expiring::PublishedEvents, before, limit)
+                .await
+                .unwrap()
+        }
+    };
+    // Nothing was published before 10 s.
+    assert_eq!(purge(at(10), 100).await, 0);
+    // Published before 13 s: acme's first three, two per batch, oldest first.
+    assert_eq!(purge(at(13), 2).await, 2);
+    assert_eq!(feed("acme").await, acme[2..].to_vec());
+    assert_eq!(
+        store.events_purged_through("acme").await.unwrap(),
+        acme[1].0
+    );
+    assert_eq!(purge(at(13), 2).await, 1);
+    assert_eq!(purge(at(13), 2).await, 0);
+    assert_eq!(
+        store.events_purged_through("acme").await.unwrap(),
+        acme[2].0
+    );
+    assert_eq!(store.events_purged_through("bravo").await.unwrap(), 0);
+    // Everything published long ago: the rest of acme's and bravo's, never the unpublished
+    // one, and each tenant's mark moves to its own highest deleted seq.
+    assert_eq!(purge(at(1000), 100).await, 5);
+    assert_eq!(feed("acme").await, vec![(acme[6].0, false)]);
+    assert!(feed("bravo").await.is_empty());
+    assert_eq!(
+        store.events_purged_through("acme").await.unwrap(),
+        acme[5].0
+    );
+    assert_eq!(
+        store.events_purged_through("bravo").await.unwrap(),
+        bravo[1].0
+    );
+    assert_eq!(purge(at(1000), 100).await, 0);
+    assert_eq!(store.outbox_stats(at(1000)).await.unwrap().unpublished, 1);
+
+    // Without a broker, events expire by occurrence, published or not: the lowest seqs first,
+    // stopping at the first one not yet expired.
+    let mut later = Vec::new();
+    for t in [5, 6, 50] {
+        let o = order(Uuid::now_v7(), "alice", at(0));
+        let mut e = event(o.id, "order.placed", at(t));
+        e.tenant = "default".to_owned();
+        store.create_order(&o, &[e], None).await.unwrap();
+    }
+    for e in store.list_events("default", 0, 10).await.unwrap() {
+        later.push(e.seq);
+    }
+    let feed_purge = |before, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .purge_expired(Expiring::FeedEvents, before, limit)
+                .await
+                .unwrap()
+        }
+    };
+    // The lowest seq is acme's unpublished event (occurred at 0 s): deleted like any other.
+    assert_eq!(feed_purge(at(10), 2).await, 2);
+    assert_eq!(store.outbox_stats(at(1000)).await.unwrap().unpublished, 2);
+    assert_eq!(feed_purge(at(10), 2).await, 1);
+    assert_eq!(feed_purge(at(10), 2).await, 0, "the event of 50 s is kept");
+    assert_eq!(
+        store
+            .list_events("default", 0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        [later[2]]
+    );
+    assert_eq!(
+        store.events_purged_through("default").await.unwrap(),
+        later[1]
+    );
+    assert_eq!(
+        store.events_purged_through("acme").await.unwrap(),
+        acme[6].0
+    );
+
+    // Inbox records, by reception time.
+    for (i, id) in ["m-1", "m-2", "m-3"].into_iter().enumerate() {
+        store
+            .record_inbox("default", "payments", id, at(i as i64))
+            .await
+            .unwrap();
+    }
+    let purge_inbox = |before, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .purge_expired(Expiring::InboxMessages, before, limit)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(purge_inbox(at(2), 1).await, 1);
+    assert!(!store.inbox_contains("payments", "m-1").await.unwrap());
+    assert!(store.inbox_contains("payments", "m-2").await.unwrap());
+    assert_eq!(purge_inbox(at(2), 10).await, 1);
+    assert!(store.inbox_contains("payments", "m-3").await.unwrap());
+    assert_eq!(purge_inbox(at(2), 10).await, 0);
 }
 
 async fn events_feed_is_ordered(store: Arc<dyn Store>) {
@@ -1328,6 +1497,7 @@ both_backends!(
     concurrent_begins_start_exactly_once,
     create_order_is_atomic,
     products_upsert_list_and_seed,
+    retention_purges_expired_rows_in_bounded_batches,
     reservations_never_oversell_and_settle_once,
     setting_the_count_on_hand_keeps_concurrent_reservations,
     events_feed_is_ordered,

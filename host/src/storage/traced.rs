@@ -20,9 +20,10 @@ use tracing::field::Empty;
 use uuid::Uuid;
 
 use super::{
-    ConnectError, Database, EventRecord, IdempotencyBegin, IdempotencyStore, InboxOutcome,
-    InboxStore, NewEvent, Order, OrderFilter, OrderStatus, OrderStore, OutboxStats, OutboxStore,
-    Product, ProductStore, RowCounts, Store, StoreError, StoredResponse, TransitionOutcome,
+    ConnectError, Database, EventRecord, Expiring, IdempotencyBegin, IdempotencyStore,
+    InboxOutcome, InboxStore, NewEvent, Order, OrderFilter, OrderStatus, OrderStore, OutboxStats,
+    OutboxStore, Product, ProductStore, RetentionStore, RowCounts, Store, StoreError,
+    StoredResponse, TransitionOutcome,
 };
 use crate::telemetry::{db_span, traced};
 use weir_core::domain::release::{Release, ReleaseAudit};
@@ -135,13 +136,24 @@ impl IdempotencyStore for TracedStore {
         )
         .await
     }
+}
 
-    async fn purge_idempotency(&self, created_before: DateTime<Utc>) -> Result<u64, StoreError> {
-        self.call(
-            "idempotency.purge",
-            self.inner.purge_idempotency(created_before),
-        )
-        .await
+#[async_trait::async_trait]
+impl RetentionStore for TracedStore {
+    async fn purge_expired(
+        &self,
+        kind: Expiring,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let operation = match kind {
+            Expiring::IdempotencyKeys => "retention.purge_idempotency_keys",
+            Expiring::PublishedEvents => "retention.purge_published_events",
+            Expiring::FeedEvents => "retention.purge_feed_events",
+            Expiring::InboxMessages => "retention.purge_inbox_messages",
+        };
+        self.call(operation, self.inner.purge_expired(kind, before, limit))
+            .await
     }
 }
 
@@ -253,6 +265,14 @@ impl OutboxStore for TracedStore {
         .await
     }
 
+    async fn events_purged_through(&self, tenant: &str) -> Result<i64, StoreError> {
+        self.call(
+            "outbox.purged_through",
+            self.inner.events_purged_through(tenant),
+        )
+        .await
+    }
+
     async fn outbox_stats(&self, now: DateTime<Utc>) -> Result<OutboxStats, StoreError> {
         self.call("outbox.stats", self.inner.outbox_stats(now))
             .await
@@ -297,8 +317,13 @@ impl ProductStore for TracedStore {
         self.call("product.get", self.inner.get_product(sku)).await
     }
 
-    async fn list_products(&self) -> Result<Vec<Product>, StoreError> {
-        self.call("product.list", self.inner.list_products()).await
+    async fn list_products(
+        &self,
+        after_sku: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Product>, StoreError> {
+        self.call("product.list", self.inner.list_products(after_sku, limit))
+            .await
     }
 
     async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {
