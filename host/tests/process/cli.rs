@@ -295,7 +295,7 @@ async fn migrate_applies_every_migration_alone_and_fails_naming_the_database() {
             sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
                 .fetch_one(&mut conn)
                 .await
-                .unwrap();
+                .unwrap_or_else(|e| panic!("{run} run: no migrations recorded: {e}"));
         conn.close().await.ok();
         assert_eq!(
             applied as usize, files,

@@ -663,7 +663,11 @@ fn the_grace_period_exceeds_the_shutdown_bound_and_the_probes_fit_the_drain() {
     assert_eq!(str_at(&hpa, "/spec/scaleTargetRef/name"), "weir");
     let min = u64_at(&hpa, "/spec/minReplicas");
     let max = u64_at(&hpa, "/spec/maxReplicas");
-    assert_eq!(u64_at(&deployment, "/spec/replicas"), min);
+    assert_eq!(
+        u64_at(&deployment, "/spec/replicas"),
+        min,
+        "the Deployment's replicas must be the HPA's minReplicas"
+    );
     let pdb = object("PodDisruptionBudget", "weir");
     let unavailable = u64_at(&pdb, "/spec/maxUnavailable");
     assert!(
@@ -1041,7 +1045,8 @@ async fn the_job_and_the_deployment_run_with_their_environment() {
         .collect();
     paths.push(scrape.to_owned());
     for path in &paths {
-        // Readiness may wait for the releases to be applied: bounded polling.
+        // Readiness may answer 503 until the releases are applied: bounded polling on 503
+        // only; any other answer fails at once.
         let started = tokio::time::Instant::now();
         loop {
             let res = client()
@@ -1058,7 +1063,7 @@ async fn the_job_and_the_deployment_run_with_their_environment() {
                 break;
             }
             assert!(
-                started.elapsed() < WAIT,
+                status == 503 && started.elapsed() < WAIT,
                 "GET {path} on the operations listener: {status} {}\n{}",
                 res.text().await.unwrap_or_default(),
                 w.stderr()
