@@ -78,6 +78,15 @@ impl Default for ShutdownConfig {
 }
 
 impl ShutdownConfig {
+    /// The longest [`drain`] runs from the signal until it closes the storage pool: the drain
+    /// deadline (the pre-stop delay is part of it), then at most `interrupt_grace` for the
+    /// interrupted requests' answers and at most `interrupt_grace` again for the listeners'
+    /// last connections. What follows (closing the pool, the telemetry flush) is outside it;
+    /// the server's configuration adds them up (`Config::stop_bound`).
+    pub fn drain_bound(&self) -> Duration {
+        self.drain_deadline + self.interrupt_grace * 2
+    }
+
     /// Check values that parse but cannot work.
     pub fn validate(&self) -> Result<(), InvalidKey> {
         ensure(
@@ -495,6 +504,55 @@ mod tests {
             ..ShutdownConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "shutdown.drain_deadline_ms");
+    }
+
+    /// Plugin calls that never finish and ignore the interrupt.
+    struct Stuck;
+
+    #[async_trait::async_trait]
+    impl Interruptible for Stuck {
+        fn in_flight(&self) -> usize {
+            1
+        }
+        async fn drain(&self, timeout: Duration) -> bool {
+            tokio::time::sleep(timeout).await;
+            false
+        }
+        fn interrupt_all(&self) {}
+    }
+
+    /// Everything stuck (a request that never answers, plugin calls that ignore the
+    /// interrupt, a listener whose connection never closes): the drain takes its whole bound,
+    /// and no longer. Paused time, so the clock is exact.
+    #[tokio::test(start_paused = true)]
+    async fn the_worst_case_drain_takes_its_bound() {
+        let shutdown = Shutdown::new();
+        let _request = shutdown.inner.requests.token();
+        let listener = tokio::spawn(std::future::pending::<()>());
+        let config = ShutdownConfig {
+            pre_stop_delay: Duration::from_secs(3),
+            drain_deadline: Duration::from_secs(20),
+            interrupt_grace: Duration::from_secs(2),
+        };
+        let started = Instant::now();
+        let report = drain(
+            &shutdown,
+            DrainPlan {
+                config: config.clone(),
+                listeners: vec![listener],
+                invocations: Arc::new(Stuck),
+                close: Box::pin(async {}),
+            },
+        )
+        .await;
+        let took = started.elapsed();
+        let bound = config.drain_bound();
+        assert!(
+            took >= bound && took <= bound + Duration::from_millis(5),
+            "the worst-case drain took {took:?}; drain_bound() says {bound:?}"
+        );
+        assert!(!report.clean);
+        assert_eq!(report.requests_at_deadline, 1);
     }
 
     #[test]

@@ -374,6 +374,17 @@ impl Config {
         })
     }
 
+    /// The longest `weir serve` takes from its first SIGTERM to exiting, as far as the code
+    /// bounds it: the drain ([`ShutdownConfig::drain_bound`]), then the telemetry flush
+    /// ([`TelemetryConfig::flush_bound`]). Closing the storage pool in between waits for
+    /// connections still checked out and has no bound of its own: an orchestrator's kill
+    /// timeout (Kubernetes `terminationGracePeriodSeconds`, systemd `TimeoutStopSec`) should
+    /// exceed this by a few seconds (deploy/k8s and deploy/systemd do, checked by
+    /// `host/tests/process/deploy.rs`).
+    pub fn stop_bound(&self) -> Duration {
+        self.shutdown.drain_bound() + self.telemetry.flush_bound()
+    }
+
     /// Every admin token with its name (`admin` for `admin_token`).
     pub fn admin_tokens(&self) -> Vec<(String, Secret)> {
         self.admin_token

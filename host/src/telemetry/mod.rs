@@ -152,7 +152,17 @@ impl Default for SamplingConfig {
     }
 }
 
+/// How long the flush thread gets beyond `telemetry.shutdown_timeout_ms` before
+/// [`TelemetryGuard::shutdown`] gives up on it.
+pub const FLUSH_THREAD_MARGIN: Duration = Duration::from_millis(500);
+
 impl TelemetryConfig {
+    /// The longest [`TelemetryGuard::shutdown`] (the last step of `weir serve`) waits:
+    /// `shutdown_timeout` plus [`FLUSH_THREAD_MARGIN`].
+    pub fn flush_bound(&self) -> Duration {
+        self.shutdown_timeout + FLUSH_THREAD_MARGIN
+    }
+
     /// Check values that parse but cannot work.
     pub fn validate(&self) -> Result<(), InvalidKey> {
         ensure(
@@ -572,7 +582,8 @@ impl TelemetryGuard {
     }
 
     /// Flush and shut down all providers on a blocking thread, bounded by the configured
-    /// `telemetry.shutdown_timeout_ms` (plus a small margin for the thread itself).
+    /// `telemetry.shutdown_timeout_ms` plus [`FLUSH_THREAD_MARGIN`] for the thread itself
+    /// ([`TelemetryConfig::flush_bound`]).
     pub async fn shutdown(self) {
         let started = std::time::Instant::now();
         let timeout = self.shutdown_timeout;
@@ -581,7 +592,7 @@ impl TelemetryGuard {
         // out over OTLP here.
         let meter = metrics::install().ok().map(|m| m.provider().clone());
         let task = tokio::task::spawn_blocking(move || telemetry.shutdown_blocking(timeout, meter));
-        match tokio::time::timeout(timeout + Duration::from_millis(500), task).await {
+        match tokio::time::timeout(timeout + FLUSH_THREAD_MARGIN, task).await {
             Ok(Ok(failures)) if failures.is_empty() => {
                 tracing::info!(
                     duration_ms = started.elapsed().as_millis() as u64,

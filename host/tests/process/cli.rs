@@ -252,3 +252,66 @@ fn a_bad_environment_override_names_its_key() {
         assert!(stderr.contains(named), "{var}={value}: {stderr}");
     }
 }
+
+/// `weir migrate`, the command of the Kubernetes migration Job (deploy/k8s/migrate-job.yaml):
+/// on a fresh PostgreSQL database it applies every migration and exits 0; run again it
+/// changes nothing and exits 0; without a reachable database it exits 1 naming the database
+/// with its password redacted.
+#[tokio::test]
+async fn migrate_applies_every_migration_alone_and_fails_naming_the_database() {
+    use sqlx::Connection as _;
+    use weir_host::storage::testing::PgTestDb;
+
+    let migrate = |url: &str| {
+        crate::support::weir_command()
+            .arg("migrate")
+            .env("DATABASE_URL", url)
+            .output()
+    };
+    let db = PgTestDb::create()
+        .await
+        .expect("a PostgreSQL test database (is PostgreSQL on 127.0.0.1:5432?)");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "sql"))
+        })
+        .count();
+    for run in ["first", "second"] {
+        let out = migrate(db.url()).await.expect("run weir migrate");
+        assert!(
+            out.status.success(),
+            "{run} run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("migrations applied to postgres://"),
+            "{run} run: {stdout}"
+        );
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let (applied,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{run} run: no migrations recorded: {e}"));
+        conn.close().await.ok();
+        assert_eq!(
+            applied as usize, files,
+            "{run} run: every file of migrations/postgres applied once"
+        );
+    }
+    db.drop_db().await.expect("drop the test database");
+
+    let out = migrate("postgres://weir:hunter2@127.0.0.1:1/weir")
+        .await
+        .expect("run weir migrate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not open the database at postgres://weir:")
+            && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+}

@@ -7,7 +7,9 @@
 //!   mid-message, a second signal.
 //! - `auth`: `weir apikey create|list|revoke` against the real binary, the non-loopback
 //!   refusal without an authentication mode, the loopback default's warning.
-//! - `cli`: `weir plugin check`, configuration errors.
+//! - `cli`: `weir plugin check`, `weir migrate`, configuration errors.
+//! - `deploy`: deploy/k8s, deploy/systemd and the Containerfile against the code and each
+//!   other (kubernetes-validate, systemd-analyze, the service under strace).
 //! - `edge`: connection and request hardening: trickling bodies and partial heads against
 //!   normal clients, the connection cap, idle and header timeouts, head size, HTTP/2 refused.
 //! - `errors`: the context chain of start-up, store and plugin failures in one log line and
@@ -25,6 +27,7 @@
 mod auth;
 mod chaos;
 mod cli;
+mod deploy;
 mod edge;
 mod errors;
 mod otel;
