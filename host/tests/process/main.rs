@@ -5,6 +5,8 @@
 //!   line, signal it, read its JSON log and stderr, poll `/infoz`, all bounded in time.
 //! - `chaos`: SIGTERM and SIGKILL under load on SQLite and PostgreSQL, the consumer killed
 //!   mid-message, a second signal.
+//! - `chaos_drill`: the operators' drill `deploy/chaos/run.sh` against real processes, SQLite
+//!   and PostgreSQL.
 //! - `auth`: `weir apikey create|list|revoke` against the real binary, the non-loopback
 //!   refusal without an authentication mode, the loopback default's warning.
 //! - `cli`: `weir plugin check`, configuration errors.
@@ -24,6 +26,7 @@
 
 mod auth;
 mod chaos;
+mod chaos_drill;
 mod cli;
 mod edge;
 mod errors;
