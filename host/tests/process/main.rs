@@ -7,6 +7,7 @@
 //!   mid-message, a second signal.
 //! - `chaos_drill`: the operators' drill `deploy/chaos/run.sh` against real processes, SQLite
 //!   and PostgreSQL.
+//! - `runbook`: RUNBOOK.md's blocks, run against a real instance (and checked for form).
 //! - `auth`: `weir apikey create|list|revoke` against the real binary, the non-loopback
 //!   refusal without an authentication mode, the loopback default's warning.
 //! - `cli`: `weir plugin check`, configuration errors.
@@ -34,5 +35,6 @@ mod otel;
 mod plugin_logs;
 mod plugins_dir;
 mod releases;
+mod runbook;
 mod sandbox;
 mod support;
