@@ -5,6 +5,9 @@
 //!   line, signal it, read its JSON log and stderr, poll `/infoz`, all bounded in time.
 //! - `chaos`: SIGTERM and SIGKILL under load on SQLite and PostgreSQL, the consumer killed
 //!   mid-message, a second signal.
+//! - `chaos_drill`: the operators' drill `deploy/chaos/run.sh` against real processes, SQLite
+//!   and PostgreSQL.
+//! - `runbook`: RUNBOOK.md's blocks, run against a real instance (and checked for form).
 //! - `auth`: `weir apikey create|list|revoke` against the real binary, the non-loopback
 //!   refusal without an authentication mode, the loopback default's warning.
 //! - `cli`: `weir plugin check`, `weir migrate`, configuration errors.
@@ -26,6 +29,7 @@
 
 mod auth;
 mod chaos;
+mod chaos_drill;
 mod cli;
 mod deploy;
 mod edge;
@@ -34,5 +38,6 @@ mod otel;
 mod plugin_logs;
 mod plugins_dir;
 mod releases;
+mod runbook;
 mod sandbox;
 mod support;

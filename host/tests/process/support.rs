@@ -55,6 +55,29 @@ pub fn plugin_dir(dir: &Path, artifacts: &[&str]) -> PathBuf {
     plugins
 }
 
+/// Whether every one of `tools` is on the `PATH`. Under `CI=true` a missing one fails `test`;
+/// elsewhere it is skipped, with a note.
+pub fn tools_present(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<_> = tools
+        .iter()
+        .filter(|t| {
+            !std::process::Command::new("bash")
+                .args(["-c", &format!("command -v {t}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} needs {missing:?} in CI (.ci/run installs them)");
+    }
+    eprintln!("note: {missing:?} not installed; skipping {test} outside CI");
+    false
+}
+
 /// A field of a JSON log line, at the top level or under `fields`.
 pub fn field<'a>(line: &'a Value, name: &str) -> Option<&'a Value> {
     line.get(name).or_else(|| line.get("fields")?.get(name))
@@ -156,6 +179,11 @@ impl Weir {
             stderr,
             _dir: dir,
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running child has a pid")
     }
 
     /// A line of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
