@@ -13,9 +13,12 @@
 //! - `policies`: edge and dependency policies end to end (real databases, Redis, plugin).
 //! - `telemetry`: OpenTelemetry traces verified against a real OTLP/gRPC receiver.
 //! - `schemathesis`: the live API checked against its OpenAPI description by Schemathesis.
+//! - `dashboards`: the Grafana dashboards and Prometheus rules query metrics a live server
+//!   exposes.
 
 mod api;
 mod auth;
+mod dashboards;
 mod events;
 mod integrity;
 mod policies;
