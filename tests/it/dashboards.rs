@@ -401,14 +401,17 @@ struct Use {
     labels: BTreeSet<String>,
 }
 
+/// The labels an aggregation groups by, and the metrics inside it (one must have each label).
+type Grouping = (BTreeSet<String>, Vec<String>);
+
 /// The metrics an expression reads: each selector's name (`__name__` equality included) with
 /// its matchers' labels, and the labels each aggregation groups by (`by`), charged to every
 /// selector inside that aggregation (at least one of them must have the label).
-fn uses(expr: &Expr) -> Result<(Vec<Use>, Vec<(BTreeSet<String>, Vec<String>)>), String> {
+fn uses(expr: &Expr) -> Result<(Vec<Use>, Vec<Grouping>), String> {
     #[derive(Default)]
     struct V {
         uses: Vec<Use>,
-        groups: Vec<(BTreeSet<String>, Vec<String>)>,
+        groups: Vec<Grouping>,
         problems: Vec<String>,
     }
     impl ExprVisitor for V {
