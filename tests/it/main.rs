@@ -15,9 +15,12 @@
 //! - `retention`: expired rows deleted by the running workers; the feed's expired cursors;
 //!   the paginated catalog.
 //! - `schemathesis`: the live API checked against its OpenAPI description by Schemathesis.
+//! - `dashboards`: the Grafana dashboards and Prometheus rules query metrics a live server
+//!   exposes.
 
 mod api;
 mod auth;
+mod dashboards;
 mod events;
 mod integrity;
 mod policies;

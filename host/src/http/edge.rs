@@ -6,8 +6,9 @@
 //!    span exist before anything can fail, and it renders every error left by the layers
 //!    below (a handler's [`ApiError`] or a policy's refusal) as a problem response with
 //!    those ids. Outermost so nothing escapes it.
-//! 2. **HTTP metrics**: inside the context (it reads the refusal before the context consumes
-//!    it) and outside every policy, so rejections and full durations are counted.
+//! 2. **HTTP metrics**: inside the context (it reads the refusal, and the problem code of
+//!    every error, before the context consumes them) and outside every policy, so
+//!    rejections, errors by code and full durations are counted.
 //! 3. **Request log**: one redacted event per request, inside the request span (so it
 //!    carries the request and trace ids) and outside every policy, so rejected requests are
 //!    logged with their final status too.
@@ -88,6 +89,6 @@ pub fn stack(
         .layer(axum::Extension(BodyLimit(limit)))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(request_log::RequestLogLayer::new(&policy.request_log))
-        .layer(http_metrics::HttpMetricsLayer::new())
+        .layer(http_metrics::HttpMetricsLayer::new().with_problems(super::error::problem_of))
         .layer(middleware::from_fn(context::request_context))
 }

@@ -19,6 +19,7 @@ use weir_core::ports::{DecideError, StoreError};
 
 use crate::policy::RejectedBy;
 use crate::policy::body_read::BodyRefused;
+use crate::policy::http_metrics::Problem;
 use crate::policy::load_shed::Shed;
 use crate::policy::rate_limit::RateLimited;
 use crate::policy::request_timeout::TimedOut;
@@ -616,9 +617,89 @@ pub fn take_policy_refusal(response: &mut Response) -> Option<ApiError> {
     ext.remove::<TimedOut>().map(ApiError::from)
 }
 
+/// The problem of a response not rendered yet (the [`ApiError`] a handler left, or an edge
+/// policy's refusal, as [`take_policy_refusal`] would take it) without removing it: what
+/// `weir.http.server.errors` counts (`policy::http_metrics`). Its code is the error's
+/// [`ErrorSpec::code`], so always a member of [`codes::CATALOG`]: a bounded label.
+pub fn problem_of(response: &Response) -> Option<Problem> {
+    let ext = response.extensions();
+    let spec = if let Some(ErrorExtension(err)) = ext.get::<ErrorExtension>() {
+        err.spec()
+    } else if let Some(e) = ext.get::<RateLimited>() {
+        ApiError::from(*e).spec()
+    } else if let Some(e) = ext.get::<BodyRefused>() {
+        ApiError::from(e.clone()).spec()
+    } else if let Some(e) = ext.get::<Shed>() {
+        ApiError::from(*e).spec()
+    } else {
+        ApiError::from(*ext.get::<TimedOut>()?).spec()
+    };
+    Some(Problem {
+        code: spec.code,
+        unexpected: spec.class == ErrorClass::Unexpected,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every problem the metrics layer can see carries its catalog code (a bounded label),
+    /// read without consuming what the request-context middleware renders afterwards.
+    #[test]
+    fn problem_of_reads_catalog_codes_from_errors_and_refusals_without_taking_them() {
+        let catalog: Vec<&str> = codes::CATALOG.iter().map(|s| s.code).collect();
+        let mut responses = vec![
+            (
+                ApiError::OrderNotFound("ord_1".into()).into_response(),
+                "ORDER_NOT_FOUND",
+                false,
+            ),
+            (
+                ApiError::Internal(anyhow::anyhow!("boom")).into_response(),
+                "INTERNAL_ERROR",
+                true,
+            ),
+            (
+                crate::policy::refusal(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit",
+                    RateLimited {
+                        retry_after: Duration::from_secs(1),
+                    },
+                ),
+                "RATE_LIMITED",
+                false,
+            ),
+            (
+                crate::policy::refusal(StatusCode::SERVICE_UNAVAILABLE, "shed", Shed),
+                "OVERLOADED",
+                false,
+            ),
+            (
+                crate::policy::refusal(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    TimedOut {
+                        after: Duration::from_secs(1),
+                    },
+                ),
+                "REQUEST_TIMEOUT",
+                true,
+            ),
+        ];
+        for (response, code, unexpected) in &mut responses {
+            let problem = problem_of(response).expect("a problem");
+            assert_eq!((problem.code, problem.unexpected), (*code, *unexpected));
+            assert!(catalog.contains(&problem.code));
+            // Still there for the middleware to render.
+            assert!(
+                response.extensions().get::<ErrorExtension>().is_some()
+                    || take_policy_refusal(response).is_some()
+            );
+        }
+        assert_eq!(problem_of(&StatusCode::OK.into_response()), None);
+    }
 
     #[test]
     fn store_errors_map_by_their_class_through_the_context() {

@@ -10,6 +10,11 @@
 //! database (bounded by a timeout), the circuit breakers of essential dependencies, and that
 //! the orders plugin has an active version, with a
 //! per-check JSON body and 503 when any check fails.
+//!
+//! Each `/readyz` evaluation is also recorded as metrics, so dashboards see what the probes
+//! saw: `weir.readiness.ready` (1 ready, 0 not) and `weir.readiness.check` (1 passing, 0
+//! failing) by `check` (the check names below: a closed set). They hold the last probe's
+//! answer; while draining they read `check="draining"` 0 until the listeners close.
 
 use std::time::Duration;
 
@@ -206,12 +211,33 @@ pub(super) async fn readyz(State(app): State<OpsState>) -> Response {
             .then(|| "taken out of rotation by an operator (PUT /admin/rotation)".to_owned()),
     });
     let ready = checks.iter().all(|c| c.ok);
+    record_readiness(ready, &checks);
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(Readiness { ready, checks })).into_response()
+}
+
+/// The last readiness answer as gauges (see the module doc).
+fn record_readiness(ready: bool, checks: &[Check]) {
+    let meter = opentelemetry::global::meter("weir.ops");
+    meter
+        .i64_gauge("weir.readiness.ready")
+        .with_description("1 when the last /readyz answered ready, 0 when not")
+        .build()
+        .record(i64::from(ready), &[]);
+    let gauge = meter
+        .i64_gauge("weir.readiness.check")
+        .with_description("1 when the check passed at the last /readyz, 0 when it failed")
+        .build();
+    for c in checks {
+        gauge.record(
+            i64::from(c.ok),
+            &[opentelemetry::KeyValue::new("check", c.name)],
+        );
+    }
 }
 
 #[derive(Debug, Serialize)]

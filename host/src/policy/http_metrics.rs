@@ -7,6 +7,11 @@
 //! - `http.server.active_requests` (up-down counter) by route and method.
 //! - `weir.http.server.rejections` (counter) by `policy` (`rate_limit`, `shed`, `timeout`,
 //!   `body_limit`, `body_timeout`, `body_incomplete`) and route, read from the error the policy left in the response.
+//! - `weir.http.server.errors` (counter) by `code` (the problem response's stable code),
+//!   `class` (`expected` or `unexpected`), route and method: one per problem response. The
+//!   code comes from the classifier the API gives the layer ([`HttpMetricsLayer::with_problems`]):
+//!   the API's error catalog is a closed set, so the label is bounded; a classifier that
+//!   returns codes outside it is a bug its own tests catch.
 //!
 //! It sits inside the request-context middleware (which consumes that error to render the
 //! problem body) and outside every policy, so it sees each rejection and each request's
@@ -28,11 +33,29 @@ use tower::{Layer, Service};
 
 use super::RejectedBy;
 
+/// The problem a response carries, as the API's classifier reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Problem {
+    /// The stable problem code (e.g. `ORDER_NOT_FOUND`), from a closed catalog.
+    pub code: &'static str,
+    /// Whether the error is a fault of the service or a dependency (not of the request).
+    pub unexpected: bool,
+}
+
+/// Reads the [`Problem`] of an error response (before it is rendered), `None` otherwise.
+pub type ProblemOf = fn(&Response) -> Option<Problem>;
+
+fn no_problem(_: &Response) -> Option<Problem> {
+    None
+}
+
 #[derive(Debug, Clone)]
 struct Instruments {
     duration: Histogram<f64>,
     active: UpDownCounter<i64>,
     rejections: Counter<u64>,
+    errors: Counter<u64>,
+    problem_of: ProblemOf,
 }
 
 /// Record HTTP server metrics.
@@ -72,8 +95,22 @@ impl HttpMetricsLayer {
                     .u64_counter("weir.http.server.rejections")
                     .with_description("Requests refused by an edge policy")
                     .build(),
+                errors: meter
+                    .u64_counter("weir.http.server.errors")
+                    .with_description(
+                        "Problem responses by stable error code, class, route template and method",
+                    )
+                    .build(),
+                problem_of: no_problem,
             },
         }
+    }
+
+    /// Count problem responses by the code `problem_of` reads from them (without it,
+    /// `weir.http.server.errors` stays empty).
+    pub fn with_problems(mut self, problem_of: ProblemOf) -> Self {
+        self.instruments.problem_of = problem_of;
+        self
     }
 }
 
@@ -162,10 +199,28 @@ where
                 started.elapsed().as_secs_f64(),
                 &[
                     route.clone(),
-                    method,
+                    method.clone(),
                     KeyValue::new("http.response.status_class", status_class(status)),
                 ],
             );
+            if let Some(problem) = (i.problem_of)(&response) {
+                i.errors.add(
+                    1,
+                    &[
+                        KeyValue::new("code", problem.code),
+                        KeyValue::new(
+                            "class",
+                            if problem.unexpected {
+                                "unexpected"
+                            } else {
+                                "expected"
+                            },
+                        ),
+                        route.clone(),
+                        method.clone(),
+                    ],
+                );
+            }
             if let Some(RejectedBy(policy)) = response.extensions().get::<RejectedBy>().copied() {
                 i.rejections
                     .add(1, &[KeyValue::new("policy", policy), route]);
