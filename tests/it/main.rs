@@ -11,6 +11,8 @@
 //! - `events`: RabbitMQ and PostgreSQL: the outbox relay, broker outages, the idempotent
 //!   consumer with its retries and dead letters, intake backpressure.
 //! - `policies`: edge and dependency policies end to end (real databases, Redis, plugin).
+//! - `prometheus`: the alert and recording rules of `deploy/prometheus/` (`promtool check`
+//!   and `promtool test`, every alert tested both ways, severity and runbook link).
 //! - `telemetry`: OpenTelemetry traces verified against a real OTLP/gRPC receiver.
 //! - `schemathesis`: the live API checked against its OpenAPI description by Schemathesis.
 
@@ -19,6 +21,7 @@ mod auth;
 mod events;
 mod integrity;
 mod policies;
+mod prometheus;
 mod releases;
 mod runtime;
 mod sandbox;
