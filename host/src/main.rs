@@ -322,9 +322,12 @@ async fn run(cli: Cli) -> ExitCode {
             let signal = signals.recv().await;
             tracing::info!(signal, "shutdown requested; draining");
             // The coordinator (`weir_host::lifecycle::shutdown`); a second signal cuts it short.
+            let marker = server.run_marker();
             tokio::select! {
                 _report = server.drain() => {}
                 second = signals.recv() => {
+                    // The next start reports this run's end as `forced`.
+                    marker.forced();
                     tracing::error!(
                         signal = second,
                         exit_code = weir_host::lifecycle::EXIT_FORCED,

@@ -11,6 +11,8 @@
 //! - `events`: RabbitMQ and PostgreSQL: the outbox relay, broker outages, the idempotent
 //!   consumer with its retries and dead letters, intake backpressure.
 //! - `policies`: edge and dependency policies end to end (real databases, Redis, plugin).
+//! - `prometheus`: the alert and recording rules of `deploy/prometheus/` (`promtool check`
+//!   and `promtool test`, every alert tested both ways, severity and runbook link).
 //! - `telemetry`: OpenTelemetry traces verified against a real OTLP/gRPC receiver.
 //! - `retention`: expired rows deleted by the running workers; the feed's expired cursors;
 //!   the paginated catalog.
@@ -24,6 +26,7 @@ mod dashboards;
 mod events;
 mod integrity;
 mod policies;
+mod prometheus;
 mod releases;
 mod retention;
 mod runtime;

@@ -11,16 +11,23 @@
 //! the orders plugin has an active version, with a
 //! per-check JSON body and 503 when any check fails.
 //!
-//! Each `/readyz` evaluation is also recorded as metrics, so dashboards see what the probes
-//! saw: `weir.readiness.ready` (1 ready, 0 not) and `weir.readiness.check` (1 passing, 0
-//! failing) by `check` (the check names below: a closed set). They hold the last probe's
-//! answer; while draining they read `check="draining"` 0 until the listeners close.
+//! Each `/readyz` evaluation also updates the readiness metrics ([`ReadinessSignal`]): the
+//! gauge `weir_ready` (1 ready, 0 not; absent until the first probe) and the counter
+//! `weir_readiness_transitions_total{to="ready"|"unready"}`, which counts every change between
+//! two consecutive evaluations, so flapping shows even between two scrapes. A change is also
+//! logged once, with the failing checks. The readiness seen is the one the probes (load
+//! balancer, kubelet) saw: the metrics move only when something asks `/readyz`. Beside it,
+//! `weir_readiness_check{check}` (1 passing, 0 failing; `check` is one of the check names
+//! below, a closed set) says which check failed.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Json, Response};
 use http::StatusCode;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Meter};
 use serde::Serialize;
 
 use super::OpsState;
@@ -43,6 +50,74 @@ pub struct InfoFacts {
     pub drain_deadline_ms: u64,
     /// Components of `plugins.dir` refused at start-up (and left out), in file order.
     pub refused_plugins: Vec<RefusedComponent>,
+    /// How the previous run in the data directory ended (`None` on a first start).
+    pub previous_shutdown: Option<crate::lifecycle::PreviousRun>,
+}
+
+/// The readiness metrics: the last result of `/readyz` and the changes between results.
+#[derive(Debug)]
+pub struct ReadinessSignal {
+    last: Mutex<Option<bool>>,
+    ready: Gauge<i64>,
+    transitions: Counter<u64>,
+}
+
+impl Default for ReadinessSignal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReadinessSignal {
+    /// Instruments on the global meter provider.
+    pub fn new() -> Self {
+        Self::with_meter(&opentelemetry::global::meter("weir.ops"))
+    }
+
+    /// Instruments from `meter`. Both transition series start at 0, so `increase()` sees
+    /// the first change.
+    pub fn with_meter(meter: &Meter) -> Self {
+        let transitions = meter
+            .u64_counter("weir.readiness.transitions")
+            .with_description("Changes of the /readyz result between consecutive evaluations")
+            .build();
+        for to in ["ready", "unready"] {
+            transitions.add(0, &[KeyValue::new("to", to)]);
+        }
+        Self {
+            last: Mutex::new(None),
+            ready: meter
+                .i64_gauge("weir.ready")
+                .with_description("1 when the last /readyz evaluation was ready, else 0")
+                .build(),
+            transitions,
+        }
+    }
+
+    /// Record one evaluation; `failing` names the checks that failed. Returns whether the
+    /// result changed since the previous evaluation (the first one is no change).
+    pub fn record(&self, ready: bool, failing: &[&str]) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        self.ready.record(i64::from(ready), &[]);
+        let changed = last.is_some_and(|was| was != ready);
+        *last = Some(ready);
+        drop(last);
+        if changed {
+            let to = if ready { "ready" } else { "unready" };
+            self.transitions.add(1, &[KeyValue::new("to", to)]);
+            if ready {
+                tracing::info!(to, "readiness changed: ready");
+            } else {
+                tracing::warn!(
+                    to,
+                    failing = %failing.join(","),
+                    "readiness changed: unready (failing: {})",
+                    failing.join(", ")
+                );
+            }
+        }
+        changed
+    }
 }
 
 /// A component of `plugins.dir` that admission refused at start-up, for `/infoz`.
@@ -211,7 +286,9 @@ pub(super) async fn readyz(State(app): State<OpsState>) -> Response {
             .then(|| "taken out of rotation by an operator (PUT /admin/rotation)".to_owned()),
     });
     let ready = checks.iter().all(|c| c.ok);
-    record_readiness(ready, &checks);
+    let failing: Vec<&str> = checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+    app.readiness.record(ready, &failing);
+    record_checks(&checks);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -221,17 +298,16 @@ pub(super) async fn readyz(State(app): State<OpsState>) -> Response {
 }
 
 /// The last readiness answer as gauges (see the module doc).
-fn record_readiness(ready: bool, checks: &[Check]) {
-    let meter = opentelemetry::global::meter("weir.ops");
-    meter
-        .i64_gauge("weir.readiness.ready")
-        .with_description("1 when the last /readyz answered ready, 0 when not")
-        .build()
-        .record(i64::from(ready), &[]);
-    let gauge = meter
-        .i64_gauge("weir.readiness.check")
-        .with_description("1 when the check passed at the last /readyz, 0 when it failed")
-        .build();
+/// The per-check readiness gauge (the overall answer is [`ReadinessSignal`]'s).
+fn record_checks(checks: &[Check]) {
+    static GAUGE: std::sync::OnceLock<opentelemetry::metrics::Gauge<i64>> =
+        std::sync::OnceLock::new();
+    let gauge = GAUGE.get_or_init(|| {
+        opentelemetry::global::meter("weir.ops")
+            .i64_gauge("weir.readiness.check")
+            .with_description("1 when the check passed at the last /readyz, 0 when it failed")
+            .build()
+    });
     for c in checks {
         gauge.record(
             i64::from(c.ok),
@@ -318,7 +394,71 @@ pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value
             "in_flight_requests": app.shutdown.in_flight_requests(),
             "pre_stop_delay_ms": facts.pre_stop_delay_ms,
             "drain_deadline_ms": facts.drain_deadline_ms,
+            "previous": facts.previous_shutdown,
         },
         "workers": app.shutdown.supervisor().view(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::metrics::MeterProvider as _;
+    use prometheus::Encoder as _;
+
+    use super::*;
+
+    /// The value of the series `name` (one series, any labels).
+    fn sample(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn readiness_changes_are_counted_and_the_gauge_follows_the_last_result() {
+        // Its own provider and registry: other tests' instruments do not mix in.
+        let registry = prometheus::Registry::new();
+        let provider = crate::telemetry::metrics::provider_builder(&registry)
+            .unwrap()
+            .build();
+        let signal = ReadinessSignal::with_meter(&provider.meter("weir.ops"));
+        let render = || {
+            let mut out = Vec::new();
+            prometheus::TextEncoder::new()
+                .encode(&registry.gather(), &mut out)
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let count = |text: &str, to: &str| {
+            text.lines()
+                .filter(|l| l.starts_with("weir_readiness_transitions_total{"))
+                .find(|l| l.contains(&format!("to=\"{to}\"")))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+
+        let text = render();
+        assert!(
+            sample(&text, "weir_ready").is_none(),
+            "no value before a probe: {text}"
+        );
+        assert_eq!(count(&text, "ready"), Some(0.0), "{text}");
+        assert_eq!(count(&text, "unready"), Some(0.0), "{text}");
+
+        // The first result is no change; repeats are no change.
+        assert!(!signal.record(true, &[]));
+        assert!(!signal.record(true, &[]));
+        assert_eq!(sample(&render(), "weir_ready"), Some(1.0));
+        // Flapping: down, up, down.
+        assert!(signal.record(false, &["database"]));
+        assert!(!signal.record(false, &["database"]));
+        assert!(signal.record(true, &[]));
+        assert!(signal.record(false, &["draining"]));
+        let text = render();
+        assert_eq!(sample(&text, "weir_ready"), Some(0.0), "{text}");
+        assert_eq!(count(&text, "unready"), Some(2.0), "{text}");
+        assert_eq!(count(&text, "ready"), Some(1.0), "{text}");
+    }
 }

@@ -59,6 +59,8 @@ pub struct OpsState {
     pub auth: crate::auth::Authenticator,
     /// Facts fixed at start-up, shown by `/infoz`.
     pub facts: Arc<InfoFacts>,
+    /// The readiness metrics, updated by every `/readyz` evaluation.
+    pub readiness: Arc<health::ReadinessSignal>,
 }
 
 /// The operations router.

@@ -5,7 +5,10 @@
 //! refused one is logged, counted and left out, or stops start-up with `plugins.strict`), wires
 //! the core's use-cases to their adapters (the traced store, the plugin decider, the events
 //! intake gate), binds the API and operations listeners, starts the background workers, and
-//! logs one line with the bound addresses. Every start-up failure carries its context chain
+//! logs one line with the bound addresses. It first reads how the previous run in the data
+//! directory ended ([`crate::lifecycle::outcome`]) and, once serving, marks this run as
+//! running; [`Server::drain`] records the drain's outcome there. Every start-up failure
+//! carries its context chain
 //! ("could not open the database at ...: ...: permission denied").
 //! [`Server::drain`] hands everything to the shutdown coordinator
 //! ([`crate::lifecycle::shutdown::drain`]).
@@ -36,7 +39,7 @@ use crate::auth::{AuthMode, Authenticator};
 use crate::catalog::CatalogReader;
 use crate::events::{ConsumerDeps, EventsHandle};
 use crate::http::ApiState;
-use crate::lifecycle::{DrainPlan, DrainReport, Shutdown, ShutdownConfig};
+use crate::lifecycle::{DrainPlan, DrainReport, RunMarker, Shutdown, ShutdownConfig};
 use crate::ops::health::RefusedComponent;
 use crate::ops::{InfoFacts, OpsState};
 use crate::policy::dependency::{Dependencies, Dependency};
@@ -114,6 +117,7 @@ pub struct Server {
     /// Shared state (store, runtime, registry, config, use-cases).
     pub state: AppState,
     listeners: Vec<JoinHandle<()>>,
+    marker: Arc<RunMarker>,
 }
 
 /// Spawns the core's detached clean-up work on the tokio runtime.
@@ -135,6 +139,8 @@ impl Server {
         if let Err(e) = crate::telemetry::metrics::install() {
             tracing::error!(error = %e, "metrics disabled");
         }
+        // How the previous run in this data directory ended (exported as a metric).
+        let marker = Arc::new(RunMarker::open(&config.data_dir));
         let store = open_store(&config).await?;
 
         // Catalog reads: cache (optional), then the database, each behind its own
@@ -210,7 +216,7 @@ impl Server {
             refused_plugins: refused_plugins.clone(),
             auth,
         };
-        let (api_addr, ops_addr, listeners) = serve(&state).await?;
+        let (api_addr, ops_addr, listeners) = serve(&state, &marker).await?;
         spawn_jwks_refresh(&state);
         retention::spawn(
             state.shutdown.supervisor(),
@@ -246,6 +252,9 @@ impl Server {
             state.shutdown.supervisor(),
         );
 
+        // From here on, an end without a finished drain is reported as `killed` next time
+        // (written before the line below, which tells callers the server is up).
+        marker.serving();
         tracing::info!(
             api = %api_addr,
             ops = %ops_addr,
@@ -259,7 +268,13 @@ impl Server {
             ops_addr,
             state,
             listeners,
+            marker,
         })
+    }
+
+    /// The marker that records how this run ends (`main` records a second signal with it).
+    pub fn run_marker(&self) -> Arc<RunMarker> {
+        self.marker.clone()
     }
 
     /// The graceful shutdown of [`crate::lifecycle::shutdown`] with the configured pre-stop
@@ -287,7 +302,9 @@ impl Server {
             invocations: Arc::new(self.state.runtime.clone()),
             close: Box::pin(async move { store.close().await }),
         };
-        crate::lifecycle::shutdown::drain(&self.state.shutdown, plan).await
+        let report = crate::lifecycle::shutdown::drain(&self.state.shutdown, plan).await;
+        self.marker.drained(&report);
+        report
     }
 }
 
@@ -502,7 +519,10 @@ fn bounded(mut detail: String) -> String {
 }
 
 /// Bind both listeners and serve them until the shutdown token stops them.
-async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<JoinHandle<()>>)> {
+async fn serve(
+    state: &AppState,
+    marker: &RunMarker,
+) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<JoinHandle<()>>)> {
     let config = &state.config;
     let bind = |addr: SocketAddr| async move {
         let listener = TcpListener::bind(addr)
@@ -546,7 +566,9 @@ async fn serve(state: &AppState) -> anyhow::Result<(SocketAddr, SocketAddr, Vec<
             pre_stop_delay_ms: config.shutdown.pre_stop_delay.as_millis() as u64,
             drain_deadline_ms: config.shutdown.drain_deadline.as_millis() as u64,
             refused_plugins: state.refused_plugins.to_vec(),
+            previous_shutdown: marker.previous().cloned(),
         }),
+        readiness: Arc::new(crate::ops::health::ReadinessSignal::new()),
     };
     let shutdown = state.shutdown.clone();
     // Outermost API layer: count admitted requests so the drain can wait for them.

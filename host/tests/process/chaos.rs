@@ -511,6 +511,10 @@ async fn a_second_signal_exits_at_once_with_a_distinct_code() {
         Some(i32::from(weir_host::lifecycle::EXIT_FORCED)),
         "a second signal exits with EXIT_FORCED"
     );
+    // The next start reports this run's end as `forced` (weir_host::lifecycle::outcome).
+    let marker = std::fs::read_to_string(deployment.data_dir().join("shutdown.json"))
+        .expect("the shutdown marker in the data directory");
+    assert!(marker.contains(r#""outcome":"forced""#), "{marker}");
     let answer = tokio::time::timeout(WAIT, call)
         .await
         .expect("client ends")

@@ -20,6 +20,9 @@
 //! - `plugins_dir`: a component of `plugins.dir` refused at start-up: left out (logged,
 //!   counted, in `/infoz`), or fatal with `--strict`; a refused orders plugin starts unready.
 //! - `otel`: OpenTelemetry export to a real OTLP receiver, flushed at SIGTERM.
+//! - `prometheus`: a real Prometheus scraping `weir` with the repository's rules (SLIs
+//!   recorded, a locked catalog makes the breaker alert pending), and the previous run's
+//!   shutdown outcome reported by the next start.
 //! - `releases`: replicas converging on a release, the `weir plugin` client, the
 //!   compiled-artifact cache across restarts.
 //! - `sandbox`: the process RSS bound under 8 and 64 concurrent hostile plugin calls.
@@ -37,6 +40,7 @@ mod errors;
 mod otel;
 mod plugin_logs;
 mod plugins_dir;
+mod prometheus;
 mod releases;
 mod runbook;
 mod sandbox;
