@@ -1389,6 +1389,67 @@ impl ApiKeyStore for PgStore {
 mod tests {
     use super::*;
 
+    /// The runbook's procedure for a large database (RUNBOOK.md, "Data retention"): at
+    /// migration 0005, the retention indexes are built CONCURRENTLY by
+    ///
+    /// psql -X -v ON_ERROR_STOP=1 "$DATABASE_URL" -f deploy/sql/retention-indexes.postgres.sql
+    /// weir migrate
+    ///
+    /// (the first line run here exactly so, through bash; the second is `store.migrate()`,
+    /// which is what `weir migrate` runs), and migration 0006 then succeeds around them.
+    #[tokio::test]
+    async fn retention_indexes_can_be_built_concurrently_before_migration_0006() {
+        let db = crate::storage::testing::PgTestDb::create().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let host = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for entry in std::fs::read_dir(host.join("migrations/postgres")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < "0006" {
+                std::fs::copy(&path, dir.path().join(&name)).unwrap();
+            }
+        }
+        let store = PgStore::connect(db.url(), &StoreOptions::default())
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(dir.path())
+            .await
+            .unwrap()
+            .run(&store.pool)
+            .await
+            .unwrap();
+        let procedure = "psql -X -v ON_ERROR_STOP=1 \"$DATABASE_URL\" -f \
+                         deploy/sql/retention-indexes.postgres.sql";
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", procedure])
+            .current_dir(host.parent().unwrap())
+            .env("DATABASE_URL", db.url())
+            .output()
+            .expect("bash and psql (RUNBOOK.md's tools)");
+        assert!(
+            out.status.success(),
+            "{procedure}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let valid: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE c.relname IN ('outbox_events_published_at_idx', \
+             'inbox_messages_received_at_idx') AND i.indisvalid",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            valid, 2,
+            "both indexes built and valid before the migration"
+        );
+        store.migrate().await.unwrap();
+        assert_eq!(store.events_purged_through("default").await.unwrap(), 0);
+        store.close().await;
+        db.drop_db().await.unwrap();
+    }
+
     /// Rows written before migration 0005 (tenants) belong to the default tenant afterwards,
     /// and an idempotency key in flight across the upgrade keeps working in its new scope.
     #[tokio::test]

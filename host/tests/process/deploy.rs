@@ -1779,3 +1779,137 @@ async fn under_strace_the_service_stays_inside_the_units_sandbox() {
         "no mprotect(PROT_EXEC) in the trace: the MemoryDenyWriteExecute comment is stale"
     );
 }
+
+/// `deploy/k8s/rollout.sh`, the runbook's Kubernetes procedures, run step by step against a
+/// recording `kubectl` (no cluster runs here): every object a command names exists in the
+/// manifests under that kind, namespace and name; `apply -k .` is checked by the real
+/// `kubectl kustomize` (offline); the Job applied by `migrate` is migrate-job.yaml with only its
+/// image replaced.
+#[test]
+fn the_rollout_script_names_only_objects_of_the_manifests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("calls");
+    let fake = dir.path().join("kubectl");
+    let real = which_kubectl();
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/usr/bin/env bash\nset -euo pipefail\n\
+             printf '%s\\n' \"$*\" >> '{log}'\n\
+             if [ \"$*\" = 'apply -f -' ]; then cat > '{log}.stdin'; fi\n\
+             if [ \"$*\" = 'apply -k .' ] && [ -n '{real}' ]; then '{real}' kustomize . > /dev/null; fi\n",
+            log = log.display(),
+            real = real.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x"])
+        .arg(&fake)
+        .status()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let image = "registry.example.com/weir:9.9.9";
+    for args in [
+        vec!["migrate", image],
+        vec!["roll", image],
+        vec!["check"],
+        vec!["undo"],
+        vec!["restart"],
+    ] {
+        let out = std::process::Command::new("bash")
+            .arg(root().join("deploy/k8s/rollout.sh"))
+            .args(&args)
+            .env("PATH", &path)
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "rollout.sh {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let calls = read(&log);
+    let namespace = object("Namespace", "weir");
+    assert_eq!(str_at(&namespace, "/metadata/name"), "weir");
+    let deployment = object("Deployment", "weir");
+    let job = object("Job", "weir-migrate");
+    for o in [&deployment, &job] {
+        assert_eq!(str_at(o, "/metadata/namespace"), "weir");
+    }
+    let container = only_container(&deployment);
+    let mut named = 0;
+    for call in calls.lines() {
+        let words: Vec<&str> = call.split_whitespace().collect();
+        if words.starts_with(&["-n"]) {
+            assert_eq!(words[1], "weir", "{call}: namespace of the manifests");
+        }
+        for w in &words {
+            if let Some(name) = w.strip_prefix("deployment/") {
+                assert_eq!(str_at(&deployment, "/metadata/name"), name, "{call}");
+                named += 1;
+            }
+            if let Some(name) = w.strip_prefix("job/") {
+                assert_eq!(str_at(&job, "/metadata/name"), name, "{call}");
+                named += 1;
+            }
+            if let Some(c) = w.strip_suffix(&format!("={image}")) {
+                assert_eq!(str_at(container, "/name"), c, "{call}: container name");
+            }
+            if let Some(selector) = w.strip_prefix("app.kubernetes.io/name=") {
+                assert_eq!(
+                    str_at(
+                        &deployment,
+                        "/spec/selector/matchLabels/app.kubernetes.io~1name"
+                    ),
+                    selector,
+                    "{call}"
+                );
+            }
+        }
+        if words.ends_with(&["job", "weir-migrate", "--ignore-not-found"]) {
+            named += 1;
+        }
+    }
+    assert!(named >= 8, "too few objects named: {calls}");
+    let applied: Vec<Value> =
+        serde_norway::Deserializer::from_str(&read(&dir.path().join("calls.stdin")))
+            .map(|d| Value::deserialize(d).unwrap())
+            .collect();
+    let mut expected = job.clone();
+    expected["spec"]["template"]["spec"]["containers"][0]["image"] = json!(image);
+    assert_eq!(
+        applied,
+        vec![expected],
+        "migrate applies migrate-job.yaml with the new image"
+    );
+    for want in [
+        "-n weir wait --for=condition=complete job/weir-migrate --timeout=10m",
+        "-n weir rollout status deployment/weir --timeout=15m",
+        "-n weir rollout undo deployment/weir",
+        "-n weir rollout restart deployment/weir",
+    ] {
+        assert!(calls.contains(want), "no `kubectl {want}` in {calls}");
+    }
+}
+
+/// The real kubectl, for the offline `kustomize` check (none: that check is skipped outside CI).
+fn which_kubectl() -> Option<PathBuf> {
+    let found = std::env::var("PATH").ok().and_then(|p| {
+        p.split(':')
+            .map(|d| Path::new(d).join("kubectl"))
+            .find(|c| c.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "kubectl is required in CI (for `kubectl kustomize`)"
+        );
+    }
+    found
+}

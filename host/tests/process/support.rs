@@ -197,11 +197,6 @@ impl Weir {
             .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
     }
 
-    /// The child's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("running child has a pid")
-    }
-
     /// Send `signal` (`TERM`, `INT`, ...) with `kill`.
     pub fn signal(&self, signal: &str) {
         let pid = self.child.id().expect("running child has a pid");
