@@ -42,8 +42,7 @@
 //!   its `Host` trait on `Imports`, with `#[tracing::instrument(name = "plugin.import...")]`
 //!   (copy `capabilities/config.rs`).
 //! - A new background worker: a body run by `lifecycle::Supervisor::spawn` or `periodic`,
-//!   started from `server` (copy `events::backpressure::monitor` or the idempotency purge in
-//!   `server`).
+//!   started from `server` (copy `events::backpressure::monitor` or `server::retention`).
 
 pub mod auth;
 pub mod capabilities;

@@ -92,7 +92,7 @@ async fn operators_take_an_instance_out_of_rotation_and_back() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|w| w["name"] == "idempotency.purge"),
+            .any(|w| w["name"] == "retention.idempotency_keys"),
         "the purge runs on the worker supervisor: {info}"
     );
     s.stop().await;

@@ -22,7 +22,9 @@
 //!
 //! # Writing a worker
 //!
-//! A periodic job is one call to [`Supervisor::periodic`]; the idempotency purge is one:
+//! A periodic job is one call to [`Supervisor::periodic`] (a job needing the worker's context,
+//! e.g. to stop between batches at shutdown, uses [`Supervisor::spawn`] with
+//! [`WorkerContext::sleep`], as the retention workers do):
 //!
 //! ```no_run
 //! # use std::time::Duration;

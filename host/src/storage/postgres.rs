@@ -1389,23 +1389,17 @@ impl ApiKeyStore for PgStore {
 mod tests {
     use super::*;
 
-    /// The runbook's procedure for a large database (RUNBOOK.md, "Data retention"): at
-    /// migration 0005, the retention indexes are built CONCURRENTLY by
-    ///
-    /// psql -X -v ON_ERROR_STOP=1 "$DATABASE_URL" -f deploy/sql/retention-indexes.postgres.sql
-    /// weir migrate
-    ///
-    /// (the first line run here exactly so, through bash; the second is `store.migrate()`,
-    /// which is what `weir migrate` runs), and migration 0006 then succeeds around them.
-    #[tokio::test]
-    async fn retention_indexes_can_be_built_concurrently_before_migration_0006() {
-        let db = crate::storage::testing::PgTestDb::create().await.unwrap();
+    /// A store on `db` with only the migrations numbered below `first_missing` applied.
+    async fn migrated_before(
+        db: &crate::storage::testing::PgTestDb,
+        first_missing: &str,
+    ) -> PgStore {
         let dir = tempfile::tempdir().unwrap();
-        let host = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        for entry in std::fs::read_dir(host.join("migrations/postgres")).unwrap() {
+        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+        for entry in std::fs::read_dir(&all).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            if name.as_str() < "0006" {
+            if name.as_str() < first_missing {
                 std::fs::copy(&path, dir.path().join(&name)).unwrap();
             }
         }
@@ -1418,6 +1412,22 @@ mod tests {
             .run(&store.pool)
             .await
             .unwrap();
+        store
+    }
+
+    /// The runbook's procedure for a large database (RUNBOOK.md, "Data retention"): at
+    /// migration 0005, the retention indexes are built CONCURRENTLY by
+    ///
+    /// psql -X -v ON_ERROR_STOP=1 "$DATABASE_URL" -f deploy/sql/retention-indexes.postgres.sql
+    /// weir migrate
+    ///
+    /// (the first line run here exactly so, through bash; the second is `store.migrate()`,
+    /// which is what `weir migrate` runs), and migration 0006 then succeeds around them.
+    #[tokio::test]
+    async fn retention_indexes_can_be_built_concurrently_before_migration_0006() {
+        let db = crate::storage::testing::PgTestDb::create().await.unwrap();
+        let store = migrated_before(&db, "0006").await;
+        let host = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let procedure = "psql -X -v ON_ERROR_STOP=1 \"$DATABASE_URL\" -f \
                          deploy/sql/retention-indexes.postgres.sql";
         let out = std::process::Command::new("bash")
@@ -1455,24 +1465,7 @@ mod tests {
     #[tokio::test]
     async fn upgrading_moves_existing_rows_to_the_default_tenant() {
         let db = crate::storage::testing::PgTestDb::create().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
-        for entry in std::fs::read_dir(&all).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            if name.as_str() < "0005" {
-                std::fs::copy(&path, dir.path().join(&name)).unwrap();
-            }
-        }
-        let store = PgStore::connect(db.url(), &StoreOptions::default())
-            .await
-            .unwrap();
-        sqlx::migrate::Migrator::new(dir.path())
-            .await
-            .unwrap()
-            .run(&store.pool)
-            .await
-            .unwrap();
+        let store = migrated_before(&db, "0005").await;
         let id = Uuid::now_v7();
         let now = Utc::now();
         sqlx::query(
