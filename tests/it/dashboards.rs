@@ -1102,7 +1102,9 @@ async fn drive_main() -> (TestServer, Broker) {
         .await;
         until_rolled_back(&s, prefix).await;
     }
-    let next = upload(&s, artifacts::ORDERS_NEXT).await;
+    // The liar (rolled back as a canary) as the shadow: a component no other test of this
+    // process shadows, so their shadow-comparison counts stay their own (one metric registry).
+    let next = upload(&s, artifacts::HOSTILE_ORDERS_LIAR).await;
     set_release(
         &s,
         json!({"stable": stable, "shadow": {"digest": next, "sample": 1.0}}),
