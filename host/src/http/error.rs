@@ -604,17 +604,27 @@ impl IntoResponse for ApiError {
 /// The API error of a policy refusal left in `response`'s extensions by an edge policy
 /// (see [`crate::policy::refusal`]), if any; removes it.
 pub fn take_policy_refusal(response: &mut Response) -> Option<ApiError> {
+    let refusal = policy_refusal(response.extensions());
     let ext = response.extensions_mut();
-    if let Some(e) = ext.remove::<RateLimited>() {
-        return Some(e.into());
+    ext.remove::<RateLimited>();
+    ext.remove::<BodyRefused>();
+    ext.remove::<Shed>();
+    ext.remove::<TimedOut>();
+    refusal
+}
+
+/// The one list of edge-policy refusals and their API errors, read without removing them.
+fn policy_refusal(ext: &axum::http::Extensions) -> Option<ApiError> {
+    if let Some(e) = ext.get::<RateLimited>() {
+        return Some((*e).into());
     }
-    if let Some(e) = ext.remove::<BodyRefused>() {
-        return Some(e.into());
+    if let Some(e) = ext.get::<BodyRefused>() {
+        return Some(e.clone().into());
     }
-    if let Some(e) = ext.remove::<Shed>() {
-        return Some(e.into());
+    if let Some(e) = ext.get::<Shed>() {
+        return Some((*e).into());
     }
-    ext.remove::<TimedOut>().map(ApiError::from)
+    ext.get::<TimedOut>().map(|e| ApiError::from(*e))
 }
 
 /// The problem of a response not rendered yet (the [`ApiError`] a handler left, or an edge
@@ -625,14 +635,8 @@ pub fn problem_of(response: &Response) -> Option<Problem> {
     let ext = response.extensions();
     let spec = if let Some(ErrorExtension(err)) = ext.get::<ErrorExtension>() {
         err.spec()
-    } else if let Some(e) = ext.get::<RateLimited>() {
-        ApiError::from(*e).spec()
-    } else if let Some(e) = ext.get::<BodyRefused>() {
-        ApiError::from(e.clone()).spec()
-    } else if let Some(e) = ext.get::<Shed>() {
-        ApiError::from(*e).spec()
     } else {
-        ApiError::from(*ext.get::<TimedOut>()?).spec()
+        policy_refusal(ext)?.spec()
     };
     Some(Problem {
         code: spec.code,
