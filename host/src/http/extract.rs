@@ -178,6 +178,21 @@ mod mime_type {
     }
 }
 
+/// A page of a keyset-paginated list fetched with `limit + 1` rows: at most `limit` items,
+/// and the cursor of the last one (`cursor_of`) when more followed.
+pub(crate) fn page<T>(
+    mut items: Vec<T>,
+    limit: u32,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    if items.len() <= limit as usize {
+        return (items, None);
+    }
+    items.truncate(limit as usize);
+    let next = items.last().map(cursor_of);
+    (items, next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -354,7 +354,7 @@ pub async fn list_orders(
         })
         .transpose()?;
     let before_id = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut orders = api
+    let orders = api
         .orders
         .list_orders(&OrderFilter {
             tenant: principal.tenant.to_string(),
@@ -365,16 +365,8 @@ pub async fn list_orders(
         })
         .await
         .map_err(|e| ApiError::store("listing orders", e))?;
-    let next_cursor = if orders.len() > limit as usize {
-        orders.truncate(limit as usize);
-        orders.last().map(|o| encode_cursor(o.id))
-    } else {
-        None
-    };
-    Ok(Json(OrderPage {
-        items: orders,
-        next_cursor,
-    }))
+    let (items, next_cursor) = super::extract::page(orders, limit, |o| encode_cursor(o.id));
+    Ok(Json(OrderPage { items, next_cursor }))
 }
 
 /// Cancel an order. Idempotent: cancelling a cancelled order returns it unchanged.

@@ -136,17 +136,12 @@ pub async fn list_products(
         )));
     }
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
-    let mut items = api
+    let items = api
         .orders
         .list_products(after, limit + 1)
         .await
         .map_err(|e| ApiError::store("listing products", e))?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|p| encode_cursor(&p.sku))
-    } else {
-        None
-    };
+    let (items, next_cursor) = super::extract::page(items, limit, |p| encode_cursor(&p.sku));
     Ok(Json(ProductList {
         items: items.into_iter().map(ProductView::from).collect(),
         next_cursor,
