@@ -443,8 +443,12 @@ proptest! {
                 v.as_object().is_some_and(|m| m.values().all(Value::is_string))
             }),
             4 => (&mut v["lines"][i]["sku"], format!("lines[{i}].sku"), Value::is_string),
+            // A whole number in range fits, written as `3` or `3.0` (or `-0.0`): `json_integer`.
             _ => (&mut v["lines"][i]["quantity"], format!("lines[{i}].quantity"), |v| {
                 v.as_u64().is_some_and(|n| u32::try_from(n).is_ok())
+                    || v.as_f64().is_some_and(|f| {
+                        f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f)
+                    })
             }),
         };
         prop_assume!(!fits(&replacement));
