@@ -482,6 +482,23 @@ async fn broker_outage_loses_no_event() {
         placed_ids(seen).len() == 4
     })
     .await;
+    // Delivered to the tap is not yet confirmed to the relay: wait until the relay has marked
+    // every one published, so the outage below starts with an empty outbox.
+    crate::support::eventually(
+        "the relay marked the first orders' events published",
+        200,
+        Duration::from_millis(25),
+        || async {
+            s.state()
+                .store
+                .outbox_stats(chrono::Utc::now())
+                .await
+                .unwrap()
+                .unpublished
+                == 0
+        },
+    )
+    .await;
 
     // Outage: orders are still accepted, readiness says degraded (still 200).
     proxy.down().await;
