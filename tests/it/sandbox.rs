@@ -311,20 +311,23 @@ async fn plugin_cpu_saturation_does_not_take_the_replica_out() {
             )
         }));
     }
-    // How many plugin calls run at once, sampled every millisecond while the load lasts.
+    // How many plugin calls run at once, sampled every millisecond until every call has
+    // been answered (an event, not an idle period that a slow machine could fake).
+    let load_over = Arc::new(tokio::sync::Notify::new());
     let sampler = {
         let s = s.clone();
+        let load_over = load_over.clone();
         tokio::spawn(async move {
             let mut most = 0;
-            let mut idle = 0;
-            let started = std::time::Instant::now();
-            while idle < 500 && started.elapsed() < Duration::from_secs(60) {
-                let now = s.state().runtime.in_flight();
-                most = most.max(now);
-                idle = if now == 0 && most > 0 { idle + 1 } else { 0 };
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            let over = load_over.notified();
+            tokio::pin!(over);
+            loop {
+                most = most.max(s.state().runtime.in_flight());
+                tokio::select! {
+                    () = &mut over => return most,
+                    () = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
             }
-            most
         })
     };
     let mut probes = 0;
@@ -346,6 +349,7 @@ async fn plugin_cpu_saturation_does_not_take_the_replica_out() {
             .await;
         probes += 1;
     }
+    load_over.notify_one();
     let most_in_flight = sampler.await.unwrap();
     assert!(
         most_in_flight >= 32,

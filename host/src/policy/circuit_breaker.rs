@@ -266,6 +266,18 @@ impl CircuitBreaker {
         }
     }
 
+    /// End the current open period now, as if `open_for` had elapsed: the next caller becomes
+    /// the half-open probe. Test-only (feature `fault-injection`): integration tests keep a
+    /// long open period, so "still open" never races a loaded machine's clock, and end it as
+    /// an explicit event instead of waiting for it.
+    #[cfg(feature = "fault-injection")]
+    pub fn end_open_period(&self) {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Inner::Open { until } = &mut guard.0 {
+            *until = Instant::now();
+        }
+    }
+
     /// Ask to make one call.
     pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, BreakerOpen> {
         let now = Instant::now();
