@@ -257,7 +257,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    rt.block_on(run(cli))
+    let code = rt.block_on(run(cli));
+    // Everything `run` needs was awaited, each step within its bound. What may still run on a
+    // blocking thread is a telemetry flush abandoned at `telemetry.shutdown_timeout_ms`
+    // (an exporter waiting on a collector that never answers): dropping the runtime would wait
+    // for it without limit, so it is left behind and the process exits now.
+    rt.shutdown_background();
+    code
 }
 
 async fn run(cli: Cli) -> ExitCode {

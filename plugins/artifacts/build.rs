@@ -118,6 +118,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "weir_hostile_sockets",
         "hostile-sockets.wasm",
     ),
+    (
+        "weir-hostile-slow",
+        "weir_hostile_slow",
+        "hostile-slow.wasm",
+    ),
 ];
 
 /// Directories (relative to the workspace root) whose changes require a rebuild.

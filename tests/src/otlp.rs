@@ -458,3 +458,73 @@ impl Drop for Receiver {
         }
     }
 }
+
+/// A collector that accepts TCP connections and never answers: it holds every accepted
+/// socket open without reading from it or writing to it, so an exporter's request (OTLP/HTTP
+/// or gRPC) waits for an answer that never comes. No RST, no FIN: the silent collector of a
+/// hung or partitioned backend. Stops (and closes what it holds) when dropped.
+pub struct Blackhole {
+    addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Blackhole {
+    /// Listen on an ephemeral loopback port.
+    pub fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the blackhole");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking blackhole listener");
+        let addr = listener.local_addr().expect("blackhole address");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (accepted, stop) = (accepted.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((socket, _)) => {
+                            held.push(socket);
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                        // Polling keeps the thread stoppable; the sockets it holds are never
+                        // touched.
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        Self {
+            addr,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `OTEL_EXPORTER_OTLP_ENDPOINT` (either protocol).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Connections accepted (and held) so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

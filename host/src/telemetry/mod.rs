@@ -48,7 +48,12 @@
 //! # Shutdown
 //! [`TelemetryGuard::shutdown`] flushes and shuts down the three providers (the meter
 //! provider of [`metrics`] included) in parallel on a blocking thread (their exporters
-//! block), bounded by `telemetry.shutdown_timeout_ms`; `main` calls it after the drain.
+//! block), bounded by `telemetry.shutdown_timeout_ms`; `main` calls it after the drain. At the
+//! bound the flush thread is abandoned (warning with `code` [`FLUSH_TIMEOUT_CODE`]) and `main`
+//! stops the Tokio runtime without waiting for blocking threads, so an exporter stuck on a
+//! collector that never answers cannot hold the exit: the SDK's own shutdown timeouts are
+//! not all honoured (the periodic metric reader waits a fixed 5 s) and an exporter's request
+//! timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`) is the operator's to set.
 
 mod json;
 pub mod metrics;
@@ -151,6 +156,11 @@ impl Default for SamplingConfig {
         }
     }
 }
+
+/// The `code` of the warning logged when the shutdown flush outlives its bound (a collector
+/// that is down, or accepts connections and never answers); what was not exported by then is
+/// dropped and the process exits anyway.
+pub const FLUSH_TIMEOUT_CODE: &str = "TELEMETRY_FLUSH_TIMEOUT";
 
 /// How long the flush thread gets beyond `telemetry.shutdown_timeout_ms` before
 /// [`TelemetryGuard::shutdown`] gives up on it.
@@ -605,8 +615,13 @@ impl TelemetryGuard {
                 }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "telemetry flush panicked"),
+            // The flush thread is abandoned, still blocked in an exporter (a collector that
+            // accepts and never answers); `main` does not wait for it either
+            // (`Runtime::shutdown_background`), so the exit stays within this bound.
             Err(_) => tracing::warn!(
+                code = FLUSH_TIMEOUT_CODE,
                 timeout_ms = timeout.as_millis() as u64,
+                duration_ms = started.elapsed().as_millis() as u64,
                 "telemetry flush did not finish in time; the rest is dropped"
             ),
         }

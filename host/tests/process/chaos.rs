@@ -2,10 +2,17 @@
 //! with SIGTERM and SIGKILL while a client places orders with idempotency keys.
 //!
 //! Invariants checked (issue 7):
-//! - SIGTERM under load: every request the server admitted is answered (the server's count of
-//!   admitted requests equals the responses the client received), with zero 5xx; requests
-//!   that failed at the connection level were never processed (a retry with the same key
-//!   after restart creates the order fresh); the process exits 0.
+//! - SIGTERM under load (SQLite, PostgreSQL, PostgreSQL with RabbitMQ events; issue 18): at
+//!   the signal at least `HELD` requests and `HELD` plugin invocations are in flight, held for
+//!   a known time by the `slow-orders` test plugin (`hold_ms`), as the server's own
+//!   `shutdown: readiness failing` line counts them (an empty drain cannot pass); during the
+//!   non-zero pre-stop delay `/readyz` answers 503 while the API still admits a new request,
+//!   which is served; every request the server admitted is answered (the server's count of
+//!   admitted requests equals the responses the client received), with zero 5xx; the process
+//!   exits 0 within the drain deadline plus a hang guard; a real OTLP receiver holds the
+//!   server span of every request answered during the drain; requests that failed at the
+//!   connection level were never processed (a retry with the same key after restart creates
+//!   the order fresh); with the broker every order's event is published after the restart.
 //! - Slow plugin at shutdown: an invocation longer than the drain deadline is interrupted and
 //!   answered with a retryable `503 SHUTTING_DOWN`; after a restart with the reference plugin
 //!   the client's retry with the same key produces exactly one order.
@@ -20,17 +27,20 @@
 //!   applied once after the restart.
 //!
 //! Only loopback; every wait is bounded in time and count and fails with a message naming what
-//! it waited for. No assertion depends on timing.
+//! it waited for. No assertion depends on timing: the exit bounds are hang guards, and the
+//! in-flight proof needs the signal to arrive within `HOLD_MS` (4 s) of the test seeing the
+//! held calls run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 use weir_host::storage::testing::PgTestDb;
+use weir_tests::otlp::Receiver;
 
 use crate::support::{POLL, WAIT, Weir, client, field, plugin_dir, serve};
 
@@ -73,8 +83,16 @@ impl Deployment {
     }
 
     async fn start(&self, config: &Path) -> Weir {
+        self.start_with(config, &[]).await
+    }
+
+    /// [`Deployment::start`] with `env` set for the process.
+    async fn start_with(&self, config: &Path, env: &[(&str, String)]) -> Weir {
         let mut cmd = serve(&self.data_dir());
         cmd.arg("--config").arg(config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         if let Some(pg) = &self.pg {
             cmd.arg("--database-url").arg(pg.url());
         }
@@ -212,6 +230,7 @@ async fn place(client: &reqwest::Client, base: &str, key: &str) -> Outcome {
     let sent = client
         .post(format!("{base}/v1/orders"))
         .header("Idempotency-Key", key)
+        .header("X-Request-Id", key)
         .json(&order_body("cus_chaos"))
         .send()
         .await;
@@ -239,73 +258,208 @@ const LOAD_CONFIG: &str = "[http]\nrequest_timeout_ms = 60000\n\
                            [idempotency]\nlock_ttl_ms = 120000\n\
                            [shutdown]\ndrain_deadline_ms = 60000\n";
 
-async fn sigterm_under_load(backend: Backend) {
-    let deployment = Deployment::new(backend).await;
-    let config = deployment.config("weir.toml", LOAD_CONFIG);
-    let mut weir = deployment.start(&config).await;
+/// Requests (and plugin invocations) held in flight at the signal by the SIGTERM-under-load
+/// tests; the server's own `shutdown: readiness failing` line must count at least this many.
+const HELD: usize = 6;
+/// How long `slow-orders` holds each call (`hold_ms`): the known time every held request
+/// stays in flight, far longer than the test needs to see them running and send the signal.
+const HOLD_MS: u64 = 4000;
+/// `shutdown.pre_stop_delay_ms` of the SIGTERM-under-load tests.
+const PRE_STOP_MS: u64 = 2000;
+/// `shutdown.drain_deadline_ms` of the SIGTERM-under-load tests: the held calls end well
+/// within it, so nothing is interrupted.
+const DRAIN_DEADLINE_MS: u64 = 20_000;
+/// Hang guard beyond the drain deadline for the exit after SIGTERM (the drain's own bound
+/// adds 2 x `interrupt_grace_ms` = 4 s, the telemetry flush its 5.5 s at most).
+const EXIT_GUARD: Duration = Duration::from_secs(10);
 
-    const CLIENTS: usize = 4;
-    const MAX_PER_CLIENT: usize = 300;
-    const SIGNAL_AFTER: usize = 20;
-    let successes = Arc::new(AtomicUsize::new(0));
+/// Where the SIGTERM-under-load test runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Setup {
+    Sqlite,
+    Postgres,
+    /// PostgreSQL with the events on RabbitMQ (relay and consumer running).
+    PostgresBroker,
+}
+
+/// What one client saw for one key, and whether the answer came after the signal was sent.
+type Seen = (String, Outcome, bool);
+
+/// SIGTERM while `HELD` order requests are provably in flight, each inside a plugin call held
+/// for a known time (`slow-orders`, `hold_ms`), with a pre-stop delay, a real OTLP receiver
+/// and a drain deadline:
+/// - the server's `shutdown: readiness failing` line counts at least `HELD` requests and
+///   `HELD` plugin invocations in flight at the signal (an empty drain cannot pass);
+/// - during the pre-stop delay `/readyz` answers 503 while the API still admits a new
+///   connection, whose order is answered 201; the `pre_stop` line reports the delay;
+/// - every admitted request is answered (the server's admitted count equals the client's
+///   answers), every answer is 201, and the drain is clean;
+/// - the process exits 0 within the drain deadline plus a hang guard;
+/// - the OTLP receiver holds the `http.server` span of every request answered after the
+///   signal (flushed at exit: the batch delay is ten minutes);
+/// - after a restart, answered keys replay their order and keys that failed at the connection
+///   level create theirs: nothing lost or duplicated (with the broker: every outbox event is
+///   published).
+async fn sigterm_under_load(setup: Setup) {
+    let backend = if setup == Setup::Sqlite {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    };
+    let rabbit = match setup {
+        Setup::PostgresBroker => {
+            let rabbit = Rabbit::connect().await;
+            rabbit.tap().await;
+            Some(rabbit)
+        }
+        _ => None,
+    };
+    let deployment = Deployment::new(backend).await;
+    let receiver = Receiver::start().await;
+    let plugins = plugin_dir(
+        deployment.dir.path(),
+        &[weir_plugin_artifacts::HOSTILE_SLOW],
+    );
+    let (amqp_url, events) = rabbit
+        .as_ref()
+        .map(|r| (r.amqp_url(), r.events()))
+        .unwrap_or_default();
+    let config = deployment.config(
+        "weir.toml",
+        &format!(
+            "{amqp_url}[plugins]\ndir = {plugins:?}\norders = \"slow-orders\"\n\
+             [plugins.config.slow-orders]\nhold_ms = \"{HOLD_MS}\"\n\
+             [runtime.budget]\ntimeout_ms = 60000\n\
+             [http]\nrequest_timeout_ms = 60000\n\
+             [idempotency]\nlock_ttl_ms = 120000\n\
+             [shutdown]\npre_stop_delay_ms = {PRE_STOP_MS}\n\
+             drain_deadline_ms = {DRAIN_DEADLINE_MS}\n{events}",
+            plugins = plugins.display().to_string(),
+        ),
+    );
+    let otlp = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+        // Nothing is exported while running: what arrives came through the exit's flush.
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "600000".to_owned()),
+    ];
+    let mut weir = deployment.start_with(&config, &otlp).await;
+    if rabbit.is_some() {
+        consumer_connected(&weir).await;
+    }
+
+    // `HELD` clients, each placing orders one after the other until, after the signal, a
+    // connection is refused.
     let signalled = Arc::new(AtomicBool::new(false));
-    let (enough_tx, enough_rx) = tokio::sync::oneshot::channel::<()>();
-    let enough_tx = Arc::new(Mutex::new(Some(enough_tx)));
     let mut clients = Vec::new();
-    for c in 0..CLIENTS {
-        let (base, successes, signalled, enough_tx) = (
-            weir.api.clone(),
-            successes.clone(),
-            signalled.clone(),
-            enough_tx.clone(),
-        );
+    for c in 0..HELD {
+        let (base, signalled) = (weir.api.clone(), signalled.clone());
         clients.push(tokio::spawn(async move {
             let client = client();
-            let mut outcomes = Vec::new();
-            for i in 0..MAX_PER_CLIENT {
+            let mut seen: Vec<Seen> = Vec::new();
+            for i in 0..100 {
                 let key = format!("load-{c}-{i}");
                 let outcome = place(&client, &base, &key).await;
+                let after = signalled.load(Ordering::SeqCst);
                 let failed = matches!(outcome, Outcome::Transport(_));
-                if !failed
-                    && successes.fetch_add(1, Ordering::SeqCst) + 1 >= SIGNAL_AFTER
-                    && let Some(tx) = enough_tx.lock().unwrap().take()
-                {
-                    let _ = tx.send(());
-                }
-                outcomes.push((key, outcome));
-                // After the signal, the first refused connection ends this client.
-                if failed && signalled.load(Ordering::SeqCst) {
+                seen.push((key, outcome, after));
+                if failed && after {
                     break;
                 }
             }
-            outcomes
+            seen
         }));
     }
-    tokio::time::timeout(WAIT, enough_rx)
-        .await
-        .expect("the client got its first answers in time")
-        .expect("clients alive");
+    // Every client is inside its held plugin call: `HOLD_MS` of work is in flight.
+    weir.wait_infoz("every client's request to be inside its plugin call", |v| {
+        v["runtime"]["in_flight"].as_u64() >= Some(HELD as u64)
+    })
+    .await;
     signalled.store(true, Ordering::SeqCst);
+    let signal_sent = tokio::time::Instant::now();
     weir.signal("TERM");
-    let code = weir.exit_code().await;
-    assert_eq!(code, Some(0), "clean exit after SIGTERM");
 
-    let mut outcomes = Vec::new();
+    // Pre-stop: readiness fails while the API still admits new connections.
+    let ops = client();
+    loop {
+        let ready = ops
+            .get(format!("{}/readyz", weir.ops))
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "/readyz refused before it was seen failing: the listeners closed \
+                     without a pre-stop delay ({e})"
+                )
+            });
+        if ready.status() == 503 {
+            break;
+        }
+        assert!(
+            signal_sent.elapsed() < WAIT,
+            "/readyz kept answering {} after SIGTERM",
+            ready.status()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let base = weir.api.clone();
+    let late = tokio::spawn(async move { place(&client(), &base, "pre-stop").await });
+
+    let code = weir
+        .exit_code_within(
+            Duration::from_millis(DRAIN_DEADLINE_MS) + EXIT_GUARD,
+            "the drain deadline plus the hang guard, from SIGTERM",
+        )
+        .await;
+    let stopped_after = signal_sent.elapsed();
+    assert_eq!(code, Some(0), "clean exit after SIGTERM");
+    // The last line, written before the exit; the reader may still be catching up.
+    weir.wait_log("shutdown complete").await;
+
+    let mut seen: Vec<Seen> = Vec::new();
     for c in clients {
-        outcomes.extend(
+        seen.extend(
             tokio::time::timeout(WAIT, c)
                 .await
                 .expect("client ends")
                 .expect("client"),
         );
     }
-    let answered = outcomes
+    let late = tokio::time::timeout(WAIT, late)
+        .await
+        .expect("the pre-stop request ends")
+        .expect("client");
+    assert!(
+        matches!(late, Outcome::Answered { status: 201, .. }),
+        "a request admitted during the pre-stop delay (readiness already failing) is served: \
+         {late:?}"
+    );
+    seen.push(("pre-stop".to_owned(), late, true));
+
+    // The server's own account of what was in flight at the signal.
+    let not_ready = weir.log_line("shutdown: readiness failing");
+    for counted in ["requests_in_flight", "invocations_in_flight"] {
+        let n = field(&not_ready, counted).and_then(Value::as_u64);
+        assert!(
+            n >= Some(HELD as u64),
+            "{counted} at the signal: {n:?}, expected at least {HELD}: {not_ready}"
+        );
+    }
+    let pre_stop = weir.log_line("shutdown: pre-stop delay over");
+    let waited = field(&pre_stop, "duration_ms").and_then(Value::as_u64);
+    assert!(
+        waited >= Some(PRE_STOP_MS),
+        "the pre-stop delay lasted {waited:?} ms, configured {PRE_STOP_MS}: {pre_stop}"
+    );
+
+    let answered = seen
         .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Answered { .. }))
+        .filter(|(_, o, _)| matches!(o, Outcome::Answered { .. }))
         .count();
-    let bad: Vec<_> = outcomes
+    let bad: Vec<_> = seen
         .iter()
-        .filter(|(_, o)| {
+        .filter(|(_, o, _)| {
             !matches!(
                 o,
                 Outcome::Answered { status: 201, .. } | Outcome::Transport(_)
@@ -313,6 +467,15 @@ async fn sigterm_under_load(backend: Backend) {
         })
         .collect();
     assert!(bad.is_empty(), "every answer is 201 Created: {bad:#?}");
+    let drained: Vec<&String> = seen
+        .iter()
+        .filter(|(_, o, after)| *after && matches!(o, Outcome::Answered { .. }))
+        .map(|(k, _, _)| k)
+        .collect();
+    assert!(
+        drained.len() > HELD,
+        "the held requests and the pre-stop one were answered after the signal: {drained:?}"
+    );
     // Every admitted request was answered: nothing admitted was cut off.
     let done = weir.log_line("shutdown: drain complete");
     let admitted = field(&done, "requests_admitted_total")
@@ -323,26 +486,49 @@ async fn sigterm_under_load(backend: Backend) {
         "the server admitted {admitted} requests and the client got {answered} answers"
     );
     assert_eq!(field(&done, "clean"), Some(&Value::Bool(true)), "{done}");
-    // Diagnostics for the CI log: how much was in flight when the listeners closed.
-    eprintln!(
-        "{backend:?}: {answered} answered of {} sent; at stop: {}; drain: {done}",
-        outcomes.len(),
-        weir.log_line("shutdown: listeners closed")
+    let drain = weir.log_line("shutdown: in-flight work drained");
+    assert_eq!(
+        field(&drain, "requests_at_deadline"),
+        Some(&json!(0)),
+        "{drain}"
     );
-    for phase in [
-        "shutdown: readiness failing",
-        "shutdown: listeners closed",
-        "shutdown: in-flight work drained",
-        "shutdown: storage pool closed",
-    ] {
-        weir.log_line(phase);
-    }
+    eprintln!(
+        "{setup:?}: {answered} answered of {} sent, stopped {stopped_after:?} after SIGTERM; \
+         at the signal: {not_ready}; drain: {drain}",
+        seen.len(),
+    );
 
-    // Restart: answered keys replay their order; keys that failed at the connection level
-    // were never processed, so their retry creates the order now.
-    let weir = deployment.start(&config).await;
+    // The spans of the requests answered during the drain reached the collector.
+    receiver
+        .wait_for(
+            "the http.server span of every request answered after SIGTERM",
+            Duration::from_secs(10),
+            |r| {
+                drained
+                    .iter()
+                    .all(|key| {
+                        r.spans.iter().any(|s| {
+                            s.name() == "http.server"
+                                && s.attr("request_id").as_deref() == Some(key.as_str())
+                        })
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+
+    // Restart with the reference plugin: answered keys replay their order; keys that failed
+    // at the connection level were never processed, so their retry creates the order now.
+    let normal = deployment.config(
+        "normal.toml",
+        &format!(
+            "{amqp_url}[http]\nrequest_timeout_ms = 60000\n[idempotency]\nlock_ttl_ms = 120000\n\
+             [shutdown]\ndrain_deadline_ms = 60000\n{events}"
+        ),
+    );
+    let mut weir = deployment.start(&normal).await;
     let client = client();
-    for (key, first) in &outcomes {
+    for (key, first, _) in &seen {
         let again = place(&client, &weir.api, key).await;
         match (first, &again) {
             (
@@ -365,23 +551,58 @@ async fn sigterm_under_load(backend: Backend) {
             _ => panic!("{key}: first {first:?}, retry {again:?}"),
         }
     }
+    if let Some(rabbit) = &rabbit {
+        // The relay publishes every order's event, those written during the drain included.
+        let started = tokio::time::Instant::now();
+        loop {
+            let unpublished = deployment
+                .count(
+                    "SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL",
+                    "SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL",
+                )
+                .await;
+            if unpublished == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{unpublished} outbox events stayed unpublished on RabbitMQ"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let mut ids = rabbit.tapped_ids().await;
+        ids.sort();
+        ids.dedup();
+        assert_eq!(
+            ids.len(),
+            seen.len(),
+            "one order.placed event per order reached the broker"
+        );
+    }
     weir.signal("TERM");
-    let mut weir = weir;
     assert_eq!(weir.exit_code().await, Some(0));
     deployment
-        .assert_nothing_lost_or_duplicated(outcomes.len())
+        .assert_nothing_lost_or_duplicated(seen.len())
         .await;
+    if let Some(rabbit) = rabbit {
+        rabbit.cleanup().await;
+    }
     deployment.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_sqlite() {
-    sigterm_under_load(Backend::Sqlite).await;
+    sigterm_under_load(Setup::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_postgres() {
-    sigterm_under_load(Backend::Postgres).await;
+    sigterm_under_load(Setup::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_postgres_with_the_broker() {
+    sigterm_under_load(Setup::PostgresBroker).await;
 }
 
 async fn slow_plugin_at_shutdown(backend: Backend) {
@@ -719,9 +940,21 @@ impl Rabbit {
     /// drain deadline (the invariants, not the speed, are under test).
     fn config(&self) -> String {
         format!(
-            "amqp_url = \"{BROKER}\"\n\
-             [shutdown]\ndrain_deadline_ms = 60000\n\
-             [events]\nexchange = \"test.{id}.orders\"\ninbound_exchange = \"{inbound}\"\n\
+            "{}[shutdown]\ndrain_deadline_ms = 60000\n{}",
+            self.amqp_url(),
+            self.events()
+        )
+    }
+
+    /// The top-level `amqp_url` line (it comes before every table of `weir.toml`).
+    fn amqp_url(&self) -> String {
+        format!("amqp_url = \"{BROKER}\"\n")
+    }
+
+    /// The `[events]` table: the test's names, fast reconnects.
+    fn events(&self) -> String {
+        format!(
+            "[events]\nexchange = \"test.{id}.orders\"\ninbound_exchange = \"{inbound}\"\n\
              queue = \"{queue}\"\nrelay_poll_ms = 50\nreconnect_min_ms = 50\n\
              reconnect_max_ms = 500\n",
             id = self.id,
@@ -770,6 +1003,65 @@ impl Rabbit {
         );
     }
 
+    /// The test's own queue on the order events exchange (declared here as `weir` declares
+    /// it: topic, durable), bound to every routing key, so the relay's `mandatory` publishes
+    /// are routable and the test sees what was published. Deleted by [`Rabbit::cleanup`].
+    async fn tap(&self) {
+        let exchange = format!("test.{}.orders", self.id);
+        self.channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("declare the order events exchange");
+        self.channel
+            .queue_declare(
+                self.tap_queue().as_str().into(),
+                lapin::options::QueueDeclareOptions::default(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("declare the tap queue");
+        self.channel
+            .queue_bind(
+                self.tap_queue().as_str().into(),
+                exchange.as_str().into(),
+                "#".into(),
+                lapin::options::QueueBindOptions::default(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("bind the tap queue");
+    }
+
+    fn tap_queue(&self) -> String {
+        format!("test.{}.tap", self.id)
+    }
+
+    /// The CloudEvent ids in the tap queue (taken off it).
+    async fn tapped_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        while let Some(m) = self
+            .channel
+            .basic_get(
+                self.tap_queue().as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic_get on the tap queue")
+        {
+            let event: Value = serde_json::from_slice(&m.delivery.data).expect("a JSON CloudEvent");
+            ids.push(event["id"].as_str().expect("CloudEvent id").to_owned());
+        }
+        ids
+    }
+
     /// Messages ready in the consumer queue (delivered-but-unacked ones are not counted).
     async fn ready(&self) -> u32 {
         self.channel
@@ -801,7 +1093,12 @@ impl Rabbit {
 
     async fn cleanup(self) {
         let q = self.queue();
-        for name in [q.clone(), format!("{q}.retry"), format!("{q}.dlq")] {
+        for name in [
+            q.clone(),
+            format!("{q}.retry"),
+            format!("{q}.dlq"),
+            self.tap_queue(),
+        ] {
             let _ = self
                 .channel
                 .queue_delete(name.as_str().into(), Default::default())

@@ -3,7 +3,8 @@
 //!
 //! - [`support`]: one `weir` child process ([`support::Weir`]): spawn, wait for its start-up
 //!   line, signal it, read its JSON log and stderr, poll `/infoz`, all bounded in time.
-//! - `chaos`: SIGTERM and SIGKILL under load on SQLite and PostgreSQL, the consumer killed
+//! - `chaos`: SIGTERM (with work provably in flight, a pre-stop delay and an OTLP receiver;
+//!   also with RabbitMQ) and SIGKILL under load on SQLite and PostgreSQL, the consumer killed
 //!   mid-message, a second signal.
 //! - `chaos_drill`: the operators' drill `deploy/chaos/run.sh` against real processes, SQLite
 //!   and PostgreSQL.
@@ -19,7 +20,8 @@
 //!   one span error.
 //! - `plugins_dir`: a component of `plugins.dir` refused at start-up: left out (logged,
 //!   counted, in `/infoz`), or fatal with `--strict`; a refused orders plugin starts unready.
-//! - `otel`: OpenTelemetry export to a real OTLP receiver, flushed at SIGTERM.
+//! - `otel`: OpenTelemetry export to a real OTLP receiver, flushed at SIGTERM; a collector
+//!   that is down or hung (accepts, never answers) bounds the exit by the flush timeout.
 //! - `prometheus`: a real Prometheus scraping `weir` with the repository's rules (SLIs
 //!   recorded, a locked catalog makes the breaker alert pending), and the previous run's
 //!   shutdown outcome reported by the next start.

@@ -4,12 +4,17 @@
 //! The batch span processor and the metric reader are given long intervals
 //! (`OTEL_BSP_SCHEDULE_DELAY`, `OTEL_METRIC_EXPORT_INTERVAL`), so whatever arrives got there
 //! through the shutdown flush that SIGTERM triggers.
+//!
+//! A collector that is down (connection refused) or hung (accepts connections, never
+//! answers: [`Blackhole`]) delays the exit only by the flush bound
+//! (`telemetry.shutdown_timeout_ms` plus its margin), the process still exits 0, and the hung
+//! one is named in the log (`TELEMETRY_FLUSH_TIMEOUT`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use weir_tests::otlp::{Attributes, Receiver};
+use weir_tests::otlp::{Attributes, Blackhole, Receiver};
 
 use crate::support::{Weir, weir_command};
 
@@ -367,4 +372,88 @@ async fn a_collector_that_is_down_delays_shutdown_only_by_the_flush_bound() {
         stdout.iter().any(|l| l.contains("shutdown complete")),
         "{stdout:#?}"
     );
+}
+
+/// `telemetry.shutdown_timeout_ms` of the hung-collector tests.
+const FLUSH_TIMEOUT_MS: u64 = 1000;
+/// The flush bound of `weir serve` for that timeout: the timeout plus the flush thread's
+/// margin (`weir_host::telemetry::FLUSH_THREAD_MARGIN`, 500 ms).
+const FLUSH_BOUND: Duration = Duration::from_millis(FLUSH_TIMEOUT_MS + 500);
+/// Hang guard beyond the flush bound, from the `shutdown: drain complete` line to the exit.
+const FLUSH_GUARD: Duration = Duration::from_secs(3);
+
+/// A collector that accepts the exporter's connections and never answers, with an exporter
+/// request timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`) of ten minutes, so only the host's own
+/// bound can end the flush: after SIGTERM the process exits 0 within the flush bound (plus a
+/// hang guard) of the end of the drain, and logs the timeout with its code.
+async fn a_hung_collector_delays_shutdown_only_by_the_flush_bound(protocol: &str) {
+    let collector = Blackhole::start();
+    let mut weir = start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "600000".to_owned()),
+        // Nothing is exported while running: the spans wait for the exit's flush.
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "600000".to_owned()),
+        (
+            "WEIR__TELEMETRY__SHUTDOWN_TIMEOUT_MS",
+            FLUSH_TIMEOUT_MS.to_string(),
+        ),
+    ])
+    .await;
+    let c = reqwest::Client::new();
+    for i in 0..3 {
+        let res = c
+            .post(format!("{}/v1/orders", weir.api))
+            .header("Idempotency-Key", format!("hung-{i}"))
+            .json(&order("cus_hung", "KB-001"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            201,
+            "serving does not depend on the collector"
+        );
+    }
+    weir.signal("TERM");
+    weir.wait_log("shutdown: drain complete").await;
+    let drained = std::time::Instant::now();
+    let code = weir
+        .exit_code_within(
+            FLUSH_BOUND + FLUSH_GUARD,
+            "the telemetry flush bound plus a hang guard, from the end of the drain",
+        )
+        .await;
+    let flushing = drained.elapsed();
+    assert_eq!(code, Some(0), "clean exit despite the hung collector");
+    assert!(
+        collector.accepted() >= 1,
+        "the exporter connected to the hung collector (else this tested a refused one)"
+    );
+    // Written before the exit; the reader may still be catching up with the pipe.
+    weir.wait_log("shutdown complete").await;
+    let timed_out = weir.log_line("telemetry flush did not finish in time");
+    assert_eq!(
+        timed_out["code"],
+        weir_host::telemetry::FLUSH_TIMEOUT_CODE,
+        "{timed_out}"
+    );
+    assert_eq!(timed_out["level"], "WARN", "{timed_out}");
+    assert_eq!(
+        timed_out["timeout_ms"].as_u64(),
+        Some(FLUSH_TIMEOUT_MS),
+        "{timed_out}"
+    );
+    eprintln!("{protocol}: exited {flushing:?} after the drain; {timed_out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_grpc_collector_delays_shutdown_only_by_the_flush_bound() {
+    a_hung_collector_delays_shutdown_only_by_the_flush_bound("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_http_collector_delays_shutdown_only_by_the_flush_bound() {
+    a_hung_collector_delays_shutdown_only_by_the_flush_bound("http/protobuf").await;
 }

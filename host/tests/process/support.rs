@@ -218,6 +218,26 @@ impl Weir {
         }
     }
 
+    /// Wait for the exit at most `bound` (a hang guard, not a speed claim) and return its
+    /// code; the panic names `what` the bound stands for.
+    pub async fn exit_code_within(&mut self, bound: Duration, what: &str) -> Option<i32> {
+        match tokio::time::timeout(bound, self.child.wait()).await {
+            Ok(status) => status.expect("wait for weir").code(),
+            Err(_) => {
+                let _ = self.child.start_kill();
+                panic!(
+                    "weir did not exit within {bound:?} ({what}); last messages: {:#?}",
+                    self.log()
+                        .iter()
+                        .rev()
+                        .take(8)
+                        .map(|l| message(l).to_owned())
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+
     /// SIGTERM, then (bounded) the exit status and every stdout line.
     pub async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         self.signal("TERM");

@@ -93,6 +93,10 @@ pub const HOSTILE_DESCRIBE_LONG: &str = concat!(env!("OUT_DIR"), "/hostile-descr
 /// refused at admission.
 pub const HOSTILE_SOCKETS: &str = concat!(env!("OUT_DIR"), "/hostile-sockets.wasm");
 
+/// Path of `slow-orders`: the reference order logic after a hold of `hold_ms` (its plugin
+/// configuration) in every `place-order`, to keep calls in flight for a known time.
+pub const HOSTILE_SLOW: &str = concat!(env!("OUT_DIR"), "/hostile-slow.wasm");
+
 /// Every component path with a short name, for tests that iterate over all of them.
 pub const ALL: &[(&str, &str)] = &[
     ("orders", ORDERS),
@@ -117,6 +121,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("hostile-describe-dup", HOSTILE_DESCRIBE_DUP),
     ("hostile-describe-long", HOSTILE_DESCRIBE_LONG),
     ("hostile-sockets", HOSTILE_SOCKETS),
+    ("hostile-slow", HOSTILE_SLOW),
 ];
 
 #[cfg(test)]
