@@ -170,6 +170,11 @@ pub struct Received {
     pub logs: Vec<ReceivedLog>,
     /// Metrics in arrival order (one entry per metric per export).
     pub metrics: Vec<ReceivedMetric>,
+    /// Every export request of any signal as received, in its `Debug` text: resources,
+    /// scopes, attributes, span events and links, log bodies, metric data points and their
+    /// attributes. For scans of everything that crossed the wire (the fields above keep only
+    /// what the assertions of the other tests read).
+    pub exports: Vec<String>,
 }
 
 impl Received {
@@ -215,6 +220,7 @@ impl Sink {
 impl Sink {
     fn traces(&self, req: ExportTraceServiceRequest) {
         self.push(|r| {
+            r.exports.push(format!("{req:?}"));
             for rs in req.resource_spans {
                 let resource = resource_of(rs.resource.as_ref());
                 for ss in rs.scope_spans {
@@ -233,6 +239,7 @@ impl Sink {
 
     fn logs(&self, req: ExportLogsServiceRequest) {
         self.push(|r| {
+            r.exports.push(format!("{req:?}"));
             for rl in req.resource_logs {
                 let resource = resource_of(rl.resource.as_ref());
                 for sl in rl.scope_logs {
@@ -249,6 +256,7 @@ impl Sink {
 
     fn metrics(&self, req: ExportMetricsServiceRequest) {
         self.push(|r| {
+            r.exports.push(format!("{req:?}"));
             for rm in req.resource_metrics {
                 let resource = resource_of(rm.resource.as_ref());
                 for sm in rm.scope_metrics {

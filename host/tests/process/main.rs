@@ -28,6 +28,9 @@
 //! - `releases`: replicas converging on a release, the `weir plugin` client, the
 //!   compiled-artifact cache across restarts.
 //! - `sandbox`: the process RSS bound under 8 and 64 concurrent hostile plugin calls.
+//! - `secrets`: passwords in `DATABASE_URL`/`AMQP_URL`/`REDIS_URL`, the admin token and an API
+//!   key never in stdout, stderr, OTLP exports, `/infoz`, `/readyz`, `/metrics` or problem
+//!   bodies, serving and when each dependency refuses (unreachable, wrong password).
 //! - `plugin_logs`: guest output and plugin logs inside the invocation span (it installs a
 //!   thread-local subscriber; the other tests here run `weir` as a child process and install
 //!   none, so callsite interest is never decided without it).
@@ -46,4 +49,5 @@ mod prometheus;
 mod releases;
 mod runbook;
 mod sandbox;
+mod secrets;
 mod support;
