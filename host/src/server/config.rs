@@ -361,7 +361,17 @@ impl Config {
             "must name a plugin",
         )?;
         self.plugins.releases.validate()?;
-        self.policy.validate()
+        self.policy.validate()?;
+        // A catalog read tries the cache first and falls back to the database, all within the
+        // plugin's catalog deadline: a cache bound at or past that deadline turns a slow or
+        // refusing cache into failed orders instead of a fallback.
+        ensure(
+            self.policy.cache.redis_url.is_none()
+                || self.policy.cache.dependency.timeout < self.runtime.catalog_timeout,
+            "policy.cache.dependency.timeout_ms",
+            "must be shorter than runtime.catalog_timeout_ms (a slow cache must leave time to \
+             read the database)",
+        )
     }
 
     /// The database URL in effect: the configured one or SQLite in `data_dir`.
@@ -531,6 +541,11 @@ mod tests {
             (
                 "[policy.plugin_breaker]\nmin_calls = 0\n",
                 "policy.plugin_breaker",
+            ),
+            (
+                "[policy.cache]\nredis_url = \"redis://127.0.0.1:6379/0\"\n\
+                 [policy.cache.dependency]\ntimeout_ms = 200\n",
+                "policy.cache.dependency.timeout_ms",
             ),
         ] {
             let err = load(toml).unwrap_err().to_string();
