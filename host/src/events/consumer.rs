@@ -260,6 +260,11 @@ async fn handle(
             Err(malformed) => Decision::DeadLetter(malformed.code(), malformed.to_string()),
             Ok(inbound) => process(shared, app, &inbound).await,
         };
+        // Test builds only: the transition is committed, the delivery not acked yet.
+        #[cfg(feature = "fault-injection")]
+        if decision == Decision::Ack("applied") {
+            crate::support::failpoint::hit("consumer.after_commit").await;
+        }
         settle(shared, publisher, &delivery, decision, event_type).await
     }
     .instrument(span)

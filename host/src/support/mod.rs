@@ -6,12 +6,16 @@
 //! - [`secret`]: [`Secret`] and [`SecretUrl`] (redacted in `Debug`, `Serialize` and logs) and
 //!   the one URL redactor, [`redact_url`].
 //! - [`connection`]: `Connection: close` on responses sent before the request body was read.
+//! - `failpoint` (cargo feature `fault-injection` only, never in release builds): named crash
+//!   windows the process tests stop in (`WEIR_FAILPOINT`).
 //! - [`duration_ms`], [`duration_secs`]: a [`std::time::Duration`] written as whole
 //!   milliseconds or seconds in configuration files.
 //! - [`InvalidKey`]: "this dotted configuration key has an unusable value, because ...".
 //! - [`VERSION`], [`GIT_COMMIT`]: what was built.
 
 pub mod connection;
+#[cfg(feature = "fault-injection")]
+pub mod failpoint;
 pub mod secret;
 
 pub use secret::{Secret, SecretUrl, redact_url};

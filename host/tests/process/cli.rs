@@ -315,3 +315,53 @@ async fn migrate_applies_every_migration_alone_and_fails_naming_the_database() {
         "{stderr}"
     );
 }
+
+/// `cargo tree` of `weir-host`'s own features in the given dependency kinds (the workspace's
+/// lock file, no network).
+fn host_features(edges: &str) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let out = Command::new(cargo)
+        .current_dir(workspace)
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "-p",
+            "weir-host",
+            "-e",
+            edges,
+        ])
+        .args(["-i", "weir-host", "--depth", "1"])
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "cargo tree -e {edges}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("cargo tree output is UTF-8")
+}
+
+/// The test-only hooks (`fault-injection`: crash failpoints) are in test builds only: the
+/// features a release build of `weir-host` gets do not include it. The control: the same
+/// query with dev-dependencies (what `cargo test` builds) shows it, so the check can fail.
+#[test]
+fn release_build_has_no_fault_injection() {
+    let release = host_features("normal,build,features");
+    assert!(
+        release.contains("weir-host feature \"default\""),
+        "the query lists weir-host's features: {release}"
+    );
+    assert!(
+        !release.contains("fault-injection"),
+        "a release build of weir-host enables fault-injection:\n{release}"
+    );
+    let test = host_features("normal,build,dev,features");
+    assert!(
+        test.contains("weir-host feature \"fault-injection\""),
+        "test builds get the hooks (control): {test}"
+    );
+}
