@@ -5,13 +5,16 @@
 //!   line, signal it, read its JSON log and stderr, poll `/infoz`, all bounded in time.
 //! - `chaos`: SIGTERM (with work provably in flight, a pre-stop delay and an OTLP receiver;
 //!   also with RabbitMQ) and SIGKILL under load on SQLite and PostgreSQL, the consumer killed
-//!   mid-message, a second signal.
+//!   mid-message, a second signal; `chaos::crash`: kill -9 with an order transaction provably
+//!   open and the broker's `order.placed` collected by the test, the consumer killed between
+//!   its commit and its ack (test-only failpoint).
 //! - `chaos_drill`: the operators' drill `deploy/chaos/run.sh` against real processes, SQLite
 //!   and PostgreSQL.
 //! - `runbook`: RUNBOOK.md's blocks, run against a real instance (and checked for form).
 //! - `auth`: `weir apikey create|list|revoke` against the real binary, the non-loopback
 //!   refusal without an authentication mode, the loopback default's warning.
-//! - `cli`: `weir plugin check`, `weir migrate`, configuration errors.
+//! - `cli`: `weir plugin check`, `weir migrate`, configuration errors; release builds without
+//!   the test-only `fault-injection` feature.
 //! - `deploy`: deploy/k8s, deploy/systemd and the Containerfile against the code and each
 //!   other (kubernetes-validate, systemd-analyze, the service under strace).
 //! - `edge`: connection and request hardening: trickling bodies and partial heads against

@@ -35,7 +35,7 @@ use super::{
     Backend, Deployment, Ledger, Outcome, Rabbit, assert_applied_once, consumer_connected,
     new_order, order_due_db, order_state, order_state_db, place,
 };
-use crate::support::{POLL, WAIT, Weir, client, field, serve};
+use crate::support::{POLL, WAIT, Weir, client, field, message, serve};
 
 /// The held order's lines: stock is reserved per sku in sku order, so its transaction updates
 /// `HELD_FIRST` (a write) and then waits for `HELD_LOCKED`, whose row the test holds. The load
@@ -273,9 +273,24 @@ async fn kill_in_flight(
     tap.unbind().await;
     let probe = format!("unrouted-{round}");
     let id = new_order(&weir, &probe).await;
-    ledger.lock().unwrap().acked.insert(probe, id);
-    weir.wait_log("outbox relay: event returned as unroutable")
-        .await;
+    ledger.lock().unwrap().acked.insert(probe, id.clone());
+    // The relay has tried to publish the probe's event (and, unroutable, kept it).
+    let started = tokio::time::Instant::now();
+    while !sqlx::query_scalar::<_, bool>(
+        "SELECT published_at IS NOT NULL OR publish_attempts > 0 FROM outbox_events \
+         WHERE subject = $1 AND event_type = 'order.placed'",
+    )
+    .bind(&id)
+    .fetch_one(pool)
+    .await
+    .expect("the probe's event")
+    {
+        assert!(
+            started.elapsed() < WAIT,
+            "round {round}: the relay never tried to publish order {id}'s event"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 
     // (1) An order transaction held open mid-way by a row lock of the test.
     let mut lock = pool.begin().await.expect("begin");
@@ -327,13 +342,6 @@ async fn kill_in_flight(
             .is_some_and(|q| q.starts_with("UPDATE products")),
         "round {round}: held while reserving stock: {blocked:?}"
     );
-    let orphaned: Vec<String> = sqlx::query_scalar(
-        "SELECT id::text FROM outbox_events WHERE published_at IS NULL AND claimed_by IS NOT NULL",
-    )
-    .fetch_all(pool)
-    .await
-    .expect("claimed events");
-
     weir.kill9().await;
 
     // The transaction outlived its process: open, still waiting, same id.
@@ -351,24 +359,14 @@ async fn kill_in_flight(
         matches!(answer, Outcome::Transport(_)),
         "round {round}: the held order's client got no answer: {answer:?}"
     );
-    // Events the killed relay held: claimed by it, unpublished (nothing can confirm them now).
-    assert!(
-        !orphaned.is_empty(),
-        "round {round}: the relay held no claimed event at the kill"
-    );
-    let still: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM outbox_events WHERE published_at IS NULL \
-         AND claimed_by IS NOT NULL AND id::text = ANY($1)",
+    // Events the dead relay held: claimed, unpublished, and nothing can confirm them now.
+    // (That there were some is asserted after the deliveries are checked.)
+    let orphaned: Vec<String> = sqlx::query_scalar(
+        "SELECT id::text FROM outbox_events WHERE published_at IS NULL AND claimed_by IS NOT NULL",
     )
-    .bind(&orphaned)
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await
-    .expect("orphaned events");
-    assert_eq!(
-        still,
-        orphaned.len() as i64,
-        "round {round}: the killed relay's claimed events stay unpublished"
-    );
+    .expect("claimed events");
     tap.bind().await;
 
     // Release the lock: the orphaned session finds its client gone and rolls back.
@@ -561,8 +559,10 @@ async fn kill9_under_load_with_broker_delivers_every_order_event_once_postgres()
         }
         assert!(
             started.elapsed() < WAIT,
-            "{} committed orders' order.placed never reached the test's consumer: {missing:?}",
-            missing.len()
+            "{} committed orders' order.placed never reached the test's consumer \
+             (order, event): {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
         );
         tokio::time::sleep(POLL).await;
     }
@@ -591,6 +591,11 @@ async fn kill9_under_load_with_broker_delivers_every_order_event_once_postgres()
         "one event id per order"
     );
     for (round, proof) in proofs.iter().enumerate() {
+        assert!(
+            !proof.orphaned.is_empty(),
+            "round {}: the killed relay held no claimed event",
+            round + 1
+        );
         for id in &proof.orphaned {
             assert!(
                 seen.iter().any(|s| &s.id == id),
@@ -650,6 +655,27 @@ fn unacknowledged(queue: &str) -> u64 {
             (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok())?
         })
         .unwrap_or_else(|| panic!("rabbitmqctl does not list {queue}"))
+}
+
+/// The consumer's log line for the first delivery it settled (acked, retried or
+/// dead-lettered), waited for (bounded).
+async fn settled(weir: &Weir) -> Value {
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(line) = weir.log().into_iter().find(|l| {
+            let m = message(l);
+            m == "event consumed"
+                || m.starts_with("event consumer: transient failure")
+                || m.starts_with("event consumer: message dead-lettered")
+        }) {
+            return line;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the restarted consumer settled no delivery (the redelivered payment)"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// The sum of `weir_events_consumed_total` samples with `outcome`.
@@ -727,12 +753,16 @@ async fn consumer_killed_after_commit_before_ack_is_deduplicated_by_the_inbox() 
 
     // Restarted without the failpoint: the redelivery is a duplicate, acked, applied never.
     let mut weir = deployment.start(&config).await;
-    weir.wait_log("event consumed").await;
-    let consumed_line = weir.log_line("event consumed");
+    let settled = settled(&weir).await;
     assert_eq!(
-        field(&consumed_line, "outcome"),
-        Some(&json!("duplicate")),
-        "the redelivery was recognised by the inbox: {consumed_line}"
+        (message(&settled), field(&settled, "outcome")),
+        ("event consumed", Some(&json!("duplicate"))),
+        "the redelivery was recognised by the inbox: {settled}"
+    );
+    assert_eq!(
+        settled["span"]["messaging.redelivered"],
+        json!(true),
+        "it is the broker's redelivery: {settled}"
     );
     assert_eq!(consumed(&weir, "duplicate").await, 1.0);
     assert_eq!(consumed(&weir, "applied").await, 0.0);
