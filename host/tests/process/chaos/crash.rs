@@ -35,7 +35,7 @@ use super::{
     Backend, Deployment, Ledger, Outcome, Rabbit, assert_applied_once, consumer_connected,
     new_order, order_due_db, order_state, order_state_db, place,
 };
-use crate::support::{POLL, WAIT, Weir, client, field, message, serve};
+use crate::support::{POLL, WAIT, Weir, client, field, message};
 
 /// The held order's lines: stock is reserved per sku in sku order, so its transaction updates
 /// `HELD_FIRST` (a write) and then waits for `HELD_LOCKED`, whose row the test holds. The load
@@ -700,14 +700,11 @@ async fn consumer_killed_after_commit_before_ack_is_deduplicated_by_the_inbox() 
     let rabbit = Rabbit::connect().await;
     let deployment = Deployment::new(Backend::Postgres).await;
     let config = deployment.config("weir.toml", &rabbit.config());
-    let url = deployment.pg.as_ref().expect("postgres").url().to_owned();
-    let pool = sqlx::PgPool::connect(&url).await.expect("connect pg");
-    let mut cmd = serve(&deployment.data_dir());
-    cmd.arg("--config")
-        .arg(&config)
-        .args(["--database-url", &url])
-        .env("WEIR_FAILPOINT", "consumer.after_commit");
-    let weir = Weir::spawn(cmd).await;
+    let pool = sqlx::PgPool::connect(deployment.pg.as_ref().expect("postgres").url())
+        .await
+        .expect("connect pg");
+    let failpoint = [("WEIR_FAILPOINT", "consumer.after_commit".to_owned())];
+    let weir = deployment.start_with(&config, &failpoint).await;
     consumer_connected(&weir).await;
     let order = new_order(&weir, "ack-window").await;
     let (status, version) = order_state(&weir, &order).await;
