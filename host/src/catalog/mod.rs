@@ -182,11 +182,14 @@ impl CatalogReader {
         database: &Dependency,
         cache: Option<(&Dependency, &CacheConfig)>,
     ) -> Result<(Self, &'static str), CacheSetupError> {
+        #[cfg(feature = "fault-injection")]
         let fault = database.fault.clone();
         let read = tower::service_fn(move |ProductRead(sku): ProductRead| {
             let store = store.clone();
+            #[cfg(feature = "fault-injection")]
             let fault = fault.clone();
             async move {
+                #[cfg(feature = "fault-injection")]
                 fault.apply().await;
                 // The store is the traced one: this read gets its `db.product.get` span.
                 match store.get_product(&sku).await {
@@ -233,11 +236,14 @@ impl CatalogReader {
                 };
                 let backend = Arc::new(backend);
                 let ttl = config.ttl;
+                #[cfg(feature = "fault-injection")]
                 let fault = dep.fault.clone();
                 let op = tower::service_fn(move |op: CacheOp| {
                     let backend = backend.clone();
+                    #[cfg(feature = "fault-injection")]
                     let fault = fault.clone();
                     async move {
+                        #[cfg(feature = "fault-injection")]
                         fault.apply().await;
                         backend.run(op, ttl).await
                     }

@@ -315,3 +315,37 @@ async fn migrate_applies_every_migration_alone_and_fails_naming_the_database() {
         "{stderr}"
     );
 }
+
+/// The test-only hooks (`fault-injection`: in-process dependency faults, crash failpoints)
+/// never reach a release build: with dev-dependencies left out, as `cargo build --release -p
+/// weir-host` resolves features, nothing enables the feature on `weir-host`.
+#[test]
+fn release_build_has_no_fault_injection() {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "tree",
+            "-p",
+            "weir-host",
+            "-e",
+            "normal,build,features",
+            "-i",
+            "weir-host",
+            "--depth",
+            "1",
+        ])
+        .output()
+        .expect("run cargo tree");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Not vacuous: the tree lists weir-host's enabled features, `default` among them.
+    assert!(stdout.contains("feature \"default\""), "{stdout}");
+    assert!(
+        !stdout.contains("fault-injection"),
+        "a non-test build enables the test-only `fault-injection` feature:\n{stdout}"
+    );
+}
