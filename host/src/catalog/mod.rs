@@ -147,7 +147,11 @@ impl Backend {
 }
 
 fn redis_error(e: redis::RedisError) -> DepError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+    // The client's own response timeout equals the dependency's: whichever fires first, a
+    // slow Redis is counted as a timeout, not as unreachable.
+    if e.is_timeout() {
+        DepError::Timeout
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         DepError::Unavailable("redis unreachable".to_owned())
     } else {
         DepError::Internal(format!("redis: {:?}", e.kind()))
