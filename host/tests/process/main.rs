@@ -25,6 +25,7 @@
 //!   shutdown outcome reported by the next start.
 //! - `releases`: replicas converging on a release, the `weir plugin` client, the
 //!   compiled-artifact cache across restarts.
+//! - `slow_deps`: an OTLP collector that accepts and never answers does not fail requests.
 //! - `sandbox`: the process RSS bound under 8 and 64 concurrent hostile plugin calls.
 //! - `plugin_logs`: guest output and plugin logs inside the invocation span (it installs a
 //!   thread-local subscriber; the other tests here run `weir` as a child process and install
@@ -44,4 +45,5 @@ mod prometheus;
 mod releases;
 mod runbook;
 mod sandbox;
+mod slow_deps;
 mod support;
