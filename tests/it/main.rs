@@ -11,6 +11,9 @@
 //! - `events`: RabbitMQ and PostgreSQL: the outbox relay, broker outages, the idempotent
 //!   consumer with its retries and dead letters, intake backpressure.
 //! - `policies`: edge and dependency policies end to end (real databases, Redis, plugin).
+//! - `slow_deps`: real slow and broken dependencies: a locked PostgreSQL table, a hung private
+//!   Redis, a fault proxy that partitions RabbitMQ silently or cuts a publish before its
+//!   confirm, a private RabbitMQ node that restarts.
 //! - `prometheus`: the alert and recording rules of `deploy/prometheus/` (`promtool check`
 //!   and `promtool test`, every alert tested both ways, severity and runbook link).
 //! - `telemetry`: OpenTelemetry traces verified against a real OTLP/gRPC receiver.
@@ -33,5 +36,6 @@ mod runtime;
 mod sandbox;
 mod schemathesis;
 mod shutdown;
+mod slow_deps;
 mod support;
 mod telemetry;

@@ -147,7 +147,11 @@ impl Backend {
 }
 
 fn redis_error(e: redis::RedisError) -> DepError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+    // The client's own response timeout equals the dependency's: whichever fires first, a
+    // slow Redis is counted as a timeout, not as unreachable.
+    if e.is_timeout() {
+        DepError::Timeout
+    } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
         DepError::Unavailable("redis unreachable".to_owned())
     } else {
         DepError::Internal(format!("redis: {:?}", e.kind()))
@@ -182,11 +186,14 @@ impl CatalogReader {
         database: &Dependency,
         cache: Option<(&Dependency, &CacheConfig)>,
     ) -> Result<(Self, &'static str), CacheSetupError> {
+        #[cfg(feature = "fault-injection")]
         let fault = database.fault.clone();
         let read = tower::service_fn(move |ProductRead(sku): ProductRead| {
             let store = store.clone();
+            #[cfg(feature = "fault-injection")]
             let fault = fault.clone();
             async move {
+                #[cfg(feature = "fault-injection")]
                 fault.apply().await;
                 // The store is the traced one: this read gets its `db.product.get` span.
                 match store.get_product(&sku).await {
@@ -233,11 +240,14 @@ impl CatalogReader {
                 };
                 let backend = Arc::new(backend);
                 let ttl = config.ttl;
+                #[cfg(feature = "fault-injection")]
                 let fault = dep.fault.clone();
                 let op = tower::service_fn(move |op: CacheOp| {
                     let backend = backend.clone();
+                    #[cfg(feature = "fault-injection")]
                     let fault = fault.clone();
                     async move {
+                        #[cfg(feature = "fault-injection")]
                         fault.apply().await;
                         backend.run(op, ttl).await
                     }

@@ -18,7 +18,8 @@ pub(crate) struct EventMetrics {
     pub(crate) confirmed: Counter<u64>,
     /// Mandatory messages the broker could not route (not marked published).
     pub(crate) returned: Counter<u64>,
-    /// Nacked, timed-out or failed publishes (not marked published).
+    /// Nacked, timed-out or failed publishes (not marked published), by `reason`
+    /// (`nacked`, `confirm_timeout`, `link_broken`: see [`super::relay`]).
     pub(crate) failed: Counter<u64>,
     /// Consumer deliveries by outcome (`applied`, `no_change`, `duplicate`, `retried`,
     /// `dead_lettered`).
@@ -55,7 +56,9 @@ impl EventMetrics {
                 .build(),
             failed: meter
                 .u64_counter("weir.events.publish_failed")
-                .with_description("Order events nacked or unconfirmed (left in the outbox)")
+                .with_description(
+                    "Order events nacked or unconfirmed (left in the outbox), by reason",
+                )
                 .build(),
             consumed: meter
                 .u64_counter("weir.events.consumed")

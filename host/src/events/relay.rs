@@ -22,6 +22,7 @@ use std::sync::Arc;
 use chrono::{SubsecRound, Utc};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use opentelemetry::KeyValue;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
@@ -37,6 +38,16 @@ use crate::lifecycle::{WorkerContext, WorkerError};
 pub fn relay_id() -> String {
     format!("relay-{}-{}", std::process::id(), Uuid::new_v4().simple())
 }
+
+/// `reason` of `weir.events.publish_failed` (and `outcome` of an `amqp.publish` span): the
+/// broker refused the message.
+pub const NACKED: &str = "nacked";
+/// No publisher confirm arrived within `events.confirm_timeout_ms` (a silent partition or a
+/// stuck broker); the link is reconnected.
+pub const CONFIRM_TIMEOUT: &str = "confirm_timeout";
+/// The connection or channel failed before the confirm (a cut link, a broker restart), or the
+/// event was never sent because an earlier one in its batch failed so.
+pub const LINK_BROKEN: &str = "link_broken";
 
 /// How one batch went.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -70,6 +81,11 @@ pub(crate) async fn run(
         let error = match attempt {
             Ok(conn) => {
                 let result = session(&shared, &store, &relay_id, &conn, &ctx).await;
+                if let Err(f) = &result {
+                    // Readiness shows the broken link at once: closing a partitioned
+                    // connection waits for its own timeout.
+                    shared.set_link(Link::Relay, false, Some(f.error.clone()));
+                }
                 super::close(&conn).await;
                 match result {
                     Ok(()) => {
@@ -243,6 +259,8 @@ async fn publish_batch(
     }
 
     let deadline = tokio::time::Instant::now() + c.confirm_timeout;
+    // Why the unsettled rest of the batch was held back (the `reason` of `publish_failed`).
+    let mut link_reason = LINK_BROKEN;
     let mut confirmed: Vec<&EventRecord> = Vec::new();
     let mut failed_subjects: HashSet<&str> = HashSet::new();
     // Returned or nacked (and the later events of their orders): retried after relay_retry.
@@ -251,7 +269,7 @@ async fn publish_batch(
     let mut held_back: Vec<Uuid> = Vec::new();
     for ((event, confirm), span) in batch.iter().zip(confirms).zip(&spans) {
         if link_error.is_some() {
-            span.record("outcome", "link_broken");
+            span.record("outcome", LINK_BROKEN);
             held_back.push(event.id);
             continue;
         }
@@ -261,8 +279,9 @@ async fn publish_batch(
             match &result {
                 Ok(Ok(Confirmation::Ack(None))) => "confirmed",
                 Ok(Ok(Confirmation::Ack(Some(_)))) => "returned",
-                Ok(Ok(_)) => "nacked",
-                Ok(Err(_)) | Err(_) => "link_broken",
+                Ok(Ok(_)) => NACKED,
+                Ok(Err(_)) => LINK_BROKEN,
+                Err(_) => CONFIRM_TIMEOUT,
             },
         );
         match result {
@@ -280,7 +299,7 @@ async fn publish_batch(
                 deferred.push(event.id);
             }
             Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => {
-                m.failed.add(1, &[]);
+                m.failed.add(1, &[KeyValue::new("reason", NACKED)]);
                 tracing::warn!(event_id = %event.id, "outbox relay: broker nacked the event; left in the outbox");
                 failed_subjects.insert(&event.subject);
                 deferred.push(event.id);
@@ -290,10 +309,13 @@ async fn publish_batch(
                 held_back.push(event.id);
             }
             Err(_) => {
+                // A silent partition: nothing refused, nothing answered. The link is treated
+                // as broken (reconnect), the rest of the batch stays in the outbox.
                 link_error = Some(format!(
                     "no publisher confirm within {} ms",
                     c.confirm_timeout.as_millis()
                 ));
+                link_reason = CONFIRM_TIMEOUT;
                 held_back.push(event.id);
             }
         }
@@ -323,7 +345,10 @@ async fn publish_batch(
         m.confirmed.add(to_mark.len() as u64, &[]);
     }
     if link_error.is_some() {
-        m.failed.add(held_back.len() as u64, &[]);
+        m.failed.add(
+            held_back.len() as u64,
+            &[KeyValue::new("reason", link_reason)],
+        );
     }
     let retry_at = crate::storage::add_duration(now, c.relay_retry);
     for (ids, retry_at) in [(&held_back, None), (&deferred, Some(retry_at))] {

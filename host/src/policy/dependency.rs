@@ -9,16 +9,19 @@
 //! 4. [`bulkhead`](super::bulkhead): a concurrency limit that rejects instead of queueing
 //!    (a refused attempt is not a failure of the dependency, so it sits inside the breaker);
 //! 5. [`timeout`](super::timeout): bounds each attempt; a timeout counts as a failure;
-//! 6. [`FaultInjection`]: inert unless a test or chaos drill sets it;
+//! 6. `FaultInjection` (only in builds with the test-only `fault-injection` cargo feature,
+//!    which release builds never enable): inert unless an in-process test sets it;
 //! 7. the call itself.
 //!
 //! All layers share one typed error, [`DepError`], so no layer downcasts a `BoxError`.
 
 use std::sync::Arc;
+#[cfg(feature = "fault-injection")]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "fault-injection")]
 use tokio::sync::watch;
 
 use super::bulkhead::Saturated;
@@ -115,14 +118,19 @@ impl Outcome for DepError {
     }
 }
 
-/// Delay or hold a dependency's calls, for tests and chaos drills. Inert by default and not
-/// reachable over the network: only code holding the [`Dependency`] can set it.
+/// Delay or hold a dependency's calls, for in-process tests. Inert by default and not
+/// reachable over the network: only code holding the [`Dependency`] can set it. Compiled only
+/// with the test-only `fault-injection` cargo feature: the shipped binary has no such hook
+/// (real slow dependencies are tested with a held PostgreSQL lock, a paused Redis and a fault
+/// proxy, see `tests/it/slow_deps.rs`).
+#[cfg(feature = "fault-injection")]
 #[derive(Debug)]
 pub struct FaultInjection {
     delay_ms: AtomicU64,
     held: watch::Sender<bool>,
 }
 
+#[cfg(feature = "fault-injection")]
 impl Default for FaultInjection {
     fn default() -> Self {
         Self {
@@ -132,6 +140,7 @@ impl Default for FaultInjection {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 impl FaultInjection {
     /// Add `delay` to every call from now on (zero removes it).
     pub fn set_delay(&self, delay: Duration) {
@@ -169,7 +178,8 @@ impl FaultInjection {
     }
 }
 
-/// One dependency: its name, whether readiness depends on it, its breaker and fault hook.
+/// One dependency: its name, whether readiness depends on it, its breaker (and, in test
+/// builds, its fault hook).
 #[derive(Debug, Clone)]
 pub struct Dependency {
     /// Bounded label value, e.g. `database`.
@@ -178,7 +188,8 @@ pub struct Dependency {
     pub essential: bool,
     /// Shared by every call.
     pub breaker: Arc<CircuitBreaker>,
-    /// Test and chaos hook.
+    /// In-process test hook (test builds only).
+    #[cfg(feature = "fault-injection")]
     pub fault: Arc<FaultInjection>,
     /// Settings.
     pub config: DependencyConfig,
@@ -191,6 +202,7 @@ impl Dependency {
             name,
             essential,
             breaker: CircuitBreaker::new(name, config.breaker.clone()),
+            #[cfg(feature = "fault-injection")]
             fault: Arc::new(FaultInjection::default()),
             config,
         }
@@ -239,6 +251,7 @@ impl Dependencies {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "fault-injection")]
     #[tokio::test]
     async fn held_calls_wait_for_release() {
         let f = Arc::new(FaultInjection::default());

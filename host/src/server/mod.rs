@@ -90,7 +90,7 @@ pub struct AppState {
     pub orders: OrderService,
     /// The broker path (relay, consumer, backpressure), or the embedded default.
     pub events: EventsHandle,
-    /// Outbound dependencies: breakers (readiness) and fault hooks (tests, drills).
+    /// Outbound dependencies: breakers (readiness) and, in test builds, fault hooks.
     pub deps: Arc<Dependencies>,
     /// Readiness latches (draining, in rotation), in-flight requests, background workers.
     pub shutdown: Shutdown,

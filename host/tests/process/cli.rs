@@ -345,9 +345,10 @@ fn host_features(edges: &str) -> String {
     String::from_utf8(out.stdout).expect("cargo tree output is UTF-8")
 }
 
-/// The test-only hooks (`fault-injection`: crash failpoints) are in test builds only: the
-/// features a release build of `weir-host` gets do not include it. The control: the same
-/// query with dev-dependencies (what `cargo test` builds) shows it, so the check can fail.
+/// The test-only hooks (`fault-injection`: in-process dependency faults, crash failpoints)
+/// are in test builds only: the features a release build of `weir-host` gets do not include
+/// it. The control: the same query with dev-dependencies (what `cargo test` builds) shows it,
+/// so the check can fail.
 #[test]
 fn release_build_has_no_fault_injection() {
     let release = host_features("normal,build,features");

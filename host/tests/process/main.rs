@@ -30,6 +30,7 @@
 //!   shutdown outcome reported by the next start.
 //! - `releases`: replicas converging on a release, the `weir plugin` client, the
 //!   compiled-artifact cache across restarts.
+//! - `slow_deps`: an OTLP collector that accepts and never answers does not fail requests.
 //! - `sandbox`: the process RSS bound under 8 and 64 concurrent hostile plugin calls.
 //! - `secrets`: passwords in `DATABASE_URL`/`AMQP_URL`/`REDIS_URL`, the admin token and an API
 //!   key never in stdout, stderr, OTLP exports, `/infoz`, `/readyz`, `/metrics` or problem
@@ -53,4 +54,5 @@ mod releases;
 mod runbook;
 mod sandbox;
 mod secrets;
+mod slow_deps;
 mod support;
