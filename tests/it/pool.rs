@@ -74,15 +74,16 @@ fn request(customer: &str) -> OrderRequest {
     }
 }
 
-/// A runtime of two instances over `catalog`; budgets far beyond the test (hang guards).
+/// A runtime of two instances over `catalog`. The budgets outlast every hang guard, so a held
+/// call never frees its instance on its own before a guard fires.
 fn runtime(catalog: Arc<GatedCatalog>, instance_wait: Duration) -> Runtime {
     let mut config = RuntimeConfig {
         max_instances: 2,
         instance_wait,
-        catalog_timeout: GUARD,
+        catalog_timeout: 3 * GUARD,
         ..RuntimeConfig::default()
     };
-    config.budget.timeout = GUARD;
+    config.budget.timeout = 3 * GUARD;
     config.budget.memory_bytes = 32 << 20;
     Runtime::new(config, catalog).expect("engine")
 }

@@ -52,6 +52,8 @@ pub(super) struct Metrics {
     instances_waiting: UpDownCounter<i64>,
     /// Calls waiting for an instance now (what `instances_waiting` exports).
     waiting_now: Arc<AtomicI64>,
+    /// Instances held by calls now (what `instances_in_use` exports).
+    in_use_now: Arc<AtomicI64>,
 }
 
 impl Metrics {
@@ -130,12 +132,18 @@ impl Metrics {
                 .with_description("Plugin calls waiting for a free instance")
                 .build(),
             waiting_now: Arc::default(),
+            in_use_now: Arc::default(),
         }
     }
 
     /// Calls waiting for an instance now.
     pub(super) fn waiting(&self) -> i64 {
         self.waiting_now.load(Ordering::Relaxed)
+    }
+
+    /// Instances held by calls now.
+    pub(super) fn in_use(&self) -> i64 {
+        self.in_use_now.load(Ordering::Relaxed)
     }
 }
 
@@ -144,11 +152,13 @@ impl Metrics {
 pub(super) struct InstanceSlot {
     _permit: OwnedSemaphorePermit,
     in_use: UpDownCounter<i64>,
+    in_use_now: Arc<AtomicI64>,
 }
 
 impl Drop for InstanceSlot {
     fn drop(&mut self) {
         self.in_use.add(-1, &[]);
+        self.in_use_now.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -421,9 +431,11 @@ impl Runtime {
         match permit {
             Ok(permit) => {
                 m.instances_in_use.add(1, &[]);
+                m.in_use_now.fetch_add(1, Ordering::Relaxed);
                 Ok(InstanceSlot {
                     _permit: permit,
                     in_use: m.instances_in_use.clone(),
+                    in_use_now: m.in_use_now.clone(),
                 })
             }
             Err(e) => {

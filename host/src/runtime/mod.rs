@@ -427,8 +427,7 @@ impl Runtime {
 
     /// Instances in use now (admitted calls holding a pool slot), at most `max_instances`.
     pub fn instances_in_use(&self) -> usize {
-        (self.inner.config.max_instances.max(1) as usize)
-            .saturating_sub(self.inner.instances.available_permits())
+        usize::try_from(self.inner.metrics.in_use()).unwrap_or(0)
     }
 
     /// Calls waiting for a free instance now.
