@@ -756,6 +756,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// text at the end (one registry per process: every server's series are in it).
 async fn drive() -> String {
     let main = drive_main().await;
+    exhaust_an_instance_pool().await;
     refuse_a_connection().await;
     database_outage().await;
     restart_after_a_clean_drain().await;
@@ -763,6 +764,56 @@ async fn drive() -> String {
     main.0.stop().await;
     main.1.cleanup().await;
     text
+}
+
+/// A plugin runtime of one instance held by a sleeping call, then a call that waits for it
+/// and is refused: the instance-pool series (in use, waiting, wait, exhausted).
+async fn exhaust_an_instance_pool() {
+    use weir_host::runtime::{InvokeError, Runtime, RuntimeConfig};
+    let mut config = RuntimeConfig {
+        max_instances: 1,
+        ..RuntimeConfig::default()
+    };
+    config.budget.timeout = PATIENCE;
+    let rt = Runtime::new(
+        config,
+        Arc::new(weir_host::capabilities::catalog::StaticCatalog::default()),
+    )
+    .expect("engine");
+    let sleeper = rt
+        .load_file(Path::new(artifacts::HOSTILE_SLEEP), |_| BTreeMap::new())
+        .await
+        .expect("load the sleep plugin");
+    let request = weir_core::domain::OrderRequest {
+        customer_id: "cus_pool".into(),
+        currency: "EUR".into(),
+        lines: vec![weir_core::domain::LineRequest {
+            sku: "KB-001".into(),
+            quantity: 1,
+        }],
+        metadata: BTreeMap::new(),
+    };
+    let holder = {
+        let (rt, sleeper, request) = (rt.clone(), sleeper.clone(), request.clone());
+        tokio::spawn(async move {
+            let _ = rt.place_order(&sleeper, &request, None).await;
+        })
+    };
+    let until = Instant::now() + PATIENCE;
+    while rt.instances_in_use() < 1 {
+        assert!(
+            Instant::now() < until,
+            "the sleeping call never held the instance"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+    let refused = rt.place_order(&sleeper, &request, Some(deadline)).await;
+    assert!(
+        matches!(refused, Err(InvokeError::PoolExhausted { .. })),
+        "{refused:?}"
+    );
+    holder.abort();
 }
 
 /// Poll the metrics of `s` (bounded) until `what` holds.

@@ -1192,3 +1192,132 @@ async fn forged_payments_are_dead_lettered_and_a_true_one_applies_once() {
     s.stop().await;
     broker.cleanup().await;
 }
+
+/// A payment that arrives while every plugin instance is busy is requeued (never counted
+/// against `max_retries`, never dead-lettered) and applied once after the pool frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_finds_the_plugin_pool_busy_is_requeued_and_applied_once() {
+    let n = names();
+    let broker = Broker::connect(&n).await;
+    let s = TestServer::start(Backend::Postgres, |c, p| {
+        with_broker(BROKER, &n)(c, p);
+        c.runtime.max_instances = 1;
+        c.policy.max_concurrency = 1;
+        c.runtime.instance_wait = Duration::from_millis(100);
+        // The holder below is aborted by the test; its budget is only a hang guard.
+        c.runtime.budget.timeout = PATIENCE;
+    })
+    .await;
+    readyz_until(&s, "the broker connected", |d| d == "connected").await;
+    let (status, order, _) = place(&s, "pool-pay-1", None).await;
+    assert_eq!(status, 201, "{order}");
+    let order_id = order["id"].as_str().unwrap().to_owned();
+
+    // Hold the only instance with a real plugin call (the hostile sleep plugin, loaded into
+    // the server's runtime) before the payment is published.
+    let rt = s.state().runtime.clone();
+    let sleeper = rt
+        .load_file(
+            std::path::Path::new(weir_plugin_artifacts::HOSTILE_SLEEP),
+            |_| BTreeMap::new(),
+        )
+        .await
+        .expect("load the sleep plugin");
+    let holder = {
+        let (rt, sleeper) = (rt.clone(), sleeper.clone());
+        tokio::spawn(async move {
+            let request = weir_core::domain::OrderRequest {
+                customer_id: "cus_sleep".into(),
+                currency: "EUR".into(),
+                lines: vec![weir_core::domain::LineRequest {
+                    sku: "KB-001".into(),
+                    quantity: 1,
+                }],
+                metadata: BTreeMap::new(),
+            };
+            let _ = rt.place_order(&sleeper, &request, None).await;
+        })
+    };
+    let until = tokio::time::Instant::now() + PATIENCE;
+    while rt.instances_in_use() != 1 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the sleeping call never held the instance"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    broker
+        .publish_inbound(
+            "payment.captured",
+            Some("pool-pay-msg"),
+            &cloud_event("pool-pay-msg", "payment.captured", &order),
+        )
+        .await;
+    // Refused for want of an instance more often than max_retries allows retries: a retry
+    // counted against the budget would have dead-lettered it by now.
+    let requeued = |text: &str| {
+        crate::support::metric(
+            text,
+            "weir_events_consumed_total",
+            &[("outcome", "requeued"), ("event_type", "payment.captured")],
+        )
+    };
+    let until = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = s.metrics().await;
+        if requeued(&text) > f64::from(n.max_retries) + 1.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the payment was not requeued more than {} times while the pool was busy; \
+             dead letters: {:?}",
+            n.max_retries + 1,
+            weir_host::events::dlq::list(&AmqpUrl::new(BROKER), &n, 10).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(order_status(&s, &order_id).await, ("placed".to_owned(), 1));
+    let url = AmqpUrl::new(BROKER);
+    assert!(
+        weir_host::events::dlq::list(&url, &n, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a busy pool dead-lettered the payment"
+    );
+
+    // The pool frees: the payment applies, once.
+    holder.abort();
+    assert_eq!(status_becomes(&s, &order_id, "paid").await, 2);
+    let feed = s
+        .state()
+        .store
+        .list_events("default", 0, 100)
+        .await
+        .unwrap();
+    let types: Vec<&str> = feed
+        .iter()
+        .filter(|e| e.subject == order_id)
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(types, ["order.placed", "order.paid"]);
+    assert!(
+        weir_host::events::dlq::list(&url, &n, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let text = s.metrics().await;
+    assert!(
+        crate::support::metric(
+            &text,
+            "weir_events_consumed_total",
+            &[("outcome", "applied"), ("event_type", "payment.captured")]
+        ) >= 1.0
+    );
+
+    s.stop().await;
+    broker.cleanup().await;
+}

@@ -10,6 +10,8 @@
 //!   CPU saturation against breakers and readiness).
 //! - `events`: RabbitMQ and PostgreSQL: the outbox relay, broker outages, the idempotent
 //!   consumer with its retries and dead letters, intake backpressure.
+//! - `pool`: instance-pool exhaustion: calls beyond `runtime.max_instances` wait (bounded by
+//!   `runtime.instance_wait_ms` and their deadline), then `503 PLUGIN_BUSY`; shadows never wait.
 //! - `policies`: edge and dependency policies end to end (real databases, Redis, plugin).
 //! - `slow_deps`: real slow and broken dependencies: a locked PostgreSQL table, a hung private
 //!   Redis, a fault proxy that partitions RabbitMQ silently or cuts a publish before its
@@ -29,6 +31,7 @@ mod dashboards;
 mod events;
 mod integrity;
 mod policies;
+mod pool;
 mod prometheus;
 mod releases;
 mod retention;

@@ -166,7 +166,17 @@ pub enum DecideError {
         /// When the breaker admits a probe again.
         retry_after: Duration,
     },
-    /// The host could not set up the call (for example the instance pool is exhausted).
+    /// Every plugin instance (`runtime.max_instances`) stayed busy for as long as the call
+    /// could wait for one (`runtime.instance_wait_ms`, cut by the caller's deadline); the call
+    /// did not run. A capacity condition of the host, never a fault of the plugin version.
+    #[error("no plugin instance became free within {}ms", waited.as_millis())]
+    PoolExhausted {
+        /// How long the call waited for an instance.
+        waited: Duration,
+        /// When a retry may find a free instance.
+        retry_after: Duration,
+    },
+    /// The host could not set up the call.
     #[error("host could not instantiate the plugin")]
     Instantiate {
         /// The runtime's description, for logs only.
@@ -190,6 +200,7 @@ impl DecideError {
             Self::Budget(_) => "budget_exceeded",
             Self::Interrupted => "interrupted",
             Self::CircuitOpen { .. } => "short_circuited",
+            Self::PoolExhausted { .. } => "pool_exhausted",
             Self::Instantiate { .. } => "instantiate_failed",
             Self::NoPlugin(_) => "no_plugin",
         }

@@ -8,7 +8,8 @@
 //! | `applied` | the plugin's `transition` moved the order; the new status, its outbox event and the inbox record were committed in ONE transaction | ack |
 //! | `no_change` | the order already is where the event would take it (inbox recorded) | ack |
 //! | `duplicate` | the message id is already in the inbox (redelivery or duplicate publish) | ack |
-//! | `retried` | a transient failure (database, plugin time budget or pool, shutdown, an order still waiting for its payment) | republished to `<queue>.retry` with `x-weir-retries` + 1 and a per-message TTL (exponential), then ack; after `max_retries` it is dead-lettered as `retries_exhausted` |
+//! | `requeued` | no free plugin instance (`PoolExhausted`: every `runtime.max_instances` stayed busy for the call's bounded wait) | after a pause of `retry_delay_ms` (cut short by shutdown), nack with requeue: redelivered with its retry count untouched, so a busy pool never dead-letters |
+//! | `retried` | a transient failure (database, plugin time budget, instantiation, shutdown, an order still waiting for its payment) | republished to `<queue>.retry` with `x-weir-retries` + 1 and a per-message TTL (exponential), then ack; after `max_retries` it is dead-lettered as `retries_exhausted` |
 //! | `dead_lettered` | malformed (not JSON, not a CloudEvent, unsupported type, bad order id, a payment without amount and currency), from a source not accepted for its type (`untrusted_source`), a payment that does not pay the order's total (`payment_mismatch`), unknown order, rejected by the plugin, or poison (trap, memory budget, plugin internal error, broken contract) | published to `<queue>.dlx` -> `<queue>.dlq` with `x-weir-dead-letter-reason` / `-detail` headers, then ack |
 //!
 //! A message is identified by its CloudEvents `source` and `id` together: the inbox dedupes on
@@ -49,6 +50,10 @@ pub enum Decision {
     Ack(&'static str),
     /// A transient failure: retry later (bounded).
     Retry(String),
+    /// The host had no free plugin instance: a capacity condition that says nothing about
+    /// the message. Nack with requeue after a pause; never counted against `max_retries`,
+    /// never dead-lettered.
+    Requeue(String),
     /// Can never succeed: dead-letter with a stable reason code and a detail.
     DeadLetter(&'static str, String),
 }
@@ -165,7 +170,7 @@ async fn session(
                 Some(Err(e)) => return Err(broken(e)),
                 // One unit of work, run to completion even if shutdown starts meanwhile.
                 Some(Ok(delivery)) => ctx
-                    .unit(handle(shared, app, &publisher, delivery))
+                    .unit(handle(shared, app, &publisher, delivery, shutdown))
                     .await
                     .map_err(|e| (true, e))?,
             },
@@ -222,6 +227,7 @@ async fn handle(
     app: &ConsumerDeps,
     publisher: &lapin::Channel,
     delivery: lapin::message::Delivery,
+    shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
     let m = &shared.metrics;
     m.in_flight.add(1, &[]);
@@ -265,7 +271,7 @@ async fn handle(
         if decision == Decision::Ack("applied") {
             crate::support::failpoint::hit("consumer.after_commit").await;
         }
-        settle(shared, publisher, &delivery, decision, event_type).await
+        settle(shared, publisher, &delivery, decision, event_type, shutdown).await
     }
     .instrument(span)
     .await
@@ -394,6 +400,7 @@ pub fn classify_plugin_error(e: DecideError, kind: InboundKind, status: OrderSta
         | DecideError::CapabilityDenied { .. }) => {
             Decision::DeadLetter("poison", crate::support::chain(&e))
         }
+        e @ DecideError::PoolExhausted { .. } => Decision::Requeue(e.to_string()),
         e @ (DecideError::Interrupted
         | DecideError::Instantiate { .. }
         | DecideError::CircuitOpen { .. }
@@ -408,6 +415,7 @@ async fn settle(
     delivery: &lapin::message::Delivery,
     decision: Decision,
     event_type: &'static str,
+    shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
     let link = |e: lapin::Error| super::describe(&e);
     let c = &shared.config;
@@ -445,6 +453,28 @@ async fn settle(
                 tracing::warn!(attempt, max = c.max_retries, delay_ms = delay.as_millis() as u64, reason = %why, "event consumer: transient failure; retrying later");
                 return Ok(());
             }
+        }
+        Decision::Requeue(why) => {
+            // Pause (the pool frees as calls finish) unless shutdown starts, then give the
+            // message back to the queue: it is redelivered to this or another replica, with
+            // its retry count untouched.
+            let pause = c.retry_delay_for(1);
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue: true,
+                })
+                .await
+                .map_err(link)?;
+            span.record("outcome", "requeued");
+            m.consumed("requeued", event_type);
+            tracing::warn!(pause_ms = pause.as_millis() as u64, reason = %why, "event consumer: no free plugin instance; message requeued");
+            return Ok(());
         }
         other => other,
     };
@@ -484,7 +514,7 @@ async fn settle(
             m.dead_lettered(reason, event_type);
             tracing::warn!(reason, detail = %detail, "event consumer: message dead-lettered");
         }
-        Decision::Retry(_) => unreachable!("handled above"),
+        Decision::Retry(_) | Decision::Requeue(_) => unreachable!("handled above"),
     }
     Ok(())
 }

@@ -99,6 +99,7 @@ pub mod codes {
         PLUGIN_TIMEOUT = ("PLUGIN_TIMEOUT", SERVICE_UNAVAILABLE, Unexpected, true, "The order plugin ran out of time");
         PLUGIN_BUDGET_EXCEEDED = ("PLUGIN_BUDGET_EXCEEDED", INTERNAL_SERVER_ERROR, Unexpected, false, "The order plugin exceeded its resource budget");
         PLUGIN_UNAVAILABLE = ("PLUGIN_UNAVAILABLE", SERVICE_UNAVAILABLE, Unexpected, true, "No order plugin can serve the request right now");
+        PLUGIN_BUSY = ("PLUGIN_BUSY", SERVICE_UNAVAILABLE, Expected, true, "Every plugin instance stayed busy while the request waited for one");
         SHUTTING_DOWN = ("SHUTTING_DOWN", SERVICE_UNAVAILABLE, Expected, true, "The service is shutting down");
         REQUEST_BODY_TIMEOUT = ("REQUEST_BODY_TIMEOUT", REQUEST_TIMEOUT, Expected, true, "The request body did not arrive in time");
         RATE_LIMITED = ("RATE_LIMITED", TOO_MANY_REQUESTS, Expected, true, "Too many requests from this client");
@@ -471,6 +472,7 @@ impl ApiError {
             Self::Decide(DecideError::Budget(k)) if k.is_time() => PLUGIN_TIMEOUT,
             Self::Decide(DecideError::Budget(_)) => PLUGIN_BUDGET_EXCEEDED,
             Self::Decide(DecideError::Interrupted) => SHUTTING_DOWN,
+            Self::Decide(DecideError::PoolExhausted { .. }) => PLUGIN_BUSY,
             Self::Decide(
                 DecideError::Instantiate { .. }
                 | DecideError::CircuitOpen { .. }
@@ -512,7 +514,10 @@ impl ApiError {
             Self::IdempotencyKeyInProgress { retry_after }
             | Self::RateLimited { retry_after }
             | Self::Backpressure { retry_after }
-            | Self::Decide(DecideError::CircuitOpen { retry_after }) => Some(*retry_after),
+            | Self::Decide(
+                DecideError::CircuitOpen { retry_after }
+                | DecideError::PoolExhausted { retry_after, .. },
+            ) => Some(*retry_after),
             _ if self.spec().retryable => Some(Duration::from_secs(1)),
             _ => None,
         }
@@ -529,6 +534,9 @@ impl ApiError {
                 }
                 Self::Decide(DecideError::Budget(k)) => {
                     format!("The order plugin exceeded its {k} budget.")
+                }
+                Self::Decide(DecideError::PoolExhausted { .. }) => {
+                    "Every order plugin instance is busy; retry after the Retry-After delay.".into()
                 }
                 Self::Backpressure { .. } => {
                     "New orders are paused while the event backlog drains; retry after the Retry-After delay.".into()

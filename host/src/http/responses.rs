@@ -74,7 +74,7 @@ impl IntoResponses for EdgeErrors {
             (
                 "503".to_owned(),
                 problem(
-                    "Temporarily unavailable (`OVERLOADED`, `SHUTTING_DOWN`, `STORAGE_UNAVAILABLE`, `PLUGIN_UNAVAILABLE`, `BACKPRESSURE`, ...); retryable, see `Retry-After`",
+                    "Temporarily unavailable (`OVERLOADED`, `SHUTTING_DOWN`, `STORAGE_UNAVAILABLE`, `PLUGIN_UNAVAILABLE`, `PLUGIN_BUSY`, `BACKPRESSURE`, ...); retryable, see `Retry-After`",
                 ),
             ),
             (

@@ -196,6 +196,7 @@ async fn upload(
         .await
         .map_err(|e| match e {
             AdmitError::Busy => ApiError::AdmissionBusy,
+            AdmitError::PoolExhausted(e) => e.into(),
             AdmitError::Refused { stage, detail } => ApiError::PluginRejected { stage, detail },
             AdmitError::Release(e) => e.into(),
         })?;

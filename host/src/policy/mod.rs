@@ -51,7 +51,9 @@ use retry::RetryConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Requests in flight across the API before new ones are shed with `OVERLOADED`.
+    /// Requests in flight across the API before new ones are shed with `OVERLOADED`. Keep it
+    /// at most `runtime.max_instances` (the default of both is 128) so every admitted request
+    /// can hold a plugin instance; start-up warns otherwise (`Config::warnings`).
     pub max_concurrency: usize,
     /// Per-route request timeouts by route template (e.g. `"/v1/orders" = 2000`), in ms;
     /// other routes use `http.request_timeout_ms`.
@@ -71,7 +73,7 @@ pub struct PolicyConfig {
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
-            max_concurrency: 256,
+            max_concurrency: 128,
             route_timeouts_ms: BTreeMap::new(),
             rate_limit: RateLimitConfig::default(),
             request_log: request_log::RequestLogConfig::default(),

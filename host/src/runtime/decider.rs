@@ -93,6 +93,10 @@ impl PluginDecider {
     }
 
     fn observe<T>(&self, route: &Route, result: &Result<T, DecideError>, started: Instant) {
+        // The version never ran: nothing to judge it by (neither a failure nor a success).
+        if matches!(result, Err(DecideError::PoolExhausted { .. })) {
+            return;
+        }
         let unexpected = result
             .as_ref()
             .err()
@@ -132,7 +136,13 @@ impl PluginDecider {
         tokio::spawn(tracing::Instrument::instrument(
             async move {
                 let _permit = permit;
-                let answer = Answer::of(&call(runtime, shadow.clone()).await);
+                let result = call(runtime, shadow.clone()).await;
+                // No free instance: shadows never wait for one; skipped, not compared.
+                if matches!(result, Err(DecideError::PoolExhausted { .. })) {
+                    releases.shadow_skipped(&shadow);
+                    return;
+                }
+                let answer = Answer::of(&result);
                 let comparison = match (&served, &answer) {
                     (_, Answer::Failed(_)) => Comparison::ShadowFailed,
                     (a, b) if a == b => Comparison::Match,

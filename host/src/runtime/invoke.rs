@@ -14,9 +14,12 @@
 //! decision (the request, the consumer) logs it once, with its own context.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::instrument::WithSubscriber;
@@ -43,6 +46,14 @@ pub(super) struct Metrics {
     capability_denials: Counter<u64>,
     stdio_truncated: Counter<u64>,
     in_flight: UpDownCounter<i64>,
+    instance_wait: Histogram<f64>,
+    instances_exhausted: Counter<u64>,
+    instances_in_use: UpDownCounter<i64>,
+    instances_waiting: UpDownCounter<i64>,
+    /// Calls waiting for an instance now (what `instances_waiting` exports).
+    waiting_now: Arc<AtomicI64>,
+    /// Instances held by calls now (what `instances_in_use` exports).
+    in_use_now: Arc<AtomicI64>,
 }
 
 impl Metrics {
@@ -96,7 +107,84 @@ impl Metrics {
                 .i64_up_down_counter("weir.plugin.in_flight")
                 .with_description("Plugin invocations in progress")
                 .build(),
+            instance_wait: meter
+                .f64_histogram("weir.plugin.instance.wait")
+                .with_unit("s")
+                .with_description(
+                    "Time plugin calls waited for a free instance (runtime.max_instances), refused ones included",
+                )
+                .with_boundaries(vec![
+                    0.0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .build(),
+            instances_exhausted: meter
+                .u64_counter("weir.plugin.instances.exhausted")
+                .with_description(
+                    "Plugin calls refused because no instance became free within runtime.instance_wait_ms or the caller's deadline",
+                )
+                .build(),
+            instances_in_use: meter
+                .i64_up_down_counter("weir.plugin.instances.in_use")
+                .with_description("Plugin instances in use (at most runtime.max_instances)")
+                .build(),
+            instances_waiting: meter
+                .i64_up_down_counter("weir.plugin.instances.waiting")
+                .with_description("Plugin calls waiting for a free instance")
+                .build(),
+            waiting_now: Arc::default(),
+            in_use_now: Arc::default(),
         }
+    }
+
+    /// Calls waiting for an instance now.
+    pub(super) fn waiting(&self) -> i64 {
+        self.waiting_now.load(Ordering::Relaxed)
+    }
+
+    /// Instances held by calls now.
+    pub(super) fn in_use(&self) -> i64 {
+        self.in_use_now.load(Ordering::Relaxed)
+    }
+}
+
+/// One pool slot held by one call: taken before the instance is made, given back when the
+/// call's store (and with it the instance's pool slot) has been dropped.
+pub(super) struct InstanceSlot {
+    _permit: OwnedSemaphorePermit,
+    in_use: UpDownCounter<i64>,
+    in_use_now: Arc<AtomicI64>,
+}
+
+impl Drop for InstanceSlot {
+    fn drop(&mut self) {
+        self.in_use.add(-1, &[]);
+        self.in_use_now.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A store and the slot it occupies. Fields drop in declaration order: the store (which
+/// returns the instance to wasmtime's pool) before the slot (which lets the next call in), so
+/// an admitted call always finds its pool slot free.
+struct Held {
+    store: Store<InvocationState>,
+    _slot: InstanceSlot,
+}
+
+/// Counts a call as waiting while it lives (also when the waiting future is dropped).
+struct Waiting<'a>(&'a Metrics);
+
+impl<'a> Waiting<'a> {
+    fn start(m: &'a Metrics) -> Self {
+        m.waiting_now.fetch_add(1, Ordering::Relaxed);
+        m.instances_waiting.add(1, &[]);
+        Self(m)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting_now.fetch_sub(1, Ordering::Relaxed);
+        self.0.instances_waiting.add(-1, &[]);
     }
 }
 
@@ -233,8 +321,6 @@ impl Runtime {
         let inner = &*self.inner;
         let _token = inner.tracker.token();
         let started = Instant::now();
-        let budget_end = started + inner.config.budget.timeout;
-        let deadline = deadline.map_or(budget_end, |d| d.min(budget_end));
         let labels = [
             KeyValue::new("plugin.name", plugin.meta.name.clone()),
             KeyValue::new("plugin.version", plugin.meta.version.clone()),
@@ -245,6 +331,19 @@ impl Runtime {
         let span = invocation_span(plugin, role, C::NAME);
         inner.metrics.in_flight.add(1, &labels);
 
+        // A free instance first (bounded wait), then the breaker: a half-open probe is never
+        // spent on a call that then finds no instance.
+        let slot = match self.admit(role, started, deadline, &labels, &span).await {
+            Ok(slot) => slot,
+            Err(refused) => {
+                inner.metrics.in_flight.add(-1, &labels);
+                self.record(&span, &labels, started, refused.outcome(), Some(&refused));
+                return Err(refused);
+            }
+        };
+        // The budget runs from admission; the caller's deadline still bounds everything.
+        let budget_end = Instant::now() + inner.config.budget.timeout;
+        let deadline = deadline.map_or(budget_end, |d| d.min(budget_end));
         let permit = if C::GUARDED {
             match self.breaker_permit(plugin) {
                 Ok(permit) => Some(permit),
@@ -260,7 +359,7 @@ impl Runtime {
         let state = self.fresh_state(plugin, deadline);
         let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
         let result = self
-            .on_plugin_threads(plugin, call, state, deadline, &labels, &span)
+            .on_plugin_threads(plugin, call, (state, slot), deadline, &labels, &span)
             .await;
         if let Some(permit) = permit {
             permit.record(Some(
@@ -280,6 +379,73 @@ impl Runtime {
         };
         self.record(&span, &labels, started, outcome, result.as_ref().err());
         result
+    }
+
+    /// A free instance slot: at once when one is free; otherwise wait until the earlier of
+    /// `runtime.instance_wait_ms` after `started` and the caller's `deadline`, then refuse
+    /// with [`InvokeError::PoolExhausted`]. Shadow calls never wait. Shutdown interrupts the
+    /// wait. The wait is recorded on the span (`instance_wait_us`) and in the metrics.
+    async fn admit(
+        &self,
+        role: Role,
+        started: Instant,
+        deadline: Option<Instant>,
+        labels: &[KeyValue; 5],
+        span: &tracing::Span,
+    ) -> Result<InstanceSlot, InvokeError> {
+        let inner = &*self.inner;
+        let m = &inner.metrics;
+        let instances = inner.instances.clone();
+        let permit = match instances.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(TryAcquireError::Closed) => Err(InvokeError::Interrupted),
+            Err(TryAcquireError::NoPermits) => {
+                let cap = started + inner.config.instance_wait;
+                let until = deadline.map_or(cap, |d| d.min(cap));
+                if role == Role::Shadow || until <= Instant::now() {
+                    Err(None)
+                } else {
+                    let _waiting = Waiting::start(m);
+                    tokio::select! {
+                        biased;
+                        () = inner.interrupt.cancelled() => Err(Some(InvokeError::Interrupted)),
+                        r = tokio::time::timeout_at(until, instances.acquire_owned()) => match r {
+                            Ok(Ok(permit)) => Ok(permit),
+                            Ok(Err(_closed)) => Err(Some(InvokeError::Interrupted)),
+                            Err(_elapsed) => Err(None),
+                        },
+                    }
+                }
+                .map_err(|interrupted| {
+                    interrupted.unwrap_or_else(|| InvokeError::PoolExhausted {
+                        waited: started.elapsed(),
+                        retry_after: std::time::Duration::from_secs(1),
+                    })
+                })
+            }
+        };
+        let waited = started.elapsed();
+        span.record("instance_wait_us", waited.as_micros() as u64);
+        let attrs = &labels[..];
+        m.instance_wait.record(waited.as_secs_f64(), attrs);
+        match permit {
+            Ok(permit) => {
+                m.instances_in_use.add(1, &[]);
+                m.in_use_now.fetch_add(1, Ordering::Relaxed);
+                Ok(InstanceSlot {
+                    _permit: permit,
+                    in_use: m.instances_in_use.clone(),
+                    in_use_now: m.in_use_now.clone(),
+                })
+            }
+            Err(e) => {
+                if matches!(e, InvokeError::PoolExhausted { .. }) {
+                    span.record("instances.exhausted", true);
+                    m.instances_exhausted.add(1, attrs);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// A permit of the version's breaker (looked up once per version), or the refusal.
@@ -323,7 +489,7 @@ impl Runtime {
         &self,
         plugin: &PluginVersion,
         call: C,
-        state: InvocationState,
+        (state, slot): (InvocationState, InstanceSlot),
         deadline: Instant,
         labels: &[KeyValue],
         span: &tracing::Span,
@@ -333,7 +499,7 @@ impl Runtime {
         let labels = labels.to_vec();
         let task = async move {
             let result = this
-                .run_bounded(&pre, &call, state, deadline, &labels)
+                .run_bounded(&pre, &call, state, slot, deadline, &labels)
                 .await;
             (call, result)
         }
@@ -358,10 +524,11 @@ impl Runtime {
         pre: &bindings::PluginPre<InvocationState>,
         call: &C,
         state: InvocationState,
+        slot: InstanceSlot,
         deadline: Instant,
         labels: &[KeyValue],
     ) -> Result<C::Output, InvokeError> {
-        let work = self.run(pre, call, state, deadline, labels);
+        let work = self.run(pre, call, state, slot, deadline, labels);
         tokio::select! {
             biased;
             () = self.inner.interrupt.cancelled() => Err(InvokeError::Interrupted),
@@ -371,18 +538,23 @@ impl Runtime {
         }
     }
 
-    /// A fresh store and instance, then the call; the store and instance are dropped
-    /// afterwards whatever happened.
+    /// A fresh store and instance in `slot`, then the call; the store and instance are
+    /// dropped afterwards whatever happened, then the slot is given back.
     async fn run<C: Call>(
         &self,
         pre: &bindings::PluginPre<InvocationState>,
         call: &C,
         state: InvocationState,
+        slot: InstanceSlot,
         deadline: Instant,
         labels: &[KeyValue],
     ) -> Result<C::Output, InvokeError> {
         let inner = &*self.inner;
-        let mut store = Store::new(&inner.engine, state);
+        let mut held = Held {
+            store: Store::new(&inner.engine, state),
+            _slot: slot,
+        };
+        let store = &mut held.store;
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(inner.config.budget.copy_bytes);
         // At every epoch tick a running guest yields to the other calls on the plugin
@@ -403,9 +575,20 @@ impl Runtime {
         }
 
         let t0 = Instant::now();
-        let instance = match pre.instantiate_async(&mut store).await {
+        let instance = match pre.instantiate_async(&mut *store).await {
             Ok(i) => i,
-            Err(e) if e.downcast_ref::<Trap>().is_some() => return Err(classify(&store, e)),
+            Err(e) if e.downcast_ref::<Trap>().is_some() => return Err(classify(store, e)),
+            // A part of the pool other than component instances (core instances, memories,
+            // tables, stacks) ran out first: the same capacity condition, typed the same way.
+            Err(e)
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+            {
+                return Err(InvokeError::PoolExhausted {
+                    waited: std::time::Duration::ZERO,
+                    retry_after: std::time::Duration::from_secs(1),
+                });
+            }
             Err(e) => {
                 return Err(InvokeError::Instantiate {
                     detail: Detail(format!("{e:#}")),
@@ -419,9 +602,9 @@ impl Runtime {
             .instantiate_duration
             .record(instantiate.as_secs_f64(), labels);
 
-        call.call(&instance, &mut store)
+        call.call(&instance, &mut *store)
             .await
-            .map_err(|e| classify(&store, e))
+            .map_err(|e| classify(store, e))
     }
 
     /// Outcome, duration and failure on the span and in the metrics.
@@ -488,6 +671,8 @@ fn invocation_span(plugin: &PluginVersion, role: Role, function: &'static str) -
         contract.rule = Empty,
         capability = Empty,
         instantiate_us = Empty,
+        instance_wait_us = Empty,
+        instances.exhausted = Empty,
         duration_us = Empty,
         otel.status_code = Empty,
     )

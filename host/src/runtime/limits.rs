@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Budget {
-    /// Wall-clock limit of one call, instantiation included. Enforced by a tokio timeout and,
+    /// Wall-clock limit of one call, instantiation included, from the moment it has its
+    /// instance (a wait for a free one is not counted). Enforced by a tokio timeout and,
     /// while the guest is running wasm, by epoch interruption.
     #[serde(with = "crate::support::duration_ms", rename = "timeout_ms")]
     pub timeout: Duration,

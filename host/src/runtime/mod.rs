@@ -75,9 +75,15 @@ use crate::world::bindings;
 pub struct RuntimeConfig {
     /// Budget of every invocation.
     pub budget: Budget,
-    /// Instances that may exist at once; sizes the pooling allocator. Calls beyond it fail
-    /// fast with [`InvokeError::Instantiate`] instead of queueing.
+    /// Instances that may exist at once; sizes the pooling allocator and the host's instance
+    /// admission. A call beyond it waits for a free instance (see `instance_wait`).
     pub max_instances: u32,
+    /// Longest a call waits for a free instance when all `max_instances` are busy; the
+    /// caller's deadline (the request's, the consumer's) cuts it shorter. Past it the call is
+    /// refused with [`InvokeError::PoolExhausted`] (`503 PLUGIN_BUSY`) without running.
+    /// Shadow calls never wait (they are skipped). `0` refuses at once.
+    #[serde(with = "crate::support::duration_ms", rename = "instance_wait_ms")]
+    pub instance_wait: Duration,
     /// Epoch tick: the granularity of CPU interruption.
     #[serde(with = "crate::support::duration_ms", rename = "epoch_tick_ms")]
     pub epoch_tick: Duration,
@@ -99,6 +105,7 @@ impl Default for RuntimeConfig {
         Self {
             budget: Budget::default(),
             max_instances: 128,
+            instance_wait: Duration::from_millis(1000),
             epoch_tick: Duration::from_millis(5),
             catalog_timeout: Duration::from_millis(200),
             compile_timeout: Duration::from_secs(60),
@@ -137,9 +144,14 @@ impl RuntimeConfig {
             "must be positive and not above runtime.budget.timeout_ms",
         )?;
         ensure(
-            self.max_instances > 0,
+            self.max_instances > 0 && self.max_instances <= 65_536,
             "runtime.max_instances",
-            "must be positive",
+            "must be between 1 and 65536",
+        )?;
+        ensure(
+            self.instance_wait <= Duration::from_secs(60),
+            "runtime.instance_wait_ms",
+            "must be at most 60000",
         )?;
         ensure(
             !self.compile_timeout.is_zero(),
@@ -158,6 +170,9 @@ struct Inner {
     interrupt: CancellationToken,
     ticker_stop: Arc<AtomicBool>,
     metrics: invoke::Metrics,
+    /// Instance admission: one permit per pooled instance (`max_instances`), taken before
+    /// instantiating and released after the store (and its pool slot) is dropped.
+    instances: Arc<tokio::sync::Semaphore>,
     /// The threads plugin code runs on.
     plugin_threads: PluginThreads,
     /// One breaker per plugin version (see [`Runtime::plugin_breakers`]).
@@ -200,6 +215,7 @@ impl Runtime {
         artifact_dir: Option<std::path::PathBuf>,
     ) -> Result<Self, EngineError> {
         let engine = engine(&config)?;
+        let permits = config.max_instances.max(1) as usize;
         let artifacts = ArtifactCache::new(&engine, artifact_dir);
         let mut linker = Linker::<InvocationState>::new(&engine);
         wasi::add_to_linker(&mut linker).map_err(|e| EngineError(format!("{e:#}")))?;
@@ -220,6 +236,7 @@ impl Runtime {
                 interrupt: CancellationToken::new(),
                 ticker_stop,
                 metrics: invoke::Metrics::new(),
+                instances: Arc::new(tokio::sync::Semaphore::new(permits)),
                 plugin_threads,
                 plugin_breakers: BreakerSet::default(),
                 artifacts,
@@ -406,6 +423,16 @@ impl Runtime {
     /// run; `describe` (admission) is never refused. Guest errors are healthy answers.
     pub fn plugin_breakers(&self) -> &BreakerSet {
         &self.inner.plugin_breakers
+    }
+
+    /// Instances in use now (admitted calls holding a pool slot), at most `max_instances`.
+    pub fn instances_in_use(&self) -> usize {
+        usize::try_from(self.inner.metrics.in_use()).unwrap_or(0)
+    }
+
+    /// Calls waiting for a free instance now.
+    pub fn instances_waiting(&self) -> usize {
+        usize::try_from(self.inner.metrics.waiting()).unwrap_or(0)
     }
 
     /// Invocations currently running.

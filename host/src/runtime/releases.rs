@@ -120,6 +120,10 @@ pub enum AdmitError {
         /// Why, for the operator (bounded).
         detail: String,
     },
+    /// Every plugin instance stayed busy while the `describe` self-test waited for one
+    /// (`InvokeError::PoolExhausted`); nothing about the component was judged.
+    #[error("no plugin instance was free for the describe self-test; retry shortly")]
+    PoolExhausted(#[source] super::InvokeError),
     /// The store failed.
     #[error(transparent)]
     Release(ReleaseError),
@@ -416,13 +420,15 @@ impl Releases {
     /// names it. The running versions are untouched whatever happens.
     pub async fn admit(&self, bytes: Vec<u8>, actor: &str) -> Result<Admitted, AdmitError> {
         let _permit = self.admission.try_acquire().map_err(|_| AdmitError::Busy)?;
-        let version = self
-            .load(bytes.clone())
-            .await
-            .map_err(|e| AdmitError::Refused {
+        let version = self.load(bytes.clone()).await.map_err(|e| match e {
+            LoadError::Describe(busy @ super::InvokeError::PoolExhausted { .. }) => {
+                AdmitError::PoolExhausted(busy)
+            }
+            e => AdmitError::Refused {
                 stage: e.stage(),
                 detail: bounded(crate::support::chain(&e)),
-            })?;
+            },
+        })?;
         let record = Self::record_of(&version, actor);
         let registered = self
             .service
@@ -814,6 +820,14 @@ impl Releases {
                 .add(1, &Self::shadow_labels(shadow, "skipped"));
         }
         permit
+    }
+
+    /// Count a shadow call that found no free plugin instance (shadows never wait for one):
+    /// skipped like one beyond `shadow_max_in_flight`, not a failure of the shadow version.
+    pub fn shadow_skipped(&self, shadow: &PluginVersion) {
+        self.metrics
+            .shadow
+            .add(1, &Self::shadow_labels(shadow, "skipped"));
     }
 
     fn shadow_labels(shadow: &PluginVersion, outcome: &'static str) -> [KeyValue; 4] {

@@ -335,6 +335,12 @@ impl Config {
         self.auth.resolve(self.listen)?;
         self.runtime.validate()?;
         ensure(
+            self.runtime.instance_wait < self.http.request_timeout,
+            "runtime.instance_wait_ms",
+            "must be shorter than http.request_timeout_ms (a request refused for want of a \
+             plugin instance must get its 503 PLUGIN_BUSY before its own deadline)",
+        )?;
+        ensure(
             self.database.max_connections > 0,
             "database.max_connections",
             "must be positive",
@@ -372,6 +378,27 @@ impl Config {
             "must be shorter than runtime.catalog_timeout_ms (a slow cache must leave time to \
              read the database)",
         )
+    }
+
+    /// Settings that work but are likely not what the operator meant, one sentence each
+    /// (logged as warnings at start-up). The capacity rule: `policy.max_concurrency` must not
+    /// exceed `runtime.max_instances`, so every request the edge admits can hold a plugin
+    /// instance; beyond it, requests wait for one (`runtime.instance_wait_ms`) and may be
+    /// refused with `503 PLUGIN_BUSY` although the edge admitted them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let (concurrency, instances) = (self.policy.max_concurrency, self.runtime.max_instances);
+        if concurrency > instances as usize {
+            warnings.push(format!(
+                "policy.max_concurrency ({concurrency}) exceeds runtime.max_instances \
+                 ({instances}): up to {} admitted requests can find every plugin instance busy, \
+                 wait up to runtime.instance_wait_ms ({} ms) and get 503 PLUGIN_BUSY; set \
+                 policy.max_concurrency <= runtime.max_instances",
+                concurrency - instances as usize,
+                self.runtime.instance_wait.as_millis()
+            ));
+        }
+        warnings
     }
 
     /// The database URL in effect: the configured one or SQLite in `data_dir`.
@@ -555,6 +582,58 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_concurency"), "{err}");
+    }
+
+    #[test]
+    fn concurrency_and_instances_agree_by_default_and_a_mismatch_is_warned() {
+        let cfg = load("").unwrap();
+        assert!(
+            cfg.policy.max_concurrency <= cfg.runtime.max_instances as usize,
+            "defaults: max_concurrency {} > max_instances {}",
+            cfg.policy.max_concurrency,
+            cfg.runtime.max_instances
+        );
+        assert_eq!(cfg.warnings(), Vec::<String>::new());
+        assert_eq!(cfg.runtime.instance_wait, Duration::from_millis(1000));
+
+        let cfg = load("[runtime]\nmax_instances = 16\ninstance_wait_ms = 250\n").unwrap();
+        let warnings = cfg.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        for part in [
+            "policy.max_concurrency (128) exceeds runtime.max_instances (16)",
+            "up to 112 admitted requests",
+            "250 ms",
+            "503 PLUGIN_BUSY",
+        ] {
+            assert!(warnings[0].contains(part), "{part:?} not in {warnings:?}");
+        }
+        let cfg = load("[runtime]\nmax_instances = 16\n[policy]\nmax_concurrency = 16\n").unwrap();
+        assert_eq!(cfg.warnings(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_instance_wait_is_bounded_and_shorter_than_the_request_timeout() {
+        let cfg = load("[runtime]\ninstance_wait_ms = 0\n").unwrap();
+        assert!(cfg.runtime.instance_wait.is_zero());
+        for toml in [
+            "[runtime]\ninstance_wait_ms = 5000\n",
+            "[runtime]\ninstance_wait_ms = 3000\n[http]\nrequest_timeout_ms = 2000\n",
+        ] {
+            let err = load(toml).unwrap_err().to_string();
+            assert!(
+                err.contains("runtime.instance_wait_ms") && err.contains("http.request_timeout_ms"),
+                "{toml}: {err}"
+            );
+        }
+        let err =
+            load("[runtime]\ninstance_wait_ms = 60001\n[http]\nrequest_timeout_ms = 120000\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("runtime.instance_wait_ms"), "{err}");
+        let err = load("[runtime]\nmax_instances = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.max_instances"), "{err}");
     }
 
     #[test]

@@ -135,6 +135,9 @@ impl Server {
     /// Start everything described in the module doc.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        for warning in config.warnings() {
+            tracing::warn!(warning = %warning, "configuration warning");
+        }
         // First: instruments created below bind to the global meter provider.
         if let Err(e) = crate::telemetry::metrics::install() {
             tracing::error!(error = %e, "metrics disabled");

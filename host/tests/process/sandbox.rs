@@ -80,7 +80,10 @@ async fn hostile_calls_stay_within_the_stated_rss_bound() {
             assert!(
                 matches!(
                     code.as_str(),
-                    "PLUGIN_BUDGET_EXCEEDED" | "PLUGIN_CONTRACT_VIOLATION" | "PLUGIN_UNAVAILABLE"
+                    "PLUGIN_BUDGET_EXCEEDED"
+                        | "PLUGIN_CONTRACT_VIOLATION"
+                        | "PLUGIN_UNAVAILABLE"
+                        | "PLUGIN_BUSY"
                 ),
                 "{mode}: {status} {code}"
             );
