@@ -907,6 +907,50 @@ async fn every_error_code_is_produced_and_well_formed() {
     check(status, &headers, &body, "AUTHENTICATION_UNAVAILABLE");
     s8.stop().await;
 
+    // The instance pool: its one instance is held inside a plugin call (a catalog read the
+    // test holds), so the next order waits its bounded time for an instance and is refused.
+    let s9 = TestServer::start(Backend::Sqlite, |c, _| {
+        c.runtime.max_instances = 1;
+        c.policy.max_concurrency = 4;
+        c.runtime.instance_wait = std::time::Duration::from_millis(100);
+        c.policy.cache.ttl = std::time::Duration::ZERO;
+        c.policy.database.timeout = std::time::Duration::from_secs(60);
+        c.runtime.catalog_timeout = std::time::Duration::from_secs(60);
+        c.runtime.budget.timeout = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let fault = s9.state().deps.database.fault.clone();
+    fault.hold();
+    let held = tokio::spawn(send(
+        s9.client
+            .post(format!("{}/v1/orders", s9.base))
+            .header("Idempotency-Key", "holds-the-instance")
+            .json(&good),
+    ));
+    let runtime = s9.state().runtime.clone();
+    for _ in 0..500 {
+        if fault.waiting() == 1 && runtime.instances_in_use() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        (fault.waiting(), runtime.instances_in_use()),
+        (1, 1),
+        "the first order never held the only instance"
+    );
+    let (status, headers, body) = send(
+        s9.client
+            .post(format!("{}/v1/orders", s9.base))
+            .header("Idempotency-Key", "finds-the-pool-busy")
+            .json(&good),
+    )
+    .await;
+    check(status, &headers, &body, "PLUGIN_BUSY");
+    fault.release();
+    assert_eq!(held.await.unwrap().0, StatusCode::CREATED);
+    s9.stop().await;
+
     let missing: Vec<_> = CATALOG
         .iter()
         .map(|s| s.code)
