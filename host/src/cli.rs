@@ -5,6 +5,10 @@
 //! `WEIR_ADMIN_TOKEN`, print a human summary by default and the API's JSON with `--json`, and
 //! exit non-zero with the problem's code, detail and stage when the API refuses. This module
 //! sits above every layer: it is a client of the others' HTTP contract, nothing more.
+//!
+//! [`scaffold`] is `weir plugin new`: a new plugin project on disk, no instance involved.
+
+pub mod scaffold;
 
 use std::time::Duration;
 

@@ -31,7 +31,8 @@
 //!    - [`server`]: the full configuration, the shared state, the listeners; the only place
 //!      that wires everything.
 //! 6. Clients
-//!    - [`cli`]: the `weir plugin push|list|...` commands, clients of the operations API.
+//!    - [`cli`]: the `weir plugin push|list|...` commands, clients of the operations API, and
+//!      `weir plugin new` (a plugin project on disk).
 //!
 //! # Where things go
 //! - A new route: a handler in `http/` that extracts, calls one use-case of `weir-core` and

@@ -163,6 +163,22 @@ enum ApikeyCommand {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
+    /// Create a plugin project (a crate using weir-sdk, native unit tests, a README) in
+    /// ./NAME or --dir.
+    New {
+        /// Plugin and crate name: 1-64 characters of a-z, 0-9 and '-', starting with a letter.
+        name: String,
+        /// Template language (supported: rust).
+        #[arg(long, default_value = "rust")]
+        lang: String,
+        /// Project directory (absent or empty) instead of ./NAME.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The weir-sdk crate directory the project depends on by path (default: sdk/ of the
+        /// checkout this binary was built from; the SDK is not published).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
     /// Validate a component against the weir:orders world and run its describe self-test.
     Check {
         /// The component file.
@@ -418,6 +434,15 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    dir,
+                    sdk_path,
+                },
+        } => plugin_new(name, lang, dir, sdk_path),
         Command::Plugin { command } => plugin_client(command).await,
         Command::Apikey { command } => apikey_client(command).await,
     }
@@ -540,6 +565,45 @@ async fn apikey_client(command: ApikeyCommand) -> ExitCode {
     exit_code(result)
 }
 
+/// `weir plugin new`: a plugin project on disk; usage errors exit 2.
+fn plugin_new(
+    name: String,
+    lang: String,
+    dir: Option<PathBuf>,
+    sdk_path: Option<PathBuf>,
+) -> ExitCode {
+    use weir_host::cli::scaffold::{NewPlugin, create, default_sdk_path};
+    let plugin = NewPlugin {
+        dir: dir.unwrap_or_else(|| PathBuf::from(&name)),
+        name,
+        lang,
+        sdk_path: sdk_path.unwrap_or_else(default_sdk_path),
+    };
+    match create(&plugin) {
+        Ok(files) => {
+            let dir = plugin.dir.display();
+            println!("created plugin {} in {dir}:", plugin.name);
+            for file in files {
+                println!("  {file}");
+            }
+            println!(
+                "next:\n  cd {dir}\n  cargo test\n  cargo build --release --target wasm32-wasip2\n  \
+                 weir plugin check target/wasm32-wasip2/release/{}.wasm",
+                plugin.name.replace('-', "_")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_usage() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
 /// `weir plugin push|list|status|promote|rollback|history`: a client of the operations API.
 async fn plugin_client(command: PluginCommand) -> ExitCode {
     use weir_host::cli::{AdminClient, PushTo, history_text, plugin_text, release_line};
@@ -642,7 +706,7 @@ async fn plugin_client(command: PluginCommand) -> ExitCode {
             .history(&name, limit)
             .await
             .map(|v| print(output.json, &v, history_text(&v))),
-        PluginCommand::Check { .. } => Ok(()),
+        PluginCommand::Check { .. } | PluginCommand::New { .. } => Ok(()),
     };
     exit_code(result)
 }

@@ -1,0 +1,294 @@
+//! `weir plugin new NAME [--lang rust]`: a new plugin project in its own directory.
+//!
+//! The project (templates in `scaffold/`) is a crate depending on `weir-sdk` by path (the SDK
+//! is not published), with a minimal order plugin (catalog pricing, the status graph), native
+//! unit tests against the SDK's fake host, a README and a `.gitignore`. It builds with
+//! `cargo build --release --target wasm32-wasip2` and passes `weir plugin check` as generated
+//! (`host/tests/process/scaffold.rs` proves both). There is no cases file: Weir has no
+//! recorded-cases format yet.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The languages `weir plugin new --lang` accepts.
+pub const LANGUAGES: &[&str] = &["rust"];
+
+/// The longest plugin name, as the host's `describe` check allows.
+pub const NAME_MAX: usize = 64;
+
+const CARGO_TOML: &str = include_str!("scaffold/Cargo.toml.tmpl");
+const LIB_RS: &str = include_str!("scaffold/lib.rs.tmpl");
+const TESTS_RS: &str = include_str!("scaffold/tests.rs.tmpl");
+const README_MD: &str = include_str!("scaffold/README.md.tmpl");
+const GITIGNORE: &str = include_str!("scaffold/gitignore.tmpl");
+
+/// Names Cargo refuses for a package or its library, or that shadow a standard crate.
+const RESERVED: &[&str] = &[
+    "alloc",
+    "as",
+    "async",
+    "await",
+    "break",
+    "const",
+    "continue",
+    "core",
+    "crate",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "fn",
+    "for",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "proc-macro",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "static",
+    "std",
+    "struct",
+    "super",
+    "test",
+    "trait",
+    "true",
+    "type",
+    "unsafe",
+    "use",
+    "where",
+    "while",
+];
+
+/// Why a project was not created. [`ScaffoldError::is_usage`] tells usage errors (exit code 2)
+/// from failures to write (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    /// NAME is not a usable plugin and crate name.
+    #[error("invalid plugin name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// The broken rule.
+        reason: String,
+    },
+    /// `--lang` names a language without templates.
+    #[error(
+        "language {lang:?} is not yet supported by `weir plugin new` (supported: {})",
+        LANGUAGES.join(", ")
+    )]
+    UnsupportedLanguage {
+        /// The language given.
+        lang: String,
+    },
+    /// The project directory exists and holds something.
+    #[error("{} already exists and is not an empty directory; choose another name or --dir", path.display())]
+    TargetNotEmpty {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// `--sdk-path` (or the default) is not a `weir-sdk` crate.
+    #[error(
+        "no weir-sdk crate at {}: {reason}; pass --sdk-path with the sdk/ directory of a Weir checkout",
+        path.display()
+    )]
+    SdkNotFound {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Creating a directory or writing a file failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ScaffoldError {
+    /// Whether the command line was at fault (exit code 2, like other usage errors).
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, Self::Io { .. })
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct NewPlugin {
+    /// The plugin's name: the Cargo package and the name `describe` reports.
+    pub name: String,
+    /// The template language (one of [`LANGUAGES`]).
+    pub lang: String,
+    /// The project directory (created; must be absent or empty).
+    pub dir: PathBuf,
+    /// The `weir-sdk` crate directory the project depends on.
+    pub sdk_path: PathBuf,
+}
+
+/// The `sdk/` directory of the checkout this binary was built from (it may not exist where
+/// the binary runs: [`create`] checks).
+pub fn default_sdk_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("sdk")
+}
+
+/// Check NAME: 1-64 characters of `a-z`, `0-9` and `-` (what the host accepts from
+/// `describe`), starting with a letter and not ending with `-` (what Cargo accepts for a
+/// package), and not a Rust keyword or standard crate.
+pub fn validate_name(name: &str) -> Result<(), ScaffoldError> {
+    let refuse = |reason: &str| {
+        Err(ScaffoldError::InvalidName {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if name.is_empty() || name.len() > NAME_MAX {
+        return refuse(&format!("must be 1-{NAME_MAX} characters"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return refuse("must be lowercase letters a-z, digits and '-'");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.ends_with('-') {
+        return refuse("must start with a letter and not end with '-'");
+    }
+    if RESERVED.contains(&name) {
+        return refuse("is a Rust keyword or a standard crate name");
+    }
+    Ok(())
+}
+
+/// Create the project; returns the files written, relative to `plugin.dir`.
+pub fn create(plugin: &NewPlugin) -> Result<Vec<&'static str>, ScaffoldError> {
+    validate_name(&plugin.name)?;
+    if !LANGUAGES.contains(&plugin.lang.as_str()) {
+        return Err(ScaffoldError::UnsupportedLanguage {
+            lang: plugin.lang.clone(),
+        });
+    }
+    let sdk = sdk_dir(&plugin.sdk_path)?;
+    let dir = &plugin.dir;
+    let occupied = match fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        // A file (or something else that is not a directory) by that name.
+        Err(_) if dir.exists() => true,
+        Err(source) => {
+            return Err(ScaffoldError::Io {
+                path: dir.clone(),
+                source,
+            });
+        }
+    };
+    if occupied {
+        return Err(ScaffoldError::TargetNotEmpty { path: dir.clone() });
+    }
+
+    let sdk_str = sdk.to_str().ok_or_else(|| ScaffoldError::SdkNotFound {
+        path: sdk.clone(),
+        reason: "the path is not UTF-8 (Cargo.toml cannot name it)".to_owned(),
+    })?;
+    let crate_name = plugin.name.replace('-', "_");
+    let render = |template: &str| {
+        template
+            .replace("{{name}}", &plugin.name)
+            .replace("{{crate_name}}", &crate_name)
+            .replace("{{sdk_path}}", &toml_string(sdk_str))
+    };
+    let files: [(&'static str, &str); 5] = [
+        ("Cargo.toml", CARGO_TOML),
+        ("src/lib.rs", LIB_RS),
+        ("src/tests.rs", TESTS_RS),
+        ("README.md", README_MD),
+        (".gitignore", GITIGNORE),
+    ];
+    let io = |path: PathBuf| move |source| ScaffoldError::Io { path, source };
+    let src = dir.join("src");
+    fs::create_dir_all(&src).map_err(io(src.clone()))?;
+    for (name, template) in files {
+        let path = dir.join(name);
+        fs::write(&path, render(template)).map_err(io(path.clone()))?;
+    }
+    Ok(files.iter().map(|(name, _)| *name).collect())
+}
+
+/// The absolute `weir-sdk` directory at `path`, or why it is not one.
+fn sdk_dir(path: &Path) -> Result<PathBuf, ScaffoldError> {
+    let refuse = |reason: String| ScaffoldError::SdkNotFound {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let dir = fs::canonicalize(path).map_err(|e| refuse(e.to_string()))?;
+    let manifest = fs::read_to_string(dir.join("Cargo.toml"))
+        .map_err(|e| refuse(format!("Cargo.toml: {e}")))?;
+    if !manifest
+        .lines()
+        .any(|l| l.replace(' ', "") == "name=\"weir-sdk\"")
+    {
+        return Err(refuse(
+            "its Cargo.toml is not the weir-sdk package".to_owned(),
+        ));
+    }
+    Ok(dir)
+}
+
+/// `s` as a TOML basic string, quotes included.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{toml_string, validate_name};
+
+    #[test]
+    fn names() {
+        for ok in ["demo", "demo-plugin", "a", "orders2", &"a".repeat(64)] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "Demo",
+            "demo_plugin",
+            "2demo",
+            "-demo",
+            "demo-",
+            "de mo",
+            "dé",
+            "test",
+            &"a".repeat(65),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn toml_strings_escape() {
+        assert_eq!(toml_string(r#"/a "b"\c"#), r#""/a \"b\"\\c""#);
+        assert_eq!(toml_string("a\nb"), r#""a\u000Ab""#);
+    }
+}
