@@ -72,6 +72,18 @@ impl TestServer {
 }
 
 /// Copy built test plugins into `<dir>/plugins` and return that directory.
+/// Deadlines far beyond what any answer needs, for tests that prove something other than a
+/// timeout (bounds, deduplication, ordering): on a loaded 2-core runner a catalog read or a
+/// plugin call can exceed the production defaults (150 ms database, 200 ms catalog, 500 ms
+/// budget), and the answer would be a 503 the test is not about. Tests of the timeouts
+/// themselves set their own values instead.
+pub fn patient(c: &mut Config) {
+    c.policy.database.timeout = Duration::from_secs(10);
+    c.runtime.catalog_timeout = Duration::from_secs(15);
+    c.runtime.budget.timeout = Duration::from_secs(15);
+    c.http.request_timeout = Duration::from_secs(20);
+}
+
 pub fn plugin_dir(dir: &Path, plugins: &[&str]) -> std::path::PathBuf {
     let out = dir.join("plugins");
     std::fs::create_dir_all(&out).unwrap();
