@@ -59,15 +59,10 @@ pub enum QuoteError {
     /// placing ([`super::PlaceError::Decide`]).
     #[error(transparent)]
     Decide(DecideError),
-    /// Reading the stock failed.
-    #[error("reading the stock of {sku}")]
-    Store {
-        /// The sku being read.
-        sku: String,
-        /// The store's error.
-        #[source]
-        source: StoreError,
-    },
+    /// Reading the stock failed (the sku is not named: it is client input, kept out of
+    /// logs).
+    #[error("reading the stock of the requested skus")]
+    Store(#[source] StoreError),
 }
 
 impl OrderService {
@@ -95,14 +90,11 @@ impl OrderService {
         }
         let mut covered: BTreeMap<&str, bool> = BTreeMap::new();
         for (sku, units) in wanted {
-            let product =
-                p.products
-                    .get_product(sku)
-                    .await
-                    .map_err(|source| QuoteError::Store {
-                        sku: sku.to_owned(),
-                        source,
-                    })?;
+            let product = p
+                .products
+                .get_product(sku)
+                .await
+                .map_err(QuoteError::Store)?;
             covered.insert(sku, product.is_some_and(|p| p.stock >= units));
         }
         let available = cmd
