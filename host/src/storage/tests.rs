@@ -464,6 +464,7 @@ async fn create_order_is_atomic(store: Arc<dyn Store>) {
             order_lines: 2,
             outbox_events: 1,
             idempotency_completed: 1,
+            idempotency_keys: 1,
         }
     );
     assert_eq!(
@@ -521,6 +522,7 @@ async fn create_order_is_atomic(store: Arc<dyn Store>) {
             order_lines: 4,
             outbox_events: 2,
             idempotency_completed: 2,
+            idempotency_keys: 2,
         }
     );
 }
