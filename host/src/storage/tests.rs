@@ -484,7 +484,12 @@ async fn create_order_is_atomic(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-    assert_eq!(store.count_rows().await.unwrap(), baseline);
+    // Only key-b's claim (in progress) is new.
+    let claimed = RowCounts {
+        idempotency_keys: baseline.idempotency_keys + 1,
+        ..baseline
+    };
+    assert_eq!(store.count_rows().await.unwrap(), claimed);
     assert_eq!(store.get_order(second.id).await.unwrap(), None);
     // The key was not completed: still held by the failed attempt.
     assert!(matches!(
@@ -503,7 +508,7 @@ async fn create_order_is_atomic(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-    assert_eq!(store.count_rows().await.unwrap(), baseline);
+    assert_eq!(store.count_rows().await.unwrap(), claimed);
 
     // The retry after release succeeds.
     store.idempotency_release("key-b").await.unwrap();
