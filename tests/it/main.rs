@@ -4,6 +4,8 @@
 //! - `api`: the HTTP API against SQLite and PostgreSQL, error catalog, idempotency, crash safety.
 //! - `auth`: API keys, JWT bearer tokens, scopes and tenant isolation.
 //! - `shutdown`: rotation (admin API), readiness while draining, the pre-stop delay.
+//! - `quotes`: `POST /v1/quotes` on SQLite and PostgreSQL: the price placing gets, nothing
+//!   written, the same typed refusals, the `orders:write` scope.
 //! - `integrity`: the host's contract on plugin decisions, the status graph, stock reservations.
 //! - `releases`: the plugin lifecycle API: uploads, swaps under load, canaries, shadows.
 //! - `sandbox`: the hostile suite (bounded plugin output, least authority, describe abuse,
@@ -33,6 +35,7 @@ mod integrity;
 mod policies;
 mod pool;
 mod prometheus;
+mod quotes;
 mod releases;
 mod retention;
 mod runtime;

@@ -3,6 +3,8 @@
 //!
 //! - [`place_order`]: idempotency, the decider's pricing, and the ONE transaction that writes
 //!   the order, its `order.placed` event and the completed idempotency record.
+//! - [`quote_order`]: the decider's pricing of a request, checked against the host's
+//!   contract, with the stock available now; nothing is stored.
 //! - [`transition`]: apply an event to an order through the decider, with optimistic
 //!   concurrency (the one retry loop, shared by the cancel route and the payments consumer).
 //! - [`queries`]: reads (orders, the events feed, products) and product updates.
@@ -11,6 +13,7 @@
 
 pub mod place_order;
 pub mod queries;
+pub mod quote_order;
 pub mod releases;
 pub mod retention;
 pub mod transition;
@@ -29,6 +32,7 @@ use crate::ports::{
 
 pub use place_order::{PlaceError, PlaceOrder, Placed, ResponseEncoder};
 pub use queries::{FeedError, FeedPage, ProductError};
+pub use quote_order::{Quote, QuoteError, QuoteOrder};
 pub use releases::{Registered, ReleaseError, ReleaseService};
 pub use retention::{Purged, RetentionPolicy, purge_expired};
 pub use transition::{ApplyTransition, InboxKey, TransitionError, Transitioned};

@@ -883,3 +883,119 @@ fn tenants_see_only_their_own_orders_and_events() {
     assert_eq!(get("acme", a.id).unwrap().status, OrderStatus::Placed);
     assert!(matches!(cancel(Some("acme")), Ok(Transitioned::Applied(_))));
 }
+
+fn quote(w: &World, skus: &[(&str, u32)]) -> Result<Quote, QuoteError> {
+    let cmd = command("quote", skus);
+    block_on(w.service.quote_order(QuoteOrder {
+        request: cmd.request,
+        deadline: cmd.deadline,
+        routing_key: "quote".into(),
+    }))
+}
+
+/// (orders, events, idempotency keys, units reserved in all) of the store.
+fn footprint(w: &World) -> (usize, usize, usize, i64) {
+    let s = w.store.state();
+    (
+        s.orders.len(),
+        s.events.len(),
+        s.keys.len(),
+        s.reserved.values().sum(),
+    )
+}
+
+#[test]
+fn a_quote_is_the_price_placing_gets_and_writes_nothing() {
+    let w = World::new();
+    w.stock("LOW-1", 1);
+    let skus = [("KB-001", 2), ("LOW-1", 2), ("HD-005", 1)];
+    let before = footprint(&w);
+    let q = quote(&w, &skus).unwrap();
+    assert_eq!(footprint(&w), before, "a quote writes nothing");
+    assert_eq!(
+        q.available,
+        [true, false, true],
+        "LOW-1 has 1 unit for 2 asked"
+    );
+    assert_eq!(q.by, super::fakes::plugin());
+
+    let Ok(Placed::Created { order, .. }) = w.place("after-quote", &[("KB-001", 2), ("HD-005", 1)])
+    else {
+        panic!("expected a new order")
+    };
+    let q = quote(&w, &[("KB-001", 2), ("HD-005", 1)]).unwrap();
+    let priced: Vec<(i64, i64)> = q
+        .priced
+        .lines
+        .iter()
+        .map(|l| (l.unit_price.amount, l.line_total.amount))
+        .collect();
+    let placed: Vec<(i64, i64)> = order
+        .lines
+        .iter()
+        .map(|l| (l.unit_price, l.line_total))
+        .collect();
+    assert_eq!(priced, placed);
+    assert_eq!(
+        (
+            q.priced.subtotal.amount,
+            q.priced.discount.amount,
+            q.priced.tax.amount,
+            q.priced.total.amount
+        ),
+        (order.subtotal, order.discount, order.tax, order.total)
+    );
+}
+
+#[test]
+fn availability_sums_a_sku_over_its_lines_and_an_unknown_sku_is_unavailable() {
+    let w = World::new();
+    w.stock("LOW-1", 3);
+    let q = quote(&w, &[("LOW-1", 2), ("NOPE-1", 1), ("LOW-1", 2)]).unwrap();
+    assert_eq!(
+        q.available,
+        [false, false, false],
+        "4 of LOW-1 asked, 3 there"
+    );
+    let q = quote(&w, &[("LOW-1", 2), ("LOW-1", 1)]).unwrap();
+    assert_eq!(q.available, [true, true]);
+}
+
+#[test]
+fn a_quote_is_held_to_the_contract_and_refusals_pass_unchanged() {
+    let w = World::new();
+    *w.decider.place.lock().unwrap() = Answer::Lie(|p| p.total.amount += 1);
+    let err = quote(&w, &[("KB-001", 1)]).unwrap_err();
+    assert!(
+        matches!(&err, QuoteError::Decide(DecideError::Contract(v)) if v.rule == ContractRule::Total),
+        "{err:?}"
+    );
+    *w.decider.place.lock().unwrap() = Answer::Fail(|| {
+        DecideError::Refused(OrderError::Rejected(Rejection {
+            reason: "INSUFFICIENT_STOCK".into(),
+            message: "no".into(),
+        }))
+    });
+    assert!(matches!(
+        quote(&w, &[("KB-001", 1)]),
+        Err(QuoteError::Decide(DecideError::Refused(OrderError::Rejected(r)))) if r.reason == "INSUFFICIENT_STOCK"
+    ));
+    *w.decider.place.lock().unwrap() =
+        Answer::Fail(|| DecideError::Refused(OrderError::NotFound("n".repeat(48 << 20))));
+    assert!(matches!(
+        quote(&w, &[("KB-001", 1)]),
+        Err(QuoteError::Decide(DecideError::Contract(v))) if v.rule == ContractRule::ErrorShape
+    ));
+    assert_eq!(footprint(&w), (0, 0, 0, 0));
+}
+
+#[test]
+fn a_quote_is_not_held_back_by_the_intake_gate() {
+    let w = World::new();
+    w.gate.0.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        w.place("gated", &[("KB-001", 1)]),
+        Err(PlaceError::Backpressure { .. })
+    ));
+    assert!(quote(&w, &[("KB-001", 1)]).is_ok(), "a quote adds no event");
+}

@@ -46,7 +46,7 @@ use crate::support::{InvalidKey, duration_ms, ensure};
 /// A permission of the public API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
-    /// Place and cancel orders.
+    /// Place and cancel orders, and quote them (`POST /v1/quotes`).
     OrdersWrite,
     /// Read and list orders.
     OrdersRead,

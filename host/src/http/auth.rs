@@ -99,7 +99,11 @@ pub fn required_access(method: &Method, route: &str) -> Access {
         method.as_str()
     };
     match (method, route) {
-        ("POST", "/v1/orders" | "/v1/orders/{id}/cancel") => Access::Scope(Scope::OrdersWrite),
+        // A quote stores nothing, but it is the pricing step of placing: the same plugin call
+        // on the caller's input, so the same scope (a read-only credential runs no plugin).
+        ("POST", "/v1/orders" | "/v1/orders/{id}/cancel" | "/v1/quotes") => {
+            Access::Scope(Scope::OrdersWrite)
+        }
         ("GET", "/v1/orders" | "/v1/orders/{id}") => Access::Scope(Scope::OrdersRead),
         ("PUT", "/v1/products/{sku}") => Access::Scope(Scope::ProductsWrite),
         ("GET", "/v1/events") => Access::Scope(Scope::EventsRead),
@@ -249,6 +253,11 @@ mod tests {
             scope(&post, "/v1/orders/{id}/cancel"),
             Access::Scope(Scope::OrdersWrite)
         );
+        assert_eq!(
+            scope(&post, "/v1/quotes"),
+            Access::Scope(Scope::OrdersWrite)
+        );
+        assert_eq!(scope(&get, "/v1/quotes"), Access::Unlisted);
         assert_eq!(scope(&get, "/v1/orders"), Access::Scope(Scope::OrdersRead));
         assert_eq!(
             scope(&get, "/v1/orders/{id}"),

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use serde::Serialize;
 
-use weir_core::app::{PlaceError, ProductError, ReleaseError, TransitionError};
+use weir_core::app::{PlaceError, ProductError, QuoteError, ReleaseError, TransitionError};
 use weir_core::domain::OrderError;
 use weir_core::ports::{DecideError, StoreError};
 
@@ -333,6 +333,19 @@ impl From<PlaceError> for ApiError {
                 anyhow::Error::new(source)
                     .context(step)
                     .context("placing an order"),
+            ),
+        }
+    }
+}
+
+impl From<QuoteError> for ApiError {
+    fn from(e: QuoteError) -> Self {
+        match e {
+            QuoteError::Decide(d) => d.into(),
+            QuoteError::Store(source) => ApiError::Store(
+                anyhow::Error::new(source)
+                    .context("reading the stock of the requested skus")
+                    .context("quoting an order"),
             ),
         }
     }

@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use http::header;
 use http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -114,25 +114,43 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
 
-/// The `Idempotency-Key` header, required.
+/// The `Idempotency-Key` header: required as `IdempotencyKey`, optional as
+/// `Option<IdempotencyKey>` (absent is `None`; present, it must be well-formed either way).
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get("idempotency-key")
-            .ok_or(ApiError::IdempotencyKeyMissing)?;
+impl IdempotencyKey {
+    /// The header's key, `None` when absent; 1-255 visible ASCII characters.
+    fn read(parts: &Parts) -> Result<Option<Self>, ApiError> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(None);
+        };
         let key = value
             .to_str()
             .map_err(|_| ApiError::IdempotencyKeyInvalid)?;
         if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ApiError::IdempotencyKeyInvalid);
         }
-        Ok(Self(key.to_owned()))
+        Ok(Some(Self(key.to_owned())))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Self::read(parts)?.ok_or(ApiError::IdempotencyKeyMissing)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Self::read(parts)
     }
 }
 

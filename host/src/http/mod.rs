@@ -7,7 +7,7 @@
 //! - [`edge`]: the inbound stack of edge policies, in the one order that is right.
 //! - [`extract`]: extractors whose rejections are problem responses.
 //! - [`responses`]: the OpenAPI descriptions of the problem responses routes share.
-//! - [`orders`], [`products`], [`events`]: the handlers.
+//! - [`orders`], [`quotes`], [`products`], [`events`]: the handlers.
 
 pub mod auth;
 pub mod context;
@@ -19,6 +19,7 @@ pub mod orders;
 pub mod products;
 #[cfg(test)]
 mod proptests;
+pub mod quotes;
 pub mod responses;
 
 use std::sync::Arc;
@@ -246,6 +247,7 @@ impl std::fmt::Debug for ApiState {
         orders::get_order,
         orders::list_orders,
         orders::cancel_order,
+        quotes::quote_order,
         products::list_products,
         products::put_product,
         events::list_events,
@@ -336,6 +338,7 @@ pub fn router(state: ApiState, policy: &PolicyConfig, auth: auth::AuthLayerState
         )
         .route("/v1/orders/{id}", get(orders::get_order))
         .route("/v1/orders/{id}/cancel", post(orders::cancel_order))
+        .route("/v1/quotes", post(quotes::quote_order))
         .route("/v1/products", get(products::list_products))
         .route("/v1/products/{sku}", put(products::put_product))
         .route("/v1/events", get(events::list_events))

@@ -32,7 +32,7 @@ use super::responses::{EdgeErrors, JsonBodyErrors};
 use crate::auth::Principal;
 
 /// Route template of placing an order: part of the idempotency scope and request hash.
-const PLACE_ROUTE: &str = "POST /v1/orders";
+pub(crate) const PLACE_ROUTE: &str = "POST /v1/orders";
 
 /// Body of `POST /v1/orders`.
 ///

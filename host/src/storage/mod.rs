@@ -108,6 +108,8 @@ pub struct RowCounts {
     pub outbox_events: u64,
     /// Completed idempotency keys.
     pub idempotency_completed: u64,
+    /// Idempotency keys in any state (in progress or completed).
+    pub idempotency_keys: u64,
 }
 
 /// Connection pool settings.
@@ -292,7 +294,8 @@ pub(crate) fn status_from_db(status: i64) -> Result<u16, StoreError> {
 pub(crate) const COUNT_ROWS_SQL: &str = "SELECT (SELECT COUNT(*) FROM orders) AS orders, \
      (SELECT COUNT(*) FROM order_lines) AS order_lines, \
      (SELECT COUNT(*) FROM outbox_events) AS outbox_events, \
-     (SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed') AS completed";
+     (SELECT COUNT(*) FROM idempotency_keys WHERE state = 'completed') AS completed, \
+     (SELECT COUNT(*) FROM idempotency_keys) AS idempotency_keys";
 
 /// [`RowCounts`] from the row of [`COUNT_ROWS_SQL`]; `column` reads one named `BIGINT` column
 /// of it.
@@ -307,6 +310,7 @@ pub(crate) fn row_counts(
         order_lines: count("order_lines")?,
         outbox_events: count("outbox_events")?,
         idempotency_completed: count("completed")?,
+        idempotency_keys: count("idempotency_keys")?,
     })
 }
 

@@ -464,6 +464,7 @@ async fn create_order_is_atomic(store: Arc<dyn Store>) {
             order_lines: 2,
             outbox_events: 1,
             idempotency_completed: 1,
+            idempotency_keys: 1,
         }
     );
     assert_eq!(
@@ -483,7 +484,12 @@ async fn create_order_is_atomic(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-    assert_eq!(store.count_rows().await.unwrap(), baseline);
+    // Only key-b's claim (in progress) is new.
+    let claimed = RowCounts {
+        idempotency_keys: baseline.idempotency_keys + 1,
+        ..baseline
+    };
+    assert_eq!(store.count_rows().await.unwrap(), claimed);
     assert_eq!(store.get_order(second.id).await.unwrap(), None);
     // The key was not completed: still held by the failed attempt.
     assert!(matches!(
@@ -502,7 +508,7 @@ async fn create_order_is_atomic(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-    assert_eq!(store.count_rows().await.unwrap(), baseline);
+    assert_eq!(store.count_rows().await.unwrap(), claimed);
 
     // The retry after release succeeds.
     store.idempotency_release("key-b").await.unwrap();
@@ -521,6 +527,7 @@ async fn create_order_is_atomic(store: Arc<dyn Store>) {
             order_lines: 4,
             outbox_events: 2,
             idempotency_completed: 2,
+            idempotency_keys: 2,
         }
     );
 }

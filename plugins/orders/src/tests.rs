@@ -591,6 +591,14 @@ fn metadata_limits() {
         violations(OrdersPlugin::place_order(req)),
         pairs(&[("metadata", "TOO_LARGE"), ("metadata", "TOO_LARGE")])
     );
+
+    // Keys are 1-64 bytes, as the API schema states.
+    let mut req = request(&[("apple", 1)]);
+    req.metadata = vec![(String::new(), String::new())];
+    assert_eq!(
+        violations(OrdersPlugin::place_order(req)),
+        pairs(&[("metadata", "INVALID_FORMAT")])
+    );
 }
 
 #[test]

@@ -111,6 +111,13 @@ pub fn validate(request: &OrderRequest, settings: &Settings) -> Vec<Violation> {
         ));
     } else {
         for (key, value) in &request.metadata {
+            if key.is_empty() {
+                violations.push(Violation::new(
+                    "metadata",
+                    "INVALID_FORMAT",
+                    "keys must not be empty".to_owned(),
+                ));
+            }
             if key.len() > MAX_METADATA_KEY_BYTES {
                 violations.push(Violation::new(
                     "metadata",

@@ -1,0 +1,113 @@
+//! Quote an order: price it the way placing would, and store nothing.
+//!
+//! Decider `place` under the request's deadline (routed like placing: the same release
+//! version, canary share and shadow sampling, by the caller's routing key) -> the host's
+//! contract ([`crate::domain::contract::check_priced`]) -> a read-only look at the stock of
+//! each sku ([`crate::ports::ProductStore::get_product`]).
+//!
+//! What placing does and a quote does not: no idempotency key is claimed or completed, no
+//! order row, no outbox event, no stock reservation. A quote is not admitted through the
+//! intake gate either: the gate holds back new orders while the event backlog drains, and a
+//! quote adds no event. A refusal is the decider's, unchanged, exactly as placing returns it
+//! (an oversized or malformed refusal is a broken contract there too).
+//!
+//! The availability of a line is a snapshot: nothing is reserved, so placing the same request
+//! a moment later can still be refused for stock.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+
+use super::OrderService;
+use super::checked_refusal;
+use crate::domain::contract::check_priced;
+use crate::domain::{OrderRequest, PluginRef, PricedOrder};
+use crate::ports::{DecideError, DecisionContext, StoreError};
+
+/// A request to quote an order.
+#[derive(Debug, Clone)]
+pub struct QuoteOrder {
+    /// What the client asks for.
+    pub request: OrderRequest,
+    /// When the decision must be made by.
+    pub deadline: Instant,
+    /// The key the decider routes the call by (release version, canary, shadow): what the
+    /// placing of the same request would be routed by when the caller knows it, so a quote
+    /// is priced by the version that will price the order.
+    pub routing_key: String,
+}
+
+/// A priced order that was not placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    /// The decider's pricing, which met the host's contract.
+    pub priced: PricedOrder,
+    /// The plugin version that priced it.
+    pub by: PluginRef,
+    /// Per requested line, in request order: whether the units available now (on hand minus
+    /// reserved) cover what the request asks of that sku in all (an unknown sku is `false`).
+    pub available: Vec<bool>,
+    /// When the quote was made.
+    pub quoted_at: DateTime<Utc>,
+}
+
+/// Why no quote was made.
+#[derive(Debug, thiserror::Error)]
+pub enum QuoteError {
+    /// The decider refused or failed, or its pricing broke the contract: the same answers as
+    /// placing ([`super::PlaceError::Decide`]).
+    #[error(transparent)]
+    Decide(DecideError),
+    /// Reading the stock failed (the sku is not named: it is client input, kept out of
+    /// logs).
+    #[error("reading the stock of the requested skus")]
+    Store(#[source] StoreError),
+}
+
+impl OrderService {
+    /// Quote an order (see the module doc).
+    pub async fn quote_order(&self, cmd: QuoteOrder) -> Result<Quote, QuoteError> {
+        let p = &self.ports;
+        let cx = DecisionContext {
+            deadline: cmd.deadline,
+            routing_key: &cmd.routing_key,
+        };
+        let decided = p
+            .decider
+            .place(&cmd.request, cx)
+            .await
+            .map_err(checked_refusal)
+            .map_err(QuoteError::Decide)?;
+        // The host's contract, as for placing: a pricing that does not add up is never shown.
+        check_priced(&cmd.request, &decided.value)
+            .map_err(|v| QuoteError::Decide(DecideError::Contract(v)))?;
+
+        // What the request asks of each sku in all, then one read per distinct sku.
+        let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
+        for line in &cmd.request.lines {
+            *wanted.entry(line.sku.as_str()).or_default() += i64::from(line.quantity);
+        }
+        let mut covered: BTreeMap<&str, bool> = BTreeMap::new();
+        for (sku, units) in wanted {
+            let product = p
+                .products
+                .get_product(sku)
+                .await
+                .map_err(QuoteError::Store)?;
+            covered.insert(sku, product.is_some_and(|p| p.stock >= units));
+        }
+        let available = cmd
+            .request
+            .lines
+            .iter()
+            .map(|l| covered.get(l.sku.as_str()).copied().unwrap_or(false))
+            .collect();
+        Ok(Quote {
+            priced: decided.value,
+            by: decided.by,
+            available,
+            quoted_at: p.clock.now_micros(),
+        })
+    }
+}

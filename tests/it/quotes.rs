@@ -1,0 +1,383 @@
+//! `POST /v1/quotes` on SQLite and PostgreSQL: a quote is the price placing gets, it writes
+//! nothing (no order, event, idempotency record or reservation), its refusals are the ones
+//! placing gives, its body is refused like placing's, and it needs `orders:write`.
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use weir_host::auth::AuthMode;
+use weir_host::server::config::Secret;
+use weir_plugin_artifacts as artifacts;
+
+use crate::support::{Backend, TestServer, metric, order_body, plugin_dir};
+
+/// `POST /v1/quotes` with `body` (sent as JSON) and `key` as `Idempotency-Key` when given.
+async fn quote(s: &TestServer, key: Option<&str>, body: &Value) -> (StatusCode, HeaderMap, Value) {
+    let mut req = s.client.post(format!("{}/v1/quotes", s.base)).json(body);
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    send(req).await
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
+    let res = req.send().await.expect("request");
+    let status = res.status();
+    let headers = res.headers().clone();
+    (status, headers, res.json().await.unwrap_or(Value::Null))
+}
+
+/// What a request could have written: (orders, order lines, outbox events, idempotency keys
+/// in any state, units reserved over the catalog).
+async fn footprint(s: &TestServer) -> (u64, u64, u64, u64, i64) {
+    let c = s.state().store.count_rows().await.unwrap();
+    let products = s.get("/v1/products?limit=100").await.1;
+    let reserved = products["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["reserved"].as_i64().unwrap())
+        .sum();
+    (
+        c.orders,
+        c.order_lines,
+        c.outbox_events,
+        c.idempotency_keys,
+        reserved,
+    )
+}
+
+/// The priced part of an order or a quote: what both must agree on.
+fn priced(v: &Value) -> Value {
+    json!({
+        "currency": v["currency"],
+        "lines": v["lines"].as_array().unwrap().iter().map(|l| json!({
+            "sku": l["sku"], "quantity": l["quantity"],
+            "unit_price": l["unit_price"], "line_total": l["line_total"],
+        })).collect::<Vec<_>>(),
+        "subtotal": v["subtotal"], "discount": v["discount"], "tax": v["tax"], "total": v["total"],
+        "plugin": v["plugin"],
+    })
+}
+
+/// A problem without what differs per request.
+fn problem_kind(status: StatusCode, headers: &HeaderMap, body: &Value) -> Value {
+    assert_eq!(
+        headers["content-type"], "application/problem+json",
+        "{body}"
+    );
+    let mut b = body.clone();
+    let o = b.as_object_mut().unwrap();
+    for per_request in ["request_id", "trace_id", "instance"] {
+        assert!(o.remove(per_request).is_some(), "{per_request} in {body}");
+    }
+    json!({"status": status.as_u16(), "body": b})
+}
+
+async fn quotes_suite(backend: Backend) {
+    let s = TestServer::start(backend, |_, _| {}).await;
+    let body = order_body("cus_quote", &[("KB-001", 1), ("CB-004", 3)]);
+    let before = footprint(&s).await;
+
+    // A quote: 200, not cached, the priced order with availability, nothing written.
+    let (status, headers, q) = quote(&s, None, &body).await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(q["currency"], "EUR");
+    assert_eq!(q["subtotal"], 8900 + 3 * 900);
+    assert_eq!(q["plugin"]["name"], "orders");
+    assert_eq!(q["plugin"]["digest"].as_str().unwrap().len(), 64);
+    for line in q["lines"].as_array().unwrap() {
+        assert_eq!(line["available"], true, "{q}");
+    }
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(q["quoted_at"].as_str().unwrap()).is_ok(),
+        "{q}"
+    );
+    assert!(q.get("id").is_none() && q.get("status").is_none(), "{q}");
+    assert_eq!(footprint(&s).await, before, "a quote writes nothing");
+
+    // With an Idempotency-Key: still nothing stored or replayed under it.
+    for _ in 0..2 {
+        let (status, headers, again) = quote(&s, Some("q-1"), &body).await;
+        assert_eq!(status, StatusCode::OK, "{again}");
+        assert!(headers.get("idempotent-replayed").is_none());
+        assert_eq!(priced(&again), priced(&q));
+    }
+    assert_eq!(footprint(&s).await, before, "no key claimed by a quote");
+    let (status, _, problem) = quote(&s, Some("has space"), &body).await;
+    assert_eq!(
+        (status, &problem["code"]),
+        (StatusCode::BAD_REQUEST, &json!("IDEMPOTENCY_KEY_INVALID"))
+    );
+
+    // Placing the quoted request, with the quote's key, gets the quoted price: a new order.
+    let (status, headers, order) = s.post_order(Some("q-1"), &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_eq!(priced(&order), priced(&q));
+    let (o, l, e, k, r) = before;
+    assert_eq!(footprint(&s).await, (o + 1, l + 2, e + 1, k + 1, r + 4));
+    let after_place = footprint(&s).await;
+
+    // Refusals are the ones placing gives, typed the same.
+    let refused = [
+        order_body("cus_quote", &[("NOPE-1", 1)]),
+        json!({"customer_id": "bad id", "currency": "EUR", "lines": []}),
+        order_body("cus_quote", &[("KB-001", 1), ("KB-001", 2)]),
+    ];
+    let mut quoted = Vec::new();
+    for refused in &refused {
+        quoted.push(quote(&s, None, refused).await);
+    }
+    assert_eq!(
+        footprint(&s).await,
+        after_place,
+        "a refused quote writes nothing"
+    );
+    for (i, (refused, (qs, qh, qb))) in refused.iter().zip(quoted).enumerate() {
+        let (ps, ph, pb) = s.post_order(Some(&format!("refused-{i}")), refused).await;
+        assert_eq!(qs, StatusCode::UNPROCESSABLE_ENTITY, "{qb}");
+        assert_eq!(problem_kind(qs, &qh, &qb), problem_kind(ps, &ph, &pb));
+    }
+    // (Placing stored its three refusals with their keys.)
+    let after_place = footprint(&s).await;
+    assert_eq!(
+        quote(&s, None, &refused[0]).await.2["reason"],
+        "UNKNOWN_SKU"
+    );
+
+    // The body is refused like placing's.
+    let url = format!("{}/v1/quotes", s.base);
+    let c = &s.client;
+    let cases = [
+        (
+            "MALFORMED_JSON",
+            c.post(&url)
+                .header("content-type", "application/json")
+                .body("{nope"),
+        ),
+        (
+            "UNKNOWN_FIELD",
+            c.post(&url)
+                .json(&json!({"customer_id":"cus_x","currency":"EUR","lines":[],"colour":"red"})),
+        ),
+        (
+            "REQUEST_SCHEMA_INVALID",
+            c.post(&url).json(
+                &json!({"customer_id":"cus_x","currency":"EUR","lines":[{"sku":"KB-001","quantity":-1}]}),
+            ),
+        ),
+        (
+            "UNSUPPORTED_MEDIA_TYPE",
+            c.post(&url).header("content-type", "text/plain").body("{}"),
+        ),
+        (
+            "PAYLOAD_TOO_LARGE",
+            c.post(&url)
+                .header("content-type", "application/json")
+                // Over the 64 KiB default, small enough to sit in the socket buffers.
+                .body(vec![b' '; 70_000]),
+        ),
+        ("METHOD_NOT_ALLOWED", c.get(&url)),
+    ];
+    for (code, req) in cases {
+        let (status, headers, body) = send(req).await;
+        assert_eq!(body["code"], code, "{status} {body}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+    }
+    assert_eq!(
+        footprint(&s).await,
+        after_place,
+        "refused quotes write nothing either"
+    );
+
+    // The route is labelled in the metrics and described in the OpenAPI document.
+    let metrics = s.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            "http_server_request_duration_seconds_count",
+            &[
+                ("http_route", "/v1/quotes"),
+                ("http_request_method", "POST")
+            ]
+        ) >= 1.0,
+        "no /v1/quotes series"
+    );
+    let doc = s.get("/openapi.json").await.1;
+    let op = &doc["paths"]["/v1/quotes"]["post"];
+    assert_eq!(
+        op["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/PlaceOrderBody"
+    );
+    assert!(
+        op["responses"]["200"]["headers"]["Cache-Control"].is_object(),
+        "{op}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn quotes_on_sqlite() {
+    quotes_suite(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn quotes_on_postgres() {
+    quotes_suite(Backend::Postgres).await;
+}
+
+/// A plugin that prices whatever it is asked (it never looks at stock): the quote says what
+/// the stock covers, and a pricing that breaks the contract is refused as when placing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quote_reports_stock_and_is_held_to_the_contract() {
+    let s = TestServer::start(Backend::Sqlite, |c, dir| {
+        c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_LIAR]));
+        c.plugins.orders = "hostile-liar".into();
+    })
+    .await;
+    let before = footprint(&s).await;
+    // HD-005 is sold out in the demo catalog; NOPE-404 does not exist.
+    let (status, _, q) = quote(
+        &s,
+        None,
+        &order_body("cus_liar", &[("KB-001", 1), ("HD-005", 1), ("NOPE-404", 1)]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    let available: Vec<&Value> = q["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["available"])
+        .collect();
+    assert_eq!(
+        available,
+        [&json!(true), &json!(false), &json!(false)],
+        "{q}"
+    );
+
+    let mut lying = order_body("cus_liar", &[("KB-001", 1), ("MS-002", 2)]);
+    lying["metadata"] = json!({"lie": "total"});
+    let (qs, qh, qb) = quote(&s, None, &lying).await;
+    assert_eq!(qb["code"], "PLUGIN_CONTRACT_VIOLATION", "{qb}");
+    let (ps, ph, pb) = s.post_order(Some("lie"), &lying).await;
+    assert_eq!(problem_kind(qs, &qh, &qb), problem_kind(ps, &ph, &pb));
+    assert_eq!(footprint(&s).await, before);
+    s.stop().await;
+}
+
+/// Quoting needs `orders:write`, like placing: a read-only credential runs no plugin.
+#[tokio::test]
+async fn quoting_needs_the_orders_write_scope() {
+    const ADMIN: &str = "admin-token-for-quote-tests";
+    let s = TestServer::start(Backend::Sqlite, |c, _| {
+        c.admin_token = Some(Secret::new(ADMIN));
+        c.auth.mode = Some(AuthMode::ApiKeys);
+    })
+    .await;
+    let admin = weir_host::cli::AdminClient::new(&s.ops, Some(ADMIN.to_owned())).unwrap();
+    let key = |scopes: &'static [&'static str]| {
+        let admin = &admin;
+        async move {
+            let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+            let created = admin
+                .create_api_key("quotes", "test", &scopes, None)
+                .await
+                .unwrap();
+            created["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let reader = key(&["orders:read", "events:read", "products:write"]).await;
+    let writer = key(&["orders:write"]).await;
+    let body = order_body("cus_quote", &[("KB-001", 1)]);
+    let url = format!("{}/v1/quotes", s.base);
+
+    let (status, headers, problem) = send(s.client.post(&url).json(&body)).await;
+    assert_eq!(
+        (status, &problem["code"]),
+        (StatusCode::UNAUTHORIZED, &json!("UNAUTHENTICATED"))
+    );
+    assert!(headers.contains_key("www-authenticate"));
+    let (status, _, problem) = send(s.client.post(&url).bearer_auth(&reader).json(&body)).await;
+    assert_eq!(
+        (status, &problem["code"]),
+        (StatusCode::FORBIDDEN, &json!("FORBIDDEN")),
+        "{problem}"
+    );
+    let (status, _, q) = send(s.client.post(&url).bearer_auth(&writer).json(&body)).await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    s.stop().await;
+}
+
+/// Under a canary, a quote sent with the key the order is then placed with is priced by the
+/// version that prices the order; a quote without a key is routed by its content (the same
+/// request, the same version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quote_with_the_placing_key_is_priced_by_the_version_that_places() {
+    const ADMIN: &str = "admin-token-for-quote-tests";
+    let s = TestServer::start(Backend::Sqlite, |c, _| {
+        c.admin_token = Some(Secret::new(ADMIN));
+    })
+    .await;
+    let plugins = format!("{}/admin/v1/plugins", s.ops);
+    let res = s
+        .client
+        .post(&plugins)
+        .bearer_auth(ADMIN)
+        .body(std::fs::read(artifacts::ORDERS_NEXT).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "upload: {}", res.status());
+    let canary = res.json::<Value>().await.unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stable = s.state().orders_plugin().unwrap().meta.digest.clone();
+    let current: Value = s
+        .client
+        .get(format!("{plugins}/orders"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let release = json!({
+        "generation": current["release"]["generation"].as_i64().unwrap_or(0),
+        "stable": stable,
+        "canary": {"digest": canary, "weight": 50},
+    });
+    let res = s
+        .client
+        .put(format!("{plugins}/orders/release"))
+        .bearer_auth(ADMIN)
+        .json(&release)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+
+    let body = order_body("cus_canary", &[("KB-001", 1)]);
+    let mut versions = std::collections::BTreeSet::new();
+    for i in 0..16 {
+        let key = format!("canary-{i}");
+        let (status, _, q) = quote(&s, Some(&key), &body).await;
+        assert_eq!(status, StatusCode::OK, "{q}");
+        let (status, _, order) = s.post_order(Some(&key), &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        assert_eq!(priced(&q), priced(&order), "{key}");
+        versions.insert(q["plugin"]["digest"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(versions.len(), 2, "both versions priced some keys");
+
+    let first = quote(&s, None, &body).await.2;
+    for _ in 0..4 {
+        assert_eq!(quote(&s, None, &body).await.2["plugin"], first["plugin"]);
+    }
+    s.stop().await;
+}
