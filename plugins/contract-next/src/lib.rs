@@ -33,10 +33,7 @@ impl bindings::Guest for Next {
         )))
     }
 
-    fn transition(
-        order: OrderSnapshot,
-        _event: OrderEvent,
-    ) -> Result<OrderStatus, OrderError> {
+    fn transition(order: OrderSnapshot, _event: OrderEvent) -> Result<OrderStatus, OrderError> {
         Ok(order.status)
     }
 }
