@@ -809,6 +809,13 @@ async fn an_upload_built_against_another_contract_is_refused_naming_what_differs
     let admin = Admin { s: &s };
     let a = stable_digest(&s);
     let before = s.metrics().await;
+    // Operators see the accepted versions.
+    let (_, info) = s.ops_get("/infoz").await;
+    assert_eq!(
+        info["runtime"]["contract"],
+        json!({"package": "weir:orders", "accepted_versions": ["0.1.0"]}),
+        "{info}"
+    );
 
     // A changed copy of weir:orders@0.1.0: a retyped field and an extra parameter.
     let (status, body) = admin
