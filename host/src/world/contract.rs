@@ -18,7 +18,7 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wasmtime::Engine;
 use wasmtime::component::types::{self as wt, ComponentItem};
 use wit_parser::{
@@ -42,7 +42,7 @@ const MAX_DEPTH: usize = 32;
 const SOURCES: &[(&str, &str)] = &[("0.1.0", include_str!("../../../wit/orders.wit"))];
 
 /// Import or export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// The component imports it.
@@ -61,7 +61,7 @@ impl fmt::Display for Direction {
 }
 
 /// One way a component differs from the contract.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mismatch {
     /// An import or export of `weir:orders` at a version the host does not accept.
@@ -161,7 +161,7 @@ pub enum Mismatch {
 }
 
 /// How a named type differs.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum TypeChange {
     /// Another kind of type altogether (a record where an enum is expected...).
@@ -236,7 +236,7 @@ pub enum TypeChange {
 }
 
 /// The outcome of [`check`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContractReport {
     /// The contract versions the host accepts.
     pub accepted_versions: Vec<String>,
