@@ -31,7 +31,11 @@ pub enum PushTo {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The API answered with a problem.
-    #[error("{status} {code}: {detail}{}", stage.as_ref().map(|s| format!(" (stage: {s})")).unwrap_or_default())]
+    #[error(
+        "{status} {code}: {detail}{}{}",
+        stage.as_ref().map(|s| format!(" (stage: {s})")).unwrap_or_default(),
+        contract.as_deref().map(|c| format!("\n{}", crate::runtime::check::contract_text(c))).unwrap_or_default()
+    )]
     Problem {
         /// HTTP status.
         status: u16,
@@ -41,6 +45,9 @@ pub enum ClientError {
         detail: String,
         /// Admission stage, when one refused.
         stage: Option<String>,
+        /// What differs from the contract, for a refusal at the `contract` (or `world`)
+        /// stage: listed one per line, escaped (`runtime::check::contract_text`).
+        contract: Option<Box<crate::world::contract::ContractReport>>,
     },
     /// No answer.
     #[error("cannot reach {url}: {source}")]
@@ -107,6 +114,10 @@ impl AdminClient {
                 code: field("code").unwrap_or_else(|| "HTTP_ERROR".to_owned()),
                 detail: field("detail").unwrap_or_else(|| body.to_string()),
                 stage: field("stage"),
+                contract: body
+                    .get("contract")
+                    .and_then(|c| serde_json::from_value(c.clone()).ok())
+                    .map(Box::new),
             });
         }
         Ok(body)
@@ -401,6 +412,59 @@ mod tests {
     use serde_json::json;
 
     use super::plugin_text;
+
+    #[test]
+    fn a_contract_refusal_lists_each_mismatch_escaped() {
+        use crate::world::contract::{ContractReport, Mismatch, TypeChange};
+        let report = ContractReport {
+            accepted_versions: vec!["0.1.0".to_owned()],
+            compared_with: "0.1.0".to_owned(),
+            mismatches: vec![
+                Mismatch::Type {
+                    interface: "types".to_owned(),
+                    name: "order-line".to_owned(),
+                    change: TypeChange::FieldType {
+                        field: "quantity".to_owned(),
+                        expected: "u32".to_owned(),
+                        found: "u64".to_owned(),
+                    },
+                },
+                Mismatch::UnknownItem {
+                    interface: "weir:orders/log@0.1.0".to_owned(),
+                    item: "emit\u{1b}[2J".to_owned(),
+                },
+            ],
+            omitted: 0,
+            other_world: false,
+        };
+        // As the problem body carries it, read back the way the client reads it.
+        let body = json!({"code": "PLUGIN_REJECTED", "contract": report});
+        let contract: ContractReport = serde_json::from_value(body["contract"].clone()).unwrap();
+        assert_eq!(contract, report);
+        let e = super::ClientError::Problem {
+            status: 422,
+            code: "PLUGIN_REJECTED".to_owned(),
+            detail: "component does not match the weir:orders contract".to_owned(),
+            stage: Some("contract".to_owned()),
+            contract: Some(Box::new(contract)),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "422 PLUGIN_REJECTED: component does not match the weir:orders contract \
+                 (stage: contract)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  - type types.order-line: field `quantity` has type u64, expected u32\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("`emit\\u{1b}[2J`"), "{text}");
+    }
 
     #[test]
     fn status_shows_a_shadows_comparisons() {

@@ -420,6 +420,29 @@ async fn run(cli: Cli) -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
+            Err(e) if e.contract().is_some() => {
+                let stage = e.stage();
+                let report = e.contract().expect("checked above");
+                if json {
+                    let body = serde_json::json!({
+                        "error": format!("refused at the {stage} stage"),
+                        "stage": stage,
+                        "contract": report,
+                    });
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&body).unwrap_or_default()
+                    );
+                } else {
+                    use weir_host::runtime::check::{contract_text, escape_terminal};
+                    eprint!(
+                        "error: {}: refused at the {stage} stage: {}",
+                        escape_terminal(&file.display().to_string(), usize::MAX),
+                        contract_text(report)
+                    );
+                }
+                ExitCode::FAILURE
+            }
             Err(e) => {
                 // The chain can echo what the component did (a trap message, its names).
                 use weir_host::runtime::check::{escape_terminal, escape_terminal_message};

@@ -114,6 +114,16 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "hostile-describe-long.wasm",
     ),
     (
+        "weir-plugin-contract-drift",
+        "weir_plugin_contract_drift",
+        "contract-drift.wasm",
+    ),
+    (
+        "weir-plugin-contract-next",
+        "weir_plugin_contract_next",
+        "contract-next.wasm",
+    ),
+    (
         "weir-hostile-sockets",
         "weir_hostile_sockets",
         "hostile-sockets.wasm",
@@ -133,6 +143,8 @@ const WATCHED: &[&str] = &[
     "plugins/orders-next",
     "plugins/errors",
     "plugins/wrong-world",
+    "plugins/contract-drift",
+    "plugins/contract-next",
     "plugins/hostile",
     "Cargo.toml",
     "Cargo.lock",

@@ -789,3 +789,99 @@ async fn readiness_waits_until_the_stored_release_is_applied() {
     assert_eq!(status, 200, "{ready}");
     s.stop().await;
 }
+
+/// The sum of `weir_plugin_admission_refusals_total` for uploads refused at `stage`.
+fn upload_refusals(metrics: &str, stage: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("weir_plugin_admission_refusals_total{")
+                && l.contains(&format!("stage=\"{stage}\""))
+                && l.contains("source=\"upload\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_built_against_another_contract_is_refused_naming_what_differs() {
+    let s = TestServer::start(Backend::Sqlite, |c, _| with_admin(c)).await;
+    let admin = Admin { s: &s };
+    let a = stable_digest(&s);
+    let before = s.metrics().await;
+    // Operators see the accepted versions.
+    let (_, info) = s.ops_get("/infoz").await;
+    assert_eq!(
+        info["runtime"]["contract"],
+        json!({"package": "weir:orders", "accepted_versions": ["0.1.0"]}),
+        "{info}"
+    );
+
+    // A changed copy of weir:orders@0.1.0: a retyped field and an extra parameter.
+    let (status, body) = admin
+        .upload(std::fs::read(artifacts::CONTRACT_DRIFT).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(
+        (body["code"].as_str(), body["stage"].as_str()),
+        (Some("PLUGIN_REJECTED"), Some("contract")),
+        "{body}"
+    );
+    let contract = &body["contract"];
+    assert_eq!(contract["accepted_versions"], json!(["0.1.0"]), "{body}");
+    assert_eq!(contract["omitted"], 0, "{body}");
+    let mismatches = contract["mismatches"].as_array().expect("mismatches");
+    assert!(
+        mismatches.contains(&json!({
+            "kind": "type",
+            "interface": "types",
+            "name": "order-line",
+            "change": {"change": "field_type", "field": "quantity", "expected": "u32", "found": "u64"},
+        })),
+        "{body}"
+    );
+    assert!(
+        mismatches.contains(&json!({
+            "kind": "param_count",
+            "interface": null,
+            "function": "transition",
+            "expected": ["order", "event"],
+            "found": ["order", "event", "reason"],
+        })),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the weir:orders contract"),
+        "{body}"
+    );
+
+    // The same contract declared as a future version.
+    let (status, body) = admin
+        .upload(std::fs::read(artifacts::CONTRACT_NEXT).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["stage"], "contract", "{body}");
+    assert_eq!(
+        body["contract"]["mismatches"],
+        json!([{
+            "kind": "unsupported_version",
+            "direction": "import",
+            "item": "weir:orders/types@0.2.0",
+            "version": "0.2.0",
+            "accepted": ["0.1.0"],
+        }]),
+        "{body}"
+    );
+
+    let after = s.metrics().await;
+    assert_eq!(
+        upload_refusals(&after, "contract") - upload_refusals(&before, "contract"),
+        2.0,
+        "both refusals counted by stage"
+    );
+    assert_eq!(stable_digest(&s), a, "the running version is untouched");
+    s.stop().await;
+}

@@ -209,8 +209,13 @@ async fn non_components_and_other_worlds_are_refused() {
     let wrong = std::fs::read(artifacts::WRONG_WORLD).unwrap();
     let err = rt.load(wrong, |_| BTreeMap::new()).await.unwrap_err();
     assert!(
-        matches!(err, weir_host::runtime::LoadError::WorldMismatch(_)),
+        matches!(err, weir_host::runtime::LoadError::Contract(ref r) if r.other_world),
         "{err}"
+    );
+    assert_eq!(
+        err.stage(),
+        "world",
+        "another world, not another contract version"
     );
 }
 

@@ -116,6 +116,12 @@ pub struct Problem {
     /// `PLUGIN_TOO_LARGE`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    /// What differs from the `weir:orders` contract, for a `PLUGIN_REJECTED` at the
+    /// `contract` (or `world`) stage: the accepted versions and the typed mismatches
+    /// (at most 32, `omitted` counts the rest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub contract: Option<crate::world::contract::ContractReport>,
 }
 
 /// Build the problem body for `err`.
@@ -137,6 +143,7 @@ pub fn problem(err: &ApiError, ctx: &RequestContext, instance: &str) -> Problem 
         violations: err.violations(),
         reason: err.reason().map(str::to_owned),
         stage: err.stage().map(str::to_owned),
+        contract: err.contract().cloned(),
     }
 }
 

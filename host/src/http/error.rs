@@ -234,10 +234,12 @@ pub enum ApiError {
     /// An uploaded component was refused at admission `stage`.
     #[error("refused at the {stage} stage: {detail}")]
     PluginRejected {
-        /// `decode`, `compile`, `world`, `describe` or `policy`.
+        /// `decode`, `compile`, `imports`, `contract`, `world`, `describe` or `policy`.
         stage: &'static str,
         /// Why (bounded; the operator's own upload).
         detail: String,
+        /// The precise differences of a `contract` (or `world`) refusal, bounded.
+        contract: Option<Box<crate::world::contract::ContractReport>>,
     },
     /// An uploaded component is over the upload limit.
     #[error("the component is larger than {limit} bytes")]
@@ -410,6 +412,7 @@ impl From<ReleaseError> for ApiError {
             e @ ReleaseError::VersionTaken { .. } => ApiError::PluginRejected {
                 stage: "policy",
                 detail: e.to_string(),
+                contract: None,
             },
             ReleaseError::Store { step, source } => {
                 ApiError::Store(anyhow::Error::new(source).context(step))
@@ -589,6 +592,14 @@ impl ApiError {
     pub fn reason(&self) -> Option<&str> {
         match self {
             Self::Plugin(OrderError::Rejected(r)) => Some(&r.reason),
+            _ => None,
+        }
+    }
+
+    /// The contract report of a `PLUGIN_REJECTED` at the `contract` (or `world`) stage.
+    pub fn contract(&self) -> Option<&crate::world::contract::ContractReport> {
+        match self {
+            Self::PluginRejected { contract, .. } => contract.as_deref(),
             _ => None,
         }
     }

@@ -384,6 +384,10 @@ pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value
         "runtime": {
             "in_flight": app.runtime.in_flight(),
             "budget": facts.budget,
+            "contract": {
+                "package": crate::world::PACKAGE,
+                "accepted_versions": crate::world::ACCEPTED_VERSIONS,
+            },
         },
         "telemetry": crate::telemetry::info(),
         "events": app.events.info(),

@@ -197,7 +197,15 @@ async fn upload(
         .map_err(|e| match e {
             AdmitError::Busy => ApiError::AdmissionBusy,
             AdmitError::PoolExhausted(e) => e.into(),
-            AdmitError::Refused { stage, detail } => ApiError::PluginRejected { stage, detail },
+            AdmitError::Refused {
+                stage,
+                detail,
+                contract,
+            } => ApiError::PluginRejected {
+                stage,
+                detail,
+                contract,
+            },
             AdmitError::Release(e) => e.into(),
         })?;
     let status = if admitted.new {

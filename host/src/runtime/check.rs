@@ -23,9 +23,10 @@ use serde::Serialize;
 
 use super::{LoadError, Runtime, RuntimeConfig};
 use crate::capabilities::catalog::StaticCatalog;
-use crate::world::WORLD;
 use crate::world::bindings::Capability;
+use crate::world::contract::ContractReport;
 use crate::world::conversions::capability_name;
+use crate::world::{ACCEPTED_VERSIONS, WORLD};
 
 /// Longest plugin-supplied value [`CheckReport`]'s text form shows, in characters of its
 /// escaped form; the rest is replaced by a marker.
@@ -50,6 +51,8 @@ pub struct CheckReport {
     pub digest: String,
     /// File size in bytes.
     pub size: usize,
+    /// The `weir:orders` contract versions the host accepts.
+    pub accepted_versions: Vec<String>,
     /// Capabilities the plugin declares in `describe` (the declared capabilities).
     pub capabilities: Vec<String>,
     /// Capabilities whose `weir:orders` interface the component imports.
@@ -86,6 +89,7 @@ pub async fn check(path: &Path) -> Result<CheckReport, LoadError> {
         version: version.meta.version.clone(),
         digest: format!("sha256:{}", version.meta.digest),
         size: version.size,
+        accepted_versions: ACCEPTED_VERSIONS.iter().map(|v| (*v).to_owned()).collect(),
         declared_not_imported: declared
             .iter()
             .filter(|c| !imported.contains(c))
@@ -101,6 +105,35 @@ pub async fn check(path: &Path) -> Result<CheckReport, LoadError> {
         imports: version.imports.clone(),
         exports: version.exports.clone(),
     })
+}
+
+/// The text `weir plugin check` prints for a contract refusal: one line per mismatch, each
+/// plugin-supplied name escaped and cut as in [`CheckReport`], then how many were left out.
+pub fn contract_text(report: &ContractReport) -> String {
+    let what = if report.other_world {
+        format!(
+            "does not implement {WORLD} (it uses nothing of {})",
+            package()
+        )
+    } else {
+        format!("does not match the {} contract", package())
+    };
+    let mut out = format!(
+        "the component {what} (this host accepts {}; compared with {}):\n",
+        report.accepted_versions.join(", "),
+        report.compared_with
+    );
+    for m in &report.mismatches {
+        let _ = writeln!(
+            out,
+            "  - {}",
+            escape_terminal_message(&m.to_string(), 2 * SHOWN_MAX_CHARS)
+        );
+    }
+    if report.omitted > 0 {
+        let _ = writeln!(out, "  ... and {} more", report.omitted);
+    }
+    out
 }
 
 /// The capabilities whose interface is among `imports` (component import names such as
@@ -220,6 +253,11 @@ impl std::fmt::Display for CheckReport {
         writeln!(f, "  size:                  {} bytes", self.size)?;
         writeln!(
             f,
+            "  contract versions:     {} (accepted by this host)",
+            self.accepted_versions.join(", ")
+        )?;
+        writeln!(
+            f,
             "  declared capabilities: {}",
             shown_list(&self.capabilities)
         )?;
@@ -257,6 +295,142 @@ impl std::fmt::Display for CheckReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::world::contract::{Direction, Mismatch, TypeChange};
+
+    async fn refusal(path: &str) -> ContractReport {
+        match check(Path::new(path)).await {
+            Err(LoadError::Contract(report)) => *report,
+            other => panic!("{path}: expected a contract refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_reference_plugin_matches_the_contract() {
+        let report = check(Path::new(weir_plugin_artifacts::ORDERS))
+            .await
+            .expect("admitted");
+        assert_eq!(report.accepted_versions, ACCEPTED_VERSIONS);
+    }
+
+    #[tokio::test]
+    async fn a_drifted_copy_of_the_contract_is_refused_naming_the_field_and_the_function() {
+        let report = refusal(weir_plugin_artifacts::CONTRACT_DRIFT).await;
+        let err = LoadError::Contract(Box::new(report.clone()));
+        assert_eq!(err.stage(), "contract");
+        assert_eq!(report.compared_with, "0.1.0");
+        assert!(!report.other_world);
+        assert_eq!(
+            report.mismatches[0],
+            Mismatch::Type {
+                interface: "types".to_owned(),
+                name: "order-line".to_owned(),
+                change: TypeChange::FieldType {
+                    field: "quantity".to_owned(),
+                    expected: "u32".to_owned(),
+                    found: "u64".to_owned(),
+                },
+            },
+            "{report:#?}"
+        );
+        assert!(
+            report.mismatches.contains(&Mismatch::ParamCount {
+                interface: None,
+                function: "transition".to_owned(),
+                expected: vec!["order".to_owned(), "event".to_owned()],
+                found: vec!["order".to_owned(), "event".to_owned(), "reason".to_owned()],
+            }),
+            "{report:#?}"
+        );
+        assert!(
+            report.mismatches.iter().any(|m| matches!(
+                m,
+                Mismatch::ParamType { function, param, .. }
+                    if function == "place-order" && param == "request"
+            )),
+            "the function whose parameter carries the changed type is named: {report:#?}"
+        );
+        for (name, change) in [
+            (
+                "rejection",
+                TypeChange::FieldRenamed {
+                    expected: "reason".to_owned(),
+                    found: "reason-code".to_owned(),
+                },
+            ),
+            (
+                "order-status",
+                TypeChange::CaseAdded {
+                    case: "refunded".to_owned(),
+                },
+            ),
+        ] {
+            let m = Mismatch::Type {
+                interface: "types".to_owned(),
+                name: name.to_owned(),
+                change,
+            };
+            assert!(report.mismatches.contains(&m), "{m:?} in {report:#?}");
+        }
+        assert!(
+            !report
+                .mismatches
+                .iter()
+                .any(|m| matches!(m, Mismatch::Type { name, .. } if name == "order-request")),
+            "a type that differs only by a changed type inside it is not listed again: \
+             {report:#?}"
+        );
+        let text = contract_text(&report);
+        assert!(
+            text.contains(
+                "  - type types.order-line: field `quantity` has type u64, expected u32\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  - export `transition`: 3 parameters (order, event, reason), expected 2 (order, event)\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_future_contract_version_is_refused_naming_the_version_and_the_accepted_ones() {
+        let report = refusal(weir_plugin_artifacts::CONTRACT_NEXT).await;
+        assert_eq!(
+            report.mismatches,
+            [Mismatch::UnsupportedVersion {
+                direction: Direction::Import,
+                item: "weir:orders/types@0.2.0".to_owned(),
+                version: "0.2.0".to_owned(),
+                accepted: vec!["0.1.0".to_owned()],
+            }]
+        );
+        assert!(
+            contract_text(&report).contains(
+                "import weir:orders/types@0.2.0: weir:orders version 0.2.0 is not accepted (accepted: 0.1.0)"
+            )
+        );
+    }
+
+    #[test]
+    fn the_contract_text_escapes_plugin_names_and_says_how_many_were_left_out() {
+        let report = ContractReport {
+            accepted_versions: vec!["0.1.0".to_owned()],
+            compared_with: "0.1.0".to_owned(),
+            mismatches: vec![Mismatch::UnknownItem {
+                interface: "weir:orders/catalog@0.1.0".to_owned(),
+                item: "get\u{1b}[2J\nok: fine".to_owned(),
+            }],
+            omitted: 7,
+            other_world: false,
+        };
+        let text = contract_text(&report);
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("`get\\u{1b}[2J\\nok: fine`"), "{text}");
+        assert!(text.ends_with("  ... and 7 more\n"), "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
+    }
 
     #[test]
     fn plain_text_is_unchanged() {
@@ -343,6 +517,7 @@ mod tests {
             version: "1.0.0".to_owned(),
             digest: "sha256:00".to_owned(),
             size: 10,
+            accepted_versions: vec!["0.1.0".to_owned()],
             capabilities: vec!["log".to_owned(), "config".to_owned()],
             imported_capabilities: vec!["log".to_owned(), "catalog".to_owned()],
             declared_not_imported: vec!["config".to_owned()],
@@ -379,6 +554,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("bytes cut)\n"), "{text}");
-        assert_eq!(text.lines().count(), 11, "{text}");
+        assert!(
+            text.contains("  contract versions:     0.1.0 (accepted by this host)\n"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 12, "{text}");
     }
 }

@@ -9,7 +9,7 @@
 use weir_core::ports::TrapKind;
 pub use weir_core::ports::{BudgetKind, DecideError as InvokeError};
 
-use crate::world::WORLD;
+use crate::world::{PACKAGE, WORLD};
 
 /// The [`TrapKind`] of a wasmtime trap code.
 pub(crate) fn trap_kind(trap: wasmtime::Trap) -> TrapKind {
@@ -45,6 +45,11 @@ pub enum LoadError {
     /// or imports the host does not provide).
     #[error("component does not implement {WORLD}: {0}")]
     WorldMismatch(String),
+    /// The component's `weir:orders` imports or exports differ from every accepted contract
+    /// version: an unaccepted version, a missing export, a function or type of another shape
+    /// (checked before instantiation; the report lists each difference, bounded).
+    #[error("{}", contract_message(.0))]
+    Contract(Box<crate::world::contract::ContractReport>),
     /// The component imports an interface outside the allow-list (see `runtime::wasi`).
     #[error(
         "component imports {0}, which plugins may not use (allowed: weir:orders and the WASI interfaces listed in SECURITY.md)"
@@ -69,18 +74,37 @@ pub enum LoadError {
 
 impl LoadError {
     /// The admission stage that refused the component: `decode` (not a component),
-    /// `compile`, `imports` (imports an interface outside the allow-list), `world` (does not
-    /// implement `weir:orders/plugin`), `describe` (the
+    /// `compile`, `imports` (imports an interface outside the allow-list), `contract` (uses
+    /// `weir:orders` at a version or in a shape the host does not accept), `world` (does not
+    /// implement `weir:orders/plugin`: another world altogether), `describe` (the
     /// self-test failed or returned unusable info), `read` (the file).
     pub fn stage(&self) -> &'static str {
         match self {
             LoadError::NotAComponent(_) => "decode",
             LoadError::Invalid(_) | LoadError::CompileTimeout(_) => "compile",
             LoadError::WorldMismatch(_) => "world",
+            LoadError::Contract(report) if report.other_world => "world",
+            LoadError::Contract(_) => "contract",
             LoadError::ImportNotAllowed(_) => "imports",
             LoadError::Describe(_) | LoadError::InvalidInfo(_) => "describe",
             LoadError::Io { .. } => "read",
         }
+    }
+
+    /// The contract report of a `contract` (or `world`) refusal.
+    pub fn contract(&self) -> Option<&crate::world::contract::ContractReport> {
+        match self {
+            LoadError::Contract(report) => Some(report),
+            _ => None,
+        }
+    }
+}
+
+fn contract_message(report: &crate::world::contract::ContractReport) -> String {
+    if report.other_world {
+        format!("component does not implement {WORLD}: {report}")
+    } else {
+        format!("component does not match the {PACKAGE} contract: {report}")
     }
 }
 

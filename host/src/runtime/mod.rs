@@ -249,9 +249,10 @@ impl Runtime {
         &self.inner.config
     }
 
-    /// Compile and admit a component: it must be a component, implement the world, and pass
-    /// its `describe` self-test. `config_for` supplies the configuration for the plugin name
-    /// the component reports.
+    /// Compile and admit a component: it must be a component, import only allowed interfaces,
+    /// match an accepted `weir:orders` contract version (`world::contract`), implement the
+    /// world, and pass its `describe` self-test. `config_for` supplies the configuration for
+    /// the plugin name the component reports.
     pub async fn load(
         &self,
         bytes: Vec<u8>,
@@ -295,6 +296,11 @@ impl Runtime {
             .exports(&self.inner.engine)
             .map(|(n, _)| n.to_owned())
             .collect();
+        // Before instantiating: name precisely what differs from the contract.
+        let contract = crate::world::contract::check(&self.inner.engine, &ty);
+        if !contract.is_compatible() {
+            return Err(LoadError::Contract(Box::new(contract)));
+        }
 
         let instance_pre = self
             .inner

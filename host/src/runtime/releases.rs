@@ -119,6 +119,8 @@ pub enum AdmitError {
         stage: &'static str,
         /// Why, for the operator (bounded).
         detail: String,
+        /// The precise differences of a `contract` (or `world`) refusal.
+        contract: Option<Box<crate::world::contract::ContractReport>>,
     },
     /// Every plugin instance stayed busy while the `describe` self-test waited for one
     /// (`InvokeError::PoolExhausted`); nothing about the component was judged.
@@ -277,6 +279,10 @@ struct Metrics {
     rollbacks: Counter<u64>,
     shadow: Counter<u64>,
     applied: Counter<u64>,
+    /// Uploads refused at admission, by stage (`weir.plugin.admission_refusals`,
+    /// `source="upload"`; start-up refusals are counted by `server` with
+    /// `source="plugins.dir"`).
+    refusals: Counter<u64>,
 }
 
 /// The plugin lifecycle of this replica (see the module doc).
@@ -362,6 +368,11 @@ impl Releases {
                     .u64_counter("weir.plugin.releases.applied")
                     .with_description("Release generations applied on this replica")
                     .build(),
+                // The instrument start-up refusals are counted with (same meter and name).
+                refusals: opentelemetry::global::meter("weir.server")
+                    .u64_counter("weir.plugin.admission_refusals")
+                    .with_description("Plugin components refused at admission, by stage")
+                    .build(),
             },
         }
     }
@@ -424,10 +435,23 @@ impl Releases {
             LoadError::Describe(busy @ super::InvokeError::PoolExhausted { .. }) => {
                 AdmitError::PoolExhausted(busy)
             }
-            e => AdmitError::Refused {
-                stage: e.stage(),
-                detail: bounded(crate::support::chain(&e)),
-            },
+            e => {
+                self.metrics.refusals.add(
+                    1,
+                    &[
+                        KeyValue::new("stage", e.stage()),
+                        KeyValue::new("source", "upload"),
+                    ],
+                );
+                AdmitError::Refused {
+                    stage: e.stage(),
+                    detail: bounded(crate::support::chain(&e)),
+                    contract: match e {
+                        LoadError::Contract(report) => Some(report),
+                        _ => None,
+                    },
+                }
+            }
         })?;
         let record = Self::record_of(&version, actor);
         let registered = self
@@ -438,6 +462,7 @@ impl Releases {
                 ReleaseError::VersionTaken { .. } => AdmitError::Refused {
                     stage: "policy",
                     detail: e.to_string(),
+                    contract: None,
                 },
                 other => AdmitError::Release(other),
             })?;

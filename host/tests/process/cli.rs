@@ -43,6 +43,10 @@ fn plugin_check_reports_the_reference_plugin() {
         );
     }
     assert!(stdout.contains("weir:orders/catalog@0.1.0"), "{stdout}");
+    assert!(
+        stdout.contains("  contract versions:     0.1.0 (accepted by this host)\n"),
+        "{stdout}"
+    );
 
     let json = weir()
         .args(["plugin", "check", "--json", weir_plugin_artifacts::ORDERS])
@@ -56,6 +60,7 @@ fn plugin_check_reports_the_reference_plugin() {
     assert_eq!(report["imported_capabilities"], caps);
     assert_eq!(report["declared_not_imported"], serde_json::json!([]));
     assert_eq!(report["imported_not_declared"], serde_json::json!([]));
+    assert_eq!(report["accepted_versions"], serde_json::json!(["0.1.0"]));
     assert_eq!(
         report["digest"].as_str().unwrap().len(),
         "sha256:".len() + 64
@@ -95,6 +100,56 @@ fn plugin_check_refuses_what_is_not_a_plugin() {
         );
         assert!(out.stdout.is_empty(), "{file}: nothing on stdout");
     }
+}
+
+#[test]
+fn plugin_check_names_what_differs_from_the_contract() {
+    let out = weir()
+        .args(["plugin", "check", weir_plugin_artifacts::CONTRACT_DRIFT])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout");
+    assert!(
+        stderr.contains(
+            "refused at the contract stage: the component does not match the weir:orders \
+             contract (this host accepts 0.1.0; compared with 0.1.0):\n"
+        ),
+        "{stderr}"
+    );
+    for line in [
+        "  - type types.order-line: field `quantity` has type u64, expected u32\n",
+        "  - type types.rejection: field `reason` is named `reason-code`\n",
+        "  - type types.order-status: case `refunded` is not in the contract\n",
+        "  - export `transition`: 3 parameters (order, event, reason), expected 2 (order, event)\n",
+        "  - export `place-order`: parameter `request` differs: expected order-request, found record\n",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in {stderr}");
+    }
+
+    let json = weir()
+        .args([
+            "plugin",
+            "check",
+            "--json",
+            weir_plugin_artifacts::CONTRACT_NEXT,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(json.status.code(), Some(1));
+    let body: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(body["stage"], "contract");
+    assert_eq!(
+        body["contract"]["mismatches"],
+        serde_json::json!([{
+            "kind": "unsupported_version",
+            "direction": "import",
+            "item": "weir:orders/types@0.2.0",
+            "version": "0.2.0",
+            "accepted": ["0.1.0"],
+        }])
+    );
 }
 
 #[test]

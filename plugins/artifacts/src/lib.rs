@@ -1,9 +1,9 @@
 //! The plugins of this workspace, built from source as WebAssembly components.
 //!
-//! The build script compiles `plugins/orders`, `plugins/errors`, `plugins/wrong-world` and
-//! every `plugins/hostile/*` crate for `wasm32-wasip2` in release mode (one nested cargo
-//! invocation with its own target directory, `target/plugins`) and copies the components
-//! into `OUT_DIR`. Nothing here is committed as a binary.
+//! The build script compiles `plugins/orders`, `plugins/errors`, `plugins/wrong-world`,
+//! `plugins/contract-drift`, `plugins/contract-next` and every `plugins/hostile/*` crate for
+//! `wasm32-wasip2` in release mode (one nested cargo invocation with its own target
+//! directory, `target/plugins`) and copies the components into `OUT_DIR`. Nothing here is committed as a binary.
 //!
 //! Each `&str` constant is the absolute path of one component; [`ORDERS_WASM`] embeds the
 //! reference plugin so the host can serve it without a file.
@@ -26,6 +26,16 @@ pub const ERRORS: &str = concat!(env!("OUT_DIR"), "/errors.wasm");
 
 /// Path of a valid component of another world, `weir:other/greeter` (`plugins/wrong-world`).
 pub const WRONG_WORLD: &str = concat!(env!("OUT_DIR"), "/wrong-world.wasm");
+
+/// Path of a component built against a deliberately changed copy of `weir:orders@0.1.0`
+/// (`order-line.quantity: u64`, `rejection.reason` renamed `reason-code`, an extra
+/// `order-status` case `refunded`, `transition` with an extra `reason: string`)
+/// (`plugins/contract-drift`).
+pub const CONTRACT_DRIFT: &str = concat!(env!("OUT_DIR"), "/contract-drift.wasm");
+
+/// Path of a component of the contract declared as a future version, `weir:orders@0.2.0`
+/// (`plugins/contract-next`).
+pub const CONTRACT_NEXT: &str = concat!(env!("OUT_DIR"), "/contract-next.wasm");
 
 /// Path of the plugin whose `place-order` prints one stdout line and then spins forever.
 pub const HOSTILE_SPIN: &str = concat!(env!("OUT_DIR"), "/hostile-spin.wasm");
@@ -102,6 +112,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("orders", ORDERS),
     ("errors", ERRORS),
     ("wrong-world", WRONG_WORLD),
+    ("contract-drift", CONTRACT_DRIFT),
+    ("contract-next", CONTRACT_NEXT),
     ("hostile-spin", HOSTILE_SPIN),
     ("hostile-alloc", HOSTILE_ALLOC),
     ("hostile-stack", HOSTILE_STACK),
