@@ -85,13 +85,8 @@ async fn the_live_api_conforms_to_its_openapi_description() {
             .join(format!("schemathesis-report-{attempt}"));
         let output = schemathesis_run(&exe, &server.base, &headers, &report_dir).await;
         let text = String::from_utf8_lossy(&output.stdout);
-        let crashes = text
-            .matches("AST constructor recursion depth mismatch")
-            .count();
-        let tool_crash_only = !output.status.success()
-            && crashes > 0
-            && !text.contains("FAILURES")
-            && text.matches("Runtime Error").count() == crashes;
+        let tool_crash_only =
+            !output.status.success() && !text.contains("FAILURES") && only_ast_crashes(&text);
         if tool_crash_only && attempt < 2 {
             eprintln!(
                 "Schemathesis crashed inside CPython's ast module (python/cpython#106905); \
@@ -146,7 +141,10 @@ async fn schemathesis_run(
         .arg("run")
         .arg(format!("{base}/openapi.json"))
         .args(["--checks", "all", "--max-examples", MAX_EXAMPLES])
-        .args(["--workers", "2", "--no-color"])
+        // One worker: with two, Hypothesis in both threads parses source files with `ast` at
+        // once, and CPython 3.11's AST converter keeps its recursion counter per interpreter,
+        // not per thread; that race is the crash retried above (seen in 2 of 3 runs).
+        .args(["--workers", "1", "--no-color"])
         // No example database in the working tree; every run starts fresh.
         .args(["--generation-database", "none"])
         .arg("--report-dir")
@@ -161,4 +159,34 @@ async fn schemathesis_run(
         .await
         .unwrap_or_else(|_| panic!("Schemathesis did not finish within {RUN_LIMIT:?}"))
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()))
+}
+
+/// Whether every error Schemathesis reported is the CPython `ast` crash: each "Runtime Error"
+/// line is followed by that message (and there is at least one).
+fn only_ast_crashes(text: &str) -> bool {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let errors: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i] == "Runtime Error")
+        .collect();
+    !errors.is_empty()
+        && errors.iter().all(|&i| {
+            lines
+                .get(i + 1)
+                .is_some_and(|l| l.starts_with("AST constructor recursion depth mismatch"))
+        })
+}
+
+#[test]
+fn the_retry_recognises_only_the_ast_crash() {
+    let crash = "ERRORS\n___ GET /v1/events ___\nRuntime Error\n\nAST constructor recursion depth mismatch (before=66, after=98)\n  Traceback\n";
+    assert!(only_ast_crashes(crash));
+    let other = format!("{crash}___ GET /v1/orders ___\nRuntime Error\n\nConnection refused\n");
+    assert!(!only_ast_crashes(&other));
+    assert!(!only_ast_crashes(
+        "FAILURES\n___ POST /v1/orders ___\nServer error\n"
+    ));
 }
