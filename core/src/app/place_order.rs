@@ -21,11 +21,11 @@ use crate::domain::contract::check_priced;
 use crate::domain::events::order_placed;
 use crate::domain::stock::Shortage;
 use crate::domain::{
-    IdempotencyBegin, Order, OrderError, OrderLine, OrderRequest, OrderStatus, Rejection,
-    StoredResponse, TraceContext,
+    IdempotencyBegin, Order, OrderError, OrderLine, OrderRequest, OrderStatus, PricedOrder,
+    Rejection, StoredResponse, TraceContext,
 };
 use crate::ports::{
-    CreateOutcome, DecideError, DecisionContext, IdempotencyStore, Spawner, StoreError,
+    CreateOutcome, DecideError, Decided, DecisionContext, IdempotencyStore, Spawner, StoreError,
 };
 
 /// A request to place an order.
@@ -170,28 +170,18 @@ impl OrderService {
             deadline: cmd.deadline,
             routing_key: key,
         };
-        let decided = match p
-            .decider
-            .place(&cmd.request, cx)
-            .await
-            .map_err(checked_refusal)
-        {
+        let decided = match self.price(&cmd.request, cx).await {
             Ok(decided) => decided,
             Err(DecideError::Refused(refusal)) if refusal.is_deterministic() => {
                 self.complete_refused(key, &encoder.refused(&refusal)).await;
                 return Err(PlaceError::Decide(DecideError::Refused(refusal)));
             }
+            // Failures, and pricings that break the host's contract: nothing is stored.
             Err(e) => {
                 self.release(key).await;
                 return Err(PlaceError::Decide(e));
             }
         };
-
-        // The host's contract, whatever decided: nothing that breaks it is stored.
-        if let Err(violation) = check_priced(&cmd.request, &decided.value) {
-            self.release(key).await;
-            return Err(PlaceError::Decide(DecideError::Contract(violation)));
-        }
 
         let now = p.clock.now_micros();
         let priced = decided.value;
@@ -246,6 +236,25 @@ impl OrderService {
                 )(e))
             }
         }
+    }
+
+    /// The pricing step placing and quoting share: the decider's `place` (routed by
+    /// `cx.routing_key`), its refusal checked ([`checked_refusal`]) and its pricing held to the
+    /// host's contract ([`check_priced`]), whatever decided. A pricing that breaks the contract
+    /// is `DecideError::Contract`.
+    pub(crate) async fn price(
+        &self,
+        request: &OrderRequest,
+        cx: DecisionContext<'_>,
+    ) -> Result<Decided<PricedOrder>, DecideError> {
+        let decided = self
+            .ports
+            .decider
+            .place(request, cx)
+            .await
+            .map_err(checked_refusal)?;
+        check_priced(request, &decided.value).map_err(DecideError::Contract)?;
+        Ok(decided)
     }
 
     /// Store a deterministic refusal with the key so a retry replays it; if that fails, give

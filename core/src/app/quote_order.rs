@@ -2,7 +2,7 @@
 //!
 //! Decider `place` under the request's deadline (routed like placing: the same release
 //! version, canary share and shadow sampling, by the caller's routing key) -> the host's
-//! contract ([`crate::domain::contract::check_priced`]) -> a read-only look at the stock of
+//! contract (`OrderService::price`, shared with placing: [`crate::domain::contract::check_priced`]) -> a read-only look at the stock of
 //! each sku ([`crate::ports::ProductStore::get_product`]).
 //!
 //! What placing does and a quote does not: no idempotency key is claimed or completed, no
@@ -20,8 +20,6 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::OrderService;
-use super::checked_refusal;
-use crate::domain::contract::check_priced;
 use crate::domain::{OrderRequest, PluginRef, PricedOrder};
 use crate::ports::{DecideError, DecisionContext, StoreError};
 
@@ -73,15 +71,11 @@ impl OrderService {
             deadline: cmd.deadline,
             routing_key: &cmd.routing_key,
         };
-        let decided = p
-            .decider
-            .place(&cmd.request, cx)
+        // Priced exactly as placing prices: a pricing that does not add up is never shown.
+        let decided = self
+            .price(&cmd.request, cx)
             .await
-            .map_err(checked_refusal)
             .map_err(QuoteError::Decide)?;
-        // The host's contract, as for placing: a pricing that does not add up is never shown.
-        check_priced(&cmd.request, &decided.value)
-            .map_err(|v| QuoteError::Decide(DecideError::Contract(v)))?;
 
         // What the request asks of each sku in all, then one read per distinct sku.
         let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();

@@ -34,6 +34,14 @@ use crate::auth::Principal;
 /// Route template of placing an order: part of the idempotency scope and request hash.
 pub(crate) const PLACE_ROUTE: &str = "POST /v1/orders";
 
+/// The stored idempotency key of placing with the client's `key` in `tenant` (scoped by
+/// tenant: the same client key in two tenants is two keys). It is also what the decider
+/// routes placing by, so a quote sent with the same key (`quotes::quote_order`) is routed to
+/// the same plugin version.
+pub(crate) fn placing_key(tenant: &str, key: &str) -> String {
+    format!("{tenant}/{PLACE_ROUTE}:{key}")
+}
+
 /// Body of `POST /v1/orders`.
 ///
 /// The bounds in the schema are the ones every request is checked against before it is
@@ -237,8 +245,7 @@ pub async fn place_order(
     let tenant = &*principal.tenant;
     let cmd = PlaceOrder {
         tenant: tenant.to_owned(),
-        // Scoped by tenant: the same client key in two tenants is two keys.
-        idempotency_key: format!("{tenant}/{PLACE_ROUTE}:{key}"),
+        idempotency_key: placing_key(tenant, &key),
         request_hash: request_hash(PLACE_ROUTE, &body.raw),
         request: body.value.into(),
         deadline: Instant::now() + api.config.request_timeout,

@@ -29,7 +29,7 @@ use weir_core::domain::idempotency::request_hash;
 use super::ApiState;
 use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody};
-use super::orders::{PLACE_ROUTE, PlaceOrderBody};
+use super::orders::{PlaceOrderBody, placing_key};
 use super::responses::{EdgeErrors, JsonBodyErrors};
 use crate::auth::Principal;
 
@@ -125,8 +125,8 @@ pub async fn quote_order(
 ) -> Result<Response, ApiError> {
     let tenant = &*principal.tenant;
     let routing_key = match key {
-        // The routing key placing uses for this key (`orders::place_order`).
-        Some(IdempotencyKey(key)) => format!("{tenant}/{PLACE_ROUTE}:{key}"),
+        // The routing key placing uses for this key.
+        Some(IdempotencyKey(key)) => placing_key(tenant, &key),
         None => format!(
             "{tenant}/{QUOTE_ROUTE}:{}",
             request_hash(QUOTE_ROUTE, &body.raw)
