@@ -6,6 +6,8 @@
 //! - `shutdown`: rotation (admin API), readiness while draining, the pre-stop delay.
 //! - `quotes`: `POST /v1/quotes` on SQLite and PostgreSQL: the price placing gets, nothing
 //!   written, the same typed refusals, the `orders:write` scope.
+//! - `cases`: case recording through the admin API (contents, redaction, bounds, window,
+//!   sampling, refusals) and an offline replay reproducing every recorded decision.
 //! - `integrity`: the host's contract on plugin decisions, the status graph, stock reservations.
 //! - `releases`: the plugin lifecycle API: uploads, swaps under load, canaries, shadows.
 //! - `sandbox`: the hostile suite (bounded plugin output, least authority, describe abuse,
@@ -29,6 +31,7 @@
 
 mod api;
 mod auth;
+mod cases;
 mod dashboards;
 mod events;
 mod integrity;

@@ -61,10 +61,17 @@ impl Host for Imports {
     ) -> wasmtime::Result<Result<Option<Product>, DependencyError>> {
         self.require(Capability::Catalog)?;
         self.bound("catalog.get sku", &sku, MAX_SKU)?;
+        if let Some(scripted) = self.trace.as_ref().and_then(|t| t.scripted_catalog(&sku)) {
+            if let Some(trace) = &self.trace {
+                trace.catalog(&sku, &scripted);
+            }
+            return Ok(scripted);
+        }
         let limit = self.remaining().min(self.catalog_timeout);
         // The lookup runs on the server's runtime; when this call runs out of time first the
         // lookup is aborted, so the dependency's breaker never counts the plugin's lateness.
         let catalog = self.catalog.clone();
+        let traced_sku = self.trace.is_some().then(|| sku.clone());
         let lookup = AbortOnDropHandle::new(
             self.host
                 .spawn(async move { catalog.get(&sku).await }.in_current_span()),
@@ -85,6 +92,9 @@ impl Host for Imports {
             Err(DependencyError::Internal(_)) => "internal",
         };
         tracing::Span::current().record("outcome", outcome);
+        if let (Some(trace), Some(sku)) = (&self.trace, &traced_sku) {
+            trace.catalog(sku, &result);
+        }
         Ok(result)
     }
 }

@@ -15,6 +15,13 @@ impl Host for Imports {
         self.require(Capability::Config)?;
         self.bound("config.get key", &key, MAX_CONFIG_KEY)?;
         tracing::Span::current().record("key", key.as_str());
-        Ok(self.plugin.config.get(&key).cloned())
+        let value = match self.trace.as_ref().and_then(|t| t.scripted_config(&key)) {
+            Some(scripted) => scripted,
+            None => self.plugin.config.get(&key).cloned(),
+        };
+        if let Some(trace) = &self.trace {
+            trace.config(&key, &value);
+        }
+        Ok(value)
     }
 }

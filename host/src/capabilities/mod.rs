@@ -19,6 +19,7 @@ pub mod catalog;
 pub mod config;
 pub mod deadline;
 pub mod log;
+pub mod trace;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -124,6 +125,8 @@ pub struct Imports {
     /// Where catalog lookups run: the server's runtime, not the plugin threads, so that a
     /// lookup's own timeout measures the dependency, not how busy plugin code keeps the CPU.
     pub(crate) host: tokio::runtime::Handle,
+    /// What this call sees, when it is recorded or replayed ([`trace`]).
+    pub(crate) trace: Option<trace::CallTrace>,
 }
 
 impl Imports {
@@ -147,7 +150,14 @@ impl Imports {
             granted,
             refusal: None,
             host,
+            trace: None,
         }
+    }
+
+    /// Trace what this call's imports answer (and, with a script, answer from it).
+    pub fn with_trace(mut self, trace: Option<trace::CallTrace>) -> Self {
+        self.trace = trace;
+        self
     }
 
     /// Why an import refused a call, if one did.
@@ -157,6 +167,9 @@ impl Imports {
 
     /// Refuse the call unless the plugin declared `capability`.
     pub(crate) fn require(&mut self, capability: Capability) -> wasmtime::Result<()> {
+        if let Some(trace) = &self.trace {
+            trace.host_call();
+        }
         if self.granted.contains(capability) {
             return Ok(());
         }

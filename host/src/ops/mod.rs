@@ -8,6 +8,7 @@
 //! - [`api_keys`]: API keys of the public API (create, list, revoke).
 //! - [`plugins`]: the plugin lifecycle (upload, release, promote, roll back, history).
 //! - [`sampling`]: the live trace sampling ratio.
+//! - [`recording`]: case recording for `weir plugin test`.
 //!
 //! Errors are the API's problem responses ([`crate::http::error`]), rendered by the same
 //! request-context middleware.
@@ -17,6 +18,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod health;
 pub mod plugins;
+pub mod recording;
 pub mod sampling;
 
 use std::sync::Arc;
@@ -72,6 +74,7 @@ pub fn router(state: OpsState) -> Router {
         .route("/infoz", get(health::infoz))
         .route("/metrics", get(crate::telemetry::metrics::handler))
         .merge(sampling::router())
+        .merge(recording::router())
         .merge(admin::router())
         .merge(api_keys::router())
         .merge(plugins::router(upload_limit))

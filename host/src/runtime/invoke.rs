@@ -29,9 +29,11 @@ use weir_core::domain::contract::{self, ContractViolation};
 use weir_core::domain::{OrderError, OrderEvent, OrderRequest, OrderStatus, PricedOrder};
 use weir_core::ports::Detail;
 
+use super::cases::{CaseCall, CaseOrder, Decision};
 use super::error::trap_kind;
 use super::output::CapturedOutput;
 use super::{BudgetKind, InvocationState, InvokeError, PluginVersion, Role, Runtime};
+use crate::capabilities::trace::CallTrace;
 use crate::capabilities::{Granted, ImportRefusal, Imports, LogBudget};
 use crate::policy::circuit_breaker::Permit;
 use crate::world::bindings;
@@ -196,6 +198,8 @@ pub(super) trait Call: Send + Sync + 'static {
     /// Whether the version's circuit breaker is asked first (admission's `describe` is
     /// never refused).
     const GUARDED: bool = true;
+    /// Whether a case recording may record the call (`case_call` and `decision` answer).
+    const RECORDED: bool = false;
     /// What the function returns.
     type Output: Send + 'static;
 
@@ -212,6 +216,16 @@ pub(super) trait Call: Send + Sync + 'static {
     /// The host's contract on a returned value, given the call's arguments.
     fn check(&self, _output: &Self::Output) -> Result<(), ContractViolation> {
         Ok(())
+    }
+
+    /// The call as a recorded case's input; `None` for calls never recorded.
+    fn case_call(&self) -> Option<CaseCall> {
+        None
+    }
+
+    /// The decision a result stands for, for a recorded case.
+    fn decision(_result: &Result<Self::Output, InvokeError>) -> Option<Decision> {
+        None
     }
 }
 
@@ -244,6 +258,7 @@ pub(super) struct PlaceOrder {
 
 impl Call for PlaceOrder {
     const NAME: &'static str = "place-order";
+    const RECORDED: bool = true;
     type Output = Result<PricedOrder, OrderError>;
 
     async fn call(
@@ -265,17 +280,32 @@ impl Call for PlaceOrder {
             Err(refusal) => contract::check_refusal(refusal),
         }
     }
+
+    fn case_call(&self) -> Option<CaseCall> {
+        Some(CaseCall::PlaceOrder {
+            request: self.request.clone(),
+        })
+    }
+
+    fn decision(result: &Result<Self::Output, InvokeError>) -> Option<Decision> {
+        Some(Decision::of(result, |p: &PricedOrder| {
+            Decision::Priced(p.clone())
+        }))
+    }
 }
 
 /// `transition`: the order as the guest receives it, its status and the event.
 pub(super) struct Transition {
     pub wire: bindings::OrderSnapshot,
+    /// The order as a recorded case shows it (only built when the call is recorded).
+    pub order: Option<CaseOrder>,
     pub from: OrderStatus,
     pub event: OrderEvent,
 }
 
 impl Call for Transition {
     const NAME: &'static str = "transition";
+    const RECORDED: bool = true;
     type Output = Result<OrderStatus, OrderError>;
 
     async fn call(
@@ -299,6 +329,17 @@ impl Call for Transition {
             Err(refusal) => contract::check_refusal(refusal),
         }
     }
+
+    fn case_call(&self) -> Option<CaseCall> {
+        Some(CaseCall::Transition {
+            order: self.order.clone()?,
+            event: self.event,
+        })
+    }
+
+    fn decision(result: &Result<Self::Output, InvokeError>) -> Option<Decision> {
+        Some(Decision::of(result, |s: &OrderStatus| Decision::Status(*s)))
+    }
 }
 
 fn guest_outcome<T>(output: &Result<T, OrderError>) -> &'static str {
@@ -310,13 +351,40 @@ fn guest_outcome<T>(output: &Result<T, OrderError>) -> &'static str {
 
 impl Runtime {
     /// Invoke `call` on a fresh instance of `plugin`, by `deadline` at the latest (the
-    /// configured budget may end it sooner).
+    /// configured budget may end it sooner). A call sampled by the running case recording
+    /// ([`super::cases`]) is traced and kept as a case.
     pub(super) async fn invoke<C: Call>(
         &self,
         plugin: &PluginVersion,
         role: Role,
         call: C,
         deadline: Option<Instant>,
+    ) -> Result<C::Output, InvokeError> {
+        let recorded = C::RECORDED
+            .then(|| self.recorder_for(role))
+            .flatten()
+            .and_then(|recorder| Some((recorder, call.case_call()?)));
+        let Some((recorder, case_call)) = recorded else {
+            return self.invoke_traced(plugin, role, call, deadline, None).await;
+        };
+        let trace = CallTrace::recording();
+        let result = self
+            .invoke_traced(plugin, role, call, deadline, Some(trace.clone()))
+            .await;
+        if let Some(decision) = C::decision(&result) {
+            recorder.keep(plugin, case_call, &trace, decision);
+        }
+        result
+    }
+
+    /// [`Runtime::invoke`] with the imports traced by `trace` (recorded or scripted).
+    pub(super) async fn invoke_traced<C: Call>(
+        &self,
+        plugin: &PluginVersion,
+        role: Role,
+        call: C,
+        deadline: Option<Instant>,
+        trace: Option<CallTrace>,
     ) -> Result<C::Output, InvokeError> {
         let inner = &*self.inner;
         let _token = inner.tracker.token();
@@ -356,7 +424,7 @@ impl Runtime {
         } else {
             None
         };
-        let state = self.fresh_state(plugin, deadline);
+        let state = self.fresh_state(plugin, deadline, trace);
         let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
         let result = self
             .on_plugin_threads(plugin, call, (state, slot), deadline, &labels, &span)
@@ -465,7 +533,12 @@ impl Runtime {
     }
 
     /// The store data of one call: the imports' state and the WASI context.
-    fn fresh_state(&self, plugin: &PluginVersion, deadline: Instant) -> InvocationState {
+    fn fresh_state(
+        &self,
+        plugin: &PluginVersion,
+        deadline: Instant,
+        trace: Option<CallTrace>,
+    ) -> InvocationState {
         let config = &self.inner.config;
         let imports = Imports::new(
             plugin.meta.clone(),
@@ -478,7 +551,8 @@ impl Runtime {
             },
             Granted::of(&plugin.capabilities),
             tokio::runtime::Handle::current(),
-        );
+        )
+        .with_trace(trace);
         InvocationState::new(&config.budget, imports)
     }
 
@@ -602,9 +676,15 @@ impl Runtime {
             .instantiate_duration
             .record(instantiate.as_secs_f64(), labels);
 
-        call.call(&instance, &mut *store)
+        let result = call
+            .call(&instance, &mut *store)
             .await
-            .map_err(|e| classify(store, e))
+            .map_err(|e| classify(store, e));
+        let data = store.data();
+        if let Some(trace) = &data.imports.trace {
+            trace.set_memory(data.limiter.memory_used());
+        }
+        result
     }
 
     /// Outcome, duration and failure on the span and in the metrics.

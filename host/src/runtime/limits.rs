@@ -113,6 +113,13 @@ impl Limiter {
     }
 }
 
+impl Limiter {
+    /// Bytes of linear memory the store's memories have now (what they started with and grew).
+    pub fn memory_used(&self) -> usize {
+        self.memory_used
+    }
+}
+
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,

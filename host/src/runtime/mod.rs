@@ -29,6 +29,7 @@
 //! instance is never reused. Traps and timeouts are reported, never retried here.
 
 pub mod artifacts;
+pub mod cases;
 pub mod check;
 pub mod decider;
 pub mod error;
@@ -178,6 +179,8 @@ struct Inner {
     /// One breaker per plugin version (see [`Runtime::plugin_breakers`]).
     plugin_breakers: BreakerSet,
     artifacts: ArtifactCache,
+    /// The running case recording, if any ([`cases`]).
+    recording: arc_swap::ArcSwapOption<cases::Recorder>,
 }
 
 impl Drop for Inner {
@@ -240,6 +243,7 @@ impl Runtime {
                 plugin_threads,
                 plugin_breakers: BreakerSet::default(),
                 artifacts,
+                recording: arc_swap::ArcSwapOption::empty(),
             }),
         })
     }
@@ -415,6 +419,9 @@ impl Runtime {
     ) -> Result<OrderStatus, InvokeError> {
         let call = invoke::Transition {
             wire: bindings::OrderSnapshot::from(order),
+            order: self
+                .recording_active()
+                .then(|| cases::CaseOrder::from(order)),
             from: order.status,
             event,
         };
