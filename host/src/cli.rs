@@ -7,7 +7,10 @@
 //! sits above every layer: it is a client of the others' HTTP contract, nothing more.
 //!
 //! [`scaffold`] is `weir plugin new`: a new plugin project on disk, no instance involved.
+//! [`cases`] is `weir plugin test`: recorded or conformance cases replayed offline; the
+//! recording itself is started and exported through [`AdminClient`] (`weir plugin cases`).
 
+pub mod cases;
 pub mod scaffold;
 
 use std::time::Duration;
@@ -256,6 +259,27 @@ impl AdminClient {
         .await
     }
 
+    /// Start a case recording (`PUT /admin/recording`) with `spec`.
+    pub async fn start_recording(&self, spec: &Value) -> Result<Value, ClientError> {
+        let url = format!("{}/admin/recording", self.base);
+        self.send(self.http.put(&url).json(spec), &url).await
+    }
+
+    /// The current recording's status (`GET /admin/recording`).
+    pub async fn recording(&self) -> Result<Value, ClientError> {
+        self.get("/admin/recording").await
+    }
+
+    /// The cases recorded so far, as a cases file (`GET /admin/recording/cases`).
+    pub async fn recorded_cases(&self) -> Result<Value, ClientError> {
+        self.get("/admin/recording/cases").await
+    }
+
+    /// Stop and discard the recording (`DELETE /admin/recording`).
+    pub async fn stop_recording(&self) -> Result<Value, ClientError> {
+        self.delete("/admin/recording").await
+    }
+
     /// The audit trail.
     pub async fn history(&self, name: &str, limit: u32) -> Result<Value, ClientError> {
         self.get(&format!("/admin/v1/plugins/{name}/history?limit={limit}"))
@@ -298,6 +322,34 @@ pub fn release_line(r: &Value) -> String {
         s(r, "updated_at")
     ));
     line
+}
+
+/// A recording's status (the `recording` of `GET /admin/recording`), one line.
+pub fn recording_line(r: &Value) -> String {
+    if r.is_null() {
+        return "no recording".to_owned();
+    }
+    let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+    format!(
+        "recording {}: {} of at most {} cases kept, {}% sampled, until {}{}; dropped: {} full, {} oversized, {} incomplete",
+        if r.get("active").and_then(Value::as_bool) == Some(true) {
+            "active"
+        } else {
+            "over"
+        },
+        n("kept"),
+        n("max_cases"),
+        n("sample_percent"),
+        s(r, "ends_at"),
+        if r.get("redact").and_then(Value::as_bool) == Some(false) {
+            ", not redacted"
+        } else {
+            ", redacted"
+        },
+        n("dropped_full"),
+        n("dropped_oversized"),
+        n("dropped_incomplete"),
+    )
 }
 
 /// A plugin's state, several lines.

@@ -187,6 +187,29 @@ enum PluginCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replay a cases file on a component offline: each decision, typed error and budget
+    /// use; with --compare, only the cases two components decide differently (exit 1 when
+    /// any differ, a case fails or an expectation is not met).
+    Test {
+        /// The component file.
+        file: PathBuf,
+        /// The cases file (weir.cases/1: `weir plugin cases export`, or the SDK's
+        /// conformance kit sdk/conformance/cases.json).
+        #[arg(long)]
+        cases: PathBuf,
+        /// A second component to compare decisions with (e.g. the running version).
+        #[arg(long)]
+        compare: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record real plugin inputs on a running instance and export them as a cases file
+    /// (WEIR_ADMIN_URL, WEIR_ADMIN_TOKEN).
+    Cases {
+        #[command(subcommand)]
+        command: CasesCommand,
+    },
     /// Upload a component to a running instance (WEIR_ADMIN_URL, WEIR_ADMIN_TOKEN) and
     /// optionally release it.
     Push {
@@ -246,6 +269,43 @@ enum PluginCommand {
         /// At most this many entries.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CasesCommand {
+    /// Start recording (discarding any earlier recording of the instance).
+    Start {
+        /// Percentage of plugin calls recorded.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+        sample_percent: u8,
+        /// Most cases kept (1-10000).
+        #[arg(long, default_value_t = 1000)]
+        max_cases: usize,
+        /// How long to record, in seconds (1-86400).
+        #[arg(long, default_value_t = 600)]
+        window_seconds: u64,
+        /// Keep customer ids and metadata values as they are (only on data you may copy).
+        #[arg(long)]
+        no_redact: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// The recording's status.
+    Status {
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Write the cases recorded so far as a cases file (the recording goes on).
+    Export {
+        /// Where to write it (stdout when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Stop the recording and discard its cases.
+    Stop {
         #[command(flatten)]
         output: Output,
     },
@@ -466,6 +526,15 @@ async fn run(cli: Cli) -> ExitCode {
                     sdk_path,
                 },
         } => plugin_new(name, lang, dir, sdk_path),
+        Command::Plugin {
+            command:
+                PluginCommand::Test {
+                    file,
+                    cases,
+                    compare,
+                    json,
+                },
+        } => plugin_test(&file, &cases, compare.as_deref(), json).await,
         Command::Plugin { command } => plugin_client(command).await,
         Command::Apikey { command } => apikey_client(command).await,
     }
@@ -729,7 +798,104 @@ async fn plugin_client(command: PluginCommand) -> ExitCode {
             .history(&name, limit)
             .await
             .map(|v| print(output.json, &v, history_text(&v))),
-        PluginCommand::Check { .. } | PluginCommand::New { .. } => Ok(()),
+        PluginCommand::Cases { command } => cases_client(&client, command).await,
+        PluginCommand::Check { .. } | PluginCommand::New { .. } | PluginCommand::Test { .. } => {
+            Ok(())
+        }
     };
     exit_code(result)
+}
+
+/// `weir plugin cases start|status|export|stop`.
+async fn cases_client(
+    client: &weir_host::cli::AdminClient,
+    command: CasesCommand,
+) -> Result<(), weir_host::cli::ClientError> {
+    use weir_host::cli::{ClientError, recording_line};
+    let line = |v: &serde_json::Value| {
+        format!(
+            "{}\n",
+            recording_line(v.get("recording").unwrap_or(&serde_json::Value::Null))
+        )
+    };
+    match command {
+        CasesCommand::Start {
+            sample_percent,
+            max_cases,
+            window_seconds,
+            no_redact,
+            output,
+        } => {
+            let spec = serde_json::json!({
+                "sample_percent": sample_percent,
+                "max_cases": max_cases,
+                "window_seconds": window_seconds,
+                "redact": !no_redact,
+            });
+            let v = client.start_recording(&spec).await?;
+            print(output.json, &v, line(&v));
+            Ok(())
+        }
+        CasesCommand::Status { output } => {
+            let v = client.recording().await?;
+            print(output.json, &v, line(&v));
+            Ok(())
+        }
+        CasesCommand::Stop { output } => {
+            let v = client.stop_recording().await?;
+            print(output.json, &v, format!("stopped: {}", line(&v)));
+            Ok(())
+        }
+        CasesCommand::Export { out } => {
+            let v = client.recorded_cases().await?;
+            // What the instance sent must be a cases file this binary can replay.
+            let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+            let file = weir_host::runtime::cases::CasesFile::parse(text.as_bytes())
+                .map_err(|e| ClientError::Local(format!("the instance sent {e}")))?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, format!("{text}\n")).map_err(|e| {
+                        ClientError::Local(format!("cannot write {}: {e}", path.display()))
+                    })?;
+                    eprintln!("wrote {} cases to {}", file.cases.len(), path.display());
+                }
+                None => println!("{text}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `weir plugin test`.
+async fn plugin_test(
+    file: &std::path::Path,
+    cases: &std::path::Path,
+    compare: Option<&std::path::Path>,
+    json: bool,
+) -> ExitCode {
+    match weir_host::cli::cases::test(file, cases, compare).await {
+        Ok(report) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{report}");
+            }
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            use weir_host::runtime::check::escape_terminal_message;
+            eprintln!(
+                "error: {}",
+                escape_terminal_message(&format!("{e:#}"), ERROR_MAX_CHARS)
+            );
+            ExitCode::from(2)
+        }
+    }
 }

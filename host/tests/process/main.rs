@@ -13,6 +13,9 @@
 //! - `runbook`: RUNBOOK.md's blocks, run against a real instance (and checked for form).
 //! - `auth`: `weir apikey create|list|revoke` against the real binary, the non-loopback
 //!   refusal without an authentication mode, the loopback default's warning.
+//! - `cases`: `weir plugin cases start|status|export|stop` against a real instance,
+//!   `weir plugin test --cases` (replay, `--compare`, exit statuses), the SDK's conformance kit
+//!   on conforming and non-conforming plugins, malformed cases files.
 //! - `cli`: `weir plugin check`, `weir migrate`, configuration errors; release builds without
 //!   the test-only `fault-injection` feature.
 //! - `deploy`: deploy/k8s, deploy/systemd and the Containerfile against the code and each
@@ -43,6 +46,7 @@
 //!   none, so callsite interest is never decided without it).
 
 mod auth;
+mod cases;
 mod chaos;
 mod chaos_drill;
 mod cli;
