@@ -129,6 +129,20 @@ pub mod testing;
 /// yourself (e.g. as an `invalid` violation): the host refuses them as a broken contract.
 pub const MAX_AMOUNT: i64 = (1 << 53) - 1;
 
+/// The conformance kit: a `weir.cases/1` cases file (`sdk/conformance/cases.json`) that every
+/// order plugin must pass. It exercises each `order-error` case a plugin is expected to
+/// produce (`invalid`, `rejected` with `UNKNOWN_SKU`, `INSUFFICIENT_STOCK` and
+/// `CURRENCY_MISMATCH`, `unavailable` and `internal` for each catalog failure, `conflict`) and
+/// the whole status graph (every status and event). Run it on a built component with
+/// `weir plugin test plugin.wasm --cases sdk/conformance/cases.json`; each case says what it
+/// is about (`note`) and what must come back (`expect`: the outcome, and the status, reason or
+/// field where one is required). Amounts are the plugin's business and are not checked here.
+///
+/// ```
+/// assert!(weir_sdk::CONFORMANCE_CASES.contains("\"format\": \"weir.cases/1\""));
+/// ```
+pub const CONFORMANCE_CASES: &str = include_str!("../conformance/cases.json");
+
 pub use __bindings::weir::orders::catalog::Product;
 pub use __bindings::weir::orders::log::Level;
 pub use __bindings::weir::orders::types::{
