@@ -100,7 +100,7 @@
 #[allow(unsafe_code, missing_docs, clippy::all)]
 pub mod __bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__weir_export",
