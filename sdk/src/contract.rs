@@ -137,6 +137,13 @@ pub fn check_priced(request: &OrderRequest, priced: &PricedOrder) -> Result<(), 
 }
 
 /// Whether the host accepts `refusal` as it is (`error_shape`: see the module doc).
+///
+/// ```
+/// use weir_sdk::{OrderError, Violation, contract};
+/// assert!(contract::check_refusal(&OrderError::conflict("already shipped")).is_ok());
+/// let unbounded = OrderError::invalid(vec![Violation::new("lines", "REQUIRED", "x".repeat(10_000))]);
+/// assert!(contract::check_refusal(&unbounded).is_err(), "messages are bounded");
+/// ```
 pub fn check_refusal(refusal: &OrderError) -> Result<(), ContractViolation> {
     let converted = match refusal {
         OrderError::Invalid(violations) => core::OrderError::Invalid(
@@ -158,6 +165,14 @@ pub fn check_refusal(refusal: &OrderError) -> Result<(), ContractViolation> {
 }
 
 /// Whether moving an order in `from` to `to` on `event` follows the host's status graph.
+///
+/// ```
+/// use weir_sdk::{OrderEvent as E, OrderStatus as S, contract};
+/// assert!(contract::check_transition(S::Placed, E::PaymentCaptured, S::Paid).is_ok());
+/// assert!(contract::check_transition(S::Cancelled, E::CancelRequested, S::Cancelled).is_ok());
+/// // Shipped orders cannot be cancelled: a plugin must refuse with a conflict instead.
+/// assert!(contract::check_transition(S::Shipped, E::CancelRequested, S::Cancelled).is_err());
+/// ```
 pub fn check_transition(
     from: OrderStatus,
     on: OrderEvent,

@@ -6,6 +6,21 @@ use std::time::Duration;
 ///
 /// Check it before starting expensive or dependency-heavy work and fail fast with
 /// [`crate::OrderError::Unavailable`] when too little is left.
+///
+/// ```
+/// use std::time::Duration;
+/// use weir_sdk::{OrderError, deadline};
+///
+/// let _host = weir_sdk::testing::FakeHost::new()
+///     .deadline(Duration::from_millis(5))
+///     .install();
+/// let answer = if deadline::remaining() < Duration::from_millis(20) {
+///     Err(OrderError::unavailable("deadline too close"))
+/// } else {
+///     Ok(())
+/// };
+/// assert!(matches!(answer, Err(OrderError::Unavailable(_))));
+/// ```
 pub fn remaining() -> Duration {
     #[cfg(target_arch = "wasm32")]
     {

@@ -127,6 +127,14 @@ pub mod testing;
 /// The largest amount, in minor units, the host accepts in a priced order: 2^53 - 1, the
 /// largest integer a JSON consumer using IEEE doubles reads exactly. Refuse larger amounts
 /// yourself (e.g. as an `invalid` violation): the host refuses them as a broken contract.
+///
+/// ```
+/// let (unit_price, quantity) = (i64::MAX / 2, 3u32);
+/// let total = unit_price
+///     .checked_mul(i64::from(quantity))
+///     .filter(|t| *t <= weir_sdk::MAX_AMOUNT);
+/// assert_eq!(total, None, "refuse it as an invalid request, never return it");
+/// ```
 pub const MAX_AMOUNT: i64 = (1 << 53) - 1;
 
 /// The conformance kit: a `weir.cases/1` cases file (`sdk/conformance/cases.json`) that every

@@ -12,6 +12,18 @@
 use crate::Level;
 
 /// Emit one record at `level` with a message and key/value fields.
+///
+/// ```
+/// use weir_sdk::{Level, log};
+///
+/// let host = weir_sdk::testing::FakeHost::new().install();
+/// log::emit(Level::Warn, "discount capped", &[("sku", "KB-001")]);
+/// log::error("catalog answered a negative price", &[("sku", "MS-002")]);
+/// let records = host.logs();
+/// assert_eq!(records[0].level, Level::Warn);
+/// assert_eq!(records[0].field("sku"), Some("KB-001"));
+/// assert_eq!(records[1].message, "catalog answered a negative price");
+/// ```
 pub fn emit(level: Level, message: &str, fields: &[(&str, &str)]) {
     #[cfg(target_arch = "wasm32")]
     {

@@ -140,11 +140,24 @@ pub struct FakeHostGuard {
 
 impl FakeHostGuard {
     /// Every log record emitted so far, oldest first.
+    ///
+    /// ```
+    /// let host = weir_sdk::testing::FakeHost::new().install();
+    /// weir_sdk::log::info("priced", &[("lines", "2")]);
+    /// assert_eq!(host.logs()[0].field("lines"), Some("2"));
+    /// ```
     pub fn logs(&self) -> Vec<LogRecord> {
         self.state.borrow().logs.clone()
     }
 
     /// The sku of every `catalog::get` call so far, in call order.
+    ///
+    /// ```
+    /// let host = weir_sdk::testing::FakeHost::new().install();
+    /// let _ = weir_sdk::catalog::get("KB-001");
+    /// let _ = weir_sdk::catalog::get("CB-004");
+    /// assert_eq!(host.catalog_calls(), ["KB-001", "CB-004"]);
+    /// ```
     pub fn catalog_calls(&self) -> Vec<String> {
         self.state.borrow().catalog_calls.clone()
     }

@@ -8,6 +8,26 @@ use crate::{Capability, Money, PluginInfo, Product, Rejection, Violation};
 ///
 /// The host maps each case to an HTTP status and retry class by its tag alone, never by its
 /// text, so pick the case carefully and keep messages human-oriented.
+///
+/// ```
+/// use weir_sdk::{OrderError, Violation};
+///
+/// let invalid = OrderError::invalid(vec![Violation::new(
+///     "lines[0].quantity",
+///     "OUT_OF_RANGE",
+///     "must be between 1 and 1000, got 0",
+/// )]);
+/// assert_eq!(
+///     invalid.to_string(),
+///     "invalid request: lines[0].quantity OUT_OF_RANGE (must be between 1 and 1000, got 0)"
+/// );
+/// let rejected = OrderError::rejected("INSUFFICIENT_STOCK", "sku KB-001: 2 in stock");
+/// assert_eq!(rejected.to_string(), "rejected INSUFFICIENT_STOCK: sku KB-001: 2 in stock");
+/// assert!(matches!(OrderError::unavailable("catalog timed out"), OrderError::Unavailable(_)));
+/// assert!(matches!(OrderError::conflict("already shipped"), OrderError::Conflict(_)));
+/// assert!(matches!(OrderError::not_found("no such order"), OrderError::NotFound(_)));
+/// assert!(matches!(OrderError::internal("bad config"), OrderError::Internal(_)));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OrderError {
     /// The request is malformed: 422, not retryable. Report every problem at once.
@@ -83,6 +103,11 @@ impl std::error::Error for OrderError {}
 
 impl Money {
     /// `amount` minor units (cents for USD) of `currency` (ISO 4217, upper case).
+    ///
+    /// ```
+    /// let price = weir_sdk::Money::new(1250, "EUR"); // 12.50 EUR
+    /// assert_eq!((price.amount, price.currency.as_str()), (1250, "EUR"));
+    /// ```
     pub fn new(amount: i64, currency: impl Into<String>) -> Self {
         Self {
             amount,
@@ -109,6 +134,11 @@ impl Violation {
 
 impl Rejection {
     /// A rejection with a stable reason code and a message.
+    ///
+    /// ```
+    /// let r = weir_sdk::Rejection::new("UNKNOWN_SKU", "unknown sku NOPE-1");
+    /// assert_eq!(weir_sdk::OrderError::Rejected(r), weir_sdk::OrderError::rejected("UNKNOWN_SKU", "unknown sku NOPE-1"));
+    /// ```
     pub fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
@@ -118,7 +148,14 @@ impl Rejection {
 }
 
 impl PluginInfo {
-    /// Name, semantic version and the capabilities the plugin uses.
+    /// Name, semantic version and the capabilities the plugin uses (declare exactly the
+    /// interfaces it calls: an undeclared call ends with `CAPABILITY_DENIED`).
+    ///
+    /// ```
+    /// use weir_sdk::{Capability, PluginInfo};
+    /// let info = PluginInfo::new("my-plugin", "0.1.0", vec![Capability::Catalog, Capability::Log]);
+    /// assert_eq!(info.capabilities.len(), 2);
+    /// ```
     pub fn new(
         name: impl Into<String>,
         version: impl Into<String>,
@@ -134,6 +171,12 @@ impl PluginInfo {
 
 impl Product {
     /// A catalog product; mostly useful with [`crate::testing::FakeHost`].
+    ///
+    /// ```
+    /// use weir_sdk::{Money, Product};
+    /// let p = Product::new("CB-004", "USB-C cable", Money::new(900, "EUR"), 250);
+    /// assert_eq!(p.unit_price.amount, 900);
+    /// ```
     pub fn new(
         sku: impl Into<String>,
         name: impl Into<String>,
