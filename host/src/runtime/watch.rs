@@ -12,6 +12,9 @@
 //! mismatches one per line), one log line, and one count in `weir.plugin.watch.reloads`
 //! by `outcome`:
 //!
+//! At start it prints `weir: serving orders 0.1.0 (sha256:…) from FILE; watching it for
+//! changes`. Then:
+//!
 //! | outcome | when | printed |
 //! |---|---|---|
 //! | `admitted` | admitted and now serving | `weir: admitted orders 0.2.0 (sha256:…) in 212 ms, now serving` |
@@ -317,6 +320,15 @@ pub fn refused_text(
     )
 }
 
+/// The line printed when the watcher starts: what serves, from which file.
+pub fn watching_line(path: &Path, serving: &str, digest: &str) -> String {
+    format!(
+        "weir: serving {serving} ({}) from {}; watching it for changes\n",
+        short_digest(digest),
+        shown_path(path)
+    )
+}
+
 /// The line printed when the file was rewritten with a digest already seen.
 pub fn unchanged_line(path: &Path, digest: &str, serving: &str) -> String {
     format!(
@@ -449,6 +461,8 @@ impl Watcher {
     /// The `plugins.watch` worker: look at the file every interval until shutdown.
     pub async fn run(self: Arc<Self>, ctx: WorkerContext) -> Result<(), WorkerError> {
         tracing::info!(file = %self.path.display(), plugin = %self.plugin, "watching the plugin file");
+        let digest = self.state().last_digest.clone();
+        (self.out)(&watching_line(&self.path, &self.serving(), &digest));
         while ctx.sleep(self.options.interval).await {
             let current = fingerprint(&self.path);
             let step = self.state().settle.observe(current, Instant::now());

@@ -68,6 +68,19 @@ async fn good_builds_are_swapped_in_and_broken_ones_leave_the_last_good_one_serv
     let file = dir.path().join("my-plugin.wasm");
     std::fs::copy(weir_plugin_artifacts::ORDERS, &file).unwrap();
     let weir = Weir::spawn(serve_watching(dir.path(), &file)).await;
+    let text = weir
+        .wait_stderr(0, "the watcher's first line", |t| {
+            t.contains("; watching it")
+        })
+        .await;
+    assert!(
+        text.contains(&format!(
+            "weir: serving orders 0.1.0 (sha256:{}…) from {}; watching it for changes\n",
+            &digest_of(weir_plugin_artifacts::ORDERS)[..12],
+            file.display()
+        )),
+        "{text}"
+    );
     assert_eq!(
         decided_by(&weir, "watch-1").await,
         "0.1.0",
@@ -243,6 +256,28 @@ async fn good_builds_are_swapped_in_and_broken_ones_leave_the_last_good_one_serv
         assert!(line.ends_with(&format!(" {n}")), "{line}");
     }
 
+    // A build writing in two steps without a pause: the debounce waits for the whole file
+    // (at most a refusal of the half one, never serving it).
+    let whole = std::fs::read(weir_plugin_artifacts::ORDERS_NEXT).unwrap();
+    let (first, rest) = whole.split_at(whole.len() / 2);
+    let mark = weir.stderr().len();
+    let mut out = std::fs::File::create(&file).unwrap();
+    out.write_all(first).unwrap();
+    out.flush().unwrap();
+    out.write_all(rest).unwrap();
+    out.flush().unwrap();
+    drop(out);
+    let text = weir
+        .wait_stderr(mark, "the admitted line of the whole file", |t| {
+            t.contains("weir: admitted")
+        })
+        .await;
+    assert!(
+        text.contains("weir: admitted orders 0.2.0") && text.matches("weir: refused").count() <= 1,
+        "{text}"
+    );
+    assert_eq!(decided_by(&weir, "watch-7").await, "0.2.0");
+
     // 4. SIGTERM while watching: the watcher stops with the other workers, a clean drain.
     let (status, stdout) = weir.terminate().await;
     assert!(status.success(), "{status:?}");
@@ -265,7 +300,7 @@ async fn good_builds_are_swapped_in_and_broken_ones_leave_the_last_good_one_serv
         .filter_map(|l| field(l, "outcome").and_then(Value::as_str))
         .collect();
     assert_eq!(
-        outcomes,
+        outcomes[..6],
         [
             "admitted",
             "unchanged",
@@ -276,6 +311,7 @@ async fn good_builds_are_swapped_in_and_broken_ones_leave_the_last_good_one_serv
         ],
         "one log line per outcome"
     );
+    assert_eq!(outcomes.last(), Some(&"admitted"), "{outcomes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
