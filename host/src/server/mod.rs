@@ -2,7 +2,9 @@
 //!
 //! [`Server::start`] opens the store and migrates it, seeds the demo catalog, builds the plugin
 //! runtime, admits the built-in reference plugin and any components in `plugins.dir` (a
-//! refused one is logged, counted and left out, or stops start-up with `plugins.strict`), wires
+//! refused one is logged, counted and left out, or stops start-up with `plugins.strict`) and
+//! the `--plugin` file (its plugin serves the orders API; with `--watch` the
+//! [`crate::runtime::watch::Watcher`] follows it as the `plugins.watch` worker), wires
 //! the core's use-cases to their adapters (the traced store, the plugin decider, the events
 //! intake gate), binds the API and operations listeners, starts the background workers, and
 //! logs one line with the bound addresses. It first reads how the previous run in the data
@@ -404,6 +406,10 @@ fn artifact_dir(config: &Config) -> Option<std::path::PathBuf> {
 /// and counted (`weir.plugin.admission_refusals` by `stage`); without `plugins.strict` it is
 /// left out and returned, with it start-up fails with its chain. The built-in plugin and the
 /// store failing still fail start-up.
+///
+/// The `--plugin` file (`plugins.file`) is read within the upload limit and admitted last, and
+/// released as the stable version of its plugin whatever release was stored (audited as
+/// `startup`); any failure with it stops start-up.
 ///
 /// When no loaded plugin has the name `plugins.orders`, start-up fails if nothing was refused
 /// (a configuration error); otherwise the refused component may have been it, and the
