@@ -72,6 +72,15 @@ struct ServeArgs {
     /// admission (sets plugins.strict; without it a refused component is logged and left out).
     #[arg(long)]
     strict: bool,
+    /// Serve this component file as the orders plugin (its plugin name becomes
+    /// plugins.orders); a refused component stops start-up.
+    #[arg(long, value_name = "FILE.wasm")]
+    plugin: Option<PathBuf>,
+    /// With --plugin: whenever the file changes, admit it like an upload and serve it once
+    /// admitted (a refused build leaves the last good version serving); one line per
+    /// outcome on stderr.
+    #[arg(long, requires = "plugin")]
+    watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -105,11 +114,16 @@ struct CommonArgs {
 
 impl CommonArgs {
     fn load(self) -> Result<Config, String> {
-        self.load_with(false)
+        self.load_with(false, None)
     }
 
-    /// [`CommonArgs::load`]; `plugins_strict` is `weir serve --strict`.
-    fn load_with(self, plugins_strict: bool) -> Result<Config, String> {
+    /// [`CommonArgs::load`]; `plugins_strict` is `weir serve --strict`, `plugin_file`
+    /// `--plugin FILE [--watch]`.
+    fn load_with(
+        self,
+        plugins_strict: bool,
+        plugin_file: Option<weir_host::server::config::PluginFile>,
+    ) -> Result<Config, String> {
         Config::load(&Overrides {
             config_file: self.config,
             listen: self.listen,
@@ -120,6 +134,7 @@ impl CommonArgs {
             amqp_url: self.amqp_url,
             redis_url: self.redis_url,
             plugins_strict,
+            plugin_file,
         })
         .map_err(|e| e.to_string())
     }
@@ -345,7 +360,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
-            let config = match args.common.load_with(args.strict) {
+            let plugin_file = args
+                .plugin
+                .map(|path| weir_host::server::config::PluginFile {
+                    path,
+                    watch: args.watch,
+                });
+            let config = match args.common.load_with(args.strict, plugin_file) {
                 Ok(c) => c,
                 Err(e) => {
                     weir_host::telemetry::init_logging();
@@ -396,6 +417,14 @@ async fn run(cli: Cli) -> ExitCode {
                         "error: {}",
                         weir_host::runtime::check::escape_terminal_message(&chain, ERROR_MAX_CHARS)
                     );
+                    // A contract refusal lists its mismatches as `weir plugin check` does.
+                    if let Some(report) = e
+                        .chain()
+                        .find_map(|c| c.downcast_ref::<weir_host::runtime::LoadError>())
+                        .and_then(weir_host::runtime::LoadError::contract)
+                    {
+                        eprint!("{}", weir_host::runtime::check::contract_text(report));
+                    }
                     telemetry.shutdown().await;
                     return ExitCode::FAILURE;
                 }

@@ -17,6 +17,8 @@
 //!   database on every replica, shadow comparisons, automatic canary rollback.
 //! - [`artifacts`]: the compiled-artifact cache in the data directory.
 //! - [`check`]: `weir plugin check`.
+//! - [`watch`]: `weir serve --plugin FILE --watch`, the plugin author's dev loop: the file
+//!   admitted like an upload and released as stable whenever it changes and settles.
 //! - [`error`]: [`LoadError`], [`EngineError`] and trap classification; invocations fail with
 //!   the core's `DecideError` ([`InvokeError`]).
 //!
@@ -40,6 +42,7 @@ pub mod registry;
 pub mod releases;
 pub mod state;
 pub mod wasi;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

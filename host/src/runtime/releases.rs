@@ -280,7 +280,7 @@ struct Metrics {
     shadow: Counter<u64>,
     applied: Counter<u64>,
     /// Uploads refused at admission, by stage (`weir.plugin.admission_refusals`,
-    /// `source="upload"`; start-up refusals are counted by `server` with
+    /// `source="upload"` or `"watch"`; start-up refusals are counted by `server` with
     /// `source="plugins.dir"`).
     refusals: Counter<u64>,
 }
@@ -430,6 +430,17 @@ impl Releases {
     /// Admit an uploaded component (see the module doc); nothing serves it until a release
     /// names it. The running versions are untouched whatever happens.
     pub async fn admit(&self, bytes: Vec<u8>, actor: &str) -> Result<Admitted, AdmitError> {
+        self.admit_from(bytes, actor, "upload").await
+    }
+
+    /// [`Releases::admit`] of bytes from `source` (the `source` label of
+    /// `weir.plugin.admission_refusals`: `upload`, or `watch` for `weir serve --watch`).
+    pub async fn admit_from(
+        &self,
+        bytes: Vec<u8>,
+        actor: &str,
+        source: &'static str,
+    ) -> Result<Admitted, AdmitError> {
         let _permit = self.admission.try_acquire().map_err(|_| AdmitError::Busy)?;
         let version = self.load(bytes.clone()).await.map_err(|e| match e {
             LoadError::Describe(busy @ super::InvokeError::PoolExhausted { .. }) => {
@@ -440,7 +451,7 @@ impl Releases {
                     1,
                     &[
                         KeyValue::new("stage", e.stage()),
-                        KeyValue::new("source", "upload"),
+                        KeyValue::new("source", source),
                     ],
                 );
                 AdmitError::Refused {

@@ -174,6 +174,21 @@ pub struct PluginsConfig {
     /// Fail closed: any component of `dir` that admission refuses stops start-up. Off, a
     /// refused component is logged, counted and left out, and the rest start.
     pub strict: bool,
+    /// `weir serve --plugin FILE [--watch]` only (no configuration key): the component file
+    /// that serves the orders API, and whether it is followed as it changes.
+    #[serde(skip)]
+    pub file: Option<PluginFile>,
+}
+
+/// `weir serve --plugin FILE [--watch]`: the plugin author's dev loop
+/// ([`crate::runtime::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginFile {
+    /// The component file. Loaded at start-up (after `plugins.dir`) and made the stable
+    /// version of its plugin, whose name becomes `plugins.orders`; a refusal stops start-up.
+    pub path: PathBuf,
+    /// Admit the file again whenever it changes, and serve it once admitted.
+    pub watch: bool,
 }
 
 impl Default for PluginsConfig {
@@ -185,6 +200,7 @@ impl Default for PluginsConfig {
             artifact_cache: true,
             releases: crate::runtime::releases::ReleasesConfig::default(),
             strict: false,
+            file: None,
         }
     }
 }
@@ -210,6 +226,8 @@ pub struct Overrides {
     pub redis_url: Option<String>,
     /// `weir serve --strict`: sets `plugins.strict` (it never turns it off).
     pub plugins_strict: bool,
+    /// `weir serve --plugin FILE [--watch]`: `plugins.file`.
+    pub plugin_file: Option<PluginFile>,
 }
 
 /// Configuration that cannot be used.
@@ -283,6 +301,9 @@ impl Config {
         }
         if o.plugins_strict {
             self.plugins.strict = true;
+        }
+        if let Some(file) = &o.plugin_file {
+            self.plugins.file = Some(file.clone());
         }
     }
 
@@ -652,6 +673,25 @@ mod tests {
         assert_eq!(url.expose(), "redis://:hunter2@cache:6379/0");
         assert!(!format!("{cfg:?}").contains("hunter2"));
         assert!(!serde_json::to_string(&cfg).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn the_plugin_file_comes_only_from_the_command_line() {
+        assert_eq!(load("").unwrap().plugins.file, None);
+        let err = load("[plugins]\nfile = \"x.wasm\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("file"), "not a configuration key: {err}");
+        let mut cfg = load("").unwrap();
+        let file = PluginFile {
+            path: PathBuf::from("x.wasm"),
+            watch: true,
+        };
+        cfg.apply(&Overrides {
+            plugin_file: Some(file.clone()),
+            ..Overrides::default()
+        });
+        assert_eq!(cfg.plugins.file, Some(file));
     }
 
     #[test]

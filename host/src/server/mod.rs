@@ -2,7 +2,9 @@
 //!
 //! [`Server::start`] opens the store and migrates it, seeds the demo catalog, builds the plugin
 //! runtime, admits the built-in reference plugin and any components in `plugins.dir` (a
-//! refused one is logged, counted and left out, or stops start-up with `plugins.strict`), wires
+//! refused one is logged, counted and left out, or stops start-up with `plugins.strict`) and
+//! the `--plugin` file (its plugin serves the orders API; with `--watch` the
+//! [`crate::runtime::watch::Watcher`] follows it as the `plugins.watch` worker), wires
 //! the core's use-cases to their adapters (the traced store, the plugin decider, the events
 //! intake gate), binds the API and operations listeners, starts the background workers, and
 //! logs one line with the bound addresses. It first reads how the previous run in the data
@@ -44,6 +46,7 @@ use crate::ops::health::RefusedComponent;
 use crate::ops::{InfoFacts, OpsState};
 use crate::policy::dependency::{Dependencies, Dependency};
 use crate::runtime::releases::Releases;
+use crate::runtime::watch::{self, ReadError, WatchOptions, Watcher};
 use crate::runtime::{LoadError, PluginDecider, Registry, Runtime, Slot};
 use crate::storage::{self, Store, StoreOptions, TracedStore};
 use config::Config;
@@ -133,8 +136,7 @@ impl Spawner for TokioSpawner {
 
 impl Server {
     /// Start everything described in the module doc.
-    pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let config = Arc::new(config);
+    pub async fn start(mut config: Config) -> anyhow::Result<Self> {
         for warning in config.warnings() {
             tracing::warn!(warning = %warning, "configuration warning");
         }
@@ -178,7 +180,25 @@ impl Server {
             config.plugins.releases.clone(),
             config.plugins.config.clone(),
         ));
-        let refused_plugins = Arc::new(load_plugins(&config, &releases).await?);
+        let loaded = load_plugins(&config, &releases).await?;
+        let refused_plugins = Arc::new(loaded.refused);
+        // `--plugin FILE`: its plugin serves the orders API.
+        let plugin_file = match loaded.file {
+            Some(file) => {
+                if file.name != config.plugins.orders {
+                    tracing::info!(
+                        plugin = %file.name,
+                        configured = %config.plugins.orders,
+                        "--plugin: {} serves the orders API instead of plugins.orders",
+                        file.name
+                    );
+                }
+                config.plugins.orders = file.name.clone();
+                Some(file)
+            }
+            None => None,
+        };
+        let config = Arc::new(config);
 
         let events = match &config.amqp_url {
             Some(url) => EventsHandle::amqp(url.clone(), config.events.clone(), store.clone()),
@@ -242,6 +262,20 @@ impl Server {
             .spawn("plugins.releases", move |ctx| {
                 releases.clone().run(listen_url.clone(), ctx)
             });
+        if let Some(file) = plugin_file.filter(|f| f.watch) {
+            let watcher = Arc::new(Watcher::new(
+                file.path,
+                file.name,
+                state.releases.clone(),
+                file.loaded,
+                WatchOptions::default(),
+                watch::stderr_out(),
+            ));
+            state
+                .shutdown
+                .supervisor()
+                .spawn("plugins.watch", move |ctx| watcher.clone().run(ctx));
+        }
         // Outbox relay, consumer and backpressure monitor (none in the embedded default), as
         // supervised workers: the drain cancels and waits for them with the others.
         crate::events::spawn(
@@ -373,13 +407,14 @@ fn artifact_dir(config: &Config) -> Option<std::path::PathBuf> {
 /// left out and returned, with it start-up fails with its chain. The built-in plugin and the
 /// store failing still fail start-up.
 ///
+/// The `--plugin` file (`plugins.file`) is read within the upload limit and admitted last, and
+/// released as the stable version of its plugin whatever release was stored (audited as
+/// `startup`); any failure with it stops start-up.
+///
 /// When no loaded plugin has the name `plugins.orders`, start-up fails if nothing was refused
 /// (a configuration error); otherwise the refused component may have been it, and the
 /// instance starts unready (`/readyz` 503) until a release of it is applied.
-async fn load_plugins(
-    config: &Config,
-    releases: &Releases,
-) -> anyhow::Result<Vec<RefusedComponent>> {
+async fn load_plugins(config: &Config, releases: &Releases) -> anyhow::Result<LoadedPlugins> {
     let mut local = vec![
         releases
             .admit_local(
@@ -457,6 +492,19 @@ async fn load_plugins(
             });
         }
     }
+    let file = match &config.plugins.file {
+        Some(file) => {
+            let (version, loaded) = load_file(config, releases, &file.path).await?;
+            local.push(version.clone());
+            Some(FileStart {
+                path: file.path.clone(),
+                watch: file.watch,
+                name: version.meta.name.clone(),
+                loaded,
+            })
+        }
+        None => None,
+    };
     // In file order, the last version of a name wins.
     let mut by_name = BTreeMap::new();
     for version in local {
@@ -472,10 +520,14 @@ async fn load_plugins(
             .await
             .with_context(|| format!("could not read or write the release of {name}"))?;
     }
+    if let Some(file) = &file {
+        release_file(releases, file).await?;
+    }
     if let Err(e) = releases.sync().await {
         tracing::error!(error = %crate::support::chain(&e), "cannot read the plugin releases; serving the local versions until they are applied");
     }
-    if releases.registry().pick(&config.plugins.orders).is_none() {
+    let orders = file.as_ref().map_or(&config.plugins.orders, |f| &f.name);
+    if releases.registry().pick(orders).is_none() {
         anyhow::ensure!(
             !refused.is_empty(),
             "plugins.orders is {:?} but no loaded plugin has that name",
@@ -490,7 +542,98 @@ async fn load_plugins(
             config.plugins.orders
         );
     }
-    Ok(refused)
+    Ok(LoadedPlugins { refused, file })
+}
+
+/// What [`load_plugins`] loaded.
+struct LoadedPlugins {
+    /// Components of `plugins.dir` refused and left out.
+    refused: Vec<RefusedComponent>,
+    /// The `--plugin` file, when given.
+    file: Option<FileStart>,
+}
+
+/// The `--plugin` file as start-up loaded it.
+struct FileStart {
+    path: std::path::PathBuf,
+    watch: bool,
+    /// Its plugin's name (the orders plugin from now on).
+    name: String,
+    /// Its state and digest when it was read (the watcher starts from them).
+    loaded: watch::Loaded,
+}
+
+/// Read the `--plugin` file (bounded by `plugins.releases.upload_limit_bytes`, like an
+/// upload) and admit it as start-up admits `plugins.dir`; any failure stops start-up.
+async fn load_file(
+    config: &Config,
+    releases: &Releases,
+    path: &std::path::Path,
+) -> anyhow::Result<(Arc<crate::runtime::PluginVersion>, watch::Loaded)> {
+    let shown = path.display().to_string();
+    let limit = config.plugins.releases.upload_limit_bytes;
+    // A build may be writing it: a few tries, then the file's own error.
+    let mut tries = 0;
+    let (bytes, fingerprint) = loop {
+        let owned = path.to_owned();
+        let read = tokio::task::spawn_blocking(move || watch::read_bounded(&owned, limit))
+            .await
+            .context("the read task failed")?;
+        match read {
+            Err(ReadError::Changed) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(WatchOptions::default().quiet).await;
+            }
+            other => break other.with_context(|| format!("could not read --plugin {shown}"))?,
+        }
+    };
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let version = releases
+        .admit_local(bytes, &format!("plugin {shown} (--plugin)"))
+        .await?;
+    Ok((
+        version,
+        watch::Loaded {
+            fingerprint,
+            digest,
+        },
+    ))
+}
+
+/// Make the `--plugin` file the stable version of its plugin, whatever release was stored
+/// (an operator's or a previous watch's): the author asked for this file. Audited as
+/// `startup`, so the next start without `--plugin` adopts the built-in again.
+async fn release_file(releases: &Releases, file: &FileStart) -> anyhow::Result<()> {
+    use weir_core::domain::release::{DesiredRelease, ReleaseChange};
+    let digest = &file.loaded.digest;
+    let current = releases
+        .service()
+        .get(&file.name)
+        .await
+        .with_context(|| format!("could not read the release of {}", file.name))?;
+    if current
+        .as_ref()
+        .is_some_and(|r| &r.stable == digest && r.canary.is_none() && r.shadow.is_none())
+    {
+        return Ok(());
+    }
+    let change = ReleaseChange::Set(DesiredRelease {
+        stable: digest.clone(),
+        canary: None,
+        shadow: None,
+    });
+    releases
+        .service()
+        .change(
+            &file.name,
+            &change,
+            None,
+            weir_core::ports::releases::STARTUP,
+            Some("weir serve --plugin"),
+        )
+        .await
+        .with_context(|| format!("could not release {} from --plugin", file.name))?;
+    Ok(())
 }
 
 /// The admission stage that refused a component of `plugins.dir`, or `None` when the failure

@@ -41,6 +41,10 @@
 //! - `secrets`: passwords in `DATABASE_URL`/`AMQP_URL`/`REDIS_URL`, the admin token and an API
 //!   key never in stdout, stderr, OTLP exports, `/infoz`, `/readyz`, `/metrics` or problem
 //!   bodies, serving and when each dependency refuses (unreachable, wrong password).
+//! - `watch`: `weir serve --plugin FILE --watch`, the dev loop: good builds swapped in, garbage,
+//!   a contract drift and a half-written file refused with the last good version serving, an
+//!   unchanged rewrite not admitted again, SIGTERM while watching; a bad `--plugin` file stops
+//!   start-up.
 //! - `plugin_logs`: guest output and plugin logs inside the invocation span (it installs a
 //!   thread-local subscriber; the other tests here run `weir` as a child process and install
 //!   none, so callsite interest is never decided without it).
@@ -64,3 +68,4 @@ mod scaffold;
 mod secrets;
 mod slow_deps;
 mod support;
+mod watch;

@@ -116,6 +116,8 @@ pub struct Weir {
     pub ops: String,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<String>>,
+    /// Bumped after every stderr line (closed at EOF): what [`Weir::wait_stderr`] awaits.
+    stderr_lines: tokio::sync::watch::Receiver<u64>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -148,11 +150,15 @@ impl Weir {
         });
         let mut err_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         let err_sink = stderr.clone();
+        let (err_tx, stderr_lines) = tokio::sync::watch::channel(0_u64);
         tokio::spawn(async move {
             while let Ok(Some(line)) = err_lines.next_line().await {
-                let mut s = err_sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
+                {
+                    let mut s = err_sink.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+                err_tx.send_modify(|n| *n += 1);
             }
         });
         let listening = tokio::time::timeout(WAIT, rx.recv()).await;
@@ -177,6 +183,7 @@ impl Weir {
             child,
             stdout,
             stderr,
+            stderr_lines,
             _dir: dir,
         }
     }
@@ -272,6 +279,33 @@ impl Weir {
     /// Stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait (bounded by [`WAIT`]) until the stderr written after byte `from` satisfies
+    /// `done`, woken by each new line (no polling); returns that text. The panic names `what`.
+    pub async fn wait_stderr(
+        &self,
+        from: usize,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut lines = self.stderr_lines.clone();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            // Marked seen before reading: a line written after this read wakes `changed`.
+            drop(lines.borrow_and_update());
+            let text = self.stderr().get(from..).unwrap_or_default().to_owned();
+            if done(&text) {
+                return text;
+            }
+            match tokio::time::timeout_at(deadline, lines.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => panic!("weir closed stderr before {what}; stderr since:\n{text}"),
+                Err(_) => {
+                    panic!("timed out after {WAIT:?} waiting for {what}; stderr since:\n{text}")
+                }
+            }
+        }
     }
 
     /// The first log line whose message starts with `prefix`.
