@@ -557,7 +557,7 @@ impl ComponentStore for MemStore {
             return Ok(PutComponent::Existing(existing.clone()));
         }
         if let Some((taken, _)) = s.components.values().find(|(r, _)| {
-            record.admitted_by != crate::ports::releases::STARTUP
+            !crate::ports::releases::may_reuse_version(&record.admitted_by)
                 && r.name == record.name
                 && r.version == record.version
         }) {

@@ -11,6 +11,18 @@ use crate::domain::release::{Release, ReleaseAudit};
 /// share a version with other bytes (a rebuilt binary); uploaded ones may not.
 pub const STARTUP: &str = "startup";
 
+/// The actor of the plugin author's dev loop (`weir serve --plugin FILE --watch`): each build
+/// of the watched file is admitted by it, and like [`STARTUP`] it may admit a version already
+/// stored with other bytes (an author edits and rebuilds without bumping the version each
+/// time). Never the actor of an upload through the admin API.
+pub const WATCH: &str = "watch";
+
+/// Whether components admitted by `actor` may share a version with other bytes
+/// ([`STARTUP`], [`WATCH`]); an upload may not.
+pub fn may_reuse_version(actor: &str) -> bool {
+    actor == STARTUP || actor == WATCH
+}
+
 /// An admitted component, as stored (its bytes are stored beside it, by digest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComponentRecord {
@@ -45,7 +57,8 @@ pub enum PutComponent {
 #[async_trait::async_trait]
 pub trait ComponentStore: Send + Sync {
     /// Stores `record` and `bytes` unless the digest is stored (idempotent) or, for an upload
-    /// (not by [`STARTUP`]), the plugin's version is taken by other bytes; race-free.
+    /// (an actor that may not [reuse a version](may_reuse_version)), the plugin's version is
+    /// taken by other bytes; race-free.
     async fn put_component(
         &self,
         record: &ComponentRecord,

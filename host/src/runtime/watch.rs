@@ -60,7 +60,7 @@ use crate::lifecycle::{WorkerContext, WorkerError};
 use crate::world::contract::ContractReport;
 
 /// The actor of releases made by the watcher, in the audit trail.
-pub const ACTOR: &str = "watch";
+pub const ACTOR: &str = weir_core::ports::releases::WATCH;
 
 /// Longest reason (an error chain) a printed line shows, in characters of its escaped form.
 const REASON_MAX_CHARS: usize = 4096;

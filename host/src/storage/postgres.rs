@@ -29,7 +29,7 @@ use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
 use weir_core::domain::stock::{self, Settlement, Shortage};
 use weir_core::ports::CreateOutcome;
-use weir_core::ports::releases::STARTUP;
+use weir_core::ports::releases::may_reuse_version;
 use weir_core::ports::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -1107,7 +1107,7 @@ impl ComponentStore for PgStore {
         if let Some(existing) = self.get_component(&record.digest).await? {
             return Ok(PutComponent::Existing(existing));
         }
-        if record.admitted_by != STARTUP
+        if !may_reuse_version(&record.admitted_by)
             && let Some(row) = sqlx::query(
                 "SELECT digest, name, version, size, capabilities, admitted_at, admitted_by \
                  FROM plugin_components WHERE name = $1 AND version = $2 LIMIT 1",

@@ -37,7 +37,7 @@ use crate::support::redact_url;
 use weir_core::domain::release::{Release, ReleaseAudit};
 use weir_core::domain::stock::{self, Settlement, Shortage};
 use weir_core::ports::CreateOutcome;
-use weir_core::ports::releases::STARTUP;
+use weir_core::ports::releases::may_reuse_version;
 use weir_core::ports::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -1133,7 +1133,7 @@ impl ComponentStore for SqliteStore {
         {
             return Ok(PutComponent::Existing(component_from_row(&row)?));
         }
-        if record.admitted_by != STARTUP
+        if !may_reuse_version(&record.admitted_by)
             && let Some(row) = sqlx::query(
                 "SELECT digest, name, version, size, capabilities, admitted_at, admitted_by \
                  FROM plugin_components WHERE name = ?1 AND version = ?2 LIMIT 1",

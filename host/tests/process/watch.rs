@@ -7,12 +7,18 @@ use std::io::Write as _;
 use std::path::Path;
 
 use serde_json::Value;
+use sha2::Digest as _;
 
 use crate::support::{Weir, client, field, message, order_body, serve};
 
 /// Place an order (idempotency key `key`) and return the version of the plugin that
 /// decided it.
 async fn decided_by(weir: &Weir, key: &str) -> String {
+    decided_by_version_and_digest(weir, key).await.0
+}
+
+/// Place an order (idempotency key `key`): the version and digest of the plugin that decided.
+async fn decided_by_version_and_digest(weir: &Weir, key: &str) -> (String, String) {
     let res = client()
         .post(format!("{}/v1/orders", weir.api))
         .header("Idempotency-Key", key)
@@ -22,10 +28,27 @@ async fn decided_by(weir: &Weir, key: &str) -> String {
         .unwrap();
     assert_eq!(res.status(), 201, "order {key}");
     let order: Value = res.json().await.unwrap();
-    order["plugin"]["version"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no plugin version in {order}"))
-        .to_owned()
+    let field = |k: &str| {
+        order["plugin"][k]
+            .as_str()
+            .unwrap_or_else(|| panic!("no plugin {k} in {order}"))
+            .to_owned()
+    };
+    (field("version"), field("digest"))
+}
+
+/// `component` rebuilt without a change of version: the same component with a custom section
+/// appended (other bytes, another digest, the same `describe`), as an edited build is.
+fn rebuilt(component: &str, note: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(component).unwrap();
+    let name = b"weir-test-rebuild";
+    let mut payload = vec![u8::try_from(name.len()).unwrap()];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(note.as_bytes());
+    bytes.push(0); // custom section
+    bytes.push(u8::try_from(payload.len()).expect("a short note"));
+    bytes.extend_from_slice(&payload);
+    bytes
 }
 
 const TOKEN: &str = "process-watch-tests-token";
@@ -146,6 +169,29 @@ async fn good_builds_are_swapped_in_and_broken_ones_leave_the_last_good_one_serv
         "{text}"
     );
 
+    // An edited build under the same version (other bytes): admitted and serving, since the
+    // dev loop may reuse a version (an upload may not); told apart by its digest.
+    let rebuild = rebuilt(weir_plugin_artifacts::ORDERS_NEXT, "edit 1");
+    let rebuild_digest = hex::encode(sha2::Sha256::digest(&rebuild));
+    let mark = weir.stderr().len();
+    std::fs::write(&file, &rebuild).unwrap();
+    let text = weir
+        .wait_stderr(mark, "the admitted line of the rebuild", |t| {
+            t.contains("weir: admitted") || t.contains("weir: refused")
+        })
+        .await;
+    assert!(
+        text.contains(&format!(
+            "weir: admitted orders 0.2.0 (sha256:{}",
+            &rebuild_digest[..12]
+        )),
+        "a rebuild under the same version is admitted: {text}"
+    );
+    assert_eq!(
+        decided_by_version_and_digest(&weir, "watch-rebuild").await,
+        ("0.2.0".to_owned(), rebuild_digest.clone())
+    );
+
     // 2. Garbage, then a component of a drifted contract: refused, the last good one serves.
     let mark = weir.stderr().len();
     std::fs::write(&file, b"this is not a component\n".repeat(64)).unwrap();
@@ -245,7 +291,7 @@ async fn good_builds_are_swapped_in_and_broken_ones_leave_the_last_good_one_serv
         .text()
         .await
         .unwrap();
-    for (outcome, n) in [("admitted", 2), ("refused", 3), ("unchanged", 1)] {
+    for (outcome, n) in [("admitted", 3), ("refused", 3), ("unchanged", 1)] {
         let label = format!("outcome=\"{outcome}\"");
         let line = metrics
             .lines()
