@@ -1322,10 +1322,16 @@ async fn components_are_stored_once_and_uploaded_versions_are_immutable(store: A
         store.put_component(&b, b"bytes-b").await.unwrap(),
         PutComponent::VersionTaken(a.clone())
     );
-    // ...but start-up components (a rebuilt binary) may share a version.
+    // ...but start-up components (a rebuilt binary) and the dev loop's builds may share a
+    // version.
     let built = component("orders", "1.0.0", "b2", "startup");
     assert_eq!(
         store.put_component(&built, b"bytes-b2").await.unwrap(),
+        PutComponent::Inserted
+    );
+    let watched = component("orders", "1.0.0", "b3", "watch");
+    assert_eq!(
+        store.put_component(&watched, b"bytes-b3").await.unwrap(),
         PutComponent::Inserted
     );
     assert_eq!(store.get_component("aa").await.unwrap(), Some(a.clone()));
@@ -1345,8 +1351,8 @@ async fn components_are_stored_once_and_uploaded_versions_are_immutable(store: A
         .into_iter()
         .map(|c| c.digest)
         .collect();
-    assert_eq!(digests, ["aa", "b2"]);
-    assert_eq!(store.list_components(None).await.unwrap().len(), 3);
+    assert_eq!(digests, ["aa", "b2", "b3"]);
+    assert_eq!(store.list_components(None).await.unwrap().len(), 4);
 }
 
 async fn concurrent_uploads_of_one_version_store_one(store: Arc<dyn Store>) {
