@@ -17,4 +17,6 @@ fn main() {
     // Rebuild when HEAD moves; missing files are ignored by cargo.
     println!("cargo:rerun-if-changed=../.git/HEAD");
     println!("cargo:rerun-if-changed=../.git/refs/heads");
+    // `sqlx::migrate!` embeds the migrations: a new file must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
 }
