@@ -346,10 +346,11 @@ async fn good_builds_are_swapped_in_and_broken_ones_leave_the_last_good_one_serv
         .filter_map(|l| field(l, "outcome").and_then(Value::as_str))
         .collect();
     assert_eq!(
-        outcomes[..6],
+        outcomes[..7],
         [
             "admitted",
             "unchanged",
+            "admitted",
             "refused",
             "refused",
             "refused",
