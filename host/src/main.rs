@@ -178,12 +178,12 @@ enum ApikeyCommand {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
-    /// Create a plugin project (a crate using weir-sdk, native unit tests, a README) in
-    /// ./NAME or --dir.
+    /// Create a plugin project (Rust: a crate using weir-sdk; Python: app.py for
+    /// componentize-py; native unit tests, a README) in ./NAME or --dir.
     New {
         /// Plugin and crate name: 1-64 characters of a-z, 0-9 and '-', starting with a letter.
         name: String,
-        /// Template language (supported: rust).
+        /// Template language: rust (a crate using weir-sdk) or python (componentize-py).
         #[arg(long, default_value = "rust")]
         lang: String,
         /// Project directory (absent or empty) instead of ./NAME.
@@ -707,11 +707,7 @@ fn plugin_new(
             for file in files {
                 println!("  {file}");
             }
-            println!(
-                "next:\n  cd {dir}\n  cargo test\n  cargo build --release --target wasm32-wasip2\n  \
-                 weir plugin check target/wasm32-wasip2/release/{}.wasm",
-                plugin.name.replace('-', "_")
-            );
+            println!("next:\n{}", plugin.next_steps());
             ExitCode::SUCCESS
         }
         Err(e) => {

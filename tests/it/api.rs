@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use weir_host::http::error::codes::CATALOG;
 use weir_plugin_artifacts as artifacts;
 
-use crate::support::{Backend, TestServer, order_body, plugin_dir};
+use crate::support::{Backend, Orders, TestServer, order_body, plugin_dir};
 
 fn assert_problem(
     status: StatusCode,
@@ -51,8 +51,8 @@ fn assert_problem(
     }
 }
 
-async fn api_suite(backend: Backend) {
-    let s = TestServer::start(backend, |_, _| {}).await;
+pub(crate) async fn api_suite(backend: Backend, orders: Orders) {
+    let s = TestServer::start_with(backend, orders, |_, _| {}).await;
 
     // Health.
     let (status, ready) = s.readyz().await;
@@ -67,7 +67,7 @@ async fn api_suite(backend: Backend) {
         hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
         "{info}"
     );
-    assert_eq!(info["plugins"][0]["stable"]["version"], "0.1.0");
+    assert_eq!(info["plugins"][0]["stable"]["version"], orders.version());
     let digest = info["plugins"][0]["stable"]["digest"].as_str().unwrap();
     assert!(
         digest.starts_with("sha256:") && digest.len() == 71,
@@ -95,7 +95,18 @@ async fn api_suite(backend: Backend) {
     assert_eq!(headers["location"], format!("/v1/orders/{id}"));
     assert_eq!(order["status"], "placed");
     assert_eq!(order["subtotal"], 8900 + 3 * 900);
+    // No discount or tax configured.
+    assert_eq!(
+        (&order["discount"], &order["tax"], &order["total"]),
+        (&json!(0), &json!(0), &json!(8900 + 3 * 900)),
+        "{order}"
+    );
     assert_eq!(order["plugin"]["name"], "orders");
+    assert_eq!(
+        order["plugin"]["version"],
+        orders.version(),
+        "decided by {orders:?}"
+    );
     assert_eq!(order["plugin"]["digest"].as_str().unwrap().len(), 64);
 
     let (status, headers, replayed) = s.post_order(Some("k-1"), &body).await;
@@ -196,17 +207,17 @@ async fn api_suite(backend: Backend) {
 
 #[tokio::test]
 async fn api_on_sqlite() {
-    api_suite(Backend::Sqlite).await;
+    api_suite(Backend::Sqlite, Orders::Rust).await;
 }
 
 #[tokio::test]
 async fn api_on_postgres() {
-    api_suite(Backend::Postgres).await;
+    api_suite(Backend::Postgres, Orders::Rust).await;
 }
 
-async fn concurrent_same_key(backend: Backend) {
+pub(crate) async fn concurrent_same_key(backend: Backend, orders: Orders) {
     // 16 requests at once: about one order per key, not about time.
-    let s = TestServer::start(backend, |c, _| crate::support::patient(c)).await;
+    let s = TestServer::start_with(backend, orders, |c, _| crate::support::patient(c)).await;
     let body = order_body("cus_carol", &[("KB-001", 1)]);
     let results =
         futures::future::join_all((0..16).map(|_| s.post_order(Some("same-key"), &body))).await;
@@ -236,20 +247,20 @@ async fn concurrent_same_key(backend: Backend) {
 
 #[tokio::test]
 async fn concurrent_requests_with_one_key_make_one_order_sqlite() {
-    concurrent_same_key(Backend::Sqlite).await;
+    concurrent_same_key(Backend::Sqlite, Orders::Rust).await;
 }
 
 #[tokio::test]
 async fn concurrent_requests_with_one_key_make_one_order_postgres() {
-    concurrent_same_key(Backend::Postgres).await;
+    concurrent_same_key(Backend::Postgres, Orders::Rust).await;
 }
 
 /// The same key, provably concurrent: the first request is held inside its plugin call (its
 /// catalog read waits on the database fault hook) while 15 more with the same key arrive;
 /// each of them is `409 IDEMPOTENCY_KEY_IN_PROGRESS` with `Retry-After`, and once released
 /// the first creates the one order, which a retry then replays.
-async fn same_key_while_the_first_is_held(backend: Backend) {
-    let s = TestServer::start(backend, |c, _| {
+pub(crate) async fn same_key_while_the_first_is_held(backend: Backend, orders: Orders) {
+    let s = TestServer::start_with(backend, orders, |c, _| {
         c.policy.cache.ttl = std::time::Duration::ZERO;
         c.policy.database.timeout = std::time::Duration::from_secs(60);
         c.runtime.catalog_timeout = std::time::Duration::from_secs(60);
@@ -309,12 +320,12 @@ async fn same_key_while_the_first_is_held(backend: Backend) {
 
 #[tokio::test]
 async fn a_key_held_in_flight_answers_409_to_every_concurrent_retry_sqlite() {
-    same_key_while_the_first_is_held(Backend::Sqlite).await;
+    same_key_while_the_first_is_held(Backend::Sqlite, Orders::Rust).await;
 }
 
 #[tokio::test]
 async fn a_key_held_in_flight_answers_409_to_every_concurrent_retry_postgres() {
-    same_key_while_the_first_is_held(Backend::Postgres).await;
+    same_key_while_the_first_is_held(Backend::Postgres, Orders::Rust).await;
 }
 
 /// `POST /v1/orders` declaring a 100-byte body and sending one byte, then waiting for the
@@ -364,6 +375,12 @@ async fn stalled_body(base: &str) -> (StatusCode, reqwest::header::HeaderMap, Va
 /// code and body shape. A code added without a case here fails this test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_code_is_produced_and_well_formed() {
+    every_error_code(Orders::Rust).await;
+}
+
+/// [`every_error_code_is_produced_and_well_formed`] with `orders` serving every server but
+/// those that serve a test plugin (`errors`, the hostile ones) in its place.
+pub(crate) async fn every_error_code(orders: Orders) {
     let mut produced = BTreeSet::new();
     let mut check =
         |status: StatusCode, headers: &reqwest::header::HeaderMap, body: &Value, code: &str| {
@@ -377,7 +394,7 @@ async fn every_error_code_is_produced_and_well_formed() {
             produced.insert(code.to_owned());
         };
 
-    let s = TestServer::start(Backend::Sqlite, |c, _| {
+    let s = TestServer::start_with(Backend::Sqlite, orders, |c, _| {
         c.http.body_limit_bytes = 4096;
         // Short, for REQUEST_BODY_TIMEOUT below; every other body here arrives at once.
         c.http.body_timeout = std::time::Duration::from_millis(1000);
@@ -583,7 +600,7 @@ async fn every_error_code_is_produced_and_well_formed() {
     assert_eq!(status, 201, "{body}");
 
     // Interrupted by shutdown.
-    let s2 = TestServer::start(Backend::Sqlite, |c, _| {
+    let s2 = TestServer::start_with(Backend::Sqlite, orders, |c, _| {
         c.admin_token = Some(weir_host::server::config::Secret::new(
             "admin-token-for-tests-0123",
         ));
@@ -738,7 +755,7 @@ async fn every_error_code_is_produced_and_well_formed() {
         .local_addr()
         .unwrap()
         .port();
-    let s5 = TestServer::start(Backend::Sqlite, move |c, _| {
+    let s5 = TestServer::start_with(Backend::Sqlite, orders, move |c, _| {
         c.amqp_url = Some(weir_host::events::AmqpUrl::new(format!(
             "amqp://guest:guest@127.0.0.1:{closed}/%2f"
         )));
@@ -761,7 +778,7 @@ async fn every_error_code_is_produced_and_well_formed() {
 
     // Edge policies (issue 4): rate limit, load shedding, route timeout.
     const S6_ADMIN: &str = "admin-token-for-policy-tests";
-    let s6 = TestServer::start(Backend::Sqlite, |c, _| {
+    let s6 = TestServer::start_with(Backend::Sqlite, orders, |c, _| {
         c.admin_token = Some(weir_host::server::config::Secret::new(S6_ADMIN));
         c.policy.rate_limit.per_second = 1;
         c.policy.rate_limit.burst = 1;
@@ -817,7 +834,7 @@ async fn every_error_code_is_produced_and_well_formed() {
 
     // The plugin lifecycle API (operations listener, admin token).
     const ADMIN: &str = "admin-token-for-tests-0123";
-    let s7 = TestServer::start(Backend::Sqlite, |c, _| {
+    let s7 = TestServer::start_with(Backend::Sqlite, orders, |c, _| {
         c.admin_token = Some(weir_host::server::config::Secret::new(ADMIN));
         c.plugins.releases.upload_limit_bytes = 4 << 20;
         c.runtime.budget.timeout = std::time::Duration::from_millis(300);
@@ -862,7 +879,7 @@ async fn every_error_code_is_produced_and_well_formed() {
 
     // Authentication (API keys): 401, 403, the admin API's key errors, and a key store that
     // cannot answer.
-    let s8 = TestServer::start(Backend::Sqlite, |c, _| {
+    let s8 = TestServer::start_with(Backend::Sqlite, orders, |c, _| {
         c.admin_token = Some(weir_host::server::config::Secret::new(ADMIN));
         c.auth.mode = Some(weir_host::auth::AuthMode::ApiKeys);
     })
@@ -910,7 +927,7 @@ async fn every_error_code_is_produced_and_well_formed() {
 
     // The instance pool: its one instance is held inside a plugin call (a catalog read the
     // test holds), so the next order waits its bounded time for an instance and is refused.
-    let s9 = TestServer::start(Backend::Sqlite, |c, _| {
+    let s9 = TestServer::start_with(Backend::Sqlite, orders, |c, _| {
         c.runtime.max_instances = 1;
         c.policy.max_concurrency = 4;
         c.runtime.instance_wait = std::time::Duration::from_millis(100);
@@ -1019,7 +1036,11 @@ fn runbook_catalog_matches_the_code() {
 /// is reported as its own violation.
 #[tokio::test]
 async fn products_are_written_listed_priced_and_validated() {
-    let s = TestServer::start(Backend::Sqlite, |c, _| {
+    products_are_written(Orders::Rust).await;
+}
+
+pub(crate) async fn products_are_written(orders: Orders) {
+    let s = TestServer::start_with(Backend::Sqlite, orders, |c, _| {
         c.policy.cache.ttl = std::time::Duration::ZERO
     })
     .await;
@@ -1096,7 +1117,11 @@ async fn products_are_written_listed_priced_and_validated() {
 /// same key starts a new request instead of being reported as reused.
 #[tokio::test]
 async fn idempotency_keys_expire_after_the_configured_retention() {
-    let s = TestServer::start(Backend::Sqlite, |c, _| {
+    idempotency_keys_expire(Orders::Rust).await;
+}
+
+pub(crate) async fn idempotency_keys_expire(orders: Orders) {
+    let s = TestServer::start_with(Backend::Sqlite, orders, |c, _| {
         c.idempotency.retention = std::time::Duration::from_secs(1);
     })
     .await;

@@ -4,6 +4,8 @@
 //! - `api`: the HTTP API against SQLite and PostgreSQL, error catalog, idempotency, crash safety.
 //! - `auth`: API keys, JWT bearer tokens, scopes and tenant isolation.
 //! - `shutdown`: rotation (admin API), readiness while draining, the pre-stop delay.
+//! - `python`: the `api` and `quotes` suites again with the Python port of the reference
+//!   plugin serving, and its decisions compared with the Rust plugin's on a corpus of cases.
 //! - `quotes`: `POST /v1/quotes` on SQLite and PostgreSQL: the price placing gets, nothing
 //!   written, the same typed refusals, the `orders:write` scope.
 //! - `cases`: case recording through the admin API (contents, redaction, bounds, window,
@@ -38,6 +40,7 @@ mod integrity;
 mod policies;
 mod pool;
 mod prometheus;
+mod python;
 mod quotes;
 mod releases;
 mod retention;

@@ -9,7 +9,7 @@ use weir_host::auth::AuthMode;
 use weir_host::server::config::Secret;
 use weir_plugin_artifacts as artifacts;
 
-use crate::support::{Backend, TestServer, metric, order_body, plugin_dir};
+use crate::support::{Backend, Orders, TestServer, metric, order_body, plugin_dir};
 
 /// `POST /v1/quotes` with `body` (sent as JSON) and `key` as `Idempotency-Key` when given.
 async fn quote(s: &TestServer, key: Option<&str>, body: &Value) -> (StatusCode, HeaderMap, Value) {
@@ -74,8 +74,8 @@ fn problem_kind(status: StatusCode, headers: &HeaderMap, body: &Value) -> Value 
     json!({"status": status.as_u16(), "body": b})
 }
 
-async fn quotes_suite(backend: Backend) {
-    let s = TestServer::start(backend, |_, _| {}).await;
+pub(crate) async fn quotes_suite(backend: Backend, orders: Orders) {
+    let s = TestServer::start_with(backend, orders, |_, _| {}).await;
     let body = order_body("cus_quote", &[("KB-001", 1), ("CB-004", 3)]);
     let before = footprint(&s).await;
 
@@ -87,6 +87,11 @@ async fn quotes_suite(backend: Backend) {
     assert_eq!(q["currency"], "EUR");
     assert_eq!(q["subtotal"], 8900 + 3 * 900);
     assert_eq!(q["plugin"]["name"], "orders");
+    assert_eq!(
+        q["plugin"]["version"],
+        orders.version(),
+        "priced by {orders:?}"
+    );
     assert_eq!(q["plugin"]["digest"].as_str().unwrap().len(), 64);
     for line in q["lines"].as_array().unwrap() {
         assert_eq!(line["available"], true, "{q}");
@@ -221,12 +226,12 @@ async fn quotes_suite(backend: Backend) {
 
 #[tokio::test]
 async fn quotes_on_sqlite() {
-    quotes_suite(Backend::Sqlite).await;
+    quotes_suite(Backend::Sqlite, Orders::Rust).await;
 }
 
 #[tokio::test]
 async fn quotes_on_postgres() {
-    quotes_suite(Backend::Postgres).await;
+    quotes_suite(Backend::Postgres, Orders::Rust).await;
 }
 
 /// A plugin that prices whatever it is asked (it never looks at stock): the quote says what
@@ -272,8 +277,12 @@ async fn a_quote_reports_stock_and_is_held_to_the_contract() {
 /// Quoting needs `orders:write`, like placing: a read-only credential runs no plugin.
 #[tokio::test]
 async fn quoting_needs_the_orders_write_scope() {
+    quoting_needs_the_write_scope(Orders::Rust).await;
+}
+
+pub(crate) async fn quoting_needs_the_write_scope(orders: Orders) {
     const ADMIN: &str = "admin-token-for-quote-tests";
-    let s = TestServer::start(Backend::Sqlite, |c, _| {
+    let s = TestServer::start_with(Backend::Sqlite, orders, |c, _| {
         c.admin_token = Some(Secret::new(ADMIN));
         c.auth.mode = Some(AuthMode::ApiKeys);
     })

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use tempfile::TempDir;
+use weir_host::runtime::CacheOutcome;
 use weir_host::server::Server;
 use weir_host::server::config::{Config, DatabaseUrl};
 use weir_host::storage::testing::PgTestDb;
@@ -23,7 +24,162 @@ pub struct TestServer {
     pg: Option<PgTestDb>,
 }
 
+/// The order plugin a suite's servers serve as `orders`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orders {
+    /// The built-in reference plugin (`plugins/orders`, Rust).
+    Rust,
+    /// Its Python port (`plugins/python/orders`, `componentize-py`), from `plugins.dir`. Get it
+    /// from [`python`], which warms the compiled-artifact cache its servers share.
+    Python,
+}
+
+impl Orders {
+    /// The version the plugin's `describe` reports.
+    pub fn version(self) -> &'static str {
+        match self {
+            Orders::Rust => "0.1.0",
+            Orders::Python => "0.1.0-python",
+        }
+    }
+
+    /// Configure `c`, whose files live in `dir`, to serve this plugin as `orders`. The Python
+    /// component is compiled once per test process (17 MB, about 12 s of Cranelift on two
+    /// cores): its compiled artifact is linked into this server's artifact cache
+    /// (`<data_dir>/artifacts`) from the shared one.
+    pub fn serve(self, c: &mut Config, dir: &Path) {
+        if self == Orders::Python {
+            let path = weir_plugin_artifacts_python::ORDERS
+                .expect("the Python plugin is built (get Orders::Python from support::python)");
+            c.plugins.dir = Some(plugin_dir(dir, &[path]));
+            c.plugins.orders = "orders".into();
+            // Refused at admission, it must stop the server rather than leave the built-in
+            // Rust plugin serving in its place.
+            c.plugins.strict = true;
+            link_all(&python_artifacts(), &c.data_dir.join("artifacts"));
+        }
+    }
+}
+
+/// The shared compiled-artifact cache of the Python plugin: one directory of the workspace's
+/// `target/tmp`, kept between runs (an entry is keyed by the component's digest and the engine
+/// settings, and checked by hash before use: see `weir_host::runtime::ArtifactCache`).
+fn python_artifacts() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-artifacts")
+}
+
+/// Link the shared compiled artifacts of the Python plugin into `to` (a runtime's artifact
+/// cache directory); call [`python`] first.
+pub fn link_python_artifacts(to: &Path) {
+    link_all(&python_artifacts(), to);
+}
+
+/// Hard-link (or copy, across file systems) every file of `from` into `to`, through a
+/// temporary name, so a reader never sees half a file.
+fn link_all(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return;
+    };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        static LINKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = LINKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = to.join(format!(
+            ".{}.link-{}-{n}",
+            entry.file_name().to_string_lossy(),
+            std::process::id()
+        ));
+        if std::fs::hard_link(entry.path(), &tmp).is_err() {
+            std::fs::copy(entry.path(), &tmp).unwrap_or_else(|e| {
+                panic!("copy {} to {}: {e}", entry.path().display(), tmp.display())
+            });
+        }
+        std::fs::rename(&tmp, &target).unwrap();
+    }
+}
+
+static PYTHON_WARM: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// The Python port, ready to serve; `None` (the test prints why and passes) when it was not
+/// built, which `CI=true` turns into a failure. The first call of the test process starts one
+/// server with it and, when that server had to compile the component, publishes the compiled
+/// artifact to the shared cache (dropping those of older builds of the port).
+pub async fn python() -> Option<Orders> {
+    weir_plugin_artifacts_python::require(
+        "the Python order plugin",
+        weir_plugin_artifacts_python::ORDERS,
+    )?;
+    PYTHON_WARM
+        .get_or_init(|| async {
+            let shared = python_artifacts();
+            let s = TestServer::start(Backend::Sqlite, |c, dir| Orders::Python.serve(c, dir)).await;
+            let stable = s.state().registry.slot_of("orders").expect("orders").stable;
+            assert_eq!(stable.meta.version, Orders::Python.version());
+            if stable.artifact != CacheOutcome::Hit {
+                let digest = &stable.meta.digest;
+                let fresh = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+                for entry in std::fs::read_dir(s.dir.path().join("data/artifacts")).unwrap() {
+                    let entry = entry.unwrap();
+                    if entry
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(digest.as_str())
+                    {
+                        let to = fresh.path().join(entry.file_name());
+                        std::fs::hard_link(entry.path(), &to)
+                            .or_else(|_| std::fs::copy(entry.path(), &to).map(drop))
+                            .unwrap();
+                    }
+                }
+                std::fs::create_dir_all(&shared).unwrap();
+                for old in std::fs::read_dir(&shared).unwrap() {
+                    let old = old.unwrap();
+                    if !old
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(digest.as_str())
+                    {
+                        std::fs::remove_file(old.path()).unwrap();
+                    }
+                }
+                link_all(fresh.path(), &shared);
+            }
+            s.stop().await;
+        })
+        .await;
+    Some(Orders::Python)
+}
+
 impl TestServer {
+    /// [`TestServer::start`] serving `orders` as the orders plugin (applied before `tweak`). A
+    /// server of the Python port is checked to serve it, loaded from the shared artifact cache
+    /// rather than compiled again.
+    pub async fn start_with(
+        backend: Backend,
+        orders: Orders,
+        tweak: impl FnOnce(&mut Config, &Path),
+    ) -> Self {
+        let s = Self::start(backend, |c, dir| {
+            orders.serve(c, dir);
+            tweak(c, dir);
+        })
+        .await;
+        if orders == Orders::Python {
+            let stable = s.state().registry.slot_of("orders").expect("orders").stable;
+            assert_eq!(stable.meta.version, Orders::Python.version());
+            assert_eq!(
+                stable.artifact,
+                CacheOutcome::Hit,
+                "the Python plugin was compiled again: the shared artifact was not linked \
+                 into this server's cache, or its engine settings differ from the warm-up's \
+                 (support::python)"
+            );
+        }
+        s
+    }
+
     pub async fn start(backend: Backend, tweak: impl FnOnce(&mut Config, &Path)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config {

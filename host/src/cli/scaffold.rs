@@ -1,17 +1,29 @@
-//! `weir plugin new NAME [--lang rust]`: a new plugin project in its own directory.
+//! `weir plugin new NAME [--lang rust|python]`: a new plugin project in its own directory.
 //!
-//! The project (templates in `scaffold/`) is a crate depending on `weir-sdk` by path (the SDK
-//! is not published), with a minimal order plugin (catalog pricing, the status graph), native
-//! unit tests against the SDK's fake host, a README and a `.gitignore`. It builds with
-//! `cargo build --release --target wasm32-wasip2` and passes `weir plugin check` as generated
-//! (`host/tests/process/scaffold.rs` proves both). There is no cases file: Weir has no
+//! Rust (templates in `scaffold/`): a crate depending on `weir-sdk` by path (the SDK is not
+//! published), with a minimal order plugin (catalog pricing, the status graph), native unit
+//! tests against the SDK's fake host, a README and a `.gitignore`. It builds with
+//! `cargo build --release --target wasm32-wasip2`.
+//!
+//! Python (templates in `scaffold/python/`): `app.py` with the same minimal logic, a native
+//! `unittest` with a fake host in place of the generated import modules, `wit/orders.wit` (the
+//! newest contract version this binary accepts), `wit/world.wit` (the contract's world with only
+//! the imports the plugin uses), `build.sh` (`componentize-py`, PyPI), a README and a
+//! `.gitignore`. It needs no SDK.
+//!
+//! Both pass their own tests and `weir plugin check` as generated
+//! (`host/tests/process/scaffold.rs` proves it). There is no cases file: Weir has no
 //! recorded-cases format yet.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The languages `weir plugin new --lang` accepts.
-pub const LANGUAGES: &[&str] = &["rust"];
+pub const LANGUAGES: &[&str] = &["rust", "python"];
+
+/// The `componentize-py` version the Python template is written for (its generated bindings
+/// are what `app.py` imports); the tests build with the same pinned version.
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
 
 /// The longest plugin name, as the host's `describe` check allows.
 pub const NAME_MAX: usize = 64;
@@ -21,6 +33,12 @@ const LIB_RS: &str = include_str!("scaffold/lib.rs.tmpl");
 const TESTS_RS: &str = include_str!("scaffold/tests.rs.tmpl");
 const README_MD: &str = include_str!("scaffold/README.md.tmpl");
 const GITIGNORE: &str = include_str!("scaffold/gitignore.tmpl");
+const PY_APP: &str = include_str!("scaffold/python/app.py.tmpl");
+const PY_TEST: &str = include_str!("scaffold/python/test_app.py.tmpl");
+const PY_BUILD: &str = include_str!("scaffold/python/build.sh.tmpl");
+const PY_README: &str = include_str!("scaffold/python/README.md.tmpl");
+const PY_GITIGNORE: &str = include_str!("scaffold/python/gitignore.tmpl");
+const PY_WORLD: &str = include_str!("scaffold/python/world.wit.tmpl");
 
 /// Names Cargo refuses for a package or its library, or that shadow a standard crate.
 const RESERVED: &[&str] = &[
@@ -127,14 +145,34 @@ impl ScaffoldError {
 /// What to create.
 #[derive(Debug, Clone)]
 pub struct NewPlugin {
-    /// The plugin's name: the Cargo package and the name `describe` reports.
+    /// The plugin's name: the Cargo package (Rust) and the name `describe` reports.
     pub name: String,
     /// The template language (one of [`LANGUAGES`]).
     pub lang: String,
     /// The project directory (created; must be absent or empty).
     pub dir: PathBuf,
-    /// The `weir-sdk` crate directory the project depends on.
+    /// The `weir-sdk` crate directory a Rust project depends on (unused for Python).
     pub sdk_path: PathBuf,
+}
+
+impl NewPlugin {
+    /// The commands that test, build and check the new project, one a line, for the author.
+    pub fn next_steps(&self) -> String {
+        let dir = self.dir.display();
+        if self.lang == "python" {
+            format!(
+                "  cd {dir}\n  ./build.sh   # componentize-py {COMPONENTIZE_PY_VERSION} (set COMPONENTIZE_PY)\n  \
+                 python3 -m unittest\n  weir plugin check {}.wasm",
+                self.name
+            )
+        } else {
+            format!(
+                "  cd {dir}\n  cargo test\n  cargo build --release --target wasm32-wasip2\n  \
+                 weir plugin check target/wasm32-wasip2/release/{}.wasm",
+                self.name.replace('-', "_")
+            )
+        }
+    }
 }
 
 /// The `sdk/` directory of the checkout this binary was built from (it may not exist where
@@ -179,7 +217,13 @@ pub fn create(plugin: &NewPlugin) -> Result<Vec<&'static str>, ScaffoldError> {
             lang: plugin.lang.clone(),
         });
     }
-    let sdk = sdk_dir(&plugin.sdk_path)?;
+    let python = plugin.lang == "python";
+    // Before touching the disk: a Rust project without its SDK would not build.
+    let sdk = if python {
+        None
+    } else {
+        Some(sdk_dir(&plugin.sdk_path)?)
+    };
     let dir = &plugin.dir;
     let occupied = match fs::read_dir(dir) {
         Ok(mut entries) => entries.next().is_some(),
@@ -197,32 +241,74 @@ pub fn create(plugin: &NewPlugin) -> Result<Vec<&'static str>, ScaffoldError> {
         return Err(ScaffoldError::TargetNotEmpty { path: dir.clone() });
     }
 
-    let sdk_str = sdk.to_str().ok_or_else(|| ScaffoldError::SdkNotFound {
-        path: sdk.clone(),
-        reason: "the path is not UTF-8 (Cargo.toml cannot name it)".to_owned(),
-    })?;
+    let sdk_str = match &sdk {
+        Some(sdk) => sdk.to_str().ok_or_else(|| ScaffoldError::SdkNotFound {
+            path: sdk.clone(),
+            reason: "the path is not UTF-8 (Cargo.toml cannot name it)".to_owned(),
+        })?,
+        None => "",
+    };
     let crate_name = plugin.name.replace('-', "_");
     let render = |template: &str| {
         template
             .replace("{{name}}", &plugin.name)
             .replace("{{crate_name}}", &crate_name)
             .replace("{{sdk_path}}", &toml_string(sdk_str))
+            .replace("{{componentize_py_version}}", COMPONENTIZE_PY_VERSION)
     };
-    let files: [(&'static str, &str); 5] = [
-        ("Cargo.toml", CARGO_TOML),
-        ("src/lib.rs", LIB_RS),
-        ("src/tests.rs", TESTS_RS),
-        ("README.md", README_MD),
-        (".gitignore", GITIGNORE),
-    ];
+    let (_, wit) = crate::world::contract::newest_source();
+    let files: Vec<(&'static str, &str)> = if python {
+        vec![
+            ("app.py", PY_APP),
+            ("test_app.py", PY_TEST),
+            ("build.sh", PY_BUILD),
+            ("wit/orders.wit", wit),
+            ("wit/world.wit", PY_WORLD),
+            ("README.md", PY_README),
+            (".gitignore", PY_GITIGNORE),
+        ]
+    } else {
+        vec![
+            ("Cargo.toml", CARGO_TOML),
+            ("src/lib.rs", LIB_RS),
+            ("src/tests.rs", TESTS_RS),
+            ("README.md", README_MD),
+            (".gitignore", GITIGNORE),
+        ]
+    };
     let io = |path: PathBuf| move |source| ScaffoldError::Io { path, source };
-    let src = dir.join("src");
-    fs::create_dir_all(&src).map_err(io(src.clone()))?;
-    for (name, template) in files {
+    for (name, template) in &files {
         let path = dir.join(name);
-        fs::write(&path, render(template)).map_err(io(path.clone()))?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io(parent.to_path_buf()))?;
+        }
+        // The contract is written as it is; templates get the project's names.
+        let text = if *name == "wit/orders.wit" {
+            (*template).to_owned()
+        } else {
+            render(template)
+        };
+        fs::write(&path, text).map_err(io(path.clone()))?;
+    }
+    if python {
+        make_executable(&dir.join("build.sh")).map_err(io(dir.join("build.sh")))?;
     }
     Ok(files.iter().map(|(name, _)| *name).collect())
+}
+
+/// `chmod +x` (owner, group and others may run what they may read).
+#[cfg(unix)]
+fn make_executable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut permissions = fs::metadata(path)?.permissions();
+    let mode = permissions.mode();
+    permissions.set_mode(mode | ((mode & 0o444) >> 2));
+    fs::set_permissions(path, permissions)
+}
+
+#[cfg(not(unix))]
+fn make_executable(_: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// The absolute `weir-sdk` directory at `path`, or why it is not one.

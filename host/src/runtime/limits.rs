@@ -158,8 +158,8 @@ impl wasmtime::ResourceLimiter for Limiter {
     }
 
     fn instances(&self) -> usize {
-        // A Rust wasip2 component instantiates a handful of core instances; more is hostile.
-        32
+        // As the pool allows (see `MAX_CORE_INSTANCES_PER_COMPONENT`).
+        super::MAX_CORE_INSTANCES_PER_COMPONENT as usize
     }
 
     fn tables(&self) -> usize {

@@ -488,6 +488,11 @@ impl Interruptible for Runtime {
     }
 }
 
+/// Most core module instances one component instance may create. A Rust wasip2 component
+/// makes a handful; a `componentize-py` component (CPython as dynamically linked core modules,
+/// WASI stubbed) makes 38, so the bound leaves room for it and refuses anything far beyond.
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
+
 /// The engine: pooling allocator sized from `max_instances`, copy-on-write memory images,
 /// epoch interruption, fuel when budgeted.
 fn engine(config: &RuntimeConfig) -> Result<Engine, EngineError> {
@@ -495,13 +500,15 @@ fn engine(config: &RuntimeConfig) -> Result<Engine, EngineError> {
     let mut pool = PoolingAllocationConfig::default();
     let n = config.max_instances.max(1);
     pool.total_component_instances(n)
-        .total_core_instances(n.saturating_mul(8))
+        // Room for `n` instances of the largest component admitted: slots are counters and
+        // small allocations, not reserved memory.
+        .total_core_instances(n.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
         .total_memories(n.saturating_mul(2))
         .total_tables(n.saturating_mul(8))
         .total_stacks(n)
         .max_memory_size(budget.memory_bytes.next_multiple_of(65536))
         .table_elements(budget.table_elements)
-        .max_core_instances_per_component(32)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
         .max_memories_per_component(4)
         .max_tables_per_component(32);
 

@@ -41,6 +41,12 @@ const MAX_DEPTH: usize = 32;
 /// edited; a new version adds a file and an entry here (see `wit/README.md`).
 const SOURCES: &[(&str, &str)] = &[("0.1.0", include_str!("../../../wit/orders.wit"))];
 
+/// The newest accepted version and its WIT source (what `weir plugin new --lang python` writes
+/// into a project as `wit/orders.wit`).
+pub fn newest_source() -> (&'static str, &'static str) {
+    *SOURCES.last().expect("at least one accepted version")
+}
+
 /// Import or export.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

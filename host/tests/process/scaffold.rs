@@ -1,6 +1,8 @@
 //! `weir plugin new` as a plugin author runs it: the real binary scaffolds a project in a
 //! directory outside the repository; the project builds for `wasm32-wasip2`, passes its own
-//! native tests and `weir plugin check` unchanged. And its refusals (exit code 2).
+//! native tests and `weir plugin check` unchanged. The same for `--lang python`, built with the
+//! pinned `componentize-py` the test build installs (`weir-plugin-artifacts-python`). And its
+//! refusals (exit code 2).
 //!
 //! The nested cargo shares `target/plugins` with the plugins' own build
 //! (`plugins/artifacts/build.rs`) and uses the workspace's release profile settings, so the
@@ -166,8 +168,8 @@ fn plugin_new_refuses_bad_names_languages_directories_and_sdk_paths() {
     }
     refused(
         dir,
-        &["demo", "--lang", "python"],
-        "language \"python\" is not yet supported by `weir plugin new` (supported: rust)",
+        &["demo", "--lang", "cobol"],
+        "language \"cobol\" is not yet supported by `weir plugin new` (supported: rust, python)",
     );
     refused(
         dir,
@@ -212,4 +214,122 @@ fn plugin_new_refuses_bad_names_languages_directories_and_sdk_paths() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.join("empty/src/lib.rs").is_file());
+}
+
+/// `program ARGS` in `dir` with `env`: its output, asserted successful.
+fn run_ok(dir: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} in {} failed ({}):\n{}\n{}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The Python template: its native tests need the generated bindings (and say so), `build.sh`
+/// builds a component with the pinned `componentize-py`, the tests then pass, and
+/// `weir plugin check` accepts the component. About 25 s: `componentize-py` (10 s) and the
+/// check's Cranelift compile of the 18 MB component (12 s).
+#[test]
+fn a_new_python_plugin_tests_builds_and_passes_check_unchanged() {
+    use weir_plugin_artifacts_python as py;
+    assert_eq!(
+        weir_host::cli::scaffold::COMPONENTIZE_PY_VERSION,
+        py::COMPONENTIZE_PY_VERSION,
+        "the Python template and the test build must pin the same componentize-py"
+    );
+    let Some(componentize_py) = py::require("componentize-py", py::COMPONENTIZE_PY) else {
+        return;
+    };
+    let python = py::PYTHON.expect("built with componentize-py");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = weir()
+        .args(["plugin", "new", "demo-py", "--lang", "python"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let project = tmp.path().join("demo-py");
+    for file in [
+        "app.py",
+        "test_app.py",
+        "build.sh",
+        "wit/orders.wit",
+        "wit/world.wit",
+        "README.md",
+        ".gitignore",
+    ] {
+        assert!(project.join(file).is_file(), "{file} missing: {stdout}");
+        assert!(stdout.contains(&format!("  {file}\n")), "{stdout}");
+    }
+    assert!(stdout.contains("./build.sh"), "{stdout}");
+    // The contract exactly as this repository has it.
+    assert_eq!(
+        std::fs::read_to_string(project.join("wit/orders.wit")).unwrap(),
+        std::fs::read_to_string(workspace().join("wit/orders.wit")).unwrap()
+    );
+
+    // Without bindings the tests refuse to run, naming the command that makes them.
+    let early = Command::new(python)
+        .args(["-m", "unittest"])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    assert!(!early.status.success());
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("no bindings: run ./build.sh"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
+
+    let project_str = project.to_str().unwrap();
+    run_ok(
+        &project,
+        &format!("{project_str}/build.sh"),
+        &[],
+        &[("COMPONENTIZE_PY", componentize_py)],
+    );
+    let tests = run_ok(&project, python, &["-m", "unittest", "-v"], &[]);
+    let tests = String::from_utf8_lossy(&tests.stderr);
+    assert!(tests.contains("Ran 4 tests"), "{tests}");
+    assert!(tests.trim_end().ends_with("OK"), "{tests}");
+
+    let check = weir()
+        .args(["plugin", "check"])
+        .arg(project.join("demo-py.wasm"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        report.contains("ok: demo-py 0.1.0 implements weir:orders/plugin@0.1.0"),
+        "{report}"
+    );
+    assert!(
+        report.contains("  declared capabilities: log, catalog\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("  imported capabilities: log, catalog\n"),
+        "{report}"
+    );
+    assert!(!report.contains("warning:"), "{report}");
 }

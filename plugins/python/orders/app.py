@@ -6,7 +6,14 @@ applies the optional discount and tax from the plugin configuration with half-up
 integer minor units; like the Rust plugin, an amount above MAX_AMOUNT (2**53 - 1, the largest
 the host stores) is refused as an AMOUNT_TOO_LARGE violation, and so is an intermediate result
 past the 64-bit range. The lifecycle follows the host's status graph.
+
+It must decide exactly as the Rust plugin, messages included: `tests/it/python.rs` compares
+every decision on a corpus of cases, and the API suites run with it. `describe` reports the
+version `0.1.0-python`, so orders show which of the two decided them. The build
+(`plugins/python/artifacts`) pins the `componentize-py` whose generated modules this imports.
 """
+
+import unicodedata
 
 import wit_world
 from componentize_py_types import Err
@@ -16,6 +23,10 @@ from wit_world.imports import catalog, config, deadline, log, types
 MAX_AMOUNT = 2**53 - 1
 # The Rust plugin computes in i64: a line total past it names the line, like there.
 I64_MAX = 2**63 - 1
+# The Rust plugin reads `discount.percent_bps` and `tax.rate_bps` as u32 and
+# `discount.min_subtotal` as u64: a larger value is a configuration error there too.
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
 BPS = 10_000
 DEFAULT_CURRENCIES = "USD,EUR,GBP"
 MAX_LINES = 100
@@ -48,29 +59,73 @@ def _unavailable(message):
     return _err(types.OrderError_Unavailable(message))
 
 
-def _parse(key, default):
+# Rust's `char::is_whitespace` (Unicode White_Space), what `str::trim` removes. Python's
+# `str.strip()` also removes U+001C..U+001F, which Rust keeps.
+_WHITE_SPACE = frozenset(
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def _trim(s):
+    start, end = 0, len(s)
+    while start < end and s[start] in _WHITE_SPACE:
+        start += 1
+    while end > start and s[end - 1] in _WHITE_SPACE:
+        end -= 1
+    return s[start:end]
+
+
+def _debug(s):
+    """`s` quoted and escaped as Rust's `{:?}` prints a `str` (messages match the Rust plugin's)."""
+    out = ['"']
+    for c in s:
+        if c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif c.isprintable() and not _grapheme_extend(c):
+            out.append(c)
+        else:
+            out.append(f"\\u{{{ord(c):x}}}")
+    out.append('"')
+    return "".join(out)
+
+
+_ESCAPES = {"\0": "\\0", "\t": "\\t", "\r": "\\r", "\n": "\\n", "\\": "\\\\", '"': '\\"'}
+
+
+def _grapheme_extend(c):
+    # Unicode Grapheme_Extend is mostly the combining marks (Mn, Me); Rust escapes those in
+    # `{:?}` so a message never starts a line with a mark that joins the quote.
+    return c > "\x7f" and unicodedata.category(c) in ("Mn", "Me")
+
+
+def _parse(key, default, limit):
+    """The value of `key` as Rust's `u32`/`u64::from_str` after `trim` reads it: an optional `+`
+    and ASCII digits, at most `limit`; anything else is an `internal` error naming the key."""
     raw = config.get(key)
     if raw is None:
         return default
-    text = raw.strip()
-    if not text.isdigit():
+    text = _trim(raw)
+    digits = text[1:] if text.startswith("+") else text
+    if not digits or not all("0" <= c <= "9" for c in digits) or int(digits) > limit:
         raise _internal(
-            f"config key {key} has an invalid value {raw!r}: expected a non-negative integer"
+            f"config key {key} has an invalid value {_debug(raw)}: expected a non-negative integer"
         )
-    return int(text)
+    return int(digits)
 
 
 class Settings:
     def __init__(self):
-        raw = config.get("currencies") or DEFAULT_CURRENCIES
-        self.currencies = [c.strip() for c in raw.split(",") if c.strip()]
-        self.discount_bps = _parse("discount.percent_bps", 0)
+        raw = config.get("currencies")
+        if raw is None:
+            raw = DEFAULT_CURRENCIES
+        self.currencies = [t for t in (_trim(c) for c in raw.split(",")) if t]
+        self.discount_bps = _parse("discount.percent_bps", 0, U32_MAX)
         if self.discount_bps > BPS:
             raise _internal(
                 f"config key discount.percent_bps must be at most {BPS}, got {self.discount_bps}"
             )
-        self.discount_min_subtotal = min(_parse("discount.min_subtotal", 0), I64_MAX)
-        self.tax_bps = _parse("tax.rate_bps", 0)
+        self.discount_min_subtotal = min(_parse("discount.min_subtotal", 0, U64_MAX), I64_MAX)
+        self.tax_bps = _parse("tax.rate_bps", 0, U32_MAX)
 
 
 def _token(s):
@@ -93,6 +148,11 @@ def _v(field, code, message):
     return types.Violation(field, code, message)
 
 
+def _truncate(s, max_bytes):
+    """At most `max_bytes` bytes of `s`, cut on a character boundary."""
+    return s.encode()[:max_bytes].decode(errors="ignore")
+
+
 def validate(request, settings):
     out = []
     if not _is_customer(request.customer_id):
@@ -101,7 +161,7 @@ def validate(request, settings):
                       f'must be "{CUSTOMER_PREFIX}" followed by {lo}..={hi} characters of A-Z, a-z, 0-9, _ or -'))
     if request.currency not in settings.currencies:
         out.append(_v("currency", "UNSUPPORTED",
-                      f'currency "{request.currency}" is not supported; supported: {", ".join(settings.currencies)}'))
+                      f'currency {_debug(request.currency)} is not supported; supported: {", ".join(settings.currencies)}'))
     lines = request.lines
     if not lines:
         out.append(_v("lines", "REQUIRED", "an order needs at least one line"))
@@ -127,12 +187,14 @@ def validate(request, settings):
                       f"at most {MAX_METADATA_ENTRIES} entries are allowed, got {len(request.metadata)}"))
     else:
         for key, value in request.metadata:
+            if not key:
+                out.append(_v("metadata", "INVALID_FORMAT", "keys must not be empty"))
             if len(key.encode()) > MAX_METADATA_KEY_BYTES:
                 out.append(_v("metadata", "TOO_LARGE",
-                              f'key "{key.encode()[:16].decode(errors="ignore")}"... is longer than {MAX_METADATA_KEY_BYTES} bytes'))
+                              f"key {_debug(_truncate(key, 16))}... is longer than {MAX_METADATA_KEY_BYTES} bytes"))
             if len(value.encode()) > MAX_METADATA_VALUE_BYTES:
                 out.append(_v("metadata", "TOO_LARGE",
-                              f'value of key "{key.encode()[:MAX_METADATA_KEY_BYTES].decode(errors="ignore")}" is longer than {MAX_METADATA_VALUE_BYTES} bytes'))
+                              f"value of key {_debug(_truncate(key, MAX_METADATA_KEY_BYTES))} is longer than {MAX_METADATA_VALUE_BYTES} bytes"))
     return out
 
 
