@@ -11,9 +11,10 @@
 //! the imports the plugin uses), `build.sh` (`componentize-py`, PyPI), a README and a
 //! `.gitignore`. It needs no SDK.
 //!
-//! Both pass their own tests and `weir plugin check` as generated
-//! (`host/tests/process/scaffold.rs` proves it). There is no cases file: Weir has no
-//! recorded-cases format yet.
+//! Both get `cases.json`, the SDK's conformance kit (`sdk/conformance/cases.json`), to run
+//! with `weir plugin test FILE.wasm --cases cases.json` and to extend with the author's own
+//! recorded cases. Both pass their own tests, `weir plugin check` and the kit as generated
+//! (`host/tests/process/scaffold.rs` proves it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,8 @@ const LIB_RS: &str = include_str!("scaffold/lib.rs.tmpl");
 const TESTS_RS: &str = include_str!("scaffold/tests.rs.tmpl");
 const README_MD: &str = include_str!("scaffold/README.md.tmpl");
 const GITIGNORE: &str = include_str!("scaffold/gitignore.tmpl");
+/// The SDK's conformance kit, written as the project's `cases.json`.
+const CASES_JSON: &str = include_str!("../../../sdk/conformance/cases.json");
 const PY_APP: &str = include_str!("scaffold/python/app.py.tmpl");
 const PY_TEST: &str = include_str!("scaffold/python/test_app.py.tmpl");
 const PY_BUILD: &str = include_str!("scaffold/python/build.sh.tmpl");
@@ -264,6 +267,7 @@ pub fn create(plugin: &NewPlugin) -> Result<Vec<&'static str>, ScaffoldError> {
             ("build.sh", PY_BUILD),
             ("wit/orders.wit", wit),
             ("wit/world.wit", PY_WORLD),
+            ("cases.json", CASES_JSON),
             ("README.md", PY_README),
             (".gitignore", PY_GITIGNORE),
         ]
@@ -272,6 +276,7 @@ pub fn create(plugin: &NewPlugin) -> Result<Vec<&'static str>, ScaffoldError> {
             ("Cargo.toml", CARGO_TOML),
             ("src/lib.rs", LIB_RS),
             ("src/tests.rs", TESTS_RS),
+            ("cases.json", CASES_JSON),
             ("README.md", README_MD),
             (".gitignore", GITIGNORE),
         ]
@@ -282,8 +287,8 @@ pub fn create(plugin: &NewPlugin) -> Result<Vec<&'static str>, ScaffoldError> {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io(parent.to_path_buf()))?;
         }
-        // The contract is written as it is; templates get the project's names.
-        let text = if *name == "wit/orders.wit" {
+        // The contract and the kit are written as they are; templates get the project's names.
+        let text = if *name == "wit/orders.wit" || *name == "cases.json" {
             (*template).to_owned()
         } else {
             render(template)

@@ -19,7 +19,7 @@ fn weir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weir"))
 }
 
-fn workspace() -> PathBuf {
+pub(crate) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("host/ lives in the workspace root")
@@ -27,14 +27,14 @@ fn workspace() -> PathBuf {
 }
 
 /// The directory the nested builds use (shared with the plugins' build).
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     workspace().join("target").join("plugins")
 }
 
 /// `cargo ARGS` in `dir` as an author would run it, without the outer `cargo test`'s
 /// per-package environment, with the toolchain that built this test (the project lies outside
 /// the repository, so `rust-toolchain.toml` does not reach it).
-fn cargo(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn cargo(dir: &Path, args: &[&str]) -> Output {
     let cargo = Path::new(env!("CARGO"));
     let mut cmd = Command::new(cargo);
     for (name, _) in std::env::vars_os() {
@@ -92,6 +92,7 @@ fn a_new_plugin_builds_tests_and_passes_check_unchanged() {
         "Cargo.toml",
         "src/lib.rs",
         "src/tests.rs",
+        "cases.json",
         "README.md",
         ".gitignore",
     ] {
@@ -130,11 +131,35 @@ fn a_new_plugin_builds_tests_and_passes_check_unchanged() {
         report.contains("ok: demo-plugin 0.1.0 implements weir:orders/plugin@0.1.0"),
         "{report}"
     );
+    passes_its_cases(&project, &wasm);
     assert!(
         report.contains("  declared capabilities: log, catalog\n"),
         "{report}"
     );
     assert!(!report.contains("warning:"), "{report}");
+}
+
+/// The project's `cases.json` is the SDK's conformance kit, and the component passes it.
+fn passes_its_cases(project: &Path, wasm: &Path) {
+    let cases = project.join("cases.json");
+    assert_eq!(
+        std::fs::read_to_string(&cases).unwrap(),
+        std::fs::read_to_string(workspace().join("sdk/conformance/cases.json")).unwrap()
+    );
+    let out = weir()
+        .args(["plugin", "test"])
+        .arg(wasm)
+        .arg("--cases")
+        .arg(&cases)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains("22 cases: 22 passed, 0 failed"), "{report}");
 }
 
 /// `weir plugin new ARGS` in `dir`: must exit 2 with `expected` on stderr and write nothing.
@@ -270,6 +295,7 @@ fn a_new_python_plugin_tests_builds_and_passes_check_unchanged() {
         "build.sh",
         "wit/orders.wit",
         "wit/world.wit",
+        "cases.json",
         "README.md",
         ".gitignore",
     ] {
@@ -323,6 +349,7 @@ fn a_new_python_plugin_tests_builds_and_passes_check_unchanged() {
         report.contains("ok: demo-py 0.1.0 implements weir:orders/plugin@0.1.0"),
         "{report}"
     );
+    passes_its_cases(&project, &project.join("demo-py.wasm"));
     assert!(
         report.contains("  declared capabilities: log, catalog\n"),
         "{report}"
