@@ -20,6 +20,8 @@
 //!   the test-only `fault-injection` feature.
 //! - `deploy`: deploy/k8s, deploy/systemd and the Containerfile against the code and each
 //!   other (kubernetes-validate, systemd-analyze, the service under strace).
+//! - `journey`: a plugin author's whole loop: `weir plugin new`, build, `weir serve --plugin
+//!   --watch`, record cases, edit and rebuild (same version), the swap, `--compare` with a diff.
 //! - `edge`: connection and request hardening: trickling bodies and partial heads against
 //!   normal clients, the connection cap, idle and header timeouts, head size, HTTP/2 refused.
 //! - `errors`: the context chain of start-up, store and plugin failures in one log line and
@@ -57,6 +59,7 @@ mod cli;
 mod deploy;
 mod edge;
 mod errors;
+mod journey;
 mod otel;
 mod plugin_logs;
 mod plugins_dir;
