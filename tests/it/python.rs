@@ -380,6 +380,7 @@ async fn the_python_port_decides_every_case_as_the_rust_plugin() {
     let mut config = RuntimeConfig::default();
     config.budget.timeout = Duration::from_secs(20);
     config.catalog_timeout = Duration::from_secs(10);
+    config.budget.core_instances = 64;
     let cache = tempfile::tempdir().unwrap();
     crate::support::link_python_artifacts(cache.path());
     let rt = Runtime::with_artifacts(

@@ -56,6 +56,8 @@ impl Orders {
             // Refused at admission, it must stop the server rather than leave the built-in
             // Rust plugin serving in its place.
             c.plugins.strict = true;
+            // CPython as a component makes 38 core module instances (default limit 32).
+            c.runtime.budget.core_instances = 64;
             link_all(&python_artifacts(), &c.data_dir.join("artifacts"));
         }
     }

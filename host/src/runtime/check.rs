@@ -69,14 +69,16 @@ pub struct CheckReport {
 
 /// Check the component at `path`.
 pub async fn check(path: &Path) -> Result<CheckReport, LoadError> {
-    let runtime = Runtime::new(
-        RuntimeConfig {
-            max_instances: 4,
-            ..RuntimeConfig::default()
-        },
-        Arc::new(StaticCatalog::default()),
-    )
-    .map_err(|e| LoadError::Invalid(e.to_string()))?;
+    // The largest core-instance limit a host may set: the check reports on the component, the
+    // host's `runtime.budget.core_instances` decides whether it is served (a componentize-py
+    // component needs 38, above the default 32).
+    let mut config = RuntimeConfig {
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    };
+    config.budget.core_instances = 1024;
+    let runtime = Runtime::new(config, Arc::new(StaticCatalog::default()))
+        .map_err(|e| LoadError::Invalid(e.to_string()))?;
     let version = runtime.load_file(path, |_| BTreeMap::new()).await?;
     let declared: Vec<String> = version
         .capabilities

@@ -40,6 +40,12 @@ pub struct Budget {
     /// (a huge list, strings aliasing one buffer many times) is stopped with the `copy`
     /// budget instead of making the host allocate for it.
     pub copy_bytes: usize,
+    /// Most core module instances one component instance may create (the pooling allocator's
+    /// per-component limit; a component needing more is refused at the `compile` stage). A
+    /// Rust wasip2 component makes a handful; a `componentize-py` (Python) component makes 38,
+    /// so a host serving Python plugins sets 64. Headroom is not free: every call pays a little
+    /// for it (BENCHMARKS.md).
+    pub core_instances: u32,
 }
 
 impl Default for Budget {
@@ -55,6 +61,7 @@ impl Default for Budget {
             stdio_bytes: 16 << 10,
             stdio_lines: 256,
             copy_bytes: 1 << 20,
+            core_instances: 32,
         }
     }
 }
@@ -94,6 +101,7 @@ pub struct TableBudgetExceeded {
 pub struct Limiter {
     memory_bytes: usize,
     table_elements: usize,
+    core_instances: usize,
     /// Bytes of all the store's linear memories together: the budget is per call, however
     /// many memories a component defines.
     memory_used: usize,
@@ -107,6 +115,7 @@ impl Limiter {
         Self {
             memory_bytes: budget.memory_bytes,
             table_elements: budget.table_elements,
+            core_instances: budget.core_instances as usize,
             memory_used: 0,
             hits: LimitHits::default(),
         }
@@ -158,8 +167,8 @@ impl wasmtime::ResourceLimiter for Limiter {
     }
 
     fn instances(&self) -> usize {
-        // As the pool allows (see `MAX_CORE_INSTANCES_PER_COMPONENT`).
-        super::MAX_CORE_INSTANCES_PER_COMPONENT as usize
+        // As the pool allows (`Budget::core_instances`); more is hostile.
+        self.core_instances
     }
 
     fn tables(&self) -> usize {
@@ -203,6 +212,16 @@ mod tests {
         // A second memory: within the budget on its own, over it together with the first.
         assert!(limiter.memory_growing(0, 512 << 10, None).is_err());
         assert!(limiter.hits.memory);
+    }
+
+    #[test]
+    fn core_instances_follow_the_budget() {
+        assert_eq!(Limiter::new(&Budget::default()).instances(), 32);
+        let budget = Budget {
+            core_instances: 64,
+            ..Budget::default()
+        };
+        assert_eq!(Limiter::new(&budget).instances(), 64);
     }
 
     #[test]

@@ -138,6 +138,17 @@ impl RuntimeConfig {
             "must be at least 64 KiB",
         )?;
         ensure(
+            (1..=1024).contains(&b.core_instances),
+            "runtime.budget.core_instances",
+            "must be between 1 and 1024",
+        )?;
+        // The pool keeps a slot for every core instance of every instance.
+        ensure(
+            u64::from(self.max_instances) * u64::from(b.core_instances) <= 1 << 20,
+            "runtime.budget.core_instances",
+            "times runtime.max_instances must be at most 1048576",
+        )?;
+        ensure(
             self.threads > 0 && self.threads <= 256,
             "runtime.threads",
             "must be between 1 and 256",
@@ -488,11 +499,6 @@ impl Interruptible for Runtime {
     }
 }
 
-/// Most core module instances one component instance may create. A Rust wasip2 component
-/// makes a handful; a `componentize-py` component (CPython as dynamically linked core modules,
-/// WASI stubbed) makes 38, so the bound leaves room for it and refuses anything far beyond.
-pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
-
 /// The engine: pooling allocator sized from `max_instances`, copy-on-write memory images,
 /// epoch interruption, fuel when budgeted.
 fn engine(config: &RuntimeConfig) -> Result<Engine, EngineError> {
@@ -500,15 +506,14 @@ fn engine(config: &RuntimeConfig) -> Result<Engine, EngineError> {
     let mut pool = PoolingAllocationConfig::default();
     let n = config.max_instances.max(1);
     pool.total_component_instances(n)
-        // Room for `n` instances of the largest component admitted: slots are counters and
-        // small allocations, not reserved memory.
-        .total_core_instances(n.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+        // Room for `n` instances of the largest component admitted.
+        .total_core_instances(n.saturating_mul(budget.core_instances))
         .total_memories(n.saturating_mul(2))
         .total_tables(n.saturating_mul(8))
         .total_stacks(n)
         .max_memory_size(budget.memory_bytes.next_multiple_of(65536))
         .table_elements(budget.table_elements)
-        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        .max_core_instances_per_component(budget.core_instances)
         .max_memories_per_component(4)
         .max_tables_per_component(32);
 

@@ -658,6 +658,24 @@ mod tests {
     }
 
     #[test]
+    fn core_instances_per_component_are_bounded() {
+        assert_eq!(load("").unwrap().runtime.budget.core_instances, 32);
+        let cfg = load("[runtime.budget]\ncore_instances = 64\n").unwrap();
+        assert_eq!(cfg.runtime.budget.core_instances, 64);
+        for toml in [
+            "[runtime.budget]\ncore_instances = 0\n",
+            "[runtime.budget]\ncore_instances = 1025\n",
+            "[runtime]\nmax_instances = 65536\n[runtime.budget]\ncore_instances = 17\n",
+        ] {
+            let err = load(toml).unwrap_err().to_string();
+            assert!(
+                err.contains("runtime.budget.core_instances"),
+                "{toml}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn the_redis_url_comes_from_its_override_and_its_password_never_shows() {
         let mut cfg = load("").unwrap();
         cfg.apply(&Overrides {
