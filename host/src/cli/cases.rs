@@ -181,14 +181,16 @@ pub async fn test(
     compare: Option<&Path>,
 ) -> Result<TestReport, TestError> {
     let file = read_cases(cases).await?;
-    let runtime = Runtime::new(
-        RuntimeConfig {
-            max_instances: 4,
-            ..RuntimeConfig::default()
-        },
-        Arc::new(StaticCatalog::default()),
-    )
-    .map_err(|e| TestError::Engine(e.to_string()))?;
+    // As `weir plugin check`: the largest core-instance limit a host may set (a
+    // componentize-py component needs 38, over the default 32); the host that serves it
+    // decides with its own `runtime.budget.core_instances`.
+    let mut config = RuntimeConfig {
+        max_instances: 4,
+        ..RuntimeConfig::default()
+    };
+    config.budget.core_instances = 1024;
+    let runtime = Runtime::new(config, Arc::new(StaticCatalog::default()))
+        .map_err(|e| TestError::Engine(e.to_string()))?;
     runtime.plugin_breakers().configure(BreakerConfig {
         min_calls: u32::MAX,
         ..BreakerConfig::default()

@@ -41,6 +41,7 @@ const PY_TEST: &str = include_str!("scaffold/python/test_app.py.tmpl");
 const PY_BUILD: &str = include_str!("scaffold/python/build.sh.tmpl");
 const PY_README: &str = include_str!("scaffold/python/README.md.tmpl");
 const PY_GITIGNORE: &str = include_str!("scaffold/python/gitignore.tmpl");
+const PY_WEIR_DEV: &str = include_str!("scaffold/python/weir-dev.toml.tmpl");
 const PY_WORLD: &str = include_str!("scaffold/python/world.wit.tmpl");
 
 /// Names Cargo refuses for a package or its library, or that shadow a standard crate.
@@ -268,6 +269,7 @@ pub fn create(plugin: &NewPlugin) -> Result<Vec<&'static str>, ScaffoldError> {
             ("wit/orders.wit", wit),
             ("wit/world.wit", PY_WORLD),
             ("cases.json", CASES_JSON),
+            ("weir-dev.toml", PY_WEIR_DEV),
             ("README.md", PY_README),
             (".gitignore", PY_GITIGNORE),
         ]

@@ -161,6 +161,10 @@ async fn journey(lang: Lang) {
 
     // The dev loop serves the build; the author records their own requests.
     let mut cmd = serve(&tmp.path().join("data"));
+    if lang.lang == "python" {
+        // As the scaffold's README says: the settings a componentize-py component needs.
+        cmd.arg("--config").arg(project.join("weir-dev.toml"));
+    }
     cmd.arg("--plugin")
         .arg(&wasm)
         .arg("--watch")

@@ -296,6 +296,7 @@ fn a_new_python_plugin_tests_builds_and_passes_check_unchanged() {
         "wit/orders.wit",
         "wit/world.wit",
         "cases.json",
+        "weir-dev.toml",
         "README.md",
         ".gitignore",
     ] {
