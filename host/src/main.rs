@@ -499,14 +499,7 @@ async fn run(cli: Cli) -> ExitCode {
             command: PluginCommand::Check { file, json },
         } => match weir_host::runtime::check::check(&file).await {
             Ok(report) => {
-                if json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&report).unwrap_or_default()
-                    );
-                } else {
-                    print!("{report}");
-                }
+                print_report(json, &report);
                 ExitCode::SUCCESS
             }
             Err(e) if e.contract().is_some() => {
@@ -891,6 +884,18 @@ async fn cases_client(
     }
 }
 
+/// A report as pretty JSON (`--json`) or as its text form.
+fn print_report(json: bool, report: &(impl serde::Serialize + std::fmt::Display)) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+    } else {
+        print!("{report}");
+    }
+}
+
 /// `weir plugin test`.
 async fn plugin_test(
     file: &std::path::Path,
@@ -900,14 +905,7 @@ async fn plugin_test(
 ) -> ExitCode {
     match weir_host::cli::cases::test(file, cases, compare).await {
         Ok(report) => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{report}");
-            }
+            print_report(json, &report);
             if report.passed() {
                 ExitCode::SUCCESS
             } else {

@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 use weir_plugin_artifacts as artifacts;
 
-use crate::support::{Weir, client, serve, weir_command};
+use crate::support::{Weir, client, serve, weir_plugin};
 
 const TOKEN: &str = "process-cases-tests-token-0001";
 
@@ -22,20 +22,9 @@ fn conformance() -> String {
     )
 }
 
-/// `weir plugin <args>` (against `ops` when given): exit code, stdout, stderr.
+/// `weir plugin <args>` (against `ops` with this file's admin token, when given).
 async fn plugin(ops: Option<&str>, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = weir_command();
-    cmd.arg("plugin").args(args);
-    if let Some(ops) = ops {
-        cmd.env("WEIR_ADMIN_URL", ops)
-            .env("WEIR_ADMIN_TOKEN", TOKEN);
-    }
-    let out = cmd.output().await.expect("run weir plugin");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    weir_plugin(ops.map(|o| (o, TOKEN)), args).await
 }
 
 async fn post(weir: &Weir, path: &str, body: &Value) -> (u16, Value) {

@@ -15,24 +15,13 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::scaffold::{cargo, target_dir};
-use crate::support::{Weir, client, serve, weir_command};
+use crate::support::{Weir, client, serve, weir_plugin};
 
 const TOKEN: &str = "process-journey-tests-token-01";
 
-/// `weir plugin <args>` against `ops` (when given): exit code, stdout, stderr.
+/// `weir plugin <args>` (against `ops` with this file's admin token, when given).
 async fn plugin(ops: Option<&str>, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = weir_command();
-    cmd.arg("plugin").args(args);
-    if let Some(ops) = ops {
-        cmd.env("WEIR_ADMIN_URL", ops)
-            .env("WEIR_ADMIN_TOKEN", TOKEN);
-    }
-    let out = cmd.output().await.expect("run weir plugin");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    weir_plugin(ops.map(|o| (o, TOKEN)), args).await
 }
 
 /// A scaffolded project in one language: how it builds, where its component lands, and the

@@ -30,6 +30,23 @@ pub fn weir_command() -> Command {
     cmd
 }
 
+/// `weir plugin ARGS`, against the operations listener `ops` with the admin `token` when
+/// given: exit code, stdout, stderr.
+pub async fn weir_plugin(ops: Option<(&str, &str)>, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = weir_command();
+    cmd.arg("plugin").args(args);
+    if let Some((ops, token)) = ops {
+        cmd.env("WEIR_ADMIN_URL", ops)
+            .env("WEIR_ADMIN_TOKEN", token);
+    }
+    let out = cmd.output().await.expect("run weir plugin");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// `weir serve` on ephemeral ports (API and operations) with `data_dir` as its data
 /// directory: callers add the flags and variables they need.
 pub fn serve(data_dir: &Path) -> Command {
