@@ -38,8 +38,10 @@ pub struct Rejection {
 }
 
 /// Every business answer other than success. Each case has one HTTP status and retry class,
-/// decided by its tag alone, never by its text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// decided by its tag alone, never by its text. Serialized by its WIT case name
+/// (`{"not-found": "..."}`), as recorded cases store it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub enum OrderError {
     /// The request is malformed: 422, not retryable.
     #[error("the request is invalid ({} violation(s))", .0.len())]

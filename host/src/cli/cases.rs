@@ -27,7 +27,9 @@ use serde_json::Value;
 
 use crate::capabilities::catalog::StaticCatalog;
 use crate::policy::circuit_breaker::BreakerConfig;
-use crate::runtime::cases::{CaseRefusal, CasesFile, Decision, MAX_FILE_BYTES, Replayed};
+use weir_core::domain::OrderError;
+
+use crate::runtime::cases::{CasesFile, Decision, MAX_FILE_BYTES, Replayed};
 use crate::runtime::check::{SHOWN_MAX_CHARS, escape_terminal, escape_terminal_message};
 use crate::runtime::{LoadError, PluginVersion, Runtime, RuntimeConfig};
 
@@ -341,20 +343,20 @@ pub fn decision_line(d: &Decision) -> String {
         ),
         Decision::Status(s) => format!("status {}", s.as_str()),
         Decision::Refused(r) => match r {
-            CaseRefusal::Invalid(v) => format!(
+            OrderError::Invalid(v) => format!(
                 "invalid: {}",
                 v.iter()
                     .map(|v| format!("{} {}", esc(&v.field), esc(&v.code)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            CaseRefusal::Rejected(r) => {
+            OrderError::Rejected(r) => {
                 format!("rejected {}: {}", esc(&r.reason), esc(&r.message))
             }
-            CaseRefusal::NotFound(m)
-            | CaseRefusal::Conflict(m)
-            | CaseRefusal::Unavailable(m)
-            | CaseRefusal::Internal(m) => format!("{} {}", r.tag(), esc(m)),
+            OrderError::NotFound(m)
+            | OrderError::Conflict(m)
+            | OrderError::Unavailable(m)
+            | OrderError::Internal(m) => format!("{} {}", r.tag(), esc(m)),
         },
         Decision::Failed(f) => match &f.kind {
             Some(kind) => format!("failed {} ({})", f.outcome, esc(kind)),
@@ -539,7 +541,7 @@ mod tests {
 
     #[test]
     fn a_decision_line_escapes_what_the_plugin_wrote() {
-        let d = Decision::Refused(CaseRefusal::Rejected(weir_core::domain::Rejection {
+        let d = Decision::Refused(OrderError::Rejected(weir_core::domain::Rejection {
             reason: "X".into(),
             message: "line\u{1b}[31mred\n".into(),
         }));

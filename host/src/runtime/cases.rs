@@ -53,7 +53,6 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use weir_core::domain::{
     Money, OrderError, OrderEvent, OrderRequest, OrderSnapshot, OrderStatus, PricedOrder,
-    Rejection, Violation,
 };
 
 use super::{InvokeError, PluginVersion, Role, Runtime, invoke};
@@ -252,54 +251,9 @@ pub enum Decision {
     /// `transition` moved the order to this status.
     Status(OrderStatus),
     /// The plugin answered with an `order-error`.
-    Refused(CaseRefusal),
+    Refused(OrderError),
     /// No answer: the call trapped, ran out of budget, broke the contract...
     Failed(CaseFailure),
-}
-
-/// An `order-error`, by case.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub enum CaseRefusal {
-    /// `invalid(violations)`.
-    Invalid(Vec<Violation>),
-    /// `not-found(message)`.
-    NotFound(String),
-    /// `conflict(message)`.
-    Conflict(String),
-    /// `rejected(rejection)`.
-    Rejected(Rejection),
-    /// `unavailable(message)`.
-    Unavailable(String),
-    /// `internal(message)`.
-    Internal(String),
-}
-
-impl From<&OrderError> for CaseRefusal {
-    fn from(e: &OrderError) -> Self {
-        match e.clone() {
-            OrderError::Invalid(v) => Self::Invalid(v),
-            OrderError::NotFound(m) => Self::NotFound(m),
-            OrderError::Conflict(m) => Self::Conflict(m),
-            OrderError::Rejected(r) => Self::Rejected(r),
-            OrderError::Unavailable(m) => Self::Unavailable(m),
-            OrderError::Internal(m) => Self::Internal(m),
-        }
-    }
-}
-
-impl CaseRefusal {
-    /// The WIT case name.
-    pub fn tag(&self) -> &'static str {
-        match self {
-            Self::Invalid(_) => "invalid",
-            Self::NotFound(_) => "not-found",
-            Self::Conflict(_) => "conflict",
-            Self::Rejected(_) => "rejected",
-            Self::Unavailable(_) => "unavailable",
-            Self::Internal(_) => "internal",
-        }
-    }
 }
 
 /// A call that produced no answer.
@@ -341,9 +295,7 @@ impl Decision {
     ) -> Self {
         match result {
             Ok(Ok(value)) => ok(value),
-            Ok(Err(refusal)) | Err(InvokeError::Refused(refusal)) => {
-                Self::Refused(CaseRefusal::from(refusal))
-            }
+            Ok(Err(refusal)) | Err(InvokeError::Refused(refusal)) => Self::Refused(refusal.clone()),
             Err(e) => Self::Failed(CaseFailure::from(e)),
         }
     }
@@ -402,8 +354,8 @@ impl Expect {
         }
         if let Some(want) = &self.reason {
             match decision {
-                Decision::Refused(CaseRefusal::Rejected(r)) if &r.reason == want => {}
-                Decision::Refused(CaseRefusal::Rejected(r)) => {
+                Decision::Refused(OrderError::Rejected(r)) if &r.reason == want => {}
+                Decision::Refused(OrderError::Rejected(r)) => {
                     return Err(format!("expected reason {want}, got {}", r.reason));
                 }
                 _ => return Err(format!("expected a rejection with reason {want}")),
@@ -411,9 +363,9 @@ impl Expect {
         }
         if let Some(want) = &self.field {
             match decision {
-                Decision::Refused(CaseRefusal::Invalid(v))
-                    if v.iter().any(|v| &v.field == want) => {}
-                Decision::Refused(CaseRefusal::Invalid(v)) => {
+                Decision::Refused(OrderError::Invalid(v)) if v.iter().any(|v| &v.field == want) => {
+                }
+                Decision::Refused(OrderError::Invalid(v)) => {
                     let fields: Vec<&str> = v.iter().map(|v| v.field.as_str()).collect();
                     return Err(format!(
                         "expected a violation of {want}, got violations of {}",
@@ -841,6 +793,7 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_core::domain::{Rejection, Violation};
 
     fn request() -> OrderRequest {
         OrderRequest {
@@ -862,7 +815,7 @@ mod tests {
             call: CaseCall::PlaceOrder { request: request() },
             catalog: vec![],
             config: vec![],
-            decision: Some(Decision::Refused(CaseRefusal::Rejected(Rejection {
+            decision: Some(Decision::Refused(OrderError::Rejected(Rejection {
                 reason: "UNKNOWN_SKU".into(),
                 message: "unknown sku apple".into(),
             }))),
@@ -962,7 +915,7 @@ mod tests {
 
     #[test]
     fn an_expectation_names_what_differs() {
-        let rejected = Decision::Refused(CaseRefusal::Rejected(Rejection {
+        let rejected = Decision::Refused(OrderError::Rejected(Rejection {
             reason: "INSUFFICIENT_STOCK".into(),
             message: "none".into(),
         }));
@@ -1000,7 +953,7 @@ mod tests {
             ..expect("invalid")
         };
         let invalid = |f: &str| {
-            Decision::Refused(CaseRefusal::Invalid(vec![Violation::new(
+            Decision::Refused(OrderError::Invalid(vec![Violation::new(
                 f, "REQUIRED", "x",
             )]))
         };
