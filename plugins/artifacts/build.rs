@@ -133,6 +133,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "weir_hostile_slow",
         "hostile-slow.wasm",
     ),
+    (
+        "weir-hostile-snoop",
+        "weir_hostile_snoop",
+        "hostile-snoop.wasm",
+    ),
 ];
 
 /// Directories (relative to the workspace root) whose changes require a rebuild.

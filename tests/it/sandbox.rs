@@ -435,3 +435,52 @@ async fn plugin_errors_over_http_are_bounded_in_the_body_and_the_store() {
     );
     s.stop().await;
 }
+
+/// Nothing one call leaves in its instance reaches the next call in the same pool slot,
+/// whether torn-down memory is handed back to the kernel or reset in place
+/// (`runtime.keep_resident_bytes`, with or without `PAGEMAP_SCAN`). `hostile-snoop` reports
+/// how many calls its instance served before and how many bytes of a fresh heap block it
+/// finds dirty, then dirties them; the control call on one reused instance shows that it sees
+/// what an earlier call left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_a_call_leaves_in_its_instance_reaches_the_next_call() {
+    use weir_host::runtime::parts::CallParts;
+
+    let clean = "earlier calls 0, dirty bytes 0";
+    for keep_resident in [0, 1 << 20, 8 << 20] {
+        let mut config = RuntimeConfig::default();
+        // One slot, so every call reuses the memory of the one before.
+        config.max_instances = 1;
+        config.keep_resident_bytes = keep_resident;
+        let rt = Runtime::new(config, Arc::new(CountingCatalog::default())).expect("engine");
+        let snoop = load(&rt, artifacts::HOSTILE_SNOOP).await.expect("admitted");
+        for call in 0..3 {
+            match rt.place_order(&snoop, &honest(), None).await {
+                Err(InvokeError::Refused(OrderError::Internal(seen))) => assert_eq!(
+                    seen, clean,
+                    "keep_resident_bytes {keep_resident}, call {call}: state survived"
+                ),
+                other => panic!("keep_resident_bytes {keep_resident}: {other:?}"),
+            }
+        }
+
+        // The control: a second call on the same instance sees the first one's marks.
+        let parts = CallParts::new(&rt, &snoop);
+        let mut store = parts.store();
+        let instance = parts.instantiate(&mut store).await;
+        let wire = CallParts::wire(&honest());
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let answer = instance
+                .call_place_order(&mut store, &wire)
+                .await
+                .expect("returns");
+            seen.push(format!("{answer:?}"));
+        }
+        assert!(seen[0].contains(clean), "{seen:?}");
+        assert!(
+            seen[1].contains("earlier calls 1, dirty bytes 3145728"),
+            "a reused instance must show the earlier call's marks, or the probe proves nothing: {seen:?}"
+        );
+    }
+}

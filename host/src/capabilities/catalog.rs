@@ -7,7 +7,10 @@
 //! `dependency-error::timeout`, never as a trap.
 
 use std::collections::HashMap;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use weir_core::domain::CatalogProduct;
 use weir_core::ports::{Catalog, CatalogError};
@@ -68,15 +71,34 @@ impl Host for Imports {
             return Ok(scripted);
         }
         let limit = self.remaining().min(self.catalog_timeout);
-        // The lookup runs on the server's runtime; when this call runs out of time first the
-        // lookup is aborted, so the dependency's breaker never counts the plugin's lateness.
         let catalog = self.catalog.clone();
         let traced_sku = self.trace.is_some().then(|| sku.clone());
-        let lookup = AbortOnDropHandle::new(
-            self.host
-                .spawn(async move { catalog.get(&sku).await }.in_current_span()),
-        );
-        let result = match tokio::time::timeout(limit, lookup).await {
+        let mut lookup: BoxFuture<'static, _> =
+            Box::pin(async move { catalog.get(&sku).await }.in_current_span());
+        // An answer at hand (the in-process cache, a static catalog) is taken on the spot:
+        // one poll, in the server runtime's context so any timer or task the lookup creates
+        // belongs there. Only a lookup that has to wait (Redis, the database) is handed to
+        // the server's runtime, where its own timeout measures the dependency, not how busy
+        // plugin code keeps these threads; when this call runs out of time first the lookup
+        // is aborted, so the dependency's breaker never counts the plugin's lateness. A
+        // hand-off costs two thread wake-ups (BENCHMARKS.md: they made a three-line order
+        // 4x slower).
+        let polled = {
+            let _host = self.host.enter();
+            lookup
+                .as_mut()
+                .poll(&mut Context::from_waker(std::task::Waker::noop()))
+        };
+        let answer = match polled {
+            Poll::Ready(answer) => Ok(Ok(answer)),
+            Poll::Pending => {
+                // A pending future keeps only the waker of its latest poll: the one the
+                // server's runtime gives it next.
+                let handed = AbortOnDropHandle::new(self.host.spawn(lookup));
+                tokio::time::timeout(limit, handed).await
+            }
+        };
+        let result = match answer {
             Err(_elapsed) => Err(DependencyError::Timeout),
             Ok(Ok(Ok(found))) => Ok(found.map(Product::from)),
             Ok(Ok(Err(e))) => Err(DependencyError::from(e)),

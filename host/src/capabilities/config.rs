@@ -11,7 +11,7 @@ use crate::world::bindings::config::Host;
 
 impl Host for Imports {
     #[tracing::instrument(name = "plugin.import.config.get", skip_all, fields(key = tracing::field::Empty), level = "debug")]
-    async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.require(Capability::Config)?;
         self.bound("config.get key", &key, MAX_CONFIG_KEY)?;
         tracing::Span::current().record("key", key.as_str());

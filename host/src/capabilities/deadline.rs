@@ -10,7 +10,7 @@ impl Host for Imports {
         skip_all,
         level = "debug"
     )]
-    async fn remaining_ms(&mut self) -> wasmtime::Result<u64> {
+    fn remaining_ms(&mut self) -> wasmtime::Result<u64> {
         self.require(Capability::Deadline)?;
         Ok(u64::try_from(self.remaining().as_millis()).unwrap_or(u64::MAX))
     }

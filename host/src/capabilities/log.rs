@@ -32,7 +32,7 @@ fn clip(s: &str) -> &str {
 
 impl Host for Imports {
     #[tracing::instrument(name = "plugin.import.log.emit", skip_all, level = "debug")]
-    async fn emit(
+    fn emit(
         &mut self,
         level: Level,
         message: String,
@@ -47,20 +47,27 @@ impl Host for Imports {
         self.log.records -= 1;
         self.log.bytes -= size;
 
-        let mut map = serde_json::Map::new();
-        for (k, v) in &fields {
-            map.insert(
-                clip(k).to_owned(),
-                serde_json::Value::String(clip(v).to_owned()),
-            );
-        }
-        let fields = serde_json::Value::Object(map).to_string();
+        // The budget is charged whether or not the record is kept; the fields are only
+        // formatted when a subscriber takes records of this level.
+        let format_fields = || {
+            let mut map = serde_json::Map::new();
+            for (k, v) in &fields {
+                map.insert(
+                    clip(k).to_owned(),
+                    serde_json::Value::String(clip(v).to_owned()),
+                );
+            }
+            serde_json::Value::Object(map).to_string()
+        };
         let message = clip(&message);
         let plugin = self.plugin.name.as_str();
         let version = self.plugin.version.as_str();
         macro_rules! emit {
             ($lvl:expr) => {
-                tracing::event!(target: "weir::plugin", $lvl, plugin, plugin.version = version, fields = %fields, "{message}")
+                if tracing::enabled!(target: "weir::plugin", $lvl) {
+                    let fields = format_fields();
+                    tracing::event!(target: "weir::plugin", $lvl, plugin, plugin.version = version, fields = %fields, "{message}")
+                }
             };
         }
         match level {

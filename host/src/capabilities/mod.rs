@@ -127,6 +127,8 @@ pub struct Imports {
     pub(crate) host: tokio::runtime::Handle,
     /// What this call sees, when it is recorded or replayed ([`trace`]).
     pub(crate) trace: Option<trace::CallTrace>,
+    /// Import calls so far.
+    calls: u32,
 }
 
 impl Imports {
@@ -151,6 +153,7 @@ impl Imports {
             refusal: None,
             host,
             trace: None,
+            calls: 0,
         }
     }
 
@@ -167,6 +170,7 @@ impl Imports {
 
     /// Refuse the call unless the plugin declared `capability`.
     pub(crate) fn require(&mut self, capability: Capability) -> wasmtime::Result<()> {
+        self.calls = self.calls.saturating_add(1);
         if let Some(trace) = &self.trace {
             trace.host_call();
         }
@@ -191,6 +195,11 @@ impl Imports {
     fn refuse(&mut self, refusal: ImportRefusal) -> wasmtime::Result<()> {
         self.refusal.get_or_insert(refusal);
         Err(wasmtime::Error::new(ImportRefused))
+    }
+
+    /// Import calls the guest made so far (of the `weir:orders` interfaces).
+    pub fn calls(&self) -> u32 {
+        self.calls
     }
 
     /// Whether the guest overran its log budget.

@@ -384,6 +384,7 @@ pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value
         "runtime": {
             "in_flight": app.runtime.in_flight(),
             "budget": facts.budget,
+            "memory_reset": app.runtime.memory_reset(),
             "contract": {
                 "package": crate::world::PACKAGE,
                 "accepted_versions": crate::world::ACCEPTED_VERSIONS,

@@ -389,10 +389,11 @@ impl Runtime {
         let inner = &*self.inner;
         let _token = inner.tracker.token();
         let started = Instant::now();
+        let [name, version, digest] = plugin.labels().clone();
         let labels = [
-            KeyValue::new("plugin.name", plugin.meta.name.clone()),
-            KeyValue::new("plugin.version", plugin.meta.version.clone()),
-            KeyValue::new("plugin.digest", plugin.meta.digest.clone()),
+            name,
+            version,
+            digest,
             KeyValue::new("plugin.role", role.as_str()),
             KeyValue::new("plugin.function", C::NAME),
         ];
@@ -533,7 +534,7 @@ impl Runtime {
     }
 
     /// The store data of one call: the imports' state and the WASI context.
-    fn fresh_state(
+    pub(super) fn fresh_state(
         &self,
         plugin: &PluginVersion,
         deadline: Instant,
@@ -565,12 +566,12 @@ impl Runtime {
         call: C,
         (state, slot): (InvocationState, InstanceSlot),
         deadline: Instant,
-        labels: &[KeyValue],
+        labels: &[KeyValue; 5],
         span: &tracing::Span,
     ) -> Result<C::Output, InvokeError> {
         let this = self.clone();
         let pre = plugin.pre.clone();
-        let labels = labels.to_vec();
+        let labels = labels.clone();
         let task = async move {
             let result = this
                 .run_bounded(&pre, &call, state, slot, deadline, &labels)
@@ -625,28 +626,10 @@ impl Runtime {
     ) -> Result<C::Output, InvokeError> {
         let inner = &*self.inner;
         let mut held = Held {
-            store: Store::new(&inner.engine, state),
+            store: self.new_store(state, deadline)?,
             _slot: slot,
         };
         let store = &mut held.store;
-        store.limiter(|s| &mut s.limiter);
-        store.set_hostcall_fuel(inner.config.budget.copy_bytes);
-        // At every epoch tick a running guest yields to the other calls on the plugin
-        // threads; past the deadline it is interrupted (the CPU budget).
-        let deadline_std = deadline.into_std();
-        store.epoch_deadline_callback(move |_| {
-            Ok(if std::time::Instant::now() >= deadline_std {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
-        store.set_epoch_deadline(1);
-        if let Some(fuel) = inner.config.budget.fuel {
-            store.set_fuel(fuel).map_err(|e| InvokeError::Instantiate {
-                detail: Detail(format!("{e:#}")),
-            })?;
-        }
 
         let t0 = Instant::now();
         let instance = match pre.instantiate_async(&mut *store).await {
@@ -687,6 +670,36 @@ impl Runtime {
         result
     }
 
+    /// The store of one call, holding `state`, under the budget: memory and table limits,
+    /// hostcall fuel (the copy budget), the epoch deadline and optional fuel.
+    pub(super) fn new_store(
+        &self,
+        state: InvocationState,
+        deadline: Instant,
+    ) -> Result<Store<InvocationState>, InvokeError> {
+        let inner = &*self.inner;
+        let mut store = Store::new(&inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(inner.config.budget.copy_bytes);
+        // At every epoch tick a running guest yields to the other calls on the plugin
+        // threads; past the deadline it is interrupted (the CPU budget).
+        let deadline_std = deadline.into_std();
+        store.epoch_deadline_callback(move |_| {
+            Ok(if std::time::Instant::now() >= deadline_std {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
+        if let Some(fuel) = inner.config.budget.fuel {
+            store.set_fuel(fuel).map_err(|e| InvokeError::Instantiate {
+                detail: Detail(format!("{e:#}")),
+            })?;
+        }
+        Ok(store)
+    }
+
     /// Outcome, duration and failure on the span and in the metrics.
     fn record(
         &self,
@@ -700,8 +713,15 @@ impl Runtime {
         let metrics = &self.inner.metrics;
         span.record("outcome", outcome);
         span.record("duration_us", elapsed.as_micros() as u64);
-        let mut attrs = labels.to_vec();
-        attrs.push(KeyValue::new("outcome", outcome));
+        let [name, version, digest, role, function] = labels.clone();
+        let attrs = [
+            name,
+            version,
+            digest,
+            role,
+            function,
+            KeyValue::new("outcome", outcome),
+        ];
         metrics.invocations.add(1, &attrs);
         metrics.call_duration.record(elapsed.as_secs_f64(), &attrs);
         let Some(e) = error else { return };

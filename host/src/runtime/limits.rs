@@ -105,6 +105,8 @@ pub struct Limiter {
     /// Bytes of all the store's linear memories together: the budget is per call, however
     /// many memories a component defines.
     memory_used: usize,
+    /// Memory grow requests so far (the initial sizes at instantiation included).
+    grows: u32,
     /// What was hit; read after the call.
     pub hits: LimitHits,
 }
@@ -117,6 +119,7 @@ impl Limiter {
             table_elements: budget.table_elements,
             core_instances: budget.core_instances as usize,
             memory_used: 0,
+            grows: 0,
             hits: LimitHits::default(),
         }
     }
@@ -127,6 +130,11 @@ impl Limiter {
     pub fn memory_used(&self) -> usize {
         self.memory_used
     }
+
+    /// Memory grow requests so far (the initial sizes at instantiation included).
+    pub fn grows(&self) -> u32 {
+        self.grows
+    }
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
@@ -136,6 +144,7 @@ impl wasmtime::ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        self.grows = self.grows.saturating_add(1);
         let total = self
             .memory_used
             .saturating_add(desired.saturating_sub(current));

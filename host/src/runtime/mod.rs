@@ -17,6 +17,7 @@
 //!   database on every replica, shadow comparisons, automatic canary rollback.
 //! - [`artifacts`]: the compiled-artifact cache in the data directory.
 //! - [`check`]: `weir plugin check`.
+//! - `parts`: the steps of one invocation one at a time, for the split benchmark.
 //! - [`watch`]: `weir serve --plugin FILE --watch`, the plugin author's dev loop: the file
 //!   admitted like an upload and released as stable whenever it changes and settles.
 //! - [`error`]: [`LoadError`], [`EngineError`] and trap classification; invocations fail with
@@ -38,6 +39,8 @@ pub mod error;
 mod invoke;
 pub mod limits;
 pub mod output;
+#[doc(hidden)]
+pub mod parts;
 pub mod registry;
 pub mod releases;
 pub mod state;
@@ -73,6 +76,21 @@ use crate::policy::circuit_breaker::BreakerSet;
 use crate::support::{InvalidKey, ensure};
 use crate::world::bindings;
 
+/// Default of [`RuntimeConfig::keep_resident_bytes`] where the kernel offers `PAGEMAP_SCAN`
+/// (chosen by the `invoke` benchmark, BENCHMARKS.md: a fresh call takes no page faults and
+/// half the time). Without `PAGEMAP_SCAN` the default is `0`: the lowest megabyte would be
+/// reset byte by byte after every call whether touched or not.
+pub const DEFAULT_KEEP_RESIDENT: usize = 1 << 20;
+
+/// [`RuntimeConfig::keep_resident_bytes`] when not configured.
+fn default_keep_resident() -> usize {
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        DEFAULT_KEEP_RESIDENT
+    } else {
+        0
+    }
+}
+
 /// Configuration of the plugin runtime (`[runtime]`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -102,6 +120,14 @@ pub struct RuntimeConfig {
     /// server's async workers, so plugins using their whole CPU budget cannot starve the
     /// host's own work (health checks, database and cache calls, other requests).
     pub threads: usize,
+    /// Bytes of each pooled linear memory (and table) reset in place when an instance is
+    /// torn down, instead of being handed back to the kernel with `madvise`: the next call
+    /// in that slot then takes no page faults for them. With `PAGEMAP_SCAN` (Linux 6.7 and
+    /// later; `/infoz` says whether it is active) only the pages the call touched are reset;
+    /// without it the lowest bytes are reset whether touched or not. Either way the next
+    /// call sees the memory's initial contents, as with `0`. The cost is resident memory:
+    /// up to this much per warm pool slot. `0` hands every page back.
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -114,6 +140,7 @@ impl Default for RuntimeConfig {
             catalog_timeout: Duration::from_millis(200),
             compile_timeout: Duration::from_secs(60),
             threads: std::thread::available_parallelism().map_or(2, usize::from),
+            keep_resident_bytes: default_keep_resident(),
         }
     }
 }
@@ -147,6 +174,11 @@ impl RuntimeConfig {
             u64::from(self.max_instances) * u64::from(b.core_instances) <= 1 << 20,
             "runtime.budget.core_instances",
             "times runtime.max_instances must be at most 1048576",
+        )?;
+        ensure(
+            self.keep_resident_bytes <= b.memory_bytes,
+            "runtime.keep_resident_bytes",
+            "must not be above runtime.budget.memory_bytes",
         )?;
         ensure(
             self.threads > 0 && self.threads <= 256,
@@ -267,6 +299,14 @@ impl Runtime {
         &self.inner.config
     }
 
+    /// How torn-down instances' memory is reset, for `/infoz`.
+    pub fn memory_reset(&self) -> MemoryReset {
+        MemoryReset {
+            keep_resident_bytes: self.inner.config.keep_resident_bytes,
+            pagemap_scan: PoolingAllocationConfig::is_pagemap_scan_available(),
+        }
+    }
+
     /// Compile and admit a component: it must be a component, import only allowed interfaces,
     /// match an accepted `weir:orders` contract version (`world::contract`), implement the
     /// world, and pass its `describe` self-test. `config_for` supplies the configuration for
@@ -342,6 +382,7 @@ impl Runtime {
             artifact,
             pre,
             breaker: std::sync::OnceLock::new(),
+            labels: std::sync::OnceLock::new(),
         };
         let info = self
             .invoke(&provisional, Role::Stable, invoke::Describe, None)
@@ -357,6 +398,8 @@ impl Runtime {
                 config,
             }),
             capabilities: info.capabilities,
+            // Made from the admitted identity on first use, not the provisional one.
+            labels: std::sync::OnceLock::new(),
             ..provisional
         }))
     }
@@ -515,7 +558,10 @@ fn engine(config: &RuntimeConfig) -> Result<Engine, EngineError> {
         .table_elements(budget.table_elements)
         .max_core_instances_per_component(budget.core_instances)
         .max_memories_per_component(4)
-        .max_tables_per_component(32);
+        .max_tables_per_component(32)
+        .linear_memory_keep_resident(config.keep_resident_bytes)
+        .table_keep_resident(config.keep_resident_bytes)
+        .pagemap_scan(wasmtime::Enabled::Auto);
 
     let mut cfg = wasmtime::Config::new();
     cfg.wasm_component_model(true)
@@ -529,6 +575,16 @@ fn engine(config: &RuntimeConfig) -> Result<Engine, EngineError> {
         .max_wasm_stack(budget.max_wasm_stack)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&cfg).map_err(|e| EngineError(format!("{e:#}")))
+}
+
+/// How the pool resets a torn-down instance's memory (`/infoz` `runtime.memory_reset`).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct MemoryReset {
+    /// [`RuntimeConfig::keep_resident_bytes`].
+    pub keep_resident_bytes: usize,
+    /// Whether the kernel offers `PAGEMAP_SCAN`, so that only touched pages are reset (used
+    /// when `keep_resident_bytes` is above zero).
+    pub pagemap_scan: bool,
 }
 
 /// The preamble of a binary: magic, then version and layer (layer 1 = component).
@@ -600,7 +656,7 @@ impl PluginThreads {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("weir-plugin")
-            .enable_all()
+            .enable_time()
             .build()
             .map_err(|e| EngineError(format!("cannot start the plugin threads: {e}")))?;
         Ok(Self {

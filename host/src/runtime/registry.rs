@@ -40,6 +40,24 @@ pub struct PluginVersion {
     /// This version's circuit breaker, looked up once on first use (the breaker set is
     /// configured after the runtime is built).
     pub(crate) breaker: std::sync::OnceLock<Arc<crate::policy::circuit_breaker::CircuitBreaker>>,
+    /// The version's metric attributes (name, version, digest), made once: each call clones
+    /// reference-counted strings instead of copying the digest into new ones.
+    pub(crate) labels: std::sync::OnceLock<[opentelemetry::KeyValue; 3]>,
+}
+
+impl PluginVersion {
+    /// The version's metric attributes: `plugin.name`, `plugin.version`, `plugin.digest`.
+    pub(crate) fn labels(&self) -> &[opentelemetry::KeyValue; 3] {
+        self.labels.get_or_init(|| {
+            let value = |s: &str| opentelemetry::Value::from(Arc::<str>::from(s));
+            let meta = &self.meta;
+            [
+                opentelemetry::KeyValue::new("plugin.name", value(&meta.name)),
+                opentelemetry::KeyValue::new("plugin.version", value(&meta.version)),
+                opentelemetry::KeyValue::new("plugin.digest", value(&meta.digest)),
+            ]
+        })
+    }
 }
 
 impl std::fmt::Debug for PluginVersion {

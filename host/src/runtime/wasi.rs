@@ -128,10 +128,15 @@ pub(crate) struct CoarseMonotonicClock {
 }
 
 impl CoarseMonotonicClock {
+    /// A clock counting from now.
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
-        Self {
-            start: std::time::Instant::now(),
-        }
+        Self::since(std::time::Instant::now())
+    }
+
+    /// A clock counting from `start`.
+    pub(crate) fn since(start: std::time::Instant) -> Self {
+        Self { start }
     }
 }
 

@@ -7,7 +7,13 @@ mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "weir:orders/plugin",
-        imports: { default: async | trappable },
+        // Imports that never wait are plain functions: no future per call.
+        imports: {
+            "weir:orders/config.get": trappable,
+            "weir:orders/deadline.remaining-ms": trappable,
+            "weir:orders/log.emit": trappable,
+            default: async | trappable,
+        },
         exports: { default: async },
     });
 }

@@ -40,6 +40,9 @@ pub const CONTRACT_NEXT: &str = concat!(env!("OUT_DIR"), "/contract-next.wasm");
 /// Path of the plugin whose `place-order` prints one stdout line and then spins forever.
 pub const HOSTILE_SPIN: &str = concat!(env!("OUT_DIR"), "/hostile-spin.wasm");
 
+/// Path of the plugin whose `place-order` reports what an earlier call left in its instance
+/// (a static counter, a marker in a heap block) as an `internal` error.
+pub const HOSTILE_SNOOP: &str = concat!(env!("OUT_DIR"), "/hostile-snoop.wasm");
 /// Path of the plugin whose `place-order` allocates 1 MiB chunks forever.
 pub const HOSTILE_ALLOC: &str = concat!(env!("OUT_DIR"), "/hostile-alloc.wasm");
 
@@ -116,6 +119,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("contract-next", CONTRACT_NEXT),
     ("hostile-spin", HOSTILE_SPIN),
     ("hostile-alloc", HOSTILE_ALLOC),
+    ("hostile-snoop", HOSTILE_SNOOP),
     ("hostile-stack", HOSTILE_STACK),
     ("hostile-panic", HOSTILE_PANIC),
     ("hostile-sleep", HOSTILE_SLEEP),
