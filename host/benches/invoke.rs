@@ -2,18 +2,34 @@
 //! runtime, against the same plugin logic compiled natively and called directly (with the
 //! SDK's in-memory fake host). Run with `cargo bench -p weir-host --bench invoke`.
 //!
+//! The `parts` group splits a fresh call into its steps, each timed inside a whole call on
+//! the benchmark's thread (no hand-off to the plugin threads, no span or metrics): the store
+//! and its context, instantiation from the pre-instantiated component, the `place-order`
+//! export call (with its imports), teardown (dropping the store returns the instance to the
+//! pool), all of them together, a `transition` call (an export without imports), and a call
+//! on a reused instance (a lower bound for comparison only: Weir never reuses an instance).
+//!
+//! `WEIR_BENCH_CALLS=N` skips criterion: the binary makes N fresh calls through the runtime
+//! and prints the page faults per call (from `/proc/self/stat`, all threads); run it under
+//! `strace -c -f` with N and with 0 to count system calls per call (BENCHMARKS.md).
+//!
 //! The Python port of the reference logic (`plugins/python/orders`, built by the test build
 //! with `componentize-py`) is measured the same way when it was built, after its load time
 //! with a cold and a warm compiled-artifact cache (a fresh engine each time, as at a restart;
-//! printed, one sample each: a cold load is a Cranelift compile of 17 MB).
+//! printed, one sample each: a cold load is a Cranelift compile of 17 MB);
+//! `WEIR_BENCH_PYTHON=off` leaves it out.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use weir_core::domain::{CatalogProduct, LineRequest, OrderRequest};
+use weir_core::domain::{OrderEvent, OrderStatus};
 use weir_host::capabilities::catalog::StaticCatalog;
+use weir_host::runtime::parts::CallParts;
 use weir_host::runtime::{Runtime, RuntimeConfig};
 use weir_sdk::Plugin as _;
 
@@ -25,14 +41,9 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio");
-    let catalog = StaticCatalog::new(SKUS.iter().map(|(sku, price)| CatalogProduct {
-        sku: (*sku).into(),
-        name: (*sku).into(),
-        unit_price: *price,
-        currency: "EUR".into(),
-        stock: 1_000_000,
-    }));
+    let catalog = catalog_products();
     let python = match weir_plugin_artifacts_python::ORDERS {
+        _ if std::env::var("WEIR_BENCH_PYTHON").as_deref() == Ok("off") => None,
         Ok(path) => Some(std::fs::read(path).expect("the Python plugin")),
         Err(reason) => {
             eprintln!("the Python plugin is not measured: {reason}");
@@ -104,6 +115,30 @@ fn bench(c: &mut Criterion) {
             .expect("the Python plugin loads")
     });
 
+    if let Some(n) = std::env::var("WEIR_BENCH_CALLS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        let before = minor_faults();
+        rt.block_on(async {
+            for _ in 0..n {
+                runtime
+                    .place_order(&plugin, &request, None)
+                    .await
+                    .expect("priced");
+            }
+        });
+        let faults = minor_faults() - before;
+        println!(
+            "{n} fresh calls: {faults} minor page faults ({:.2} per call)",
+            faults as f64 / n.max(1) as f64
+        );
+        std::process::exit(0);
+    }
+
+    parts(c, &rt, &runtime, &plugin, &request);
+    keep_resident(c, &rt, &catalog_products(), &request);
+
     let mut group = c.benchmark_group("place_order");
     group.bench_function("component_fresh_instance", |b| {
         b.to_async(&rt).iter(|| async {
@@ -160,6 +195,229 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
     drop(guard);
+}
+
+/// The benchmark's catalog: the three skus, plenty in stock.
+fn catalog_products() -> StaticCatalog {
+    StaticCatalog::new(SKUS.iter().map(|(sku, price)| CatalogProduct {
+        sku: (*sku).into(),
+        name: (*sku).into(),
+        unit_price: *price,
+        currency: "EUR".into(),
+        stock: 1_000_000,
+    }))
+}
+
+/// Which step of a fresh call a `parts` benchmark times.
+#[derive(Clone, Copy)]
+enum Step {
+    Store,
+    Instantiate,
+    Call,
+    Teardown,
+    Whole,
+}
+
+/// One whole fresh call on this thread, timing `step`.
+async fn one_call(
+    parts: &CallParts<'_>,
+    wire: &weir_host::world::bindings::OrderRequest,
+    step: Step,
+) -> Duration {
+    let t0 = Instant::now();
+    let mut store = parts.store();
+    let t1 = Instant::now();
+    let instance = parts.instantiate(&mut store).await;
+    let t2 = Instant::now();
+    black_box(CallParts::place_order(&instance, &mut store, wire).await);
+    let t3 = Instant::now();
+    drop(instance);
+    drop(store);
+    let t4 = Instant::now();
+    match step {
+        Step::Store => t1 - t0,
+        Step::Instantiate => t2 - t1,
+        Step::Call => t3 - t2,
+        Step::Teardown => t4 - t3,
+        Step::Whole => t4 - t0,
+    }
+}
+
+fn parts(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    runtime: &Runtime,
+    plugin: &weir_host::runtime::PluginVersion,
+    request: &weir_core::domain::OrderRequest,
+) {
+    let parts = CallParts::new(runtime, plugin);
+    let wire = CallParts::wire(request);
+    rt.block_on(async {
+        let mut store = parts.store();
+        let instance = parts.instantiate(&mut store).await;
+        let at_instantiation = CallParts::memory_grows(&store);
+        assert!(CallParts::place_order(&instance, &mut store, &wire).await);
+        println!(
+            "one place-order: {} host imports, WASI used: {}; memory grow requests: {} at instantiation, {} during the call",
+            CallParts::host_calls(&store),
+            CallParts::used_wasi(&store),
+            at_instantiation,
+            CallParts::memory_grows(&store) - at_instantiation
+        );
+    });
+    let order = weir_core::domain::OrderSnapshot {
+        id: uuid::Uuid::nil(),
+        customer_id: request.customer_id.clone(),
+        status: OrderStatus::Placed,
+        total: weir_core::domain::Money {
+            amount: 23400,
+            currency: request.currency.clone(),
+        },
+    };
+    let wire_order = CallParts::wire_order(&order);
+
+    let mut group = c.benchmark_group("parts");
+    for (name, step) in [
+        ("store_and_context", Step::Store),
+        ("instantiate", Step::Instantiate),
+        ("call_place_order", Step::Call),
+        ("teardown", Step::Teardown),
+        ("whole_fresh_call", Step::Whole),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let (parts, wire) = (&parts, &wire);
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += one_call(parts, wire, step).await;
+                    }
+                    total
+                }
+            })
+        });
+    }
+    group.bench_function("call_transition_no_imports", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (parts, wire_order) = (&parts, &wire_order);
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut store = parts.store();
+                    let instance = parts.instantiate(&mut store).await;
+                    let t = Instant::now();
+                    black_box(
+                        CallParts::transition(
+                            &instance,
+                            &mut store,
+                            wire_order,
+                            OrderEvent::PaymentCaptured,
+                        )
+                        .await,
+                    );
+                    total += t.elapsed();
+                }
+                total
+            }
+        })
+    });
+    // One store for every call: its log and time budgets must last the whole run.
+    let mut unbounded = RuntimeConfig::default();
+    unbounded.budget.log_records = u32::MAX;
+    unbounded.budget.log_bytes = usize::MAX;
+    unbounded.budget.timeout = Duration::from_secs(3600);
+    let reused_runtime = rt
+        .block_on(async { Runtime::new(unbounded, Arc::new(catalog_products())) })
+        .expect("engine");
+    let reused_plugin = rt
+        .block_on(
+            reused_runtime.load(weir_plugin_artifacts::ORDERS_WASM.to_vec(), |_| {
+                BTreeMap::new()
+            }),
+        )
+        .expect("reference plugin loads");
+    let reused = CallParts::new(&reused_runtime, &reused_plugin);
+    group.bench_function("reused_instance_lower_bound", |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (parts, wire) = (&reused, &wire);
+            async move {
+                let mut store = parts.store();
+                let instance = parts.instantiate(&mut store).await;
+                let t = Instant::now();
+                for _ in 0..iters {
+                    black_box(CallParts::place_order(&instance, &mut store, wire).await);
+                }
+                t.elapsed()
+            }
+        })
+    });
+    group.finish();
+}
+
+/// A whole fresh call (on this thread) with the pool keeping 0, 1 MiB and 4 MiB of each
+/// torn-down memory resident, each on its own engine; the page faults per call are printed.
+fn keep_resident(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    catalog: &StaticCatalog,
+    request: &weir_core::domain::OrderRequest,
+) {
+    let wire = CallParts::wire(request);
+    let mut group = c.benchmark_group("keep_resident");
+    for bytes in [0usize, 1 << 20, 4 << 20] {
+        let config = RuntimeConfig {
+            keep_resident_bytes: bytes,
+            ..RuntimeConfig::default()
+        };
+        let runtime = rt
+            .block_on(async { Runtime::new(config, Arc::new(catalog.clone())) })
+            .expect("engine");
+        let plugin = rt
+            .block_on(
+                runtime.load(weir_plugin_artifacts::ORDERS_WASM.to_vec(), |_| {
+                    BTreeMap::new()
+                }),
+            )
+            .expect("reference plugin loads");
+        let parts = CallParts::new(&runtime, &plugin);
+        let reset = runtime.memory_reset();
+        let n = 2000;
+        let before = minor_faults();
+        rt.block_on(async {
+            for _ in 0..n {
+                one_call(&parts, &wire, Step::Whole).await;
+            }
+        });
+        println!(
+            "keep_resident {bytes} (pagemap_scan available: {}): {:.2} minor page faults per call",
+            reset.pagemap_scan,
+            (minor_faults() - before) as f64 / n as f64
+        );
+        group.bench_function(format!("{}KiB", bytes >> 10), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let (parts, wire) = (&parts, &wire);
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += one_call(parts, wire, Step::Whole).await;
+                    }
+                    total
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Minor page faults of this process so far (all threads), from `/proc/self/stat`.
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+    rest.split(' ')
+        .nth(7)
+        .and_then(|f| f.parse().ok())
+        .expect("minflt")
 }
 
 criterion_group!(benches, bench);
