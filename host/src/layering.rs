@@ -21,6 +21,7 @@ const ORDER: &[(&str, u8)] = &[
     ("auth", 3),
     ("catalog", 3),
     ("events", 3),
+    ("native", 3),
     ("http", 4),
     ("ops", 4),
     ("server", 5),

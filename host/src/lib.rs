@@ -24,6 +24,8 @@
 //!    - [`catalog`]: the catalog read path (cache, then database).
 //!    - [`events`]: the outbox relay, the idempotent consumer, dead letters, backpressure.
 //!    - [`auth`]: principals, scopes and tenants; API keys and JWT validation.
+//!    - `native` (`native-decider` feature, benchmarks only): the reference plugin's logic
+//!      linked natively behind the same decider port.
 //! 4. Listeners
 //!    - [`http`]: the public API (thin handlers, problem responses, the edge stack).
 //!    - [`ops`]: health, `/metrics` and the admin endpoints with their token check.
@@ -52,6 +54,8 @@ pub mod cli;
 pub mod events;
 pub mod http;
 pub mod lifecycle;
+#[cfg(feature = "native-decider")]
+pub mod native;
 pub mod ops;
 pub mod policy;
 pub mod runtime;

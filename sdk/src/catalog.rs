@@ -23,11 +23,11 @@ use crate::{DependencyError, Product};
 /// assert!(matches!(failed, Err(OrderError::Unavailable(_))));
 /// ```
 pub fn get(sku: &str) -> Result<Option<Product>, DependencyError> {
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", not(feature = "fake-host")))]
     {
         crate::__bindings::weir::orders::catalog::get(sku)
     }
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "fake-host"))]
     {
         crate::testing::with_host("weir_sdk::catalog::get", |host| host.catalog_get(sku))
     }

@@ -12,11 +12,11 @@
 /// assert_eq!(weir_sdk::config::get("discount.percent_bps"), None);
 /// ```
 pub fn get(key: &str) -> Option<String> {
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", not(feature = "fake-host")))]
     {
         crate::__bindings::weir::orders::config::get(key)
     }
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "fake-host"))]
     {
         crate::testing::with_host("weir_sdk::config::get", |host| host.config_get(key))
     }

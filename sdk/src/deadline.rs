@@ -22,11 +22,11 @@ use std::time::Duration;
 /// assert!(matches!(answer, Err(OrderError::Unavailable(_))));
 /// ```
 pub fn remaining() -> Duration {
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", not(feature = "fake-host")))]
     {
         Duration::from_millis(crate::__bindings::weir::orders::deadline::remaining_ms())
     }
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "fake-host"))]
     {
         crate::testing::with_host("weir_sdk::deadline::remaining", |host| {
             host.deadline_remaining()

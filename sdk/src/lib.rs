@@ -91,7 +91,16 @@
 //!
 //! - crate root: the WIT types, their constructors, [`Plugin`] and [`export_plugin!`].
 //! - [`log`], [`catalog`], [`config`], [`deadline`]: one module per imported WIT interface.
-//! - [`testing`] (native only): [`testing::FakeHost`], the stand-in for the Weir host.
+//! - [`testing`] (native only, or with the `fake-host` feature): [`testing::FakeHost`], the
+//!   stand-in for the Weir host.
+//!
+//! # Feature `fake-host`
+//!
+//! Off by default. On `wasm32` it serves the capabilities from the thread-local
+//! [`testing::FakeHost`] too, instead of importing them from the Weir host: plugin logic can
+//! then run inside a component of another world, with no `weir:orders` import (the end-to-end
+//! benchmark's `wasi:http` peer, `bench/quote-http`, prices with the reference plugin's logic
+//! this way). Never enable it in a plugin: its capabilities would no longer reach the host.
 //! - [`contract`] (native only): the host's checks on priced orders and transitions, to run
 //!   in unit tests (what the host refuses with `PLUGIN_CONTRACT_VIOLATION`).
 #![deny(missing_docs)]
@@ -121,7 +130,7 @@ pub mod config;
 pub mod contract;
 pub mod deadline;
 pub mod log;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), feature = "fake-host"))]
 pub mod testing;
 
 /// The largest amount, in minor units, the host accepts in a priced order: 2^53 - 1, the

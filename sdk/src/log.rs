@@ -25,7 +25,7 @@ use crate::Level;
 /// assert_eq!(records[1].message, "catalog answered a negative price");
 /// ```
 pub fn emit(level: Level, message: &str, fields: &[(&str, &str)]) {
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(all(target_arch = "wasm32", not(feature = "fake-host")))]
     {
         let fields: Vec<(String, String)> = fields
             .iter()
@@ -33,7 +33,7 @@ pub fn emit(level: Level, message: &str, fields: &[(&str, &str)]) {
             .collect();
         crate::__bindings::weir::orders::log::emit(level, message, &fields);
     }
-    #[cfg(not(target_arch = "wasm32"))]
+    #[cfg(any(not(target_arch = "wasm32"), feature = "fake-host"))]
     crate::testing::with_host("weir_sdk::log::emit", |host| {
         host.log(level, message, fields)
     });

@@ -1,4 +1,5 @@
-//! A fake Weir host for native unit tests of plugin logic (not available on wasm32).
+//! A fake Weir host for native unit tests of plugin logic (on wasm32 only with the `fake-host`
+//! feature).
 //!
 //! Outside a component the capability functions ([`crate::log`], [`crate::catalog`],
 //! [`crate::config`], [`crate::deadline`]) are served by the [`FakeHost`] installed on the

@@ -174,6 +174,10 @@ pub struct PluginsConfig {
     /// Fail closed: any component of `dir` that admission refuses stops start-up. Off, a
     /// refused component is logged, counted and left out, and the rest start.
     pub strict: bool,
+    /// What decides orders: the `orders` plugin's component (the default), or, for the
+    /// end-to-end benchmark only, the reference plugin's logic linked natively (needs a build
+    /// with the `native-decider` feature; see `scripts/bench`).
+    pub decider: DeciderKind,
     /// `weir serve --plugin FILE [--watch]` only (no configuration key): the component file
     /// that serves the orders API, and whether it is followed as it changes.
     #[serde(skip)]
@@ -200,9 +204,20 @@ impl Default for PluginsConfig {
             artifact_cache: true,
             releases: crate::runtime::releases::ReleasesConfig::default(),
             strict: false,
+            decider: DeciderKind::Component,
             file: None,
         }
     }
+}
+
+/// `plugins.decider`: what makes the order decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeciderKind {
+    /// The active versions of the `plugins.orders` component, sandboxed (production).
+    Component,
+    /// The reference plugin's logic called natively (benchmarks; `native-decider` builds).
+    Native,
 }
 
 /// Values from the command line (or their environment variables) that override the file.
@@ -355,6 +370,12 @@ impl Config {
         // Refuses an API on a non-loopback address without an authentication mode.
         self.auth.resolve(self.listen)?;
         self.runtime.validate()?;
+        ensure(
+            self.plugins.decider == DeciderKind::Component || cfg!(feature = "native-decider"),
+            "plugins.decider",
+            "\"native\" needs a weir built with the native-decider feature \
+             (cargo build --release -p weir-host --features native-decider; see scripts/bench)",
+        )?;
         ensure(
             self.runtime.instance_wait < self.http.request_timeout,
             "runtime.instance_wait_ms",

@@ -163,9 +163,10 @@ impl Server {
         )
         .context("could not set up the catalog cache")?;
         tracing::info!(cache = cache_kind, "catalog read path ready");
+        let catalog: Arc<dyn weir_core::ports::Catalog> = Arc::new(catalog);
         let runtime = Runtime::with_artifacts(
             config.runtime.clone(),
-            Arc::new(catalog),
+            catalog.clone(),
             artifact_dir(&config),
         )
         .context("could not build the plugin engine")?;
@@ -211,10 +212,7 @@ impl Server {
                 inbox: store.clone(),
                 outbox: store.clone(),
                 products: store.clone(),
-                decider: Arc::new(PluginDecider::new(
-                    releases.clone(),
-                    config.plugins.orders.clone(),
-                )),
+                decider: decider(&config, &releases, catalog)?,
                 intake: Arc::new(events.clone()),
                 clock: Arc::new(SystemClock),
                 spawner: Arc::new(TokioSpawner),
@@ -342,6 +340,44 @@ impl Server {
         let report = crate::lifecycle::shutdown::drain(&self.state.shutdown, plan).await;
         self.marker.drained(&report);
         report
+    }
+}
+
+/// The order decider `plugins.decider` names: the plugin's components, or (benchmark builds)
+/// the reference logic linked natively.
+fn decider(
+    config: &Config,
+    releases: &Arc<Releases>,
+    catalog: Arc<dyn weir_core::ports::Catalog>,
+) -> anyhow::Result<Arc<dyn weir_core::ports::OrderDecider>> {
+    match config.plugins.decider {
+        config::DeciderKind::Component => Ok(Arc::new(PluginDecider::new(
+            releases.clone(),
+            config.plugins.orders.clone(),
+        ))),
+        #[cfg(feature = "native-decider")]
+        config::DeciderKind::Native => {
+            tracing::warn!(
+                plugin = %config.plugins.orders,
+                "plugins.decider = \"native\": orders are decided by the reference plugin's \
+                 logic linked natively, outside the sandbox (benchmarks only)"
+            );
+            Ok(Arc::new(crate::native::NativeDecider::new(
+                releases.registry().clone(),
+                config.plugins.orders.clone(),
+                catalog,
+                config.runtime.budget.timeout,
+                config.runtime.catalog_timeout,
+            )))
+        }
+        // `Config::validate` refuses it first; this is for a configuration built in code.
+        #[cfg(not(feature = "native-decider"))]
+        config::DeciderKind::Native => {
+            drop(catalog);
+            anyhow::bail!(
+                "plugins.decider = \"native\" needs a weir built with the native-decider feature"
+            )
+        }
     }
 }
 
