@@ -231,7 +231,6 @@ async fn one_call(
     let t2 = Instant::now();
     black_box(CallParts::place_order(&instance, &mut store, wire).await);
     let t3 = Instant::now();
-    drop(instance);
     drop(store);
     let t4 = Instant::now();
     match step {

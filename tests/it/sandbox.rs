@@ -448,10 +448,12 @@ async fn nothing_a_call_leaves_in_its_instance_reaches_the_next_call() {
 
     let clean = "earlier calls 0, dirty bytes 0";
     for keep_resident in [0, 1 << 20, 8 << 20] {
-        let mut config = RuntimeConfig::default();
         // One slot, so every call reuses the memory of the one before.
-        config.max_instances = 1;
-        config.keep_resident_bytes = keep_resident;
+        let config = RuntimeConfig {
+            max_instances: 1,
+            keep_resident_bytes: keep_resident,
+            ..RuntimeConfig::default()
+        };
         let rt = Runtime::new(config, Arc::new(CountingCatalog::default())).expect("engine");
         let snoop = load(&rt, artifacts::HOSTILE_SNOOP).await.expect("admitted");
         for call in 0..3 {

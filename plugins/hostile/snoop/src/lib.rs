@@ -21,6 +21,7 @@ use weir_sdk::{
 static CALLS: AtomicU32 = AtomicU32::new(0);
 
 /// 64 KiB pages of the probed region (3 MiB).
+#[cfg(target_arch = "wasm32")]
 const PAGES: usize = 48;
 
 /// The hostile plugin.
