@@ -78,9 +78,7 @@ fn bench(c: &mut Criterion) {
             );
         }
     }
-    let runtime = rt
-        .block_on(async { Runtime::new(RuntimeConfig::default(), Arc::new(catalog.clone())) })
-        .expect("engine");
+    let (runtime, plugin) = reference_plugin(&rt, RuntimeConfig::default(), &catalog);
     let python_runtime = rt
         .block_on(async {
             Runtime::with_artifacts(
@@ -90,13 +88,6 @@ fn bench(c: &mut Criterion) {
             )
         })
         .expect("engine");
-    let plugin = rt
-        .block_on(
-            runtime.load(weir_plugin_artifacts::ORDERS_WASM.to_vec(), |_| {
-                BTreeMap::new()
-            }),
-        )
-        .expect("reference plugin loads");
     let request = OrderRequest {
         customer_id: "cus_bench".into(),
         currency: "EUR".into(),
@@ -206,6 +197,25 @@ fn catalog_products() -> StaticCatalog {
         currency: "EUR".into(),
         stock: 1_000_000,
     }))
+}
+
+/// An engine with `config` over `catalog`, and the reference plugin loaded on it.
+fn reference_plugin(
+    rt: &tokio::runtime::Runtime,
+    config: RuntimeConfig,
+    catalog: &StaticCatalog,
+) -> (Runtime, Arc<weir_host::runtime::PluginVersion>) {
+    let runtime = rt
+        .block_on(async { Runtime::new(config, Arc::new(catalog.clone())) })
+        .expect("engine");
+    let plugin = rt
+        .block_on(
+            runtime.load(weir_plugin_artifacts::ORDERS_WASM.to_vec(), |_| {
+                BTreeMap::new()
+            }),
+        )
+        .expect("reference plugin loads");
+    (runtime, plugin)
 }
 
 /// Which step of a fresh call a `parts` benchmark times.
@@ -325,16 +335,7 @@ fn parts(
     unbounded.budget.log_records = u32::MAX;
     unbounded.budget.log_bytes = usize::MAX;
     unbounded.budget.timeout = Duration::from_secs(3600);
-    let reused_runtime = rt
-        .block_on(async { Runtime::new(unbounded, Arc::new(catalog_products())) })
-        .expect("engine");
-    let reused_plugin = rt
-        .block_on(
-            reused_runtime.load(weir_plugin_artifacts::ORDERS_WASM.to_vec(), |_| {
-                BTreeMap::new()
-            }),
-        )
-        .expect("reference plugin loads");
+    let (reused_runtime, reused_plugin) = reference_plugin(rt, unbounded, &catalog_products());
     let reused = CallParts::new(&reused_runtime, &reused_plugin);
     group.bench_function("reused_instance_lower_bound", |b| {
         b.to_async(rt).iter_custom(|iters| {
@@ -368,16 +369,7 @@ fn keep_resident(
             keep_resident_bytes: bytes,
             ..RuntimeConfig::default()
         };
-        let runtime = rt
-            .block_on(async { Runtime::new(config, Arc::new(catalog.clone())) })
-            .expect("engine");
-        let plugin = rt
-            .block_on(
-                runtime.load(weir_plugin_artifacts::ORDERS_WASM.to_vec(), |_| {
-                    BTreeMap::new()
-                }),
-            )
-            .expect("reference plugin loads");
+        let (runtime, plugin) = reference_plugin(rt, config, catalog);
         let parts = CallParts::new(&runtime, &plugin);
         let reset = runtime.memory_reset();
         let n = 2000;
