@@ -18,6 +18,8 @@
 //!   `synchronous=NORMAL`, a 5 s busy timeout, foreign keys on. Every write transaction starts
 //!   with `BEGIN IMMEDIATE`, so a writer takes the write lock up front instead of failing with
 //!   `SQLITE_BUSY` when it tries to upgrade a read lock that another writer is also holding.
+//! - `write_lane.rs`: the queue (first come, first served) in which the SQLite writers of this
+//!   process wait for that lock, instead of in SQLite's busy handler.
 //! - `postgres.rs`: [`PgStore`], the production path (`postgres://` and `postgresql://`).
 //! - [`traced`]: [`traced::TracedStore`], the one place store calls get their spans.
 //! - [`testing`]: creates and drops a throw-away PostgreSQL database; shared with the
@@ -61,6 +63,7 @@ pub mod api_keys;
 mod postgres;
 mod sqlite;
 pub mod traced;
+mod write_lane;
 
 pub use api_keys::{ApiKeyRecord, ApiKeyStore};
 pub use postgres::PgStore;

@@ -4,13 +4,16 @@
 //! checkpoints, never corrupt), a 5 s busy timeout and foreign keys on. SQLite has a single
 //! writer: every multi-statement write runs in a `BEGIN IMMEDIATE` transaction, which takes the
 //! write lock up front and so waits in the busy handler instead of failing with `SQLITE_BUSY`
-//! when two deferred transactions both try to upgrade their read locks.
+//! when two deferred transactions both try to upgrade their read locks. Writers of this
+//! process queue for that lock on a [`WriteLane`] (first come, first served) before they ask
+//! for a connection, so they never wait in SQLite's busy handler for each other.
 //!
 //! Types: UUIDs are lowercase hyphenated TEXT, timestamps fixed-width RFC 3339 TEXT with
 //! microseconds (see [`ts`]), JSON is TEXT.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -24,6 +27,7 @@ use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
+use super::write_lane::{Turn, WriteLane};
 use super::{
     ApiKeyRecord, ApiKeyStore, BEGIN_ATTEMPTS, COUNT_ROWS_SQL, ConnectError, Database, EventRecord,
     ExistingKey, Expiring, IdempotencyBegin, IdempotencyStore, InboxOutcome, InboxStore,
@@ -177,8 +181,38 @@ fn product_from_row(row: &SqliteRow) -> Result<Product, StoreError> {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Every write of this process takes its turn here first (see the module doc).
+    lane: WriteLane,
     /// The connect URL with any password redacted.
     url: String,
+}
+
+/// A write transaction together with its turn on the write lane: the lane is free again
+/// once the transaction has committed or, dropped, rolled back.
+struct WriteTx {
+    // Declared first so that it is dropped (rolled back) before the turn is given up.
+    tx: Transaction<'static, Sqlite>,
+    _turn: Turn,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
 }
 
 impl fmt::Debug for SqliteStore {
@@ -195,12 +229,22 @@ impl SqliteStore {
     /// (`sqlite::memory:`) is kept on a single connection that is never recycled, since the
     /// data lives only as long as a connection does.
     pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, ConnectError> {
+        Self::connect_with_busy_timeout(url, opts, BUSY_TIMEOUT).await
+    }
+
+    /// [`SqliteStore::connect`] with another busy timeout (the tests use none at all, to show
+    /// that this process's writers never need it).
+    async fn connect_with_busy_timeout(
+        url: &str,
+        opts: &StoreOptions,
+        busy_timeout: Duration,
+    ) -> Result<Self, ConnectError> {
         let redacted = redact_url(url);
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| ConnectError::InvalidUrl(format!("{redacted}: {e}")))?
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
+            .busy_timeout(busy_timeout)
             .foreign_keys(true)
             .create_if_missing(true);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -219,6 +263,7 @@ impl SqliteStore {
             .map_err(|e| ConnectError::Open(db_err(e)))?;
         Ok(SqliteStore {
             pool,
+            lane: WriteLane::new(BUSY_TIMEOUT),
             url: redacted,
         })
     }
@@ -229,12 +274,16 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// A write transaction holding the database write lock from its first statement.
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        self.pool
+    /// A write transaction holding the database write lock from its first statement, begun
+    /// once this writer's turn on the lane has come.
+    async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let turn = self.lane.turn().await?;
+        let tx = self
+            .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db_err)
+            .map_err(db_err)?;
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     async fn attach_lines(
@@ -611,6 +660,7 @@ impl IdempotencyStore for SqliteStore {
     }
 
     async fn idempotency_release(&self, key: &str) -> Result<(), StoreError> {
+        let _turn = self.lane.turn().await?;
         sqlx::query("DELETE FROM idempotency_keys WHERE key = ? AND state = 'in_progress'")
             .bind(key)
             .execute(&self.pool)
@@ -656,6 +706,7 @@ impl RetentionStore for SqliteStore {
             Expiring::PublishedEvents | Expiring::FeedEvents => None,
         };
         if let Some(sql) = single {
+            let _turn = self.lane.turn().await?;
             let done = sqlx::query(sql)
                 .bind(ts(before))
                 .bind(i64::from(limit))
@@ -863,6 +914,7 @@ impl InboxStore for SqliteStore {
         message_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let _turn = self.lane.turn().await?;
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
         Self::insert_inbox(&mut conn, tenant, consumer, message_id, now).await
     }
@@ -970,6 +1022,7 @@ impl OutboxStore for SqliteStore {
             return Ok(0);
         }
         let ids: Vec<String> = ids.iter().copied().map(id_text).collect();
+        let _turn = self.lane.turn().await?;
         let done = sqlx::query(
             "UPDATE outbox_events SET published_at = ?, claimed_by = NULL, claimed_until = NULL \
              WHERE published_at IS NULL AND id IN (SELECT value FROM json_each(?))",
@@ -992,6 +1045,7 @@ impl OutboxStore for SqliteStore {
             return Ok(());
         }
         let ids: Vec<String> = ids.iter().copied().map(id_text).collect();
+        let _turn = self.lane.turn().await?;
         sqlx::query(
             "UPDATE outbox_events SET claimed_by = CASE WHEN ?1 IS NULL THEN NULL ELSE claimed_by END, \
              claimed_until = ?1, publish_attempts = publish_attempts + 1 \
@@ -1043,6 +1097,7 @@ impl ProductStore for SqliteStore {
     }
 
     async fn upsert_product(&self, product: &Product) -> Result<Product, StoreError> {
+        let _turn = self.lane.turn().await?;
         let row = sqlx::query(concat!(
             "INSERT INTO products (sku, name, unit_price, currency, stock, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sku) DO UPDATE SET name = excluded.name, \
@@ -1309,6 +1364,7 @@ const API_KEY_COLUMNS: &str =
 #[async_trait::async_trait]
 impl ApiKeyStore for SqliteStore {
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let _turn = self.lane.turn().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, prefix, secret_hash, tenant, name, scopes, created_at, \
              created_by, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1359,12 +1415,14 @@ impl ApiKeyStore for SqliteStore {
         id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let turn = self.lane.turn().await?;
         sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
             .bind(ts(now))
             .bind(id_text(id))
             .execute(&self.pool)
             .await
             .map_err(db_err)?;
+        drop(turn);
         sqlx::query(AssertSqlSafe(format!(
             "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?"
         )))
@@ -1540,6 +1598,91 @@ mod tests {
             .unwrap();
         assert_eq!(busy, 5000);
         drop(conn);
+        store.close().await;
+    }
+
+    /// Writers of one process queue on the write lane, never in SQLite's busy handler: with
+    /// the busy timeout at zero, any two of them meeting at the write lock would fail at once
+    /// with `SQLITE_BUSY`. Many overlapping writers of every kind the order path makes
+    /// (claim a key, complete it, record a message) all succeed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_never_meet_at_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("weir.db").display());
+        let store =
+            SqliteStore::connect_with_busy_timeout(&url, &StoreOptions::default(), Duration::ZERO)
+                .await
+                .unwrap();
+        store.migrate().await.unwrap();
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(busy, 0, "the test needs writers to fail on contact");
+        let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let writers = (0..64).map(|i| {
+            let store = store.clone();
+            let (in_flight, most) = (in_flight.clone(), most.clone());
+            tokio::spawn(async move {
+                use std::sync::atomic::Ordering::SeqCst;
+                let now = in_flight.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                let key = format!("key-{i}");
+                for round in 0..5 {
+                    let begun = store
+                        .idempotency_begin(
+                            "default",
+                            &format!("{key}-{round}"),
+                            "hash",
+                            Utc::now(),
+                            Duration::from_secs(30),
+                            Duration::from_secs(3600),
+                        )
+                        .await?;
+                    assert!(matches!(begun, IdempotencyBegin::Started), "{begun:?}");
+                    store
+                        .idempotency_complete(
+                            &format!("{key}-{round}"),
+                            &StoredResponse {
+                                status: 201,
+                                body: b"{}".to_vec(),
+                                headers: Vec::new(),
+                            },
+                        )
+                        .await?;
+                    store
+                        .record_inbox("default", "c", &format!("{key}-{round}"), Utc::now())
+                        .await?;
+                }
+                in_flight.fetch_sub(1, SeqCst);
+                Ok::<_, StoreError>(())
+            })
+        });
+        let results = futures::future::join_all(writers).await;
+        let failed: Vec<String> = results
+            .into_iter()
+            .map(|r| r.expect("writer task"))
+            .filter_map(|r| {
+                r.err()
+                    .map(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+            })
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} writers failed: {failed:?}",
+            failed.len()
+        );
+        let most = most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            most > 1,
+            "the writers never overlapped (at most {most} at once)"
+        );
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 64 * 5);
         store.close().await;
     }
 
