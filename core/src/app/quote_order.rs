@@ -82,20 +82,25 @@ impl OrderService {
         for line in &cmd.request.lines {
             *wanted.entry(line.sku.as_str()).or_default() += i64::from(line.quantity);
         }
-        let mut covered: BTreeMap<&str, bool> = BTreeMap::new();
-        for (sku, units) in wanted {
-            let product = p
-                .products
-                .get_product(sku)
-                .await
-                .map_err(QuoteError::Store)?;
-            covered.insert(sku, product.is_some_and(|p| p.stock >= units));
-        }
+        let skus: Vec<&str> = wanted.keys().copied().collect();
+        let stocked: BTreeMap<String, i64> = p
+            .products
+            .get_products(&skus)
+            .await
+            .map_err(QuoteError::Store)?
+            .into_iter()
+            .map(|product| (product.sku, product.stock))
+            .collect();
+        let covered = |sku: &str| {
+            stocked
+                .get(sku)
+                .is_some_and(|&stock| stock >= wanted.get(sku).copied().unwrap_or(i64::MAX))
+        };
         let available = cmd
             .request
             .lines
             .iter()
-            .map(|l| covered.get(l.sku.as_str()).copied().unwrap_or(false))
+            .map(|l| covered(l.sku.as_str()))
             .collect();
         Ok(Quote {
             priced: decided.value,
