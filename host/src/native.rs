@@ -22,9 +22,11 @@
 //!
 //! What it does not do: admission to the instance pool, the version's circuit breaker,
 //! metrics and the `plugin.invoke` span, shadows and canaries (every call is the stable
-//! version's), and the guest's log records are kept in the fake host instead of being
-//! emitted. Those are part of what the benchmark compares. A request the plugin refuses as
-//! invalid still has its skus looked up here (the component validates before it looks up).
+//! version's). Those are part of what the benchmark compares. The guest's log records (the
+//! reference plugin logs `order priced` at info on every priced order) are emitted after the
+//! call through the host's own log path, as the `log` import emits a component's, so both
+//! deciders write the same log lines. A request the plugin refuses as invalid still has its
+//! skus looked up here (the component validates before it looks up).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,6 +138,26 @@ fn host_for(version: &PluginVersion, deadline: Instant) -> FakeHost {
     host
 }
 
+/// The guest's log records of one call, through the host's log path (see the module doc).
+fn emit_logs(version: &PluginVersion, records: &[weir_sdk::testing::LogRecord]) {
+    for record in records {
+        let level = match record.level {
+            weir_sdk::Level::Trace => tracing::Level::TRACE,
+            weir_sdk::Level::Debug => tracing::Level::DEBUG,
+            weir_sdk::Level::Info => tracing::Level::INFO,
+            weir_sdk::Level::Warn => tracing::Level::WARN,
+            weir_sdk::Level::Error => tracing::Level::ERROR,
+        };
+        crate::capabilities::log::emit_record(
+            level,
+            &version.meta.name,
+            &version.meta.version,
+            &record.message,
+            &record.fields,
+        );
+    }
+}
+
 /// A refusal or a broken contract, as the runtime reports a component's.
 fn refused(error: weir_sdk::OrderError) -> DecideError {
     let error = order_error(error);
@@ -180,8 +202,10 @@ impl OrderDecider for NativeDecider {
             host = host.catalog_error(sku, e);
         }
         let answer = {
-            let _installed = host.install();
-            OrdersPlugin::place_order(order_request(request))
+            let installed = host.install();
+            let answer = OrdersPlugin::place_order(order_request(request));
+            emit_logs(&version, &installed.logs());
+            answer
         };
         let priced = match answer {
             Ok(priced) => priced_order(priced),
@@ -203,8 +227,10 @@ impl OrderDecider for NativeDecider {
         let version = self.version()?;
         let deadline = self.deadline(&cx);
         let answer = {
-            let _installed = host_for(&version, deadline).install();
-            OrdersPlugin::transition(order_snapshot(order), order_event(event))
+            let installed = host_for(&version, deadline).install();
+            let answer = OrdersPlugin::transition(order_snapshot(order), order_event(event));
+            emit_logs(&version, &installed.logs());
+            answer
         };
         let to = match answer {
             Ok(to) => status_from(to),

@@ -47,36 +47,59 @@ impl Host for Imports {
         self.log.records -= 1;
         self.log.bytes -= size;
 
-        // The budget is charged whether or not the record is kept; the fields are only
-        // formatted when a subscriber takes records of this level.
-        let format_fields = || {
-            let mut map = serde_json::Map::new();
-            for (k, v) in &fields {
-                map.insert(
-                    clip(k).to_owned(),
-                    serde_json::Value::String(clip(v).to_owned()),
-                );
-            }
-            serde_json::Value::Object(map).to_string()
+        // The budget is charged whether or not the record is kept.
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
         };
-        let message = clip(&message);
-        let plugin = self.plugin.name.as_str();
-        let version = self.plugin.version.as_str();
-        macro_rules! emit {
-            ($lvl:expr) => {
-                if tracing::enabled!(target: "weir::plugin", $lvl) {
-                    let fields = format_fields();
-                    tracing::event!(target: "weir::plugin", $lvl, plugin, plugin.version = version, fields = %fields, "{message}")
-                }
-            };
-        }
-        match level {
-            Level::Trace => emit!(tracing::Level::TRACE),
-            Level::Debug => emit!(tracing::Level::DEBUG),
-            Level::Info => emit!(tracing::Level::INFO),
-            Level::Warn => emit!(tracing::Level::WARN),
-            Level::Error => emit!(tracing::Level::ERROR),
-        }
+        emit_record(
+            level,
+            &self.plugin.name,
+            &self.plugin.version,
+            &message,
+            &fields,
+        );
         Ok(())
+    }
+}
+
+/// One guest log record as a `tracing` event of target `weir::plugin`, its message and field
+/// values clipped; the fields are only formatted when a subscriber takes records of this
+/// level. Shared with the native decider of the benchmark, which emits the same records.
+pub(crate) fn emit_record(
+    level: tracing::Level,
+    plugin: &str,
+    version: &str,
+    message: &str,
+    fields: &[(String, String)],
+) {
+    let format_fields = || {
+        let mut map = serde_json::Map::new();
+        for (k, v) in fields {
+            map.insert(
+                clip(k).to_owned(),
+                serde_json::Value::String(clip(v).to_owned()),
+            );
+        }
+        serde_json::Value::Object(map).to_string()
+    };
+    let message = clip(message);
+    macro_rules! emit {
+        ($lvl:expr) => {
+            if tracing::enabled!(target: "weir::plugin", $lvl) {
+                let fields = format_fields();
+                tracing::event!(target: "weir::plugin", $lvl, plugin, plugin.version = version, fields = %fields, "{message}")
+            }
+        };
+    }
+    match level {
+        tracing::Level::TRACE => emit!(tracing::Level::TRACE),
+        tracing::Level::DEBUG => emit!(tracing::Level::DEBUG),
+        tracing::Level::INFO => emit!(tracing::Level::INFO),
+        tracing::Level::WARN => emit!(tracing::Level::WARN),
+        _ => emit!(tracing::Level::ERROR),
     }
 }

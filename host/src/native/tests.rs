@@ -155,4 +155,54 @@ async fn decides_as_the_component_does() {
             "{status:?} + {event:?}"
         );
     }
+
+    // The guest's log records leave through the host's log path, as a component's do: the
+    // reference plugin's `order priced` at info, with its fields, as one `weir::plugin` line.
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer({
+            let lines = lines.clone();
+            move || lines.clone()
+        })
+        .finish();
+    {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        native
+            .place(&requests[0].1, cx())
+            .await
+            .expect("the ok request is priced");
+    }
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let priced: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .filter(|l: &serde_json::Value| l["fields"]["message"] == "order priced")
+        .collect();
+    assert_eq!(priced.len(), 1, "one `order priced` record: {text}");
+    assert_eq!(priced[0]["target"], "weir::plugin");
+    assert_eq!(priced[0]["level"], "INFO");
+    assert_eq!(priced[0]["fields"]["plugin"], "orders");
+    let fields: serde_json::Value =
+        serde_json::from_str(priced[0]["fields"]["fields"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        fields,
+        serde_json::json!({"currency": "EUR", "lines": "2", "total": "22140"})
+    );
+}
+
+/// A log writer into memory.
+#[derive(Clone, Default)]
+struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
