@@ -77,7 +77,7 @@ impl OrderService {
             .await
             .map_err(QuoteError::Decide)?;
 
-        // What the request asks of each sku in all, then one read per distinct sku.
+        // What the request asks of each sku in all, then one read for all of them.
         let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
         for line in &cmd.request.lines {
             *wanted.entry(line.sku.as_str()).or_default() += i64::from(line.quantity);
@@ -91,16 +91,15 @@ impl OrderService {
             .into_iter()
             .map(|product| (product.sku, product.stock))
             .collect();
-        let covered = |sku: &str| {
-            stocked
-                .get(sku)
-                .is_some_and(|&stock| stock >= wanted.get(sku).copied().unwrap_or(i64::MAX))
-        };
+        // Every line's sku is a key of `wanted`.
         let available = cmd
             .request
             .lines
             .iter()
-            .map(|l| covered(l.sku.as_str()))
+            .map(|l| {
+                let sku = l.sku.as_str();
+                stocked.get(sku).is_some_and(|&stock| stock >= wanted[sku])
+            })
             .collect();
         Ok(Quote {
             priced: decided.value,
