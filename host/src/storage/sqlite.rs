@@ -190,15 +190,58 @@ pub struct SqliteStore {
 
 /// A write transaction together with its turn on the write lane: the lane is free again
 /// once the transaction has committed or, dropped, rolled back.
+///
+/// Dropping a sqlx transaction only *queues* its `ROLLBACK` on the connection's worker
+/// thread, and the write lock stays taken until that statement has run. Giving up the turn
+/// at the drop would let the next writer begin while the lock is still held, and wait in
+/// SQLite's busy handler after all. So a transaction dropped without a commit (a shortage,
+/// an error, a cancelled request) hands itself and its turn to a task that rolls back and
+/// only then gives the turn up.
 struct WriteTx {
-    // Declared first so that it is dropped (rolled back) before the turn is given up.
-    tx: Transaction<'static, Sqlite>,
-    _turn: Turn,
+    /// `Some` until [`WriteTx::commit`] or the drop takes it.
+    tx: Option<Transaction<'static, Sqlite>>,
+    turn: Option<Turn>,
 }
 
 impl WriteTx {
-    async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        let tx = self
+            .tx
+            .take()
+            .expect("a write transaction is open until it commits");
+        // The turn is dropped with `self` once the commit has returned, committed or not:
+        // a failed COMMIT leaves the transaction rolled back.
+        tx.commit().await
+    }
+
+    fn conn(&self) -> &Transaction<'static, Sqlite> {
+        self.tx
+            .as_ref()
+            .expect("a write transaction is open until it commits")
+    }
+
+    fn conn_mut(&mut self) -> &mut Transaction<'static, Sqlite> {
+        self.tx
+            .as_mut()
+            .expect("a write transaction is open until it commits")
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let (Some(tx), Some(turn)) = (self.tx.take(), self.turn.take()) else {
+            return;
+        };
+        // Outside a runtime (the process is going down) the transaction's own drop queues the
+        // rollback and the turn goes with it: nobody is left to write.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = tx.rollback().await {
+                    tracing::warn!(error = %e, "rolling back an abandoned SQLite write failed");
+                }
+                drop(turn);
+            });
+        }
     }
 }
 
@@ -206,13 +249,13 @@ impl Deref for WriteTx {
     type Target = SqliteConnection;
 
     fn deref(&self) -> &SqliteConnection {
-        &self.tx
+        self.conn()
     }
 }
 
 impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+        self.conn_mut()
     }
 }
 
@@ -284,7 +327,10 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_err)?;
-        Ok(WriteTx { tx, _turn: turn })
+        Ok(WriteTx {
+            tx: Some(tx),
+            turn: Some(turn),
+        })
     }
 
     async fn attach_lines(
@@ -1701,6 +1747,63 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 64 * 5);
+        store.close().await;
+    }
+
+    /// A write transaction dropped without a commit keeps its turn until its rollback has
+    /// run: with no busy timeout, a writer that began while the lock was still held would
+    /// fail at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_write_keeps_its_turn_until_it_has_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("weir.db").display());
+        let store =
+            SqliteStore::connect_with_busy_timeout(&url, &StoreOptions::default(), Duration::ZERO)
+                .await
+                .unwrap();
+        store.migrate().await.unwrap();
+        let insert = "INSERT INTO inbox_messages (tenant, consumer, message_id, received_at) \
+                      VALUES ('default', 'c', ?, '2026-01-01T00:00:00Z')";
+        let writers = (0..16).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for round in 0..20 {
+                    let mut abandoned = store.begin_write().await?;
+                    sqlx::query(insert)
+                        .bind(format!("dropped-{i}-{round}"))
+                        .execute(&mut *abandoned)
+                        .await
+                        .map_err(db_err)?;
+                    drop(abandoned);
+                    let mut kept = store.begin_write().await?;
+                    sqlx::query(insert)
+                        .bind(format!("kept-{i}-{round}"))
+                        .execute(&mut *kept)
+                        .await
+                        .map_err(db_err)?;
+                    kept.commit().await.map_err(db_err)?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        });
+        let failed: Vec<String> = futures::future::join_all(writers)
+            .await
+            .into_iter()
+            .filter_map(|r| r.expect("writer task").err())
+            .map(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{} writers met a lock still held by a rollback: {failed:?}",
+            failed.len()
+        );
+        let (kept, dropped): (i64, i64) = sqlx::query_as(
+            "SELECT SUM(message_id LIKE 'kept-%'), SUM(message_id LIKE 'dropped-%') FROM inbox_messages",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!((kept, dropped), (16 * 20, 0), "abandoned writes were kept");
         store.close().await;
     }
 
