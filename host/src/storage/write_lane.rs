@@ -65,6 +65,14 @@ impl WriteLane {
     /// A lane whose writers wait at most `bound` for their turn.
     pub(crate) fn new(bound: Duration) -> Self {
         let meter = opentelemetry::global::meter("weir.storage");
+        let timeouts = meter
+            .u64_counter("weir.db.write_lane.timeouts")
+            .with_description(
+                "SQLite writes refused because their turn on the write lane did not come in time",
+            )
+            .build();
+        // Exported at 0 from the start, so an alert's increase() sees the first refusal.
+        timeouts.add(0, &[]);
         Self {
             permit: Arc::new(Semaphore::new(1)),
             bound,
@@ -81,12 +89,7 @@ impl WriteLane {
                         2.5, 5.0,
                     ])
                     .build(),
-                timeouts: meter
-                    .u64_counter("weir.db.write_lane.timeouts")
-                    .with_description(
-                        "SQLite writes refused because their turn on the write lane did not come in time",
-                    )
-                    .build(),
+                timeouts,
             }),
         }
     }
