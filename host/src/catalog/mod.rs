@@ -12,11 +12,19 @@
 //!
 //! Entries live `ttl_ms` (default 2 s): a price or stock change made through the API is
 //! visible to new orders within that bound. Only found products are cached.
+//!
+//! The in-process cache is not a dependency: a lookup is a map read under a mutex, which can
+//! neither time out nor be unavailable. So it is read directly, without the span, timeout,
+//! bulkhead and breaker a remote cache needs (they cost more than the read: about 7 us of a
+//! plugin thread per lookup, BENCHMARKS.md), and a miss's write-back is made on the spot.
+//! Every lookup of either backend is counted in `weir.catalog.cache.lookups` by `backend` and
+//! `result` (`hit`, `miss`, `error`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
@@ -56,6 +64,58 @@ pub enum CacheOp {
 type SourceSvc = BoxCloneSyncService<ProductRead, Option<CatalogProduct>, DepError>;
 type CacheSvc = BoxCloneSyncService<CacheOp, Option<CatalogProduct>, DepError>;
 
+/// The cache in front of the database, as the reader uses it.
+#[derive(Clone)]
+enum Cache {
+    /// In the process: read directly, no dependency stack and so no fault injection
+    /// either (see the module doc).
+    Memory {
+        backend: Arc<Backend>,
+        ttl: Duration,
+    },
+    /// Redis, behind its dependency stack.
+    Remote(CacheSvc),
+}
+
+/// `weir.catalog.cache.lookups`, its attribute sets made once.
+#[derive(Clone)]
+struct Lookups {
+    counter: opentelemetry::metrics::Counter<u64>,
+    hit: Arc<[KeyValue; 2]>,
+    miss: Arc<[KeyValue; 2]>,
+    error: Arc<[KeyValue; 2]>,
+}
+
+impl Lookups {
+    fn new(backend: &'static str) -> Self {
+        let counter = opentelemetry::global::meter("weir.catalog")
+            .u64_counter("weir.catalog.cache.lookups")
+            .with_description("Catalog cache lookups by backend and result (hit, miss, error)")
+            .build();
+        let attrs = |result: &'static str| {
+            Arc::new([
+                KeyValue::new("backend", backend),
+                KeyValue::new("result", result),
+            ])
+        };
+        Self {
+            counter,
+            hit: attrs("hit"),
+            miss: attrs("miss"),
+            error: attrs("error"),
+        }
+    }
+
+    fn record(&self, result: &Result<Option<CatalogProduct>, DepError>) {
+        let attrs = match result {
+            Ok(Some(_)) => &self.hit,
+            Ok(None) => &self.miss,
+            Err(_) => &self.error,
+        };
+        self.counter.add(1, &attrs[..]);
+    }
+}
+
 /// Where cached entries live.
 enum Backend {
     Memory {
@@ -71,35 +131,53 @@ enum Backend {
 }
 
 impl Backend {
+    /// A live entry of the in-process cache (an expired one is removed). `Ok` always: the
+    /// signature matches the remote cache's.
+    fn memory_get(&self, sku: &str) -> Result<Option<CatalogProduct>, DepError> {
+        let Backend::Memory { entries, .. } = self else {
+            return Ok(None);
+        };
+        let mut map = entries.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(match map.get(sku) {
+            Some((expires, p)) if *expires > Instant::now() => Some(p.clone()),
+            Some(_) => {
+                map.remove(sku);
+                None
+            }
+            None => None,
+        })
+    }
+
+    /// Keep `p` in the in-process cache for `ttl`; a full cache first drops its expired
+    /// entries, then everything.
+    fn memory_put(&self, p: &CatalogProduct, ttl: Duration) {
+        let Backend::Memory {
+            entries,
+            max_entries,
+        } = self
+        else {
+            return;
+        };
+        let mut map = entries.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if map.len() >= *max_entries {
+            map.retain(|_, (expires, _)| *expires > now);
+            if map.len() >= *max_entries {
+                map.clear();
+            }
+        }
+        map.insert(p.sku.clone(), (now + ttl, p.clone()));
+    }
+
     async fn run(&self, op: CacheOp, ttl: Duration) -> Result<Option<CatalogProduct>, DepError> {
         match self {
-            Backend::Memory {
-                entries,
-                max_entries,
-            } => {
-                let mut map = entries.lock().unwrap_or_else(|e| e.into_inner());
-                let now = Instant::now();
-                match op {
-                    CacheOp::Get(sku) => Ok(match map.get(&sku) {
-                        Some((expires, p)) if *expires > now => Some(p.clone()),
-                        Some(_) => {
-                            map.remove(&sku);
-                            None
-                        }
-                        None => None,
-                    }),
-                    CacheOp::Put(p) => {
-                        if map.len() >= *max_entries {
-                            map.retain(|_, (expires, _)| *expires > now);
-                            if map.len() >= *max_entries {
-                                map.clear();
-                            }
-                        }
-                        map.insert(p.sku.clone(), (now + ttl, p));
-                        Ok(None)
-                    }
+            Backend::Memory { .. } => Ok(match op {
+                CacheOp::Get(sku) => self.memory_get(&sku)?,
+                CacheOp::Put(p) => {
+                    self.memory_put(&p, ttl);
+                    None
                 }
-            }
+            }),
             Backend::Redis {
                 client,
                 conn,
@@ -163,10 +241,10 @@ fn redis_error(e: redis::RedisError) -> DepError {
 #[error("invalid redis url: {0}")]
 pub struct CacheSetupError(String);
 
-/// The catalog the runtime uses: cache, then database, each behind its stack.
+/// The catalog the runtime uses: cache, then database behind its stack.
 #[derive(Clone)]
 pub struct CatalogReader {
-    cache: Option<CacheSvc>,
+    cache: Option<(Cache, Lookups)>,
     source: SourceSvc,
 }
 
@@ -218,48 +296,48 @@ impl CatalogReader {
 
         let (cache, kind) = match cache {
             None => (None, "off"),
-            Some((dep, config)) => {
-                let (backend, kind) = match &config.redis_url {
-                    Some(url) => (
-                        Backend::Redis {
-                            client: redis::Client::open(url.expose())
-                                .map_err(|e| CacheSetupError(format!("{:?}", e.kind())))?,
-                            conn: OnceCell::new(),
-                            prefix: config.key_prefix.clone(),
-                            timeout: dep.config.timeout,
-                        },
-                        "redis",
-                    ),
-                    None => (
-                        Backend::Memory {
+            Some((dep, config)) => match &config.redis_url {
+                Some(url) => {
+                    let backend = Arc::new(Backend::Redis {
+                        client: redis::Client::open(url.expose())
+                            .map_err(|e| CacheSetupError(format!("{:?}", e.kind())))?,
+                        conn: OnceCell::new(),
+                        prefix: config.key_prefix.clone(),
+                        timeout: dep.config.timeout,
+                    });
+                    let ttl = config.ttl;
+                    #[cfg(feature = "fault-injection")]
+                    let fault = dep.fault.clone();
+                    let op = tower::service_fn(move |op: CacheOp| {
+                        let backend = backend.clone();
+                        #[cfg(feature = "fault-injection")]
+                        let fault = fault.clone();
+                        async move {
+                            #[cfg(feature = "fault-injection")]
+                            fault.apply().await;
+                            backend.run(op, ttl).await
+                        }
+                    });
+                    let svc = ServiceBuilder::new()
+                        .layer(ObserveLayer::new(dep.name, "catalog.cache"))
+                        .layer(CircuitBreakerLayer::new(dep.breaker.clone()))
+                        .layer(BulkheadLayer::new(dep.config.max_concurrency))
+                        .layer(TimeoutLayer::new(dep.config.timeout))
+                        .service(op);
+                    let cache = Cache::Remote(BoxCloneSyncService::new(svc));
+                    (Some((cache, Lookups::new("redis"))), "redis")
+                }
+                None => {
+                    let cache = Cache::Memory {
+                        backend: Arc::new(Backend::Memory {
                             entries: Mutex::new(HashMap::new()),
                             max_entries: config.max_entries.max(1),
-                        },
-                        "memory",
-                    ),
-                };
-                let backend = Arc::new(backend);
-                let ttl = config.ttl;
-                #[cfg(feature = "fault-injection")]
-                let fault = dep.fault.clone();
-                let op = tower::service_fn(move |op: CacheOp| {
-                    let backend = backend.clone();
-                    #[cfg(feature = "fault-injection")]
-                    let fault = fault.clone();
-                    async move {
-                        #[cfg(feature = "fault-injection")]
-                        fault.apply().await;
-                        backend.run(op, ttl).await
-                    }
-                });
-                let svc = ServiceBuilder::new()
-                    .layer(ObserveLayer::new(dep.name, "catalog.cache"))
-                    .layer(CircuitBreakerLayer::new(dep.breaker.clone()))
-                    .layer(BulkheadLayer::new(dep.config.max_concurrency))
-                    .layer(TimeoutLayer::new(dep.config.timeout))
-                    .service(op);
-                (Some(BoxCloneSyncService::new(svc)), kind)
-            }
+                        }),
+                        ttl: config.ttl,
+                    };
+                    (Some((cache, Lookups::new("memory"))), "memory")
+                }
+            },
         };
         Ok((
             Self {
@@ -271,18 +349,43 @@ impl CatalogReader {
     }
 }
 
+impl CatalogReader {
+    async fn cached(&self, sku: &str) -> Option<CatalogProduct> {
+        let (cache, lookups) = self.cache.as_ref()?;
+        let result = match cache {
+            Cache::Memory { backend, .. } => backend.memory_get(sku),
+            Cache::Remote(svc) => svc.clone().oneshot(CacheOp::Get(sku.to_owned())).await,
+        };
+        lookups.record(&result);
+        // Degrade to the database on an error; a remote cache's own metrics and breaker
+        // record it.
+        result
+            .inspect_err(
+                |e| tracing::debug!(error = %e, "catalog cache unavailable; reading the database"),
+            )
+            .ok()
+            .flatten()
+    }
+
+    fn write_back(&self, product: &CatalogProduct) {
+        match &self.cache {
+            None => {}
+            Some((Cache::Memory { backend, ttl, .. }, _)) => backend.memory_put(product, *ttl),
+            Some((Cache::Remote(svc), _)) => {
+                let put = svc.clone().oneshot(CacheOp::Put(product.clone()));
+                tokio::spawn(async move {
+                    let _ = put.await;
+                });
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Catalog for CatalogReader {
     async fn get(&self, sku: &str) -> Result<Option<CatalogProduct>, CatalogError> {
-        if let Some(cache) = &self.cache {
-            match cache.clone().oneshot(CacheOp::Get(sku.to_owned())).await {
-                Ok(Some(p)) => return Ok(Some(p)),
-                Ok(None) => {}
-                // Degrade to the database; the cache's own metrics and breaker record it.
-                Err(e) => {
-                    tracing::debug!(error = %e, "catalog cache unavailable; reading the database")
-                }
-            }
+        if let Some(p) = self.cached(sku).await {
+            return Ok(Some(p));
         }
         let found = self
             .source
@@ -294,11 +397,8 @@ impl Catalog for CatalogReader {
                 DepError::Internal(m) => CatalogError::Internal(m),
                 other => CatalogError::Unavailable(other.to_string()),
             })?;
-        if let (Some(cache), Some(p)) = (&self.cache, &found) {
-            let put = cache.clone().oneshot(CacheOp::Put(p.clone()));
-            tokio::spawn(async move {
-                let _ = put.await;
-            });
+        if let Some(p) = &found {
+            self.write_back(p);
         }
         Ok(found)
     }
@@ -307,6 +407,84 @@ impl Catalog for CatalogReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A product store that counts its reads.
+    struct CountingStore {
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl ProductStore for CountingStore {
+        async fn get_product(
+            &self,
+            sku: &str,
+        ) -> Result<Option<weir_core::domain::Product>, weir_core::ports::StoreError> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Some(weir_core::domain::Product {
+                sku: sku.to_owned(),
+                name: "thing".to_owned(),
+                unit_price: 100,
+                currency: "EUR".to_owned(),
+                stock: 1,
+                reserved: 0,
+                updated_at: chrono::Utc::now(),
+            }))
+        }
+
+        async fn list_products(
+            &self,
+            _after_sku: Option<&str>,
+            _limit: u32,
+        ) -> Result<Vec<weir_core::domain::Product>, weir_core::ports::StoreError> {
+            Ok(Vec::new())
+        }
+
+        async fn upsert_product(
+            &self,
+            product: &weir_core::domain::Product,
+        ) -> Result<weir_core::domain::Product, weir_core::ports::StoreError> {
+            Ok(product.clone())
+        }
+
+        async fn seed_products_if_empty(
+            &self,
+            _products: &[weir_core::domain::Product],
+        ) -> Result<bool, weir_core::ports::StoreError> {
+            Ok(false)
+        }
+    }
+
+    /// The in-process cache is read directly: a cache dependency that refuses every call
+    /// (a bulkhead of 0) does not stop a second lookup from being a hit, and the first
+    /// lookup's write-back is there at once (no background task to wait for).
+    #[tokio::test]
+    async fn the_in_process_cache_is_read_without_the_dependency_stack() {
+        let store = Arc::new(CountingStore {
+            reads: Default::default(),
+        });
+        let database = Dependency::new("database", true, Default::default());
+        let refusing = Dependency::new(
+            "cache",
+            false,
+            crate::policy::dependency::DependencyConfig {
+                max_concurrency: 0,
+                ..Default::default()
+            },
+        );
+        let config = CacheConfig::default();
+        let (reader, kind) =
+            CatalogReader::new(store.clone(), &database, Some((&refusing, &config))).unwrap();
+        assert_eq!(kind, "memory");
+        for _ in 0..3 {
+            let found = reader.get("KB-001").await.unwrap();
+            assert_eq!(found.map(|p| p.sku), Some("KB-001".to_owned()));
+        }
+        assert_eq!(
+            store.reads.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the database was read once, the cache answered the other lookups"
+        );
+    }
 
     fn product(sku: &str) -> CatalogProduct {
         CatalogProduct {
