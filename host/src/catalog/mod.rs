@@ -70,7 +70,7 @@ enum Cache {
     /// In the process: read directly, no dependency stack and so no fault injection
     /// either (see the module doc).
     Memory {
-        backend: Arc<Backend>,
+        map: Arc<MemoryCache>,
         ttl: Duration,
     },
     /// Redis, behind its dependency stack.
@@ -116,109 +116,96 @@ impl Lookups {
     }
 }
 
-/// Where cached entries live.
-enum Backend {
-    Memory {
-        entries: Mutex<HashMap<String, (Instant, CatalogProduct)>>,
-        max_entries: usize,
-    },
-    Redis {
-        client: redis::Client,
-        conn: OnceCell<ConnectionManager>,
-        prefix: String,
-        timeout: Duration,
-    },
+/// The in-process cache: a bounded map of entries with their expiry.
+struct MemoryCache {
+    entries: Mutex<HashMap<String, (Instant, CatalogProduct)>>,
+    max_entries: usize,
 }
 
-impl Backend {
-    /// A live entry of the in-process cache (an expired one is removed). `Ok` always: the
-    /// signature matches the remote cache's.
-    fn memory_get(&self, sku: &str) -> Result<Option<CatalogProduct>, DepError> {
-        let Backend::Memory { entries, .. } = self else {
-            return Ok(None);
-        };
-        let mut map = entries.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(match map.get(sku) {
+impl MemoryCache {
+    fn new(max_entries: usize) -> Self {
+        Self {
+            entries: Mutex::new(HashMap::new()),
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    /// A live entry (an expired one is removed).
+    fn get(&self, sku: &str) -> Option<CatalogProduct> {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(sku) {
             Some((expires, p)) if *expires > Instant::now() => Some(p.clone()),
             Some(_) => {
                 map.remove(sku);
                 None
             }
             None => None,
-        })
+        }
     }
 
-    /// Keep `p` in the in-process cache for `ttl`; a full cache first drops its expired
-    /// entries, then everything.
-    fn memory_put(&self, p: &CatalogProduct, ttl: Duration) {
-        let Backend::Memory {
-            entries,
-            max_entries,
-        } = self
-        else {
-            return;
-        };
-        let mut map = entries.lock().unwrap_or_else(|e| e.into_inner());
+    /// Keep `p` for `ttl`; a full cache first drops its expired entries, then everything.
+    fn put(&self, p: &CatalogProduct, ttl: Duration) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if map.len() >= *max_entries {
+        if map.len() >= self.max_entries {
             map.retain(|_, (expires, _)| *expires > now);
-            if map.len() >= *max_entries {
+            if map.len() >= self.max_entries {
                 map.clear();
             }
         }
         map.insert(p.sku.clone(), (now + ttl, p.clone()));
     }
+}
 
+/// The shared cache in Redis.
+struct RedisCache {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl RedisCache {
     async fn run(&self, op: CacheOp, ttl: Duration) -> Result<Option<CatalogProduct>, DepError> {
-        match self {
-            Backend::Memory { .. } => Ok(match op {
-                CacheOp::Get(sku) => self.memory_get(&sku)?,
-                CacheOp::Put(p) => {
-                    self.memory_put(&p, ttl);
-                    None
-                }
-            }),
-            Backend::Redis {
-                client,
-                conn,
-                prefix,
-                timeout,
-            } => {
-                let conn = conn
-                    .get_or_try_init(|| {
-                        let config = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(*timeout))
-                            .set_response_timeout(Some(*timeout))
-                            .set_number_of_retries(1);
-                        ConnectionManager::new_with_config(client.clone(), config)
-                    })
+        let RedisCache {
+            client,
+            conn,
+            prefix,
+            timeout,
+        } = self;
+        let conn = conn
+            .get_or_try_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(*timeout))
+                    .set_response_timeout(Some(*timeout))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(client.clone(), config)
+            })
+            .await
+            .map_err(redis_error)?;
+        let mut conn = conn.clone();
+        match op {
+            CacheOp::Get(sku) => {
+                let raw: Option<String> = redis::cmd("GET")
+                    .arg(format!("{prefix}{sku}"))
+                    .query_async(&mut conn)
                     .await
                     .map_err(redis_error)?;
-                let mut conn = conn.clone();
-                match op {
-                    CacheOp::Get(sku) => {
-                        let raw: Option<String> = redis::cmd("GET")
-                            .arg(format!("{prefix}{sku}"))
-                            .query_async(&mut conn)
-                            .await
-                            .map_err(redis_error)?;
-                        Ok(raw.and_then(|r| serde_json::from_str::<CatalogProduct>(&r).ok()))
-                    }
-                    CacheOp::Put(p) => {
-                        let key = format!("{prefix}{}", p.sku);
-                        let value = serde_json::to_string(&p)
-                            .map_err(|e| DepError::Internal(e.to_string()))?;
-                        let () = redis::cmd("SET")
-                            .arg(key)
-                            .arg(value)
-                            .arg("PX")
-                            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-                            .query_async(&mut conn)
-                            .await
-                            .map_err(redis_error)?;
-                        Ok(None)
-                    }
-                }
+                Ok(raw.and_then(|r| serde_json::from_str::<CatalogProduct>(&r).ok()))
+            }
+            CacheOp::Put(p) => {
+                let key = format!("{prefix}{}", p.sku);
+                let value =
+                    serde_json::to_string(&p).map_err(|e| DepError::Internal(e.to_string()))?;
+                let () = redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+                Ok(None)
             }
         }
     }
@@ -298,7 +285,7 @@ impl CatalogReader {
             None => (None, "off"),
             Some((dep, config)) => match &config.redis_url {
                 Some(url) => {
-                    let backend = Arc::new(Backend::Redis {
+                    let backend = Arc::new(RedisCache {
                         client: redis::Client::open(url.expose())
                             .map_err(|e| CacheSetupError(format!("{:?}", e.kind())))?,
                         conn: OnceCell::new(),
@@ -329,10 +316,7 @@ impl CatalogReader {
                 }
                 None => {
                     let cache = Cache::Memory {
-                        backend: Arc::new(Backend::Memory {
-                            entries: Mutex::new(HashMap::new()),
-                            max_entries: config.max_entries.max(1),
-                        }),
+                        map: Arc::new(MemoryCache::new(config.max_entries)),
                         ttl: config.ttl,
                     };
                     (Some((cache, Lookups::new("memory"))), "memory")
@@ -353,7 +337,7 @@ impl CatalogReader {
     async fn cached(&self, sku: &str) -> Option<CatalogProduct> {
         let (cache, lookups) = self.cache.as_ref()?;
         let result = match cache {
-            Cache::Memory { backend, .. } => backend.memory_get(sku),
+            Cache::Memory { map, .. } => Ok(map.get(sku)),
             Cache::Remote(svc) => svc.clone().oneshot(CacheOp::Get(sku.to_owned())).await,
         };
         lookups.record(&result);
@@ -370,7 +354,7 @@ impl CatalogReader {
     fn write_back(&self, product: &CatalogProduct) {
         match &self.cache {
             None => {}
-            Some((Cache::Memory { backend, ttl, .. }, _)) => backend.memory_put(product, *ttl),
+            Some((Cache::Memory { map, ttl }, _)) => map.put(product, *ttl),
             Some((Cache::Remote(svc), _)) => {
                 let put = svc.clone().oneshot(CacheOp::Put(product.clone()));
                 tokio::spawn(async move {
@@ -498,28 +482,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn memory_entries_expire_after_the_ttl_and_the_size_stays_bounded() {
-        let backend = Backend::Memory {
-            entries: Mutex::new(HashMap::new()),
-            max_entries: 2,
-        };
+        let cache = MemoryCache::new(2);
         let ttl = Duration::from_secs(2);
-        let get = |sku: &str| backend.run(CacheOp::Get(sku.to_owned()), ttl);
-        backend.run(CacheOp::Put(product("A")), ttl).await.unwrap();
-        assert_eq!(get("A").await.unwrap(), Some(product("A")));
+        cache.put(&product("A"), ttl);
+        assert_eq!(cache.get("A"), Some(product("A")));
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(get("A").await.unwrap(), None, "expired at the TTL");
+        assert_eq!(cache.get("A"), None, "expired at the TTL");
 
         for sku in ["B", "C", "D"] {
-            backend.run(CacheOp::Put(product(sku)), ttl).await.unwrap();
+            cache.put(&product(sku), ttl);
         }
-        let Backend::Memory { entries, .. } = &backend else {
-            unreachable!()
-        };
-        assert!(entries.lock().unwrap().len() <= 2, "bounded by max_entries");
-        assert_eq!(
-            get("D").await.unwrap(),
-            Some(product("D")),
-            "the newest is kept"
+        assert!(
+            cache.entries.lock().unwrap().len() <= 2,
+            "bounded by max_entries"
         );
+        assert_eq!(cache.get("D"), Some(product("D")), "the newest is kept");
     }
 }
