@@ -8,8 +8,9 @@
 //! ids, hence this.
 //!
 //! The spans' fields are copied into the line as `JsonFields` stored them, never parsed and
-//! written again (only probed for a request id); that made a request's access line and a
-//! plugin's log line several times cheaper (BENCHMARKS.md).
+//! written again (only probed for a request id): every line used to parse each enclosing
+//! span's fields into a map and serialise them twice (BENCHMARKS.md, "Host work around the
+//! plugin call").
 
 use std::fmt;
 
