@@ -198,38 +198,42 @@ pub struct SqliteStore {
 /// an error, a cancelled request) hands itself and its turn to a task that rolls back and
 /// only then gives the turn up.
 struct WriteTx {
-    /// `Some` until [`WriteTx::commit`] or the drop takes it.
-    tx: Option<Transaction<'static, Sqlite>>,
-    turn: Option<Turn>,
+    /// The open transaction and its turn: `None` once [`WriteTx::commit`] or the drop has
+    /// taken them.
+    open: Option<(Transaction<'static, Sqlite>, Turn)>,
 }
 
 impl WriteTx {
     async fn commit(mut self) -> Result<(), sqlx::Error> {
-        let tx = self
-            .tx
+        let (tx, _turn) = self
+            .open
             .take()
             .expect("a write transaction is open until it commits");
-        // The turn is dropped with `self` once the commit has returned, committed or not:
-        // a failed COMMIT leaves the transaction rolled back.
+        // The turn is given up once the commit has returned, committed or not: a failed
+        // COMMIT leaves the transaction rolled back.
         tx.commit().await
     }
 
-    fn conn(&self) -> &Transaction<'static, Sqlite> {
-        self.tx
+    fn open(&self) -> &Transaction<'static, Sqlite> {
+        &self
+            .open
             .as_ref()
             .expect("a write transaction is open until it commits")
+            .0
     }
 
-    fn conn_mut(&mut self) -> &mut Transaction<'static, Sqlite> {
-        self.tx
+    fn open_mut(&mut self) -> &mut Transaction<'static, Sqlite> {
+        &mut self
+            .open
             .as_mut()
             .expect("a write transaction is open until it commits")
+            .0
     }
 }
 
 impl Drop for WriteTx {
     fn drop(&mut self) {
-        let (Some(tx), Some(turn)) = (self.tx.take(), self.turn.take()) else {
+        let Some((tx, turn)) = self.open.take() else {
             return;
         };
         // Outside a runtime (the process is going down) the transaction's own drop queues the
@@ -249,13 +253,13 @@ impl Deref for WriteTx {
     type Target = SqliteConnection;
 
     fn deref(&self) -> &SqliteConnection {
-        self.conn()
+        self.open()
     }
 }
 
 impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
-        self.conn_mut()
+        self.open_mut()
     }
 }
 
@@ -328,8 +332,7 @@ impl SqliteStore {
             .await
             .map_err(db_err)?;
         Ok(WriteTx {
-            tx: Some(tx),
-            turn: Some(turn),
+            open: Some((tx, turn)),
         })
     }
 
@@ -1665,13 +1668,9 @@ mod tests {
         store.close().await;
     }
 
-    /// Writers of one process queue on the write lane, never in SQLite's busy handler: with
-    /// the busy timeout at zero, any two of them meeting at the write lock would fail at once
-    /// with `SQLITE_BUSY`. Many overlapping writers of every kind the order path makes
-    /// (claim a key, complete it, record a message) all succeed.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_writers_never_meet_at_the_write_lock() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A migrated store in `dir` whose connections never wait for the write lock: a writer
+    /// that meets another fails at once with `SQLITE_BUSY`.
+    async fn store_failing_on_contact(dir: &tempfile::TempDir) -> SqliteStore {
         let url = format!("sqlite://{}", dir.path().join("weir.db").display());
         let store =
             SqliteStore::connect_with_busy_timeout(&url, &StoreOptions::default(), Duration::ZERO)
@@ -1683,6 +1682,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(busy, 0, "the test needs writers to fail on contact");
+        store
+    }
+
+    /// The errors of writer tasks, each with its source.
+    fn failures(
+        results: Vec<Result<Result<(), StoreError>, tokio::task::JoinError>>,
+    ) -> Vec<String> {
+        results
+            .into_iter()
+            .filter_map(|r| r.expect("writer task").err())
+            .map(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+            .collect()
+    }
+
+    /// Writers of one process queue on the write lane, never in SQLite's busy handler: with
+    /// the busy timeout at zero, any two of them meeting at the write lock would fail at once
+    /// with `SQLITE_BUSY`. Many overlapping writers of every kind the order path makes
+    /// (claim a key, complete it, record a message) all succeed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_never_meet_at_the_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_failing_on_contact(&dir).await;
         let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let writers = (0..64).map(|i| {
@@ -1723,15 +1744,7 @@ mod tests {
                 Ok::<_, StoreError>(())
             })
         });
-        let results = futures::future::join_all(writers).await;
-        let failed: Vec<String> = results
-            .into_iter()
-            .map(|r| r.expect("writer task"))
-            .filter_map(|r| {
-                r.err()
-                    .map(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
-            })
-            .collect();
+        let failed = failures(futures::future::join_all(writers).await);
         assert!(
             failed.is_empty(),
             "{} writers failed: {failed:?}",
@@ -1756,12 +1769,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_abandoned_write_keeps_its_turn_until_it_has_rolled_back() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("weir.db").display());
-        let store =
-            SqliteStore::connect_with_busy_timeout(&url, &StoreOptions::default(), Duration::ZERO)
-                .await
-                .unwrap();
-        store.migrate().await.unwrap();
+        let store = store_failing_on_contact(&dir).await;
         let insert = "INSERT INTO inbox_messages (tenant, consumer, message_id, received_at) \
                       VALUES ('default', 'c', ?, '2026-01-01T00:00:00Z')";
         let writers = (0..16).map(|i| {
@@ -1786,12 +1794,7 @@ mod tests {
                 Ok::<_, StoreError>(())
             })
         });
-        let failed: Vec<String> = futures::future::join_all(writers)
-            .await
-            .into_iter()
-            .filter_map(|r| r.expect("writer task").err())
-            .map(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
-            .collect();
+        let failed = failures(futures::future::join_all(writers).await);
         assert!(
             failed.is_empty(),
             "{} writers met a lock still held by a rollback: {failed:?}",
