@@ -14,6 +14,7 @@ use weir_core::ports::{Catalog, CatalogError, DecideError, DecisionContext, Orde
 use super::NativeDecider;
 use crate::capabilities::catalog::StaticCatalog;
 use crate::runtime::{Registry, Runtime, RuntimeConfig, Slot};
+use crate::support::captured_log::CapturedLog;
 
 /// The static catalog, except that `DOWN-1` is unavailable.
 struct Flaky(StaticCatalog);
@@ -158,14 +159,11 @@ async fn decides_as_the_component_does() {
 
     // The guest's log records leave through the host's log path, as a component's do: the
     // reference plugin's `order priced` at info, with its fields, as one `weir::plugin` line.
-    let lines = Lines::default();
+    let lines = CapturedLog::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
         .with_max_level(tracing::Level::INFO)
-        .with_writer({
-            let lines = lines.clone();
-            move || lines.clone()
-        })
+        .with_writer(lines.clone())
         .finish();
     {
         let _guard = tracing::subscriber::set_default(subscriber);
@@ -174,7 +172,7 @@ async fn decides_as_the_component_does() {
             .await
             .expect("the ok request is priced");
     }
-    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let text = lines.text();
     let priced: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
@@ -190,19 +188,4 @@ async fn decides_as_the_component_does() {
         fields,
         serde_json::json!({"currency": "EUR", "lines": "2", "total": "22140"})
     );
-}
-
-/// A log writer into memory.
-#[derive(Clone, Default)]
-struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

@@ -194,36 +194,21 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::Mutex;
-
     use axum::Router;
     use axum::body::Body;
     use axum::routing::get;
     use tower::ServiceExt;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::support::captured_log::CapturedLog;
 
     #[tokio::test]
     async fn one_line_per_request_with_secrets_and_personal_data_redacted() {
-        let buf = Buf::default();
-        let b = buf.clone();
+        let buf = CapturedLog::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
-            .with_writer(move || b.clone())
+            .with_writer(buf.clone())
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
 
@@ -255,7 +240,7 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(app.clone().oneshot(req()).await.unwrap().status(), 200);
-        if buf.0.lock().unwrap().is_empty() {
+        if buf.text().is_empty() {
             // `tracing` caches a callsite's interest globally. Another test thread that hits
             // this callsite for the first time with no subscriber, while this thread installs
             // its scoped one, can leave "never" cached (a race inside `tracing`, seen under
@@ -265,7 +250,7 @@ mod tests {
             assert_eq!(app.oneshot(req()).await.unwrap().status(), 200);
         }
 
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let text = buf.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1, "{text}");
         let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();

@@ -10,9 +10,12 @@
 //!   windows the process tests stop in (`WEIR_FAILPOINT`).
 //! - [`duration_ms`], [`duration_secs`]: a [`std::time::Duration`] written as whole
 //!   milliseconds or seconds in configuration files.
+//! - `captured_log` (tests only): log output kept in memory, for tests of log lines.
 //! - [`InvalidKey`]: "this dotted configuration key has an unusable value, because ...".
 //! - [`VERSION`], [`GIT_COMMIT`]: what was built.
 
+#[cfg(test)]
+pub(crate) mod captured_log;
 pub mod connection;
 #[cfg(feature = "fault-injection")]
 pub mod failpoint;

@@ -157,39 +157,23 @@ fn span_object(stored: &str, name: &str) -> (String, Option<Value>) {
 
 #[cfg(test)]
 mod tests {
-    use std::io;
-    use std::sync::{Arc, Mutex};
-
     use serde_json::json;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::support::captured_log::CapturedLog;
 
     /// The lines `f` logs, each parsed (a line that is not one JSON object fails the test).
     fn lines(f: impl FnOnce()) -> Vec<Value> {
-        let buf = Buf::default();
-        let writer = buf.clone();
+        let buf = CapturedLog::default();
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
                 .fmt_fields(JsonFields::new())
                 .event_format(JsonLines)
-                .with_writer(move || writer.clone()),
+                .with_writer(buf.clone()),
         );
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let text = buf.text();
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
