@@ -81,9 +81,9 @@ enum Cache {
 #[derive(Clone)]
 struct Lookups {
     counter: opentelemetry::metrics::Counter<u64>,
-    hit: Arc<[KeyValue; 2]>,
-    miss: Arc<[KeyValue; 2]>,
-    error: Arc<[KeyValue; 2]>,
+    hit: [KeyValue; 2],
+    miss: [KeyValue; 2],
+    error: [KeyValue; 2],
 }
 
 impl Lookups {
@@ -93,10 +93,10 @@ impl Lookups {
             .with_description("Catalog cache lookups by backend and result (hit, miss, error)")
             .build();
         let attrs = |result: &'static str| {
-            Arc::new([
+            [
                 KeyValue::new("backend", backend),
                 KeyValue::new("result", result),
-            ])
+            ]
         };
         Self {
             counter,
@@ -112,7 +112,7 @@ impl Lookups {
             Ok(None) => &self.miss,
             Err(_) => &self.error,
         };
-        self.counter.add(1, &attrs[..]);
+        self.counter.add(1, attrs);
     }
 }
 

@@ -492,7 +492,7 @@ impl Telemetry {
         };
         // Debug-level spans (e.g. `plugin.import.log.emit`) belong in traces even when
         // stdout is at info. When traces are not exported nobody can see them, and making
-        // them costs the most on the plugin path (seven of a `place-order`'s nine imports
+        // them costs the most on the plugin path (six of a `place-order`'s nine imports
         // are debug spans): the info-level spans stay, for the trace ids of log lines and
         // problem responses.
         let span_level = if self.signals.traces {
