@@ -11,18 +11,26 @@
 //! written again (only probed for a request id): every line used to parse each enclosing
 //! span's fields into a map and serialise them twice (BENCHMARKS.md, "Host work around the
 //! plugin call").
+//!
+//! Spans' fields are stored by [`SpanFields`], which writes them as a JSON object straight
+//! from the field values and adds a field recorded later by appending it to that object.
+//! `tracing-subscriber`'s `JsonFields` collected them into a map and wrote the map again on
+//! every `span.record()`; a request records about ten fields after its spans open.
 
 use std::fmt;
+use std::fmt::Write as _;
 
 use opentelemetry::trace::TraceContextExt;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
+use tracing::span::Record;
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The event formatter; pair it with [`JsonFields`] as the field formatter.
+/// The event formatter; pair it with [`SpanFields`] as the field formatter.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonLines;
 
@@ -55,13 +63,13 @@ impl Visit for FieldVisitor<'_> {
     }
 }
 
-impl<S> FormatEvent<S, JsonFields> for JsonLines
+impl<S> FormatEvent<S, SpanFields> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn format_event(
         &self,
-        ctx: &FmtContext<'_, S, JsonFields>,
+        ctx: &FmtContext<'_, S, SpanFields>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -75,7 +83,7 @@ where
         line.insert("target".into(), Value::String(meta.target().to_owned()));
         event.record(&mut FieldVisitor(&mut line));
 
-        // Each span's fields are kept by `JsonFields` as a JSON object; they go into the line
+        // Each span's fields are kept by `SpanFields` as a JSON object; they go into the line
         // as they are, with the span's name added, not parsed and written again (a line
         // carries every span twice: `span` and `spans`). Only the request id is looked for.
         let mut spans: Vec<String> = Vec::new();
@@ -83,7 +91,7 @@ where
             for span in scope.from_root() {
                 let ext = span.extensions();
                 let stored = ext
-                    .get::<FormattedFields<JsonFields>>()
+                    .get::<FormattedFields<SpanFields>>()
                     .map_or("", |f| f.fields.as_str());
                 let (object, request_id) = span_object(stored, span.name());
                 if let Some(id) = request_id {
@@ -116,6 +124,109 @@ where
     }
 }
 
+/// The field formatter for spans: a span's fields as one JSON object, keys in the order they
+/// were recorded, values as `tracing-subscriber`'s `JsonFields` writes them (numbers and
+/// booleans as JSON numbers and booleans, a non-finite float as `null`, anything else as a
+/// string; a raw identifier's `r#` dropped).
+///
+/// A field recorded after the span opened is appended to the stored object. Only when the
+/// object already has a field of that name (recorded twice) is it parsed and written again,
+/// so that the later value replaces the earlier one and no key appears twice. The test for
+/// "already has" looks for `"name":` in the stored text: inside a JSON string every `"` is
+/// escaped, so that text is found only where it is a key (a false find would only cost the
+/// slow path, never a wrong line).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpanFields;
+
+/// Writes visited fields as `"key":value` pairs, comma-separated, into `out`.
+struct PairWriter<'a> {
+    out: &'a mut String,
+}
+
+impl PairWriter<'_> {
+    fn pair(&mut self, field: &Field, value: Value) {
+        let name = field.name();
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        if !self.out.is_empty() {
+            self.out.push(',');
+        }
+        // Writing JSON into a `String` cannot fail.
+        let _ = write!(self.out, "{}:{}", Value::String(name.to_owned()), value);
+    }
+}
+
+impl Visit for PairWriter<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.pair(field, Value::String(format!("{value:?}")));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.pair(field, Value::String(value.to_owned()));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.pair(field, Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.pair(field, Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.pair(field, Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.pair(field, Value::from(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.pair(field, Value::String(value.to_string()));
+    }
+}
+
+/// Whether the stored object `stored` has a key `name` (see [`SpanFields`]).
+fn has_key(stored: &str, name: &str) -> bool {
+    let name = name.strip_prefix("r#").unwrap_or(name);
+    let key = format!("{}:", Value::String(name.to_owned()));
+    stored.contains(&key)
+}
+
+impl<'writer> FormatFields<'writer> for SpanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut pairs = String::new();
+        fields.record(&mut PairWriter { out: &mut pairs });
+        write!(writer, "{{{pairs}}}")
+    }
+
+    fn add_fields(&self, current: &mut FormattedFields<Self>, fields: &Record<'_>) -> fmt::Result {
+        let stored = current.fields.trim();
+        let mut names = Vec::new();
+        fields.record(&mut |field: &Field, _: &dyn fmt::Debug| names.push(field.name()));
+        let well_formed = stored.starts_with('{') && stored.ends_with('}');
+        if well_formed && !names.iter().any(|n| has_key(stored, n)) {
+            let mut pairs = String::new();
+            fields.record(&mut PairWriter { out: &mut pairs });
+            if pairs.is_empty() {
+                return Ok(());
+            }
+            let inner = stored[1..stored.len() - 1].trim();
+            let separator = if inner.is_empty() { "" } else { "," };
+            let mut object = String::with_capacity(inner.len() + pairs.len() + 3);
+            let _ = write!(object, "{{{inner}{separator}{pairs}}}");
+            current.fields = object;
+            return Ok(());
+        }
+        // A field recorded again (or a stored text that is not an object): merge.
+        let mut map: Map<String, Value> = serde_json::from_str(stored).unwrap_or_default();
+        let mut pairs = String::new();
+        fields.record(&mut PairWriter { out: &mut pairs });
+        let added: Map<String, Value> =
+            serde_json::from_str(&format!("{{{pairs}}}")).unwrap_or_default();
+        map.extend(added);
+        current.fields = Value::Object(map).to_string();
+        Ok(())
+    }
+}
+
 /// What [`span_object`] reads of a span's stored fields.
 #[derive(serde::Deserialize)]
 struct Probe {
@@ -125,7 +236,7 @@ struct Probe {
     name: Option<serde::de::IgnoredAny>,
 }
 
-/// A span's stored fields (`stored`, a JSON object written by `JsonFields`) as the object a
+/// A span's stored fields (`stored`, a JSON object written by [`SpanFields`]) as the object a
 /// line shows, with `name` set to the span's name, and the span's `request_id` field if it
 /// has one. Fields that do not parse are left out, as before.
 fn span_object(stored: &str, name: &str) -> (String, Option<Value>) {
@@ -165,16 +276,8 @@ mod tests {
 
     /// The lines `f` logs, each parsed (a line that is not one JSON object fails the test).
     fn lines(f: impl FnOnce()) -> Vec<Value> {
-        let buf = CapturedLog::default();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonFields::new())
-                .event_format(JsonLines)
-                .with_writer(buf.clone()),
-        );
-        tracing::subscriber::with_default(subscriber, f);
-        let text = buf.text();
-        text.lines()
+        raw(f)
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect()
     }
@@ -230,6 +333,84 @@ mod tests {
         assert_eq!(
             line["spans"][0],
             json!({"name": "http.server", "request_id": "from-span"})
+        );
+    }
+
+    /// The raw text of the lines `f` logs.
+    fn raw(f: impl FnOnce()) -> String {
+        let buf = CapturedLog::default();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(SpanFields)
+                .event_format(JsonLines)
+                .with_writer(buf.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, f);
+        buf.text()
+    }
+
+    #[test]
+    fn fields_recorded_later_are_appended_and_a_field_recorded_again_keeps_one_key() {
+        let f = || {
+            let span = tracing::info_span!(
+                "http.server",
+                r#type = "quote",
+                note = "a \"status\": inside a value",
+                status = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+                ratio = tracing::field::Empty,
+            );
+            let _entered = span.enter();
+            span.record("status", 200);
+            span.record("outcome", "ok");
+            span.record("ratio", f64::NAN);
+            tracing::info!("first");
+            span.record("status", 503);
+            span.record("outcome", tracing::field::display("shed"));
+            tracing::info!("second");
+        };
+        let text = raw(f);
+        let got: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let [first, second] = &got[..] else {
+            panic!("two lines: {text}")
+        };
+        assert_eq!(
+            first["span"],
+            json!({"name": "http.server", "type": "quote", "note": "a \"status\": inside a value",
+                   "status": 200, "outcome": "ok", "ratio": null}),
+            "{text}"
+        );
+        assert_eq!(second["span"]["status"], 503, "{text}");
+        assert_eq!(second["span"]["outcome"], "shed", "{text}");
+        assert_eq!(second["span"]["type"], "quote", "{text}");
+        let second_raw = text.lines().nth(1).unwrap_or_default();
+        // `span` and `spans` each carry the object once: two keys, not four.
+        assert_eq!(second_raw.matches("\"status\":").count(), 2, "{second_raw}");
+        assert_eq!(
+            second_raw.matches("\"outcome\":").count(),
+            2,
+            "{second_raw}"
+        );
+    }
+
+    #[test]
+    fn a_span_without_fields_gains_the_ones_recorded_later() {
+        let got = lines(|| {
+            let span = tracing::info_span!("bare", later = tracing::field::Empty);
+            let _entered = span.enter();
+            span.record("later", true);
+            tracing::info!("done");
+        });
+        let [line] = &got[..] else {
+            panic!("one line: {got:?}")
+        };
+        assert_eq!(
+            line["span"],
+            json!({"name": "bare", "later": true}),
+            "{line}"
         );
     }
 

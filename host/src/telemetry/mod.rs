@@ -78,7 +78,6 @@ use serde::{Deserialize, Serialize};
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -674,7 +673,7 @@ where
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt::layer()
-        .fmt_fields(JsonFields::new())
+        .fmt_fields(json::SpanFields)
         .event_format(JsonLines)
         .with_writer(std::io::stdout)
         .with_filter(filter)
