@@ -1,6 +1,6 @@
 //! Request validation: every problem becomes one [`Violation`], all reported at once.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use weir_sdk::{OrderRequest, Violation};
 
@@ -68,7 +68,10 @@ pub fn validate(request: &OrderRequest, settings: &Settings) -> Vec<Violation> {
             ),
         ));
     } else {
-        let mut first_index: HashMap<&str, usize> = HashMap::new();
+        // Not a `HashMap`: its random seed is a WASI call, and the first WASI call of an
+        // invocation makes the host build a WASI context (about 1 us of a 17 us call;
+        // BENCHMARKS.md). With at most MAX_LINES keys an ordered map costs nothing more.
+        let mut first_index: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, line) in request.lines.iter().enumerate() {
             if !is_sku(&line.sku) {
                 violations.push(Violation::new(
