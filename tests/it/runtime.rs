@@ -236,3 +236,39 @@ async fn a_compile_over_its_bound_is_refused_at_the_compile_stage() {
     );
     assert_eq!(err.stage(), "compile");
 }
+
+/// A call of the reference plugin makes no WASI call, so the host never builds a WASI context
+/// for it (about 1 us of a fresh call, BENCHMARKS.md); a plugin that seeds a `HashMap` does.
+#[tokio::test]
+async fn the_reference_plugin_prices_without_a_wasi_call() {
+    use weir_host::runtime::parts::CallParts;
+
+    let rt = runtime(Duration::from_secs(2));
+    let mut order = request("cus_wasi");
+    order.lines.push(LineRequest {
+        sku: "MS-002".into(),
+        quantity: 1,
+    });
+    let orders = load(&rt, artifacts::ORDERS).await;
+    let parts = CallParts::new(&rt, &orders);
+    let mut store = parts.store();
+    let instance = parts.instantiate(&mut store).await;
+    CallParts::place_order(&instance, &mut store, &CallParts::wire(&order)).await;
+    assert!(
+        !CallParts::used_wasi(&store),
+        "the reference plugin's place-order made a WASI call"
+    );
+
+    // The probe sees one: the flood plugin's `random` mode hashes with std's `RandomState`.
+    let flood = load(&rt, artifacts::HOSTILE_FLOOD).await;
+    let parts = CallParts::new(&rt, &flood);
+    let mut store = parts.store();
+    let instance = parts.instantiate(&mut store).await;
+    let mut seeded = request("cus_wasi");
+    seeded.metadata.insert("flood".into(), "random".into());
+    CallParts::place_order(&instance, &mut store, &CallParts::wire(&seeded)).await;
+    assert!(
+        CallParts::used_wasi(&store),
+        "a RandomState seed is a WASI call"
+    );
+}
