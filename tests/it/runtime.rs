@@ -244,29 +244,38 @@ async fn the_reference_plugin_prices_without_a_wasi_call() {
     use weir_host::runtime::parts::CallParts;
 
     let rt = runtime(Duration::from_secs(2));
-    let mut order = request("cus_wasi");
-    order.lines.push(LineRequest {
-        sku: "MS-002".into(),
-        quantity: 1,
-    });
     let orders = load(&rt, artifacts::ORDERS).await;
     let parts = CallParts::new(&rt, &orders);
     let mut store = parts.store();
     let instance = parts.instantiate(&mut store).await;
-    CallParts::place_order(&instance, &mut store, &CallParts::wire(&order)).await;
+    // Priced: validation (the duplicate-sku map), the catalog lookup, pricing and the
+    // `order priced` log line all ran.
+    assert!(
+        CallParts::place_order(
+            &instance,
+            &mut store,
+            &CallParts::wire(&request("cus_wasi"))
+        )
+        .await,
+        "the reference plugin priced the order"
+    );
     assert!(
         !CallParts::used_wasi(&store),
         "the reference plugin's place-order made a WASI call"
     );
 
-    // The probe sees one: the flood plugin's `random` mode hashes with std's `RandomState`.
+    // The probe sees one: the flood plugin's `random` mode hashes with std's `RandomState`
+    // and refuses the order with the hashes.
     let flood = load(&rt, artifacts::HOSTILE_FLOOD).await;
     let parts = CallParts::new(&rt, &flood);
     let mut store = parts.store();
     let instance = parts.instantiate(&mut store).await;
     let mut seeded = request("cus_wasi");
     seeded.metadata.insert("flood".into(), "random".into());
-    CallParts::place_order(&instance, &mut store, &CallParts::wire(&seeded)).await;
+    assert!(
+        !CallParts::place_order(&instance, &mut store, &CallParts::wire(&seeded)).await,
+        "the flood plugin's random mode refuses"
+    );
     assert!(
         CallParts::used_wasi(&store),
         "a RandomState seed is a WASI call"

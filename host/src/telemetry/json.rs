@@ -7,7 +7,7 @@
 //! `spans` (root to leaf), written last. `tracing-subscriber`'s own JSON format has no trace
 //! ids, hence this.
 //!
-//! The spans' fields are copied into the line as `JsonFields` stored them, never parsed and
+//! The spans' fields are copied into the line as [`SpanFields`] stored them, never parsed and
 //! written again (only probed for a request id): every line used to parse each enclosing
 //! span's fields into a map and serialise them twice (BENCHMARKS.md, "Host work around the
 //! plugin call").
@@ -124,17 +124,20 @@ where
     }
 }
 
-/// The field formatter for spans: a span's fields as one JSON object, keys in the order they
-/// were recorded, values as `tracing-subscriber`'s `JsonFields` writes them (numbers and
-/// booleans as JSON numbers and booleans, a non-finite float as `null`, anything else as a
-/// string; a raw identifier's `r#` dropped).
+/// The field formatter for spans: a span's fields as one JSON object. Values as
+/// `tracing-subscriber`'s `JsonFields` writes them: numbers and booleans as JSON numbers and
+/// booleans, a non-finite float as `null`, bytes as an array of numbers, anything else as a
+/// string. Unlike `JsonFields`, a raw identifier's `r#` is dropped whatever the value's type
+/// (`JsonFields` drops it only for `Debug` values).
 ///
-/// A field recorded after the span opened is appended to the stored object. Only when the
-/// object already has a field of that name (recorded twice) is it parsed and written again,
-/// so that the later value replaces the earlier one and no key appears twice. The test for
-/// "already has" looks for `"name":` in the stored text: inside a JSON string every `"` is
-/// escaped, so that text is found only where it is a key (a false find would only cost the
-/// slow path, never a wrong line).
+/// A field recorded after the span opened is appended to the stored object, so keys stay in
+/// the order they were recorded. Only when the object already has a field of a recorded
+/// name (recorded twice) is it parsed and written again, so that the later value replaces
+/// the earlier one and no key appears twice; that rewrite sorts the keys. The test for
+/// "already has" looks for `"name":` in the stored text. Inside a JSON string every `"` is
+/// escaped, so that text is found where it is a key, or inside a key that itself holds a
+/// quote; a false find only costs the slow path, never a wrong line. The stored text is
+/// always this formatter's own output, so the rewrite always parses.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SpanFields;
 
@@ -173,6 +176,9 @@ impl Visit for PairWriter<'_> {
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.pair(field, Value::from(value));
+    }
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.pair(field, Value::from(value.to_vec()));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.pair(field, Value::String(value.to_string()));
@@ -394,6 +400,51 @@ mod tests {
             2,
             "{second_raw}"
         );
+    }
+
+    #[test]
+    fn one_record_of_a_new_and_a_repeated_field_merges_and_later_fields_append_after_it() {
+        let text = raw(|| {
+            let span = tracing::info_span!(
+                "job",
+                zeta = 1,
+                alpha = tracing::field::Empty,
+                beta = tracing::field::Empty,
+                gamma = tracing::field::Empty,
+            );
+            let _entered = span.enter();
+            span.record("beta", "b");
+            tracing::info!("appended");
+            // One record of two fields, one of them already there: the merge path.
+            span.record_all(&span.metadata().expect("enabled").fields().value_set(&[
+                (
+                    &span.field("beta").expect("beta"),
+                    Some(&"b2" as &dyn tracing::Value),
+                ),
+                (
+                    &span.field("alpha").expect("alpha"),
+                    Some(&7 as &dyn tracing::Value),
+                ),
+            ]));
+            span.record("gamma", &b"\x01\x02"[..]);
+            tracing::info!("merged");
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        let [appended, merged] = lines[..] else {
+            panic!("two lines: {text}")
+        };
+        // Appended fields keep the recorded order.
+        assert!(
+            appended.contains(r#""span":{"name":"job","zeta":1,"beta":"b"}"#),
+            "{appended}"
+        );
+        let line: Value = serde_json::from_str(merged).unwrap_or_else(|e| panic!("{e}: {merged}"));
+        assert_eq!(
+            line["span"],
+            json!({"name": "job", "zeta": 1, "alpha": 7, "beta": "b2", "gamma": [1, 2]}),
+            "{merged}"
+        );
+        assert_eq!(merged.matches(r#""beta":"#).count(), 2, "{merged}");
     }
 
     #[test]
