@@ -1,9 +1,10 @@
 //! The `weir` binary: wiring only. See the library crate for everything else.
 //!
-//! The process allocates through mimalloc, built without its transparent-huge-page advice:
-//! against glibc's allocator it served quotes with 5-24 % more requests per second in paired
-//! rounds, at the same resident memory (BENCHMARKS.md, "The allocator"). With the huge-page
-//! advice its idle RSS was twice glibc's, which is why the feature is off.
+//! The process's Rust allocations go through mimalloc, built without its transparent-huge-page
+//! advice (`no_thp`): against glibc's allocator it served more quotes per second in five of six
+//! paired rounds (+7 to +12 %, one round -5 %), with idle RSS 57.7 against 55.2 MiB
+//! (BENCHMARKS.md, "Span fields, a plugin call without WASI, and the allocator"). With the
+//! huge-page advice its idle RSS was twice glibc's.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
