@@ -69,10 +69,7 @@ type CacheSvc = BoxCloneSyncService<CacheOp, Option<CatalogProduct>, DepError>;
 enum Cache {
     /// In the process: read directly, no dependency stack and so no fault injection
     /// either (see the module doc).
-    Memory {
-        map: Arc<MemoryCache>,
-        ttl: Duration,
-    },
+    Memory(Arc<MemoryCache>),
     /// Redis, behind its dependency stack.
     Remote(CacheSvc),
 }
@@ -116,17 +113,19 @@ impl Lookups {
     }
 }
 
-/// The in-process cache: a bounded map of entries with their expiry.
+/// The in-process cache: a bounded map of entries with their expiry, each kept `ttl`.
 struct MemoryCache {
     entries: Mutex<HashMap<String, (Instant, CatalogProduct)>>,
     max_entries: usize,
+    ttl: Duration,
 }
 
 impl MemoryCache {
-    fn new(max_entries: usize) -> Self {
+    fn new(max_entries: usize, ttl: Duration) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             max_entries: max_entries.max(1),
+            ttl,
         }
     }
 
@@ -143,8 +142,8 @@ impl MemoryCache {
         }
     }
 
-    /// Keep `p` for `ttl`; a full cache first drops its expired entries, then everything.
-    fn put(&self, p: &CatalogProduct, ttl: Duration) {
+    /// Keep `p` for the TTL; a full cache first drops its expired entries, then everything.
+    fn put(&self, p: &CatalogProduct) {
         let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if map.len() >= self.max_entries {
@@ -153,7 +152,7 @@ impl MemoryCache {
                 map.clear();
             }
         }
-        map.insert(p.sku.clone(), (now + ttl, p.clone()));
+        map.insert(p.sku.clone(), (now + self.ttl, p.clone()));
     }
 }
 
@@ -315,10 +314,8 @@ impl CatalogReader {
                     (Some((cache, Lookups::new("redis"))), "redis")
                 }
                 None => {
-                    let cache = Cache::Memory {
-                        map: Arc::new(MemoryCache::new(config.max_entries)),
-                        ttl: config.ttl,
-                    };
+                    let cache =
+                        Cache::Memory(Arc::new(MemoryCache::new(config.max_entries, config.ttl)));
                     (Some((cache, Lookups::new("memory"))), "memory")
                 }
             },
@@ -337,7 +334,7 @@ impl CatalogReader {
     async fn cached(&self, sku: &str) -> Option<CatalogProduct> {
         let (cache, lookups) = self.cache.as_ref()?;
         let result = match cache {
-            Cache::Memory { map, .. } => Ok(map.get(sku)),
+            Cache::Memory(map) => Ok(map.get(sku)),
             Cache::Remote(svc) => svc.clone().oneshot(CacheOp::Get(sku.to_owned())).await,
         };
         lookups.record(&result);
@@ -354,7 +351,7 @@ impl CatalogReader {
     fn write_back(&self, product: &CatalogProduct) {
         match &self.cache {
             None => {}
-            Some((Cache::Memory { map, ttl }, _)) => map.put(product, *ttl),
+            Some((Cache::Memory(map), _)) => map.put(product),
             Some((Cache::Remote(svc), _)) => {
                 let put = svc.clone().oneshot(CacheOp::Put(product.clone()));
                 tokio::spawn(async move {
@@ -392,60 +389,29 @@ impl Catalog for CatalogReader {
 mod tests {
     use super::*;
 
-    /// A product store that counts its reads.
-    struct CountingStore {
-        reads: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait::async_trait]
-    impl ProductStore for CountingStore {
-        async fn get_product(
-            &self,
-            sku: &str,
-        ) -> Result<Option<weir_core::domain::Product>, weir_core::ports::StoreError> {
-            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(Some(weir_core::domain::Product {
-                sku: sku.to_owned(),
-                name: "thing".to_owned(),
-                unit_price: 100,
-                currency: "EUR".to_owned(),
-                stock: 1,
-                reserved: 0,
-                updated_at: chrono::Utc::now(),
-            }))
-        }
-
-        async fn list_products(
-            &self,
-            _after_sku: Option<&str>,
-            _limit: u32,
-        ) -> Result<Vec<weir_core::domain::Product>, weir_core::ports::StoreError> {
-            Ok(Vec::new())
-        }
-
-        async fn upsert_product(
-            &self,
-            product: &weir_core::domain::Product,
-        ) -> Result<weir_core::domain::Product, weir_core::ports::StoreError> {
-            Ok(product.clone())
-        }
-
-        async fn seed_products_if_empty(
-            &self,
-            _products: &[weir_core::domain::Product],
-        ) -> Result<bool, weir_core::ports::StoreError> {
-            Ok(false)
-        }
-    }
-
     /// The in-process cache is read directly: a cache dependency that refuses every call
-    /// (a bulkhead of 0) does not stop a second lookup from being a hit, and the first
-    /// lookup's write-back is there at once (no background task to wait for).
+    /// (a bulkhead of 0) does not stop the next lookups from being hits, and the first
+    /// lookup's write-back is there at once (no background task to wait for). A hit shows
+    /// as the price before a change made in the database behind the cache's back.
     #[tokio::test]
     async fn the_in_process_cache_is_read_without_the_dependency_stack() {
-        let store = Arc::new(CountingStore {
-            reads: Default::default(),
-        });
+        use crate::storage::{Database, SqliteStore, StoreOptions};
+
+        let store = SqliteStore::connect("sqlite::memory:", &StoreOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let mut keyboard = weir_core::domain::Product {
+            sku: "KB-001".to_owned(),
+            name: "Keyboard".to_owned(),
+            unit_price: 8900,
+            currency: "EUR".to_owned(),
+            stock: 1,
+            reserved: 0,
+            updated_at: chrono::Utc::now(),
+        };
+        store.upsert_product(&keyboard).await.unwrap();
+        let store = Arc::new(store);
         let database = Dependency::new("database", true, Default::default());
         let refusing = Dependency::new(
             "cache",
@@ -459,15 +425,18 @@ mod tests {
         let (reader, kind) =
             CatalogReader::new(store.clone(), &database, Some((&refusing, &config))).unwrap();
         assert_eq!(kind, "memory");
-        for _ in 0..3 {
-            let found = reader.get("KB-001").await.unwrap();
-            assert_eq!(found.map(|p| p.sku), Some("KB-001".to_owned()));
+        let price = |found: Option<CatalogProduct>| found.map(|p| p.unit_price);
+        assert_eq!(price(reader.get("KB-001").await.unwrap()), Some(8900));
+
+        keyboard.unit_price = 9900;
+        store.upsert_product(&keyboard).await.unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                price(reader.get("KB-001").await.unwrap()),
+                Some(8900),
+                "the cache answered (the database says 9900)"
+            );
         }
-        assert_eq!(
-            store.reads.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "the database was read once, the cache answered the other lookups"
-        );
     }
 
     fn product(sku: &str) -> CatalogProduct {
@@ -482,15 +451,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn memory_entries_expire_after_the_ttl_and_the_size_stays_bounded() {
-        let cache = MemoryCache::new(2);
-        let ttl = Duration::from_secs(2);
-        cache.put(&product("A"), ttl);
+        let cache = MemoryCache::new(2, Duration::from_secs(2));
+        cache.put(&product("A"));
         assert_eq!(cache.get("A"), Some(product("A")));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(cache.get("A"), None, "expired at the TTL");
 
         for sku in ["B", "C", "D"] {
-            cache.put(&product(sku), ttl);
+            cache.put(&product(sku));
         }
         assert!(
             cache.entries.lock().unwrap().len() <= 2,
