@@ -34,33 +34,56 @@ use tracing_subscriber::registry::LookupSpan;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonLines;
 
-struct FieldVisitor<'a>(&'a mut Map<String, Value>);
+/// Hands each visited field to `.0` as its name (a raw identifier's `r#` dropped) and its
+/// JSON value: numbers and booleans as themselves, a non-finite float as `null`, bytes as an
+/// array of numbers, anything else as a string. Events and span fields are both read with it.
+struct JsonValues<F: FnMut(&'static str, Value)>(F);
 
-impl Visit for FieldVisitor<'_> {
+impl<F: FnMut(&'static str, Value)> JsonValues<F> {
+    fn put(&mut self, field: &Field, value: Value) {
+        let name = field.name();
+        (self.0)(name.strip_prefix("r#").unwrap_or(name), value);
+    }
+}
+
+impl<F: FnMut(&'static str, Value)> Visit for JsonValues<F> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+        self.put(field, Value::String(format!("{value:?}")));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .insert(field.name().to_owned(), Value::String(value.to_owned()));
+        self.put(field, Value::String(value.to_owned()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.put(field, Value::from(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.put(field, Value::from(value));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.put(field, Value::from(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.put(field, Value::from(value));
+    }
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.put(field, Value::from(value.to_vec()));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0
-            .insert(field.name().to_owned(), Value::String(value.to_string()));
+        self.put(field, Value::String(value.to_string()));
     }
+}
+
+/// `fields` as `"key":value` pairs, comma-separated (the inside of a JSON object).
+fn json_pairs(fields: &impl RecordFields) -> String {
+    let mut out = String::new();
+    fields.record(&mut JsonValues(|name, value| {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        // Writing JSON into a `String` cannot fail.
+        let _ = write!(out, "{}:{}", Value::String(name.to_owned()), value);
+    }));
+    out
 }
 
 impl<S> FormatEvent<S, SpanFields> for JsonLines
@@ -81,7 +104,9 @@ where
         );
         line.insert("level".into(), Value::String(meta.level().to_string()));
         line.insert("target".into(), Value::String(meta.target().to_owned()));
-        event.record(&mut FieldVisitor(&mut line));
+        event.record(&mut JsonValues(|name, value| {
+            line.insert(name.to_owned(), value);
+        }));
 
         // Each span's fields are kept by `SpanFields` as a JSON object; they go into the line
         // as they are, with the span's name added, not parsed and written again (a line
@@ -141,50 +166,6 @@ where
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SpanFields;
 
-/// Writes visited fields as `"key":value` pairs, comma-separated, into `out`.
-struct PairWriter<'a> {
-    out: &'a mut String,
-}
-
-impl PairWriter<'_> {
-    fn pair(&mut self, field: &Field, value: Value) {
-        let name = field.name();
-        let name = name.strip_prefix("r#").unwrap_or(name);
-        if !self.out.is_empty() {
-            self.out.push(',');
-        }
-        // Writing JSON into a `String` cannot fail.
-        let _ = write!(self.out, "{}:{}", Value::String(name.to_owned()), value);
-    }
-}
-
-impl Visit for PairWriter<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.pair(field, Value::String(format!("{value:?}")));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.pair(field, Value::String(value.to_owned()));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.pair(field, Value::from(value));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.pair(field, Value::from(value));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.pair(field, Value::from(value));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.pair(field, Value::from(value));
-    }
-    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
-        self.pair(field, Value::from(value.to_vec()));
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.pair(field, Value::String(value.to_string()));
-    }
-}
-
 /// Whether the stored object `stored` has a key `name` (see [`SpanFields`]).
 fn has_key(stored: &str, name: &str) -> bool {
     let name = name.strip_prefix("r#").unwrap_or(name);
@@ -198,36 +179,30 @@ impl<'writer> FormatFields<'writer> for SpanFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        let mut pairs = String::new();
-        fields.record(&mut PairWriter { out: &mut pairs });
-        write!(writer, "{{{pairs}}}")
+        write!(writer, "{{{}}}", json_pairs(&fields))
     }
 
     fn add_fields(&self, current: &mut FormattedFields<Self>, fields: &Record<'_>) -> fmt::Result {
         let stored = current.fields.trim();
-        let mut names = Vec::new();
-        fields.record(&mut |field: &Field, _: &dyn fmt::Debug| names.push(field.name()));
-        let well_formed = stored.starts_with('{') && stored.ends_with('}');
-        if well_formed && !names.iter().any(|n| has_key(stored, n)) {
-            let mut pairs = String::new();
-            fields.record(&mut PairWriter { out: &mut pairs });
+        let mut repeated = false;
+        fields.record(&mut |field: &Field, _: &dyn fmt::Debug| {
+            repeated |= has_key(stored, field.name());
+        });
+        if !repeated && stored.starts_with('{') && stored.ends_with('}') {
+            let pairs = json_pairs(fields);
             if pairs.is_empty() {
                 return Ok(());
             }
             let inner = stored[1..stored.len() - 1].trim();
             let separator = if inner.is_empty() { "" } else { "," };
-            let mut object = String::with_capacity(inner.len() + pairs.len() + 3);
-            let _ = write!(object, "{{{inner}{separator}{pairs}}}");
-            current.fields = object;
+            current.fields = format!("{{{inner}{separator}{pairs}}}");
             return Ok(());
         }
         // A field recorded again (or a stored text that is not an object): merge.
         let mut map: Map<String, Value> = serde_json::from_str(stored).unwrap_or_default();
-        let mut pairs = String::new();
-        fields.record(&mut PairWriter { out: &mut pairs });
-        let added: Map<String, Value> =
-            serde_json::from_str(&format!("{{{pairs}}}")).unwrap_or_default();
-        map.extend(added);
+        fields.record(&mut JsonValues(|name, value| {
+            map.insert(name.to_owned(), value);
+        }));
         current.fields = Value::Object(map).to_string();
         Ok(())
     }
