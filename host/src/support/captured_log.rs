@@ -1,15 +1,16 @@
-//! [`CapturedLog`]: formatted log output kept in memory, for the unit tests that check what a
-//! log line says (test builds only).
+//! [`CapturedLog`]: formatted log output kept in memory, for the tests that check what a
+//! log line says, unit and process tests alike (test builds only: `cfg(test)` or the
+//! `test-support` feature).
 
 use std::sync::{Arc, Mutex};
 
 /// A `tracing_subscriber` writer collecting everything written to it; clones share the text.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+pub struct CapturedLog(Arc<Mutex<Vec<u8>>>);
 
 impl CapturedLog {
     /// What was written so far (lossy UTF-8).
-    pub(crate) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
 }

@@ -14,8 +14,9 @@
 //! - [`InvalidKey`]: "this dotted configuration key has an unusable value, because ...".
 //! - [`VERSION`], [`GIT_COMMIT`]: what was built.
 
-#[cfg(test)]
-pub(crate) mod captured_log;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod captured_log;
 pub mod connection;
 #[cfg(feature = "fault-injection")]
 pub mod failpoint;

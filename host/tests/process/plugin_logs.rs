@@ -11,6 +11,7 @@ use std::time::Duration;
 use weir_core::domain::{CatalogProduct, LineRequest, OrderRequest};
 use weir_host::capabilities::catalog::StaticCatalog;
 use weir_host::runtime::{BudgetKind, InvokeError, PluginVersion, Runtime, RuntimeConfig};
+use weir_host::support::captured_log::CapturedLog;
 use weir_plugin_artifacts as artifacts;
 
 fn runtime(timeout: Duration) -> Runtime {
@@ -44,33 +45,12 @@ async fn load(rt: &Runtime, path: &str) -> Arc<PluginVersion> {
         .unwrap_or_else(|e| panic!("load {path}: {e}"))
 }
 
-/// A `MakeWriter` collecting formatted log output in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// Guest stdout and plugin log calls land in the host's log stream inside the
 /// `plugin.invoke` span (so they carry its context), and the invocation span records
 /// name, version, digest, function and outcome.
 #[tokio::test]
 async fn guest_output_and_logs_are_captured_with_the_invocation_context() {
-    let captured = Captured::default();
+    let captured = CapturedLog::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
         .with_writer(captured.clone())
@@ -96,7 +76,7 @@ async fn guest_output_and_logs_are_captured_with_the_invocation_context() {
         .await
         .unwrap();
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
