@@ -57,7 +57,7 @@ impl Catalog for StaticCatalog {
 }
 
 impl Host for Imports {
-    #[tracing::instrument(name = "plugin.import.catalog.get", skip_all, fields(sku = %sku.get(..64).unwrap_or("<long>"), outcome = tracing::field::Empty))]
+    #[tracing::instrument(name = "plugin.import.catalog.get", skip_all, fields(sku = %sku.get(..64).unwrap_or("<long>"), outcome = tracing::field::Empty), level = "debug")]
     async fn get(
         &mut self,
         sku: String,

@@ -77,7 +77,7 @@ use opentelemetry_semantic_conventions::resource as semres;
 use serde::{Deserialize, Serialize};
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -489,33 +489,49 @@ impl Telemetry {
                 .with_targets(EXPORTER_TARGETS.map(|t| (t, LevelFilter::OFF)))
                 .with_target(DB_CARRIER_TARGET, LevelFilter::OFF)
         };
-        // Debug-level spans (e.g. `plugin.import.log.emit`) belong in traces even when
-        // stdout is at info. When traces are not exported nobody can see them, and making
-        // them costs the most on the plugin path (six of a `place-order`'s nine imports
-        // are debug spans): the info-level spans stay, for the trace ids of log lines and
-        // problem responses.
-        let span_level = if self.signals.traces {
+        // Debug-level spans (the `plugin.import.*` spans) belong in traces even when stdout
+        // is at info. When traces are not exported nobody can see them, and making them
+        // costs the most on the plugin path (a `place-order` makes nine imports): the
+        // info-level spans stay, for the trace ids of log lines and problem responses, and
+        // events are left out (a span's events, status and exceptions are only ever read by
+        // the exporter).
+        let exported = self.signals.traces;
+        let span_level = if exported {
             LevelFilter::DEBUG
         } else {
             LevelFilter::INFO
         };
+        let events = tracing_subscriber::filter::filter_fn(move |meta| {
+            (exported || meta.is_span()) && span_level >= *meta.level()
+        })
+        .with_max_level_hint(span_level);
+        // No thread attributes (a request's spans hop between the server's and the plugin
+        // threads, so a thread name says little) and no busy/idle timings (two clock reads
+        // at every enter and exit of every span): neither is read by our dashboards, and
+        // both cost on every span of the plugin path.
         let spans = tracing_opentelemetry::layer()
             .with_tracer(self.tracer_provider.tracer(SCOPE))
             .with_level(true)
-            .with_filter(quiet(span_level));
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(quiet(span_level).and(events));
         // Keeps the database carrier span (see [`traced`]) enabled whatever the other
         // filters say: a disabled span cannot become the current span.
         let carrier = tracing_subscriber::layer::Identity::new()
             .with_filter(Targets::new().with_target(DB_CARRIER_TARGET, LevelFilter::INFO));
-        let spans = spans.and_then(carrier);
-        match &self.logger_provider {
-            Some(provider) => spans
+        // The span layer goes last (outermost). `tracing-subscriber` (0.3) gives a stack of
+        // layers joined with `and_then` over the registry the level hint of its outermost
+        // layer alone; the span layer's is the highest of the three, so a subscriber made of
+        // these layers alone still enables debug-level spans (a test pins this).
+        let inner = match &self.logger_provider {
+            Some(provider) => carrier
                 .and_then(
                     OpenTelemetryTracingBridge::new(provider).with_filter(quiet(LevelFilter::INFO)),
                 )
                 .boxed(),
-            None => spans.boxed(),
-        }
+            None => carrier.boxed(),
+        };
+        inner.and_then(spans).boxed()
     }
 
     /// The resource shared by every signal.
@@ -934,5 +950,39 @@ mod tests {
         assert_eq!(get("cloud.region").as_deref(), Some("eu-west-1"));
         assert!(get("service.instance.id").is_some());
         assert_eq!(Export::Disabled.signals(), Signals::default());
+    }
+
+    /// The level hint of a subscriber made of the pipeline's layers decides, process-wide,
+    /// whether a debug-level span is made at all (`tracing`'s global max level). With traces
+    /// exported it must be debug (the `plugin.import.*` spans), with or without the stdout
+    /// layer beside; without export, info. Before the span layer went outermost, the
+    /// layers alone reported the carrier's info (tests/it's trace pipeline lost every
+    /// debug span).
+    #[test]
+    fn the_layers_enable_debug_spans_exactly_when_traces_are_exported() {
+        use tracing::Subscriber as _;
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _enter = rt.enter();
+        for (export, want) in [
+            (
+                Export::Grpc("http://127.0.0.1:9".to_owned()),
+                LevelFilter::DEBUG,
+            ),
+            (Export::Disabled, LevelFilter::INFO),
+        ] {
+            let mut opts = TelemetryOptions::from_config(&TelemetryConfig::default(), "test", None);
+            opts.export = export.clone();
+            let t = Telemetry::build(&opts).unwrap();
+            let alone = tracing_subscriber::registry().with(t.layer());
+            assert_eq!(alone.max_level_hint(), Some(want), "{export:?}, alone");
+            let beside_stdout = tracing_subscriber::registry()
+                .with(stdout_layer())
+                .with(t.layer());
+            assert!(
+                beside_stdout.max_level_hint() >= Some(want),
+                "{export:?}, beside stdout: {:?}",
+                beside_stdout.max_level_hint()
+            );
+        }
     }
 }
