@@ -223,10 +223,18 @@ struct Probe {
 fn span_object(stored: &str, name: &str) -> (String, Option<Value>) {
     let quoted_name = Value::String(name.to_owned()).to_string();
     let stored = stored.trim();
-    let probe = if stored.starts_with('{') && stored.ends_with('}') {
-        serde_json::from_str::<Probe>(stored).ok()
-    } else {
+    let object = stored.starts_with('{') && stored.ends_with('}');
+    // Most spans have neither field: the stored text is then used as it is, unparsed (it is
+    // always `SpanFields`' own output, see `has_key`).
+    let probe = if !object {
         None
+    } else if !stored.contains("\"request_id\":") && !stored.contains("\"name\":") {
+        Some(Probe {
+            request_id: None,
+            name: None,
+        })
+    } else {
+        serde_json::from_str::<Probe>(stored).ok()
     };
     let Some(probe) = probe else {
         return (format!("{{\"name\":{quoted_name}}}"), None);
