@@ -716,25 +716,36 @@ async fn payments(weir: &Weir, amqp: &str, order: &Value) {
             "data": { "order_id": order_id, "amount": amount, "currency": "EUR" },
         })
         .to_string();
-        let confirm = channel
-            .basic_publish(
-                "weir.payments".into(),
-                "payment.captured".into(),
-                lapin::options::BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                body.as_bytes(),
-                lapin::BasicProperties::default()
-                    .with_content_type("application/cloudevents+json".into())
-                    .with_message_id(message_id.into())
-                    .with_delivery_mode(2),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("publisher confirm");
-        assert_eq!(confirm, lapin::Confirmation::Ack(None), "payment routed");
+        // The consumer declares its queue, then binds it: between the two a mandatory
+        // publish comes back unrouted (NO_ROUTE, so nothing was delivered). Publish again
+        // until the binding is there, within WAIT.
+        loop {
+            let confirm = channel
+                .basic_publish(
+                    "weir.payments".into(),
+                    "payment.captured".into(),
+                    lapin::options::BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    body.as_bytes(),
+                    lapin::BasicProperties::default()
+                        .with_content_type("application/cloudevents+json".into())
+                        .with_message_id(message_id.into())
+                        .with_delivery_mode(2),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("publisher confirm");
+            let unrouted =
+                matches!(&confirm, lapin::Confirmation::Ack(Some(r)) if r.reply_code == 312);
+            if !unrouted || started.elapsed() >= WAIT {
+                assert_eq!(confirm, lapin::Confirmation::Ack(None), "payment routed");
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
     }
     // Applied, and dead-lettered.
     let http = client();
