@@ -57,8 +57,35 @@ impl Catalog for StaticCatalog {
 }
 
 impl Host for Imports {
-    #[tracing::instrument(name = "plugin.import.catalog.get", skip_all, fields(sku = %sku.get(..64).unwrap_or("<long>"), outcome = tracing::field::Empty), level = "debug")]
+    /// One lookup in its span. The span is debug-level (made only while traces are exported
+    /// or stdout asks for debug), so the outcome is recorded on it by name: recording on
+    /// `Span::current()` would, with the span off, overwrite the `outcome` of the enclosing
+    /// `plugin.invoke` span.
     async fn get(
+        &mut self,
+        sku: String,
+    ) -> wasmtime::Result<Result<Option<Product>, DependencyError>> {
+        let span = tracing::debug_span!(
+            "plugin.import.catalog.get",
+            sku = %sku.get(..64).unwrap_or("<long>"),
+            outcome = tracing::field::Empty,
+        );
+        let result = self.lookup(sku).instrument(span.clone()).await?;
+        let outcome = match &result {
+            Ok(Some(_)) => "found",
+            Ok(None) => "not_found",
+            Err(DependencyError::Timeout) => "timeout",
+            Err(DependencyError::Unavailable(_)) => "unavailable",
+            Err(DependencyError::Internal(_)) => "internal",
+        };
+        span.record("outcome", outcome);
+        Ok(result)
+    }
+}
+
+impl Imports {
+    /// [`Host::get`] without its span.
+    async fn lookup(
         &mut self,
         sku: String,
     ) -> wasmtime::Result<Result<Option<Product>, DependencyError>> {
@@ -106,14 +133,6 @@ impl Host for Imports {
                 "catalog lookup failed: {join}"
             ))),
         };
-        let outcome = match &result {
-            Ok(Some(_)) => "found",
-            Ok(None) => "not_found",
-            Err(DependencyError::Timeout) => "timeout",
-            Err(DependencyError::Unavailable(_)) => "unavailable",
-            Err(DependencyError::Internal(_)) => "internal",
-        };
-        tracing::Span::current().record("outcome", outcome);
         if let (Some(trace), Some(sku)) = (&self.trace, &traced_sku) {
             trace.catalog(sku, &result);
         }

@@ -10,11 +10,14 @@ use crate::world::bindings::Capability;
 use crate::world::bindings::config::Host;
 
 impl Host for Imports {
-    #[tracing::instrument(name = "plugin.import.config.get", skip_all, fields(key = tracing::field::Empty), level = "debug")]
+    /// The key is recorded on the import's own span by name (see the catalog import): the
+    /// span is debug-level, and with it off `Span::current()` is `plugin.invoke`.
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        let span = tracing::debug_span!("plugin.import.config.get", key = tracing::field::Empty);
+        let _entered = span.enter();
         self.require(Capability::Config)?;
         self.bound("config.get key", &key, MAX_CONFIG_KEY)?;
-        tracing::Span::current().record("key", key.as_str());
+        span.record("key", key.as_str());
         let value = match self.trace.as_ref().and_then(|t| t.scripted_config(&key)) {
             Some(scripted) => scripted,
             None => self.plugin.config.get(&key).cloned(),

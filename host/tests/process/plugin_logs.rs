@@ -96,6 +96,12 @@ async fn guest_output_and_logs_are_captured_with_the_invocation_context() {
         .find(|l| l["target"] == "weir::plugin" && l["span"]["plugin.name"] == "orders")
         .unwrap_or_else(|| panic!("no plugin log line in {text}"));
     assert_eq!(plugin_log["span"]["plugin.function"], "place-order");
+    // The catalog import's span is debug-level, off here: its lookup's outcome must not be
+    // recorded on `plugin.invoke` (whose own outcome comes only at the end of the call).
+    assert!(
+        plugin_log["span"].get("outcome").is_none(),
+        "a catalog lookup's outcome landed on plugin.invoke: {plugin_log}"
+    );
     let closed: Vec<_> = lines
         .iter()
         .filter(|l| l["span"]["name"] == "plugin.invoke" && l["fields"]["message"] == "close")
