@@ -352,7 +352,7 @@ async fn sigterm_under_load(setup: Setup) {
     ];
     let mut weir = deployment.start_with(&config, &otlp).await;
     if rabbit.is_some() {
-        consumer_connected(&weir).await;
+        weir.consumer_connected().await;
     }
 
     // `HELD` clients, each placing orders one after the other until, after the signal, a
@@ -1244,14 +1244,6 @@ async fn assert_applied_once(pool: &sqlx::PgPool, message_id: &str, order_id: &s
     assert_eq!(events, 1, "one order.paid event for {order_id}");
 }
 
-/// Wait (bounded) until the consumer's broker link is up (its topology is declared).
-async fn consumer_connected(weir: &Weir) {
-    weir.wait_infoz("the consumer connected to RabbitMQ", |v| {
-        v["events"]["links"]["consumer"]["connected"] == json!(true)
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_consumer_mid_message_redelivers_and_applies_once() {
     let rabbit = Rabbit::connect().await;
@@ -1261,7 +1253,7 @@ async fn kill9_consumer_mid_message_redelivers_and_applies_once() {
         .await
         .expect("connect pg");
     let weir = deployment.start(&config).await;
-    consumer_connected(&weir).await;
+    weir.consumer_connected().await;
     let order = new_order(&weir, "kill9-consumer").await;
     let (status, version) = order_state(&weir, &order).await;
     assert_eq!(status, "placed");
@@ -1303,7 +1295,7 @@ async fn sigterm_requeues_prefetched_deliveries_and_applies_them_once_after_rest
         .await
         .expect("connect pg");
     let mut weir = deployment.start(&config).await;
-    consumer_connected(&weir).await;
+    weir.consumer_connected().await;
     let held = new_order(&weir, "term-held").await;
     let prefetched = new_order(&weir, "term-prefetched").await;
     let (_, version) = order_state(&weir, &held).await;

@@ -684,14 +684,8 @@ async fn payments(weir: &Weir, amqp: &str, order: &Value) {
             Some(q.message_count())
         }
     };
-    let started = tokio::time::Instant::now();
-    while passive("weir.payments").await.is_none() {
-        assert!(
-            started.elapsed() < WAIT,
-            "the consumer did not declare weir.payments"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    // Declared and bound: a mandatory publish before the binding would come back NO_ROUTE.
+    weir.consumer_connected().await;
     let channel = conn.create_channel().await.expect("channel");
     channel
         .confirm_select(lapin::options::ConfirmSelectOptions::default())
@@ -716,36 +710,25 @@ async fn payments(weir: &Weir, amqp: &str, order: &Value) {
             "data": { "order_id": order_id, "amount": amount, "currency": "EUR" },
         })
         .to_string();
-        // The consumer declares its queue, then binds it: between the two a mandatory
-        // publish comes back unrouted (NO_ROUTE, so nothing was delivered). Publish again
-        // until the binding is there, within WAIT.
-        loop {
-            let confirm = channel
-                .basic_publish(
-                    "weir.payments".into(),
-                    "payment.captured".into(),
-                    lapin::options::BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    body.as_bytes(),
-                    lapin::BasicProperties::default()
-                        .with_content_type("application/cloudevents+json".into())
-                        .with_message_id(message_id.into())
-                        .with_delivery_mode(2),
-                )
-                .await
-                .expect("publish")
-                .await
-                .expect("publisher confirm");
-            let unrouted =
-                matches!(&confirm, lapin::Confirmation::Ack(Some(r)) if r.reply_code == 312);
-            if !unrouted || started.elapsed() >= WAIT {
-                assert_eq!(confirm, lapin::Confirmation::Ack(None), "payment routed");
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let confirm = channel
+            .basic_publish(
+                "weir.payments".into(),
+                "payment.captured".into(),
+                lapin::options::BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                body.as_bytes(),
+                lapin::BasicProperties::default()
+                    .with_content_type("application/cloudevents+json".into())
+                    .with_message_id(message_id.into())
+                    .with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("publisher confirm");
+        assert_eq!(confirm, lapin::Confirmation::Ack(None), "payment routed");
     }
     // Applied, and dead-lettered.
     let http = client();

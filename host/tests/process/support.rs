@@ -352,6 +352,15 @@ impl Weir {
         }
     }
 
+    /// Wait (bounded) until the consumer's broker link is up: its topology (exchanges, queue,
+    /// bindings) is declared and it consumes (`/infoz` `events.links.consumer.connected`).
+    pub async fn consumer_connected(&self) {
+        self.wait_infoz("the consumer connected to RabbitMQ", |v| {
+            v["events"]["links"]["consumer"]["connected"] == json!(true)
+        })
+        .await;
+    }
+
     /// Poll `/infoz` until `pred` holds (bounded).
     pub async fn wait_infoz(&self, what: &str, pred: impl Fn(&Value) -> bool) {
         let client = reqwest::Client::new();

@@ -32,8 +32,8 @@ use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
 use super::{
-    Backend, Deployment, Ledger, Outcome, Rabbit, assert_applied_once, consumer_connected,
-    new_order, order_due_db, order_state, order_state_db, place,
+    Backend, Deployment, Ledger, Outcome, Rabbit, assert_applied_once, new_order, order_due_db,
+    order_state, order_state_db, place,
 };
 use crate::support::{POLL, WAIT, Weir, client, field, message};
 
@@ -705,7 +705,7 @@ async fn consumer_killed_after_commit_before_ack_is_deduplicated_by_the_inbox() 
         .expect("connect pg");
     let failpoint = [("WEIR_FAILPOINT", "consumer.after_commit".to_owned())];
     let weir = deployment.start_with(&config, &failpoint).await;
-    consumer_connected(&weir).await;
+    weir.consumer_connected().await;
     let order = new_order(&weir, "ack-window").await;
     let (status, version) = order_state(&weir, &order).await;
     assert_eq!(status, "placed");
