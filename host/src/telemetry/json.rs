@@ -223,36 +223,31 @@ struct Probe {
 fn span_object(stored: &str, name: &str) -> (String, Option<Value>) {
     let quoted_name = Value::String(name.to_owned()).to_string();
     let stored = stored.trim();
-    let object = stored.starts_with('{') && stored.ends_with('}');
-    // Most spans have neither field: the stored text is then used as it is, unparsed (it is
-    // always `SpanFields`' own output, see `has_key`).
-    let probe = if !object {
-        None
-    } else if !stored.contains("\"request_id\":") && !stored.contains("\"name\":") {
-        Some(Probe {
-            request_id: None,
-            name: None,
-        })
-    } else {
-        serde_json::from_str::<Probe>(stored).ok()
+    let with_name = |stored: &str| {
+        let inner = stored[1..stored.len() - 1].trim();
+        if inner.is_empty() {
+            format!("{{\"name\":{quoted_name}}}")
+        } else {
+            format!("{{\"name\":{quoted_name},{inner}}}")
+        }
     };
-    let Some(probe) = probe else {
+    if !(stored.starts_with('{') && stored.ends_with('}')) {
+        return (format!("{{\"name\":{quoted_name}}}"), None);
+    }
+    // Most spans have neither field: their stored text is used as it is, unparsed.
+    if !has_key(stored, "request_id") && !has_key(stored, "name") {
+        return (with_name(stored), None);
+    }
+    let Ok(probe) = serde_json::from_str::<Probe>(stored) else {
         return (format!("{{\"name\":{quoted_name}}}"), None);
     };
-    let request_id = probe.request_id;
     if probe.name.is_some() {
         // A field called `name`: the span's name replaces it (rare; parse and write).
         let mut fields: Map<String, Value> = serde_json::from_str(stored).unwrap_or_default();
         fields.insert("name".into(), Value::String(name.to_owned()));
-        return (Value::Object(fields).to_string(), request_id);
+        return (Value::Object(fields).to_string(), probe.request_id);
     }
-    let inner = stored[1..stored.len() - 1].trim();
-    let object = if inner.is_empty() {
-        format!("{{\"name\":{quoted_name}}}")
-    } else {
-        format!("{{\"name\":{quoted_name},{inner}}}")
-    };
-    (object, request_id)
+    (with_name(stored), probe.request_id)
 }
 
 #[cfg(test)]

@@ -501,6 +501,8 @@ impl Telemetry {
         } else {
             LevelFilter::INFO
         };
+        // The level test repeats `quiet`'s so the filter can carry a level hint: joined with
+        // `and`, a filter without one would take the span layer's hint away.
         let events = tracing_subscriber::filter::filter_fn(move |meta| {
             (exported || meta.is_span()) && span_level >= *meta.level()
         })
