@@ -84,8 +84,20 @@
 //! # }
 //! ```
 //!
-//! Build the component with `cargo build --target wasm32-wasip2 --release` in a crate with
-//! `crate-type = ["cdylib"]` (add `"rlib"` to also use the logic natively).
+//! Build the component in a crate with `crate-type = ["cdylib"]` (add `"rlib"` to also use
+//! the logic natively), for one of two targets:
+//!
+//! - `cargo build --target wasm32-wasip2 --release`: the standard library's I/O works (a
+//!   `println!` or a panic message reaches the host's log through the captured stdout and
+//!   stderr), and the component imports the WASI interfaces the standard library uses.
+//! - `cargo build --target wasm32-unknown-unknown --release` with the toolchain's component
+//!   linker, `wasm-component-ld`, set for that target (in `.cargo/config.toml`:
+//!   `[target.wasm32-unknown-unknown]` `linker = "wasm-component-ld"`): the component imports
+//!   `weir:orders` only. A fresh instance of it is cheaper, which is every call
+//!   (BENCHMARKS.md, "A plugin without WASI imports"), and it holds no WASI authority at all.
+//!   Standard-library I/O does nothing there; log with [`log`]. A panic still traps the call,
+//!   and its message reaches the host's log as a `plugin panicked` error record when the
+//!   plugin declares [`Capability::Log`]. The reference plugin is built this way.
 //!
 //! # Layout
 //!
@@ -129,6 +141,8 @@ pub mod config;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod contract;
 pub mod deadline;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+pub mod heap;
 pub mod log;
 #[cfg(any(not(target_arch = "wasm32"), feature = "fake-host"))]
 pub mod testing;
@@ -185,16 +199,72 @@ pub trait Plugin {
     fn transition(order: OrderSnapshot, event: OrderEvent) -> Result<OrderStatus, OrderError>;
 }
 
+/// The longest panic message, in bytes, [`__report_panics`] passes to the host's log.
+#[cfg(all(
+    target_arch = "wasm32",
+    target_os = "unknown",
+    not(feature = "fake-host")
+))]
+const PANIC_MESSAGE_BYTES: usize = 1024;
+
+/// Called by [`export_plugin!`] at the start of `place-order` and `transition`.
+///
+/// On `wasm32-unknown-unknown` a component has no stderr, so a panic's message would be lost
+/// in the trap. This installs (once per instance) a panic hook that sends it to the host as
+/// an `error` record, `plugin panicked` with the field `panic` (the message and location, at
+/// most 1 KiB), when the plugin declared [`Capability::Log`]; an undeclared import would
+/// turn the panic into a capability refusal. The trap follows as before. On `wasm32-wasip2`
+/// the message goes to stderr, which the host captures into its log, and this does nothing.
+#[doc(hidden)]
+pub fn __report_panics<P: Plugin + 'static>() {
+    #[cfg(all(
+        target_arch = "wasm32",
+        target_os = "unknown",
+        not(feature = "fake-host")
+    ))]
+    {
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                if !P::describe().capabilities.contains(&Capability::Log) {
+                    return;
+                }
+                let mut text = info.to_string();
+                if text.len() > PANIC_MESSAGE_BYTES {
+                    let mut end = PANIC_MESSAGE_BYTES;
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    text.truncate(end);
+                }
+                log::error("plugin panicked", &[("panic", &text)]);
+            }));
+        });
+    }
+}
+
 /// Export a [`Plugin`] implementation as the component's `weir:orders/plugin` exports.
 ///
 /// Use it once per plugin crate, at item level: `weir_sdk::export_plugin!(MyPlugin);`.
 /// On `wasm32` targets it generates the component-model exports; on other targets it only
 /// checks at compile time that the type implements [`Plugin`], so the crate still builds and
 /// tests natively.
+///
+/// On `wasm32-unknown-unknown` it also installs the global allocator, `heap::InstanceHeap`,
+/// which uses the initial memory before growing it (a fresh call then grows no memory).
+/// A plugin with its own `#[global_allocator]` writes
+/// `weir_sdk::export_plugin!(MyPlugin, own_allocator);`.
 #[cfg(target_arch = "wasm32")]
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ident) => {
+        $crate::export_plugin!($ty, own_allocator);
+
+        #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+        #[global_allocator]
+        static __WEIR_INSTANCE_HEAP: $crate::heap::InstanceHeap = $crate::heap::instance_heap();
+    };
+    ($ty:ident, own_allocator) => {
         #[allow(unsafe_code)]
         const _: () = {
             impl $crate::__bindings::Guest for $ty {
@@ -205,6 +275,7 @@ macro_rules! export_plugin {
                 fn place_order(
                     request: $crate::OrderRequest,
                 ) -> ::core::result::Result<$crate::PricedOrder, $crate::OrderError> {
+                    $crate::__report_panics::<$ty>();
                     <$ty as $crate::Plugin>::place_order(request)
                 }
 
@@ -212,6 +283,7 @@ macro_rules! export_plugin {
                     order: $crate::OrderSnapshot,
                     event: $crate::OrderEvent,
                 ) -> ::core::result::Result<$crate::OrderStatus, $crate::OrderError> {
+                    $crate::__report_panics::<$ty>();
                     <$ty as $crate::Plugin>::transition(order, event)
                 }
             }
@@ -227,10 +299,18 @@ macro_rules! export_plugin {
 /// On `wasm32` targets it generates the component-model exports; on other targets it only
 /// checks at compile time that the type implements [`Plugin`], so the crate still builds and
 /// tests natively.
+///
+/// On `wasm32-unknown-unknown` it also installs the global allocator, `heap::InstanceHeap`,
+/// which uses the initial memory before growing it (a fresh call then grows no memory).
+/// A plugin with its own `#[global_allocator]` writes
+/// `weir_sdk::export_plugin!(MyPlugin, own_allocator);`.
 #[cfg(not(target_arch = "wasm32"))]
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ident) => {
+        $crate::export_plugin!($ty, own_allocator);
+    };
+    ($ty:ident, own_allocator) => {
         const _: () = {
             const fn assert_plugin<T: $crate::Plugin>() {}
             assert_plugin::<$ty>();
