@@ -8,6 +8,8 @@
 //! export call (with its imports), teardown (dropping the store returns the instance to the
 //! pool), all of them together, a `transition` call (an export without imports), and a call
 //! on a reused instance (a lower bound for comparison only: Weir never reuses an instance).
+//! `parts_wasip2` times the same steps for the reference plugin's `wasm32-wasip2` build (the
+//! served one is built for `wasm32-unknown-unknown`, without WASI imports).
 //!
 //! `WEIR_BENCH_CALLS=N` skips criterion: the binary makes N fresh calls through the runtime
 //! and prints the page faults per call (from `/proc/self/stat`, all threads); run it under
@@ -128,6 +130,26 @@ fn bench(c: &mut Criterion) {
     }
 
     parts(c, &rt, &runtime, &plugin, &request);
+    // The same logic built for wasm32-wasip2 (the WASI imports of Rust's std), measured in the
+    // same run: what building the reference plugin without WASI changed.
+    let wasip2 = rt
+        .block_on(runtime.load_file(
+            std::path::Path::new(weir_plugin_artifacts::ORDERS_WASIP2),
+            |_| BTreeMap::new(),
+        ))
+        .expect("the wasm32-wasip2 build loads");
+    println!(
+        "imported interfaces: {} (served, wasm32-unknown-unknown), {} (wasm32-wasip2)",
+        plugin.imports.len(),
+        wasip2.imports.len()
+    );
+    steps(
+        c,
+        &rt,
+        "parts_wasip2",
+        &CallParts::new(&runtime, &wasip2),
+        &CallParts::wire(&request),
+    );
     keep_resident(c, &rt, &catalog_products(), &request);
 
     let mut group = c.benchmark_group("place_order");
@@ -285,27 +307,8 @@ fn parts(
     };
     let wire_order = CallParts::wire_order(&order);
 
+    steps(c, rt, "parts", &parts, &wire);
     let mut group = c.benchmark_group("parts");
-    for (name, step) in [
-        ("store_and_context", Step::Store),
-        ("instantiate", Step::Instantiate),
-        ("call_place_order", Step::Call),
-        ("teardown", Step::Teardown),
-        ("whole_fresh_call", Step::Whole),
-    ] {
-        group.bench_function(name, |b| {
-            b.to_async(rt).iter_custom(|iters| {
-                let (parts, wire) = (&parts, &wire);
-                async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        total += one_call(parts, wire, step).await;
-                    }
-                    total
-                }
-            })
-        });
-    }
     group.bench_function("call_transition_no_imports", |b| {
         b.to_async(rt).iter_custom(|iters| {
             let (parts, wire_order) = (&parts, &wire_order);
@@ -351,6 +354,35 @@ fn parts(
             }
         })
     });
+    group.finish();
+}
+
+/// Each step of a fresh `place-order` of `parts`, and the whole call, in the group `name`.
+fn steps(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    parts: &CallParts<'_>,
+    wire: &weir_host::world::bindings::OrderRequest,
+) {
+    let mut group = c.benchmark_group(name);
+    for (name, step) in [
+        ("store_and_context", Step::Store),
+        ("instantiate", Step::Instantiate),
+        ("call_place_order", Step::Call),
+        ("teardown", Step::Teardown),
+        ("whole_fresh_call", Step::Whole),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(rt).iter_custom(|iters| async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += one_call(parts, wire, step).await;
+                }
+                total
+            })
+        });
+    }
     group.finish();
 }
 

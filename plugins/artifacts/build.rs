@@ -1,5 +1,10 @@
-//! Builds every plugin in `plugins/` for `wasm32-wasip2` (release) with one nested cargo
-//! invocation and copies the components into `OUT_DIR`.
+//! Builds every plugin in `plugins/` (release) with nested cargo invocations and copies the
+//! components into `OUT_DIR`: the test plugins for `wasm32-wasip2`, and the reference plugin
+//! (plus a WASI-free copy of `hostile-panic`) for `wasm32-unknown-unknown`, linked into a
+//! component by the toolchain's own `wasm-component-ld` (the linker `wasm32-wasip2` uses).
+//! A component built that way imports `weir:orders` only, not the thirteen WASI interfaces
+//! Rust's standard library brings on `wasm32-wasip2`, and a fresh instance of it is cheaper
+//! to make (BENCHMARKS.md, "A plugin without WASI imports").
 //!
 //! The nested cargo uses its own target directory (`target/plugins`) so it never waits on the
 //! lock of the outer build, and runs with the outer build's per-package environment removed
@@ -12,11 +17,30 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const TARGET: &str = "wasm32-wasip2";
+/// The target of plugins that use WASI (the test plugins) or may (the WASI build of the
+/// reference plugin, kept to measure against).
+const WASI: &str = "wasm32-wasip2";
 
-/// (cargo package, library file stem, file name in `OUT_DIR`).
-const PLUGINS: &[(&str, &str, &str)] = &[
+/// The target of plugins with no WASI import.
+const NO_WASI: &str = "wasm32-unknown-unknown";
+
+/// (cargo package, library file stem, file name in `OUT_DIR`): built for [`NO_WASI`].
+const NO_WASI_PLUGINS: &[(&str, &str, &str)] = &[
     ("weir-plugin-orders", "weir_plugin_orders", "orders.wasm"),
+    (
+        "weir-hostile-panic",
+        "weir_hostile_panic",
+        "hostile-panic-no-wasi.wasm",
+    ),
+];
+
+/// (cargo package, library file stem, file name in `OUT_DIR`): built for [`WASI`].
+const PLUGINS: &[(&str, &str, &str)] = &[
+    (
+        "weir-plugin-orders",
+        "weir_plugin_orders",
+        "orders-wasip2.wasm",
+    ),
     ("weir-plugin-errors", "weir_plugin_errors", "errors.wasm"),
     (
         "weir-plugin-wrong-world",
@@ -217,16 +241,30 @@ fn main() {
         println!("cargo:rerun-if-changed={}", workspace.join(path).display());
     }
 
-    let mut command = Command::new(&cargo);
+    for (target, plugins) in [(WASI, PLUGINS), (NO_WASI, NO_WASI_PLUGINS)] {
+        build(&cargo, &workspace, &target_dir, target, plugins);
+        copy(&target_dir.join(target).join("release"), &out_dir, plugins);
+    }
+}
+
+/// One nested `cargo build` of `plugins` for `target`.
+fn build(
+    cargo: &OsStr,
+    workspace: &Path,
+    target_dir: &Path,
+    target: &str,
+    plugins: &[(&str, &str, &str)],
+) {
+    let mut command = Command::new(cargo);
     command
         .arg("build")
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
-        .args(["--target", TARGET, "--release"])
+        .args(["--target", target, "--release"])
         .arg("--target-dir")
-        .arg(&target_dir)
-        .current_dir(&workspace);
-    for (package, _, _) in PLUGINS {
+        .arg(target_dir)
+        .current_dir(workspace);
+    for (package, _, _) in plugins {
         command.args(["-p", package]);
     }
     for (name, _) in env::vars_os() {
@@ -234,21 +272,31 @@ fn main() {
             command.env_remove(&name);
         }
     }
-
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("failed to run {}: {e}", Path::new(&cargo).display()));
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        panic!(
-            "building the plugins for {TARGET} failed ({}):\n{stderr}\n{}",
-            output.status,
-            hint(&stderr)
+    if target == NO_WASI {
+        // rustc finds the toolchain's self-contained tools (`wasm-component-ld`, `wasm-ld`)
+        // by name; the linker turns the core module into a component, as on wasm32-wasip2.
+        command.env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
+            "wasm-component-ld",
         );
     }
 
-    let built = target_dir.join(TARGET).join("release");
-    for (package, stem, file) in PLUGINS {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("failed to run {}: {e}", Path::new(cargo).display()));
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        panic!(
+            "building the plugins for {target} failed ({}):\n{stderr}\n{}",
+            output.status,
+            hint(target, &stderr)
+        );
+    }
+}
+
+/// Copies each built component of `plugins` from `built` into `out_dir`, checking it is one.
+fn copy(built: &Path, out_dir: &Path, plugins: &[(&str, &str, &str)]) {
+    for (package, stem, file) in plugins {
         let from = built.join(format!("{stem}.wasm"));
         let to = out_dir.join(file);
         let bytes = fs::read(&from)
@@ -276,14 +324,22 @@ fn is_component(bytes: &[u8]) -> bool {
     bytes.starts_with(b"\0asm\x0d\x00\x01\x00")
 }
 
-fn hint(stderr: &str) -> &'static str {
+fn hint(target: &str, stderr: &str) -> String {
     if stderr.contains("target may not be installed")
         || stderr.contains("can't find crate for `std`")
         || stderr.contains("can't find crate for `core`")
     {
-        "hint: the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`"
+        format!("hint: the {target} target is missing: run `rustup target add {WASI} {NO_WASI}`")
+    } else if target == NO_WASI {
+        format!(
+            "hint: the error is in one of the plugin crates; reproduce it with \
+             `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-component-ld cargo build \
+             --target {target} --release -p <plugin>`"
+        )
     } else {
-        "hint: the error is in one of the plugin crates; reproduce it with \
-         `cargo build --target wasm32-wasip2 --release -p <plugin>`"
+        format!(
+            "hint: the error is in one of the plugin crates; reproduce it with \
+             `cargo build --target {target} --release -p <plugin>`"
+        )
     }
 }

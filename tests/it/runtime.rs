@@ -237,14 +237,49 @@ async fn a_compile_over_its_bound_is_refused_at_the_compile_stage() {
     assert_eq!(err.stage(), "compile");
 }
 
-/// A call of the reference plugin makes no WASI call, so the host never builds a WASI context
-/// for it (about 1 us of a fresh call, BENCHMARKS.md); a plugin that seeds a `HashMap` does.
+/// The reference plugin as served is built for `wasm32-unknown-unknown`: it imports
+/// `weir:orders` and nothing of WASI (a cheaper fresh instance, BENCHMARKS.md), and prices
+/// exactly as its `wasm32-wasip2` build, which imports the WASI interfaces of Rust's std.
+#[tokio::test]
+async fn the_reference_plugin_imports_weir_orders_only_and_prices_as_its_wasi_build() {
+    let rt = runtime(Duration::from_secs(2));
+    let served = load(&rt, artifacts::ORDERS).await;
+    assert!(
+        !served.imports.is_empty() && served.imports.iter().all(|i| i.starts_with("weir:orders/")),
+        "the served reference plugin imports more than weir:orders: {:?}",
+        served.imports
+    );
+    let wasip2 = load(&rt, artifacts::ORDERS_WASIP2).await;
+    assert!(
+        wasip2.imports.iter().any(|i| i.starts_with("wasi:")),
+        "the wasm32-wasip2 build imports WASI: {:?}",
+        wasip2.imports
+    );
+    assert_eq!(served.capabilities, wasip2.capabilities);
+    let mut order = request("cus_same");
+    order.lines[0].quantity = 7;
+    let a = rt.place_order(&served, &order, None).await.unwrap();
+    let b = rt.place_order(&wasip2, &order, None).await.unwrap();
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    let unknown = LineRequest {
+        sku: "NOPE".into(),
+        quantity: 1,
+    };
+    order.lines.push(unknown);
+    let a = rt.place_order(&served, &order, None).await.unwrap_err();
+    let b = rt.place_order(&wasip2, &order, None).await.unwrap_err();
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+}
+
+/// A call of the reference plugin's `wasm32-wasip2` build makes no WASI call, so the host
+/// never builds a WASI context for it (about 1 us of a fresh call, BENCHMARKS.md); a plugin
+/// that seeds a `HashMap` does. (The served build imports no WASI at all.)
 #[tokio::test]
 async fn the_reference_plugin_prices_without_a_wasi_call() {
     use weir_host::runtime::parts::CallParts;
 
     let rt = runtime(Duration::from_secs(2));
-    let orders = load(&rt, artifacts::ORDERS).await;
+    let orders = load(&rt, artifacts::ORDERS_WASIP2).await;
     let parts = CallParts::new(&rt, &orders);
     let mut store = parts.store();
     let instance = parts.instantiate(&mut store).await;
@@ -280,4 +315,47 @@ async fn the_reference_plugin_prices_without_a_wasi_call() {
         CallParts::used_wasi(&store),
         "a RandomState seed is a WASI call"
     );
+}
+
+/// The SDK's heap on `wasm32-unknown-unknown` (`weir_sdk::heap`) allocates from the initial
+/// memory first: a usual `place-order` grows no memory (a grown memory costs the pool work at
+/// both ends of every call, BENCHMARKS.md). A request larger than that space grows the memory,
+/// extends the heap, and gets exactly the answer of the `wasm32-wasip2` build (here the
+/// plugin's refusal of its oversized metadata, made after the whole request was copied in).
+#[tokio::test]
+async fn the_reference_plugin_grows_no_memory_until_a_call_needs_more() {
+    use weir_host::runtime::parts::CallParts;
+
+    let rt = runtime(Duration::from_secs(2));
+    let served = load(&rt, artifacts::ORDERS).await;
+    let parts = CallParts::new(&rt, &served);
+    let grows = |order: OrderRequest| {
+        let parts = &parts;
+        async move {
+            let mut store = parts.store();
+            let instance = parts.instantiate(&mut store).await;
+            let at_instantiation = CallParts::memory_grows(&store);
+            let priced =
+                CallParts::place_order(&instance, &mut store, &CallParts::wire(&order)).await;
+            (priced, CallParts::memory_grows(&store) - at_instantiation)
+        }
+    };
+    assert_eq!(grows(request("cus_small")).await, (true, 0));
+
+    // 256 KiB of metadata: the arguments alone are copied into the guest's heap.
+    let mut large = request("cus_large");
+    for i in 0..64 {
+        large.metadata.insert(format!("k{i:02}"), "x".repeat(4096));
+    }
+    let (priced, grown) = grows(large.clone()).await;
+    assert!(!priced, "more metadata than the plugin accepts");
+    assert!(grown > 0, "256 KiB of arguments fit the initial memory?");
+    let wasip2 = load(&rt, artifacts::ORDERS_WASIP2).await;
+    let served = rt.place_order(&served, &large, None).await.unwrap_err();
+    let wasip2 = rt.place_order(&wasip2, &large, None).await.unwrap_err();
+    assert!(
+        matches!(served, InvokeError::Refused(OrderError::Invalid(_))),
+        "{served:?}"
+    );
+    assert_eq!(format!("{served:?}"), format!("{wasip2:?}"));
 }

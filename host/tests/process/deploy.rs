@@ -1252,8 +1252,8 @@ fn the_containerfile_builds_what_the_manifests_run() {
         image
             .runs
             .iter()
-            .any(|r| r.contains("rustup target add wasm32-wasip2")),
-        "the builder needs the wasm32-wasip2 target (the plugins)"
+            .any(|r| r.contains("rustup target add wasm32-wasip2 wasm32-unknown-unknown")),
+        "the builder needs both WebAssembly targets (the plugins)"
     );
     let build = image
         .runs
@@ -1265,7 +1265,7 @@ fn the_containerfile_builds_what_the_manifests_run() {
     }
     // The plugin component the image ships is the one the build produced: the same bytes
     // the binary embeds.
-    let artifact = "target/plugins/wasm32-wasip2/release/weir_plugin_orders.wasm";
+    let artifact = "target/plugins/wasm32-unknown-unknown/release/weir_plugin_orders.wasm";
     assert!(
         build.contains(artifact),
         "the build step must install {artifact}"

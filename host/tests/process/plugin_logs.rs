@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use weir_core::domain::{CatalogProduct, LineRequest, OrderRequest};
 use weir_host::capabilities::catalog::StaticCatalog;
-use weir_host::runtime::{BudgetKind, InvokeError, PluginVersion, Runtime, RuntimeConfig};
+use weir_host::runtime::{
+    BudgetKind, InvokeError, PluginVersion, Runtime, RuntimeConfig, TrapKind,
+};
 use weir_host::support::captured_log::CapturedLog;
 use weir_plugin_artifacts as artifacts;
 
@@ -45,11 +47,9 @@ async fn load(rt: &Runtime, path: &str) -> Arc<PluginVersion> {
         .unwrap_or_else(|e| panic!("load {path}: {e}"))
 }
 
-/// Guest stdout and plugin log calls land in the host's log stream inside the
-/// `plugin.invoke` span (so they carry its context), and the invocation span records
-/// name, version, digest, function and outcome.
-#[tokio::test]
-async fn guest_output_and_logs_are_captured_with_the_invocation_context() {
+/// JSON lines at info and above into a buffer, for this thread until the guard drops: each
+/// line with its current span and span list, and a line when a span closes.
+fn capture() -> (CapturedLog, tracing::subscriber::DefaultGuard) {
     let captured = CapturedLog::default();
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -59,7 +59,15 @@ async fn guest_output_and_logs_are_captured_with_the_invocation_context() {
         .with_span_list(true)
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+/// Guest stdout and plugin log calls land in the host's log stream inside the
+/// `plugin.invoke` span (so they carry its context), and the invocation span records
+/// name, version, digest, function and outcome.
+#[tokio::test]
+async fn guest_output_and_logs_are_captured_with_the_invocation_context() {
+    let (captured, _guard) = capture();
 
     let rt = runtime(Duration::from_millis(200));
     let spin = load(&rt, artifacts::HOSTILE_SPIN).await;
@@ -114,5 +122,52 @@ async fn guest_output_and_logs_are_captured_with_the_invocation_context() {
         closed.iter().any(|l| l["span"]["outcome"] == "ok"
             && l["span"]["plugin.digest"] == orders.meta.digest.as_str()),
         "{text}"
+    );
+}
+
+/// A plugin built for `wasm32-unknown-unknown` has no stderr: the SDK's panic hook sends the
+/// panic's message through `weir:orders/log`, so it still reaches the host's log as an error
+/// record inside the invocation span, and the call still fails as the trap it is.
+#[tokio::test]
+async fn a_panic_without_wasi_reaches_the_log_through_the_sdk() {
+    let (captured, _guard) = capture();
+
+    let rt = runtime(Duration::from_secs(2));
+    let panic = load(&rt, artifacts::HOSTILE_PANIC_NO_WASI).await;
+    assert!(
+        !panic.imports.is_empty() && panic.imports.iter().all(|i| i.starts_with("weir:orders/")),
+        "the no-WASI build imports WASI: {:?}",
+        panic.imports
+    );
+    let err = rt
+        .place_order(&panic, &request("cus_panic"), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            InvokeError::Trap {
+                kind: TrapKind::Unreachable,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let text = captured.text();
+    let record = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["target"] == "weir::plugin" && l["fields"]["message"] == "plugin panicked")
+        .unwrap_or_else(|| panic!("no `plugin panicked` record in {text}"));
+    assert_eq!(record["level"], "ERROR");
+    assert_eq!(record["span"]["name"], "plugin.invoke");
+    assert_eq!(record["span"]["plugin.name"], "hostile-panic");
+    let fields: serde_json::Value =
+        serde_json::from_str(record["fields"]["fields"].as_str().unwrap()).unwrap();
+    let message = fields["panic"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("hostile plugin panicked on purpose") && message.contains("src/lib.rs"),
+        "the panic's message and location: {message:?}"
     );
 }

@@ -2,8 +2,10 @@
 //!
 //! The build script compiles `plugins/orders`, `plugins/errors`, `plugins/wrong-world`,
 //! `plugins/contract-drift`, `plugins/contract-next` and every `plugins/hostile/*` crate for
-//! `wasm32-wasip2` in release mode (one nested cargo invocation with its own target
-//! directory, `target/plugins`) and copies the components into `OUT_DIR`. Nothing here is committed as a binary.
+//! `wasm32-wasip2` in release mode, and the reference plugin and `hostile-panic` once more for
+//! `wasm32-unknown-unknown` (components without WASI imports), with nested cargo invocations
+//! in their own target directory, `target/plugins`, and copies the components into
+//! `OUT_DIR`. Nothing here is committed as a binary.
 //!
 //! Each `&str` constant is the absolute path of one component; [`ORDERS_WASM`] embeds the
 //! reference plugin so the host can serve it without a file.
@@ -15,11 +17,16 @@
 //! assert_eq!(&weir_plugin_artifacts::ORDERS_WASM[..4], b"\0asm");
 //! ```
 
-/// The reference order plugin (`plugins/orders`), embedded.
+/// The reference order plugin (`plugins/orders`), embedded: built for
+/// `wasm32-unknown-unknown`, it imports `weir:orders` and nothing of WASI.
 pub const ORDERS_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/orders.wasm"));
 
-/// Path of the reference order plugin (`plugins/orders`).
+/// Path of the reference order plugin (`plugins/orders`), the component of [`ORDERS_WASM`].
 pub const ORDERS: &str = concat!(env!("OUT_DIR"), "/orders.wasm");
+
+/// Path of the same reference plugin built for `wasm32-wasip2`: the same logic with the WASI
+/// imports Rust's standard library brings there (what the benchmarks compare with).
+pub const ORDERS_WASIP2: &str = concat!(env!("OUT_DIR"), "/orders-wasip2.wasm");
 
 /// Path of the test plugin returning each `order-error` case on demand (`plugins/errors`).
 pub const ERRORS: &str = concat!(env!("OUT_DIR"), "/errors.wasm");
@@ -51,6 +58,10 @@ pub const HOSTILE_STACK: &str = concat!(env!("OUT_DIR"), "/hostile-stack.wasm");
 
 /// Path of the plugin whose `place-order` panics.
 pub const HOSTILE_PANIC: &str = concat!(env!("OUT_DIR"), "/hostile-panic.wasm");
+
+/// Path of the same panicking plugin built for `wasm32-unknown-unknown` (no WASI, so no
+/// stderr: the SDK reports the panic through `weir:orders/log`).
+pub const HOSTILE_PANIC_NO_WASI: &str = concat!(env!("OUT_DIR"), "/hostile-panic-no-wasi.wasm");
 
 /// Path of the plugin whose `place-order` blocks in a one-hour WASI sleep.
 pub const HOSTILE_SLEEP: &str = concat!(env!("OUT_DIR"), "/hostile-sleep.wasm");
@@ -113,6 +124,7 @@ pub const HOSTILE_SLOW: &str = concat!(env!("OUT_DIR"), "/hostile-slow.wasm");
 /// Every component path with a short name, for tests that iterate over all of them.
 pub const ALL: &[(&str, &str)] = &[
     ("orders", ORDERS),
+    ("orders-wasip2", ORDERS_WASIP2),
     ("errors", ERRORS),
     ("wrong-world", WRONG_WORLD),
     ("contract-drift", CONTRACT_DRIFT),
@@ -122,6 +134,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("hostile-snoop", HOSTILE_SNOOP),
     ("hostile-stack", HOSTILE_STACK),
     ("hostile-panic", HOSTILE_PANIC),
+    ("hostile-panic-no-wasi", HOSTILE_PANIC_NO_WASI),
     ("hostile-sleep", HOSTILE_SLEEP),
     ("hostile-logflood", HOSTILE_LOGFLOOD),
     ("orders-next", ORDERS_NEXT),
