@@ -386,7 +386,7 @@ fn steps(
     group.finish();
 }
 
-/// A whole fresh call (on this thread) with the pool keeping 0, 1 MiB and 4 MiB of each
+/// A whole fresh call (on this thread) with the pool keeping 0, 1, 2 and 4 MiB of each
 /// torn-down memory resident, each on its own engine; the page faults per call are printed.
 fn keep_resident(
     c: &mut Criterion,
@@ -396,7 +396,7 @@ fn keep_resident(
 ) {
     let wire = CallParts::wire(request);
     let mut group = c.benchmark_group("keep_resident");
-    for bytes in [0usize, 1 << 20, 4 << 20] {
+    for bytes in [0usize, 1 << 20, 2 << 20, 4 << 20] {
         let config = RuntimeConfig {
             keep_resident_bytes: bytes,
             ..RuntimeConfig::default()
