@@ -3,7 +3,9 @@
 //! Rust (templates in `scaffold/`): a crate depending on `weir-sdk` by path (the SDK is not
 //! published), with a minimal order plugin (catalog pricing, the status graph), native unit
 //! tests against the SDK's fake host, a README and a `.gitignore`. It builds with
-//! `cargo build --release --target wasm32-wasip2`.
+//! `cargo build --release --target wasm32-wasip2`, or without WASI imports (a cheaper fresh
+//! instance) with `--target wasm32-unknown-unknown`, for which `.cargo/config.toml` names the
+//! toolchain's component linker.
 //!
 //! Python (templates in `scaffold/python/`): `app.py` with the same minimal logic, a native
 //! `unittest` with a fake host in place of the generated import modules, `wit/orders.wit` (the
@@ -34,6 +36,7 @@ const LIB_RS: &str = include_str!("scaffold/lib.rs.tmpl");
 const TESTS_RS: &str = include_str!("scaffold/tests.rs.tmpl");
 const README_MD: &str = include_str!("scaffold/README.md.tmpl");
 const GITIGNORE: &str = include_str!("scaffold/gitignore.tmpl");
+const CARGO_CONFIG: &str = include_str!("scaffold/cargo-config.toml.tmpl");
 /// The SDK's conformance kit, written as the project's `cases.json`.
 const CASES_JSON: &str = include_str!("../../../sdk/conformance/cases.json");
 const PY_APP: &str = include_str!("scaffold/python/app.py.tmpl");
@@ -281,6 +284,7 @@ pub fn create(plugin: &NewPlugin) -> Result<Vec<&'static str>, ScaffoldError> {
             ("cases.json", CASES_JSON),
             ("README.md", README_MD),
             (".gitignore", GITIGNORE),
+            (".cargo/config.toml", CARGO_CONFIG),
         ]
     };
     let io = |path: PathBuf| move |source| ScaffoldError::Io { path, source };

@@ -318,8 +318,9 @@ impl Runtime {
     ) -> Result<Arc<PluginVersion>, LoadError> {
         if !is_component(&bytes) {
             return Err(LoadError::NotAComponent(if is_core_module(&bytes) {
-                "this is a core WebAssembly module; build the plugin for wasm32-wasip2 \
-                 (or wrap it with `wasm-tools component new`)"
+                "this is a core WebAssembly module; build the plugin for wasm32-wasip2, or \
+                 for wasm32-unknown-unknown with the linker `wasm-component-ld` (or wrap it \
+                 with `wasm-tools component new`)"
                     .to_owned()
             } else {
                 "the file does not start with the WebAssembly magic bytes".to_owned()

@@ -1,6 +1,7 @@
 //! `weir plugin new` as a plugin author runs it: the real binary scaffolds a project in a
-//! directory outside the repository; the project builds for `wasm32-wasip2`, passes its own
-//! native tests and `weir plugin check` unchanged. The same for `--lang python`, built with the
+//! directory outside the repository; the project builds for `wasm32-wasip2` (and without WASI
+//! for `wasm32-unknown-unknown`), passes its own native tests and `weir plugin check`
+//! unchanged. The same for `--lang python`, built with the
 //! pinned `componentize-py` the test build installs (`weir-plugin-artifacts-python`). And its
 //! refusals (exit code 2).
 //!
@@ -95,6 +96,7 @@ fn a_new_plugin_builds_tests_and_passes_check_unchanged() {
         "cases.json",
         "README.md",
         ".gitignore",
+        ".cargo/config.toml",
     ] {
         assert!(project.join(file).is_file(), "{file} missing: {stdout}");
         assert!(stdout.contains(&format!("  {file}\n")), "{stdout}");
@@ -116,17 +118,7 @@ fn a_new_plugin_builds_tests_and_passes_check_unchanged() {
     assert!(tests.contains("test result: ok. 3 passed"), "{tests}");
 
     let wasm = target_dir().join("wasm32-wasip2/release/demo_plugin.wasm");
-    let check = weir()
-        .args(["plugin", "check"])
-        .arg(&wasm)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let report = plugin_check(&wasm);
     assert!(
         report.contains("ok: demo-plugin 0.1.0 implements weir:orders/plugin@0.1.0"),
         "{report}"
@@ -137,6 +129,37 @@ fn a_new_plugin_builds_tests_and_passes_check_unchanged() {
         "{report}"
     );
     assert!(!report.contains("warning:"), "{report}");
+
+    // The same project without WASI: `.cargo/config.toml` names the linker, the component
+    // imports `weir:orders` only, and it passes the same checks and cases.
+    cargo(
+        &project,
+        &["build", "--release", "--target", "wasm32-unknown-unknown"],
+    );
+    let wasm = target_dir().join("wasm32-unknown-unknown/release/demo_plugin.wasm");
+    let report = plugin_check(&wasm);
+    assert!(
+        report.contains("    weir:orders/catalog@0.1.0\n"),
+        "{report}"
+    );
+    assert!(!report.contains("wasi:"), "{report}");
+    passes_its_cases(&project, &wasm);
+}
+
+/// `weir plugin check WASM`, which must succeed; its report.
+fn plugin_check(wasm: impl AsRef<Path>) -> String {
+    let check = weir()
+        .args(["plugin", "check"])
+        .arg(wasm.as_ref())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        check.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    report
 }
 
 /// The project's `cases.json` is the SDK's conformance kit, and the component passes it.
@@ -335,17 +358,7 @@ fn a_new_python_plugin_tests_builds_and_passes_check_unchanged() {
     assert!(tests.contains("Ran 4 tests"), "{tests}");
     assert!(tests.trim_end().ends_with("OK"), "{tests}");
 
-    let check = weir()
-        .args(["plugin", "check"])
-        .arg(project.join("demo-py.wasm"))
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{report}\n{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let report = plugin_check(project.join("demo-py.wasm"));
     assert!(
         report.contains("ok: demo-py 0.1.0 implements weir:orders/plugin@0.1.0"),
         "{report}"
