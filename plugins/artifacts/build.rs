@@ -1,6 +1,7 @@
 //! Builds every plugin in `plugins/` (release) with nested cargo invocations and copies the
 //! components into `OUT_DIR`: the test plugins for `wasm32-wasip2`, and the reference plugin
-//! (plus a WASI-free copy of `hostile-panic`) for `wasm32-unknown-unknown`, linked into a
+//! (plus a WASI-free copy of `hostile-panic` and `hostile-churn`) for
+//! `wasm32-unknown-unknown`, linked into a
 //! component by the toolchain's own `wasm-component-ld` (the linker `wasm32-wasip2` uses).
 //! A component built that way imports `weir:orders` only, not the thirteen WASI interfaces
 //! Rust's standard library brings on `wasm32-wasip2`, and a fresh instance of it is cheaper
@@ -31,6 +32,11 @@ const NO_WASI_PLUGINS: &[(&str, &str, &str)] = &[
         "weir-hostile-panic",
         "weir_hostile_panic",
         "hostile-panic-no-wasi.wasm",
+    ),
+    (
+        "weir-hostile-churn",
+        "weir_hostile_churn",
+        "hostile-churn.wasm",
     ),
 ];
 

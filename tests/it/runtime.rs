@@ -359,3 +359,36 @@ async fn the_reference_plugin_grows_no_memory_until_a_call_needs_more() {
     );
     assert_eq!(format!("{served:?}"), format!("{wasip2:?}"));
 }
+
+/// The SDK's heap reuses what a call frees: `hostile-churn` allocates and frees 1 MiB 256
+/// times within a 32 MiB memory budget and answers its own refusal; a heap that never freed
+/// would end the call with the memory budget.
+#[tokio::test]
+async fn the_sdk_heap_reuses_freed_memory() {
+    use weir_host::runtime::parts::CallParts;
+
+    let rt = runtime(Duration::from_secs(5));
+    let churn = load(&rt, artifacts::HOSTILE_CHURN).await;
+    match rt.place_order(&churn, &request("cus_churn"), None).await {
+        Err(InvokeError::Refused(OrderError::Rejected(r))) => assert_eq!(r.reason, "CHURNED"),
+        other => panic!("expected the plugin's own refusal, got {other:?}"),
+    }
+    // The memory grew for one buffer (and the heap's bookkeeping), not for 256.
+    let parts = CallParts::new(&rt, &churn);
+    let mut store = parts.store();
+    let instance = parts.instantiate(&mut store).await;
+    let at_instantiation = CallParts::memory_grows(&store);
+    assert!(
+        !CallParts::place_order(
+            &instance,
+            &mut store,
+            &CallParts::wire(&request("cus_churn"))
+        )
+        .await
+    );
+    let grows = CallParts::memory_grows(&store) - at_instantiation;
+    assert!(
+        grows <= 4,
+        "{grows} memory grow requests for 256 frees and allocations of 1 MiB"
+    );
+}

@@ -1,11 +1,12 @@
 //! The plugins of this workspace, built from source as WebAssembly components.
 //!
 //! The build script compiles `plugins/orders`, `plugins/errors`, `plugins/wrong-world`,
-//! `plugins/contract-drift`, `plugins/contract-next` and every `plugins/hostile/*` crate for
-//! `wasm32-wasip2` in release mode, and the reference plugin and `hostile-panic` once more for
-//! `wasm32-unknown-unknown` (components without WASI imports), with nested cargo invocations
-//! in their own target directory, `target/plugins`, and copies the components into
-//! `OUT_DIR`. Nothing here is committed as a binary.
+//! `plugins/contract-drift`, `plugins/contract-next` and the `plugins/hostile/*` crates for
+//! `wasm32-wasip2` in release mode, and the reference plugin, `hostile-panic` and
+//! `hostile-churn` (only there) for `wasm32-unknown-unknown`: components without WASI
+//! imports. Nested cargo invocations build them in their own target directory,
+//! `target/plugins`, and the components are copied into `OUT_DIR`. Nothing here is committed
+//! as a binary.
 //!
 //! Each `&str` constant is the absolute path of one component; [`ORDERS_WASM`] embeds the
 //! reference plugin so the host can serve it without a file.
@@ -62,6 +63,10 @@ pub const HOSTILE_PANIC: &str = concat!(env!("OUT_DIR"), "/hostile-panic.wasm");
 /// Path of the same panicking plugin built for `wasm32-unknown-unknown` (no WASI, so no
 /// stderr: the SDK reports the panic through `weir:orders/log`).
 pub const HOSTILE_PANIC_NO_WASI: &str = concat!(env!("OUT_DIR"), "/hostile-panic-no-wasi.wasm");
+
+/// Path of the plugin whose `place-order` allocates and frees 1 MiB 256 times, then refuses
+/// with `rejected` `CHURNED` (`wasm32-unknown-unknown`, the SDK's heap).
+pub const HOSTILE_CHURN: &str = concat!(env!("OUT_DIR"), "/hostile-churn.wasm");
 
 /// Path of the plugin whose `place-order` blocks in a one-hour WASI sleep.
 pub const HOSTILE_SLEEP: &str = concat!(env!("OUT_DIR"), "/hostile-sleep.wasm");
@@ -135,6 +140,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("hostile-stack", HOSTILE_STACK),
     ("hostile-panic", HOSTILE_PANIC),
     ("hostile-panic-no-wasi", HOSTILE_PANIC_NO_WASI),
+    ("hostile-churn", HOSTILE_CHURN),
     ("hostile-sleep", HOSTILE_SLEEP),
     ("hostile-logflood", HOSTILE_LOGFLOOD),
     ("orders-next", ORDERS_NEXT),
