@@ -331,7 +331,11 @@ fn is_component(bytes: &[u8]) -> bool {
 }
 
 fn hint(target: &str, stderr: &str) -> String {
-    if stderr.contains("target may not be installed")
+    if stderr.contains("wasm-component-ld") && stderr.contains("not found") {
+        "hint: the linker `wasm-component-ld` was not found: it ships with rustup's toolchains \
+         (next to rustc, in lib/rustlib/<host>/bin); a rustc from elsewhere may lack it"
+            .to_owned()
+    } else if stderr.contains("target may not be installed")
         || stderr.contains("can't find crate for `std`")
         || stderr.contains("can't find crate for `core`")
     {

@@ -213,8 +213,11 @@ const PANIC_MESSAGE_BYTES: usize = 1024;
 /// in the trap. This installs (once per instance) a panic hook that sends it to the host as
 /// an `error` record, `plugin panicked` with the field `panic` (the message and location, at
 /// most 1 KiB), when the plugin declared [`Capability::Log`]; an undeclared import would
-/// turn the panic into a capability refusal. The trap follows as before. On `wasm32-wasip2`
-/// the message goes to stderr, which the host captures into its log, and this does nothing.
+/// turn the panic into a capability refusal. The trap follows as before. The record counts
+/// against the call's log budget: a plugin that panics with its budget spent fails with the
+/// log budget instead. Panics in `describe` (not reported to the log anyway) or before the
+/// export's body starts are not reported. On `wasm32-wasip2` the message goes to stderr,
+/// which the host captures into its log, and this does nothing.
 #[doc(hidden)]
 pub fn __report_panics<P: Plugin + 'static>() {
     #[cfg(all(
@@ -223,6 +226,7 @@ pub fn __report_panics<P: Plugin + 'static>() {
         not(feature = "fake-host")
     ))]
     {
+        // One static for every `P`: a component exports one plugin.
         static INSTALLED: std::sync::Once = std::sync::Once::new();
         INSTALLED.call_once(|| {
             std::panic::set_hook(Box::new(|info| {
@@ -251,7 +255,8 @@ pub fn __report_panics<P: Plugin + 'static>() {
 /// tests natively.
 ///
 /// On `wasm32-unknown-unknown` it also installs the global allocator, `heap::InstanceHeap`,
-/// which uses the initial memory before growing it (a fresh call then grows no memory).
+/// which uses the initial memory before growing it (a call whose heap fits the initial
+/// memory's free space, about 57 KiB for the reference plugin, grows no memory).
 /// A plugin with its own `#[global_allocator]` writes
 /// `weir_sdk::export_plugin!(MyPlugin, own_allocator);`.
 #[cfg(target_arch = "wasm32")]
@@ -301,7 +306,8 @@ macro_rules! export_plugin {
 /// tests natively.
 ///
 /// On `wasm32-unknown-unknown` it also installs the global allocator, `heap::InstanceHeap`,
-/// which uses the initial memory before growing it (a fresh call then grows no memory).
+/// which uses the initial memory before growing it (a call whose heap fits the initial
+/// memory's free space, about 57 KiB for the reference plugin, grows no memory).
 /// A plugin with its own `#[global_allocator]` writes
 /// `weir_sdk::export_plugin!(MyPlugin, own_allocator);`.
 #[cfg(not(target_arch = "wasm32"))]

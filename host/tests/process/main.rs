@@ -36,9 +36,9 @@
 //! - `releases`: replicas converging on a release, the `weir plugin` client, the
 //!   compiled-artifact cache across restarts.
 //! - `slow_deps`: an OTLP collector that accepts and never answers does not fail requests.
-//! - `scaffold`: `weir plugin new`: a scaffolded project built for wasm32-wasip2 (sharing
-//!   `target/plugins` with the plugins' build), its own native tests, `weir plugin check`; the
-//!   refusals (name, language, directory, SDK path).
+//! - `scaffold`: `weir plugin new`: a scaffolded project built for wasm32-wasip2 and
+//!   wasm32-unknown-unknown (sharing `target/plugins` with the plugins' build), its own
+//!   native tests, `weir plugin check`; the refusals (name, language, directory, SDK path).
 //! - `sandbox`: the process RSS bound under 8 and 64 concurrent hostile plugin calls.
 //! - `secrets`: passwords in `DATABASE_URL`/`AMQP_URL`/`REDIS_URL`, the admin token and an API
 //!   key never in stdout, stderr, OTLP exports, `/infoz`, `/readyz`, `/metrics` or problem

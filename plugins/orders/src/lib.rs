@@ -4,8 +4,9 @@
 //! it from the catalog, applies an optional discount and tax from the plugin configuration,
 //! and decides order status transitions.
 //!
-//! Built as a `cdylib` for `wasm32-wasip2` it is the component the host serves by default;
-//! as an `rlib` the same logic runs natively (benchmarks, unit tests with
+//! Built as a `cdylib` for `wasm32-unknown-unknown` (no WASI imports; `plugins/artifacts`)
+//! it is the component the host serves by default, and for `wasm32-wasip2` the build the
+//! benchmarks compare it with; as an `rlib` the same logic runs natively (benchmarks, unit tests with
 //! [`weir_sdk::testing::FakeHost`]).
 //!
 //! # Configuration keys

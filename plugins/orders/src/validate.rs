@@ -68,9 +68,10 @@ pub fn validate(request: &OrderRequest, settings: &Settings) -> Vec<Violation> {
             ),
         ));
     } else {
-        // Not a `HashMap`: its random seed is a WASI call, and the first WASI call of an
-        // invocation makes the host build a WASI context (about 1 us of a 17 us call;
-        // BENCHMARKS.md). With at most MAX_LINES keys an ordered map costs nothing more.
+        // Not a `HashMap`: in the `wasm32-wasip2` build its random seed is a WASI call, and
+        // the first WASI call of an invocation makes the host build a WASI context (about
+        // 1 us of a 17 us call; BENCHMARKS.md). With at most MAX_LINES keys an ordered map
+        // costs nothing more.
         let mut first_index: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, line) in request.lines.iter().enumerate() {
             if !is_sku(&line.sku) {
