@@ -125,6 +125,21 @@ async fn guest_output_and_logs_are_captured_with_the_invocation_context() {
     );
 }
 
+/// `place-order` of `plugin` on `order` ends in the trap a panic makes.
+async fn panics(rt: &Runtime, plugin: &PluginVersion, order: &OrderRequest) {
+    let err = rt.place_order(plugin, order, None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            InvokeError::Trap {
+                kind: TrapKind::Unreachable,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
 /// A plugin built for `wasm32-unknown-unknown` has no stderr: the SDK's panic hook sends the
 /// panic's message through `weir:orders/log`, so it still reaches the host's log as an error
 /// record inside the invocation span, and the call still fails as the trap it is.
@@ -139,20 +154,7 @@ async fn a_panic_without_wasi_reaches_the_log_through_the_sdk() {
         "the no-WASI build imports WASI: {:?}",
         panic.imports
     );
-    let err = rt
-        .place_order(&panic, &request("cus_panic"), None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            InvokeError::Trap {
-                kind: TrapKind::Unreachable,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    panics(&rt, &panic, &request("cus_panic")).await;
 
     let text = captured.text();
     let record = text
@@ -170,4 +172,20 @@ async fn a_panic_without_wasi_reaches_the_log_through_the_sdk() {
         message.contains("hostile plugin panicked on purpose") && message.contains("src/lib.rs"),
         "the panic's message and location: {message:?}"
     );
+}
+
+/// The SDK's panic hook logs only for a plugin that declared `log`: `hostile-churn` declares
+/// nothing, so its panic stays the trap it is (an undeclared log import would turn it into a
+/// capability refusal) and leaves no `plugin panicked` record.
+#[tokio::test]
+async fn a_panic_without_the_log_capability_stays_a_trap() {
+    let (captured, _guard) = capture();
+    let rt = runtime(Duration::from_secs(2));
+    let churn = load(&rt, artifacts::HOSTILE_CHURN).await;
+    assert!(churn.capabilities.is_empty(), "{:?}", churn.capabilities);
+    let mut order = request("cus_panic");
+    order.metadata.insert("panic".into(), "1".into());
+    panics(&rt, &churn, &order).await;
+    let text = captured.text();
+    assert!(!text.contains("plugin panicked"), "{text}");
 }

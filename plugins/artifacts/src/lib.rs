@@ -65,7 +65,8 @@ pub const HOSTILE_PANIC: &str = concat!(env!("OUT_DIR"), "/hostile-panic.wasm");
 pub const HOSTILE_PANIC_NO_WASI: &str = concat!(env!("OUT_DIR"), "/hostile-panic-no-wasi.wasm");
 
 /// Path of the plugin whose `place-order` allocates and frees 1 MiB 256 times, then refuses
-/// with `rejected` `CHURNED` (`wasm32-unknown-unknown`, the SDK's heap).
+/// with `rejected` `CHURNED` (`wasm32-unknown-unknown`, the SDK's heap); with the metadata
+/// key `panic` it panics, declaring no capability.
 pub const HOSTILE_CHURN: &str = concat!(env!("OUT_DIR"), "/hostile-churn.wasm");
 
 /// Path of the plugin whose `place-order` blocks in a one-hour WASI sleep.

@@ -1,6 +1,7 @@
 //! Test plugin `hostile-churn`: `place-order` allocates a 1 MiB buffer, writes it and frees it,
 //! 256 times over (256 MiB in all), then refuses the order with `rejected` `CHURNED` and the
-//! sum of the bytes it read back.
+//! sum of the bytes it read back. With the metadata key `panic` it panics instead (it declares
+//! no capability, so the SDK's panic hook must not call the log import).
 //!
 //! Built for `wasm32-unknown-unknown` with the SDK's heap (`weir_sdk::heap`): the call stays
 //! within a memory budget far below 256 MiB only if the heap reuses what was freed (a heap
@@ -22,7 +23,10 @@ impl Plugin for Churn {
         PluginInfo::new("hostile-churn", env!("CARGO_PKG_VERSION"), vec![])
     }
 
-    fn place_order(_request: OrderRequest) -> Result<PricedOrder, OrderError> {
+    fn place_order(request: OrderRequest) -> Result<PricedOrder, OrderError> {
+        if request.metadata.iter().any(|(key, _)| key == "panic") {
+            panic!("hostile-churn panicked on request");
+        }
         let mut sum = 0u64;
         for round in 0..256u32 {
             let buffer = black_box(vec![(round % 251) as u8; 1 << 20]);
