@@ -1,11 +1,12 @@
 //! Builds every plugin in `plugins/` (release) with nested cargo invocations and copies the
 //! components into `OUT_DIR`: the test plugins for `wasm32-wasip2`, and the reference plugin
 //! (plus a WASI-free copy of `hostile-panic` and `hostile-churn`) for
-//! `wasm32-unknown-unknown`, linked into a
-//! component by the toolchain's own `wasm-component-ld` (the linker `wasm32-wasip2` uses).
-//! A component built that way imports `weir:orders` only, not the thirteen WASI interfaces
-//! Rust's standard library brings on `wasm32-wasip2`, and a fresh instance of it is cheaper
-//! to make (BENCHMARKS.md, "A plugin without WASI imports").
+//! `wasm32-unknown-unknown`, linked into a component by the toolchain's own
+//! `wasm-component-ld` (the linker `wasm32-wasip2` uses; the workspace's `.cargo/config.toml`
+//! names it for that target, as `weir plugin new` does for a new project). A component built
+//! that way imports `weir:orders` only, not the thirteen WASI interfaces Rust's standard
+//! library brings on `wasm32-wasip2`, and a fresh instance of it is cheaper to make
+//! (BENCHMARKS.md, "A plugin without WASI imports").
 //!
 //! The nested cargo uses its own target directory (`target/plugins`) so it never waits on the
 //! lock of the outer build, and runs with the outer build's per-package environment removed
@@ -278,14 +279,6 @@ fn build(
             command.env_remove(&name);
         }
     }
-    if target == NO_WASI {
-        // rustc finds the toolchain's self-contained tools (`wasm-component-ld`, `wasm-ld`)
-        // by name; the linker turns the core module into a component, as on wasm32-wasip2.
-        command.env(
-            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
-            "wasm-component-ld",
-        );
-    }
 
     let output = command
         .output()
@@ -309,7 +302,8 @@ fn copy(built: &Path, out_dir: &Path, plugins: &[(&str, &str, &str)]) {
             .unwrap_or_else(|e| panic!("{package}: cannot read {}: {e}", from.display()));
         assert!(
             is_component(&bytes),
-            "{package}: {} is not a WebAssembly component (header {:02x?})",
+            "{package}: {} is not a WebAssembly component (header {:02x?}; a core module \
+             means it was not linked by `wasm-component-ld`: see .cargo/config.toml)",
             from.display(),
             &bytes[..bytes.len().min(8)]
         );
@@ -340,12 +334,6 @@ fn hint(target: &str, stderr: &str) -> String {
         || stderr.contains("can't find crate for `core`")
     {
         format!("hint: the {target} target is missing: run `rustup target add {WASI} {NO_WASI}`")
-    } else if target == NO_WASI {
-        format!(
-            "hint: the error is in one of the plugin crates; reproduce it with \
-             `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-component-ld cargo build \
-             --target {target} --release -p <plugin>`"
-        )
     } else {
         format!(
             "hint: the error is in one of the plugin crates; reproduce it with \
