@@ -258,9 +258,10 @@ async fn the_reference_plugin_imports_weir_orders_only_and_prices_as_its_wasi_bu
     assert_eq!(served.capabilities, wasip2.capabilities);
     let mut order = request("cus_same");
     order.lines[0].quantity = 7;
-    let a = rt.place_order(&served, &order, None).await.unwrap();
-    let b = rt.place_order(&wasip2, &order, None).await.unwrap();
-    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    assert_eq!(
+        rt.place_order(&served, &order, None).await.unwrap(),
+        rt.place_order(&wasip2, &order, None).await.unwrap()
+    );
     let unknown = LineRequest {
         sku: "NOPE".into(),
         quantity: 1,
@@ -324,30 +325,19 @@ async fn the_reference_plugin_prices_without_a_wasi_call() {
 /// plugin's refusal of its oversized metadata, made after the whole request was copied in).
 #[tokio::test]
 async fn the_reference_plugin_grows_no_memory_until_a_call_needs_more() {
-    use weir_host::runtime::parts::CallParts;
-
     let rt = runtime(Duration::from_secs(2));
     let served = load(&rt, artifacts::ORDERS).await;
-    let parts = CallParts::new(&rt, &served);
-    let grows = |order: OrderRequest| {
-        let parts = &parts;
-        async move {
-            let mut store = parts.store();
-            let instance = parts.instantiate(&mut store).await;
-            let at_instantiation = CallParts::memory_grows(&store);
-            let priced =
-                CallParts::place_order(&instance, &mut store, &CallParts::wire(&order)).await;
-            (priced, CallParts::memory_grows(&store) - at_instantiation)
-        }
-    };
-    assert_eq!(grows(request("cus_small")).await, (true, 0));
+    assert_eq!(
+        priced_and_grows(&rt, &served, &request("cus_small")).await,
+        (true, 0)
+    );
 
     // 256 KiB of metadata: the arguments alone are copied into the guest's heap.
     let mut large = request("cus_large");
     for i in 0..64 {
         large.metadata.insert(format!("k{i:02}"), "x".repeat(4096));
     }
-    let (priced, grown) = grows(large.clone()).await;
+    let (priced, grown) = priced_and_grows(&rt, &served, &large).await;
     assert!(!priced, "more metadata than the plugin accepts");
     assert!(grown > 0, "256 KiB of arguments fit the initial memory?");
     let wasip2 = load(&rt, artifacts::ORDERS_WASIP2).await;
@@ -365,8 +355,6 @@ async fn the_reference_plugin_grows_no_memory_until_a_call_needs_more() {
 /// would end the call with the memory budget.
 #[tokio::test]
 async fn the_sdk_heap_reuses_freed_memory() {
-    use weir_host::runtime::parts::CallParts;
-
     let rt = runtime(Duration::from_secs(5));
     let churn = load(&rt, artifacts::HOSTILE_CHURN).await;
     match rt.place_order(&churn, &request("cus_churn"), None).await {
@@ -374,21 +362,27 @@ async fn the_sdk_heap_reuses_freed_memory() {
         other => panic!("expected the plugin's own refusal, got {other:?}"),
     }
     // The memory grew for one buffer (and the heap's bookkeeping), not for 256.
-    let parts = CallParts::new(&rt, &churn);
-    let mut store = parts.store();
-    let instance = parts.instantiate(&mut store).await;
-    let at_instantiation = CallParts::memory_grows(&store);
-    assert!(
-        !CallParts::place_order(
-            &instance,
-            &mut store,
-            &CallParts::wire(&request("cus_churn"))
-        )
-        .await
-    );
-    let grows = CallParts::memory_grows(&store) - at_instantiation;
+    let (priced, grows) = priced_and_grows(&rt, &churn, &request("cus_churn")).await;
+    assert!(!priced);
     assert!(
         grows <= 4,
         "{grows} memory grow requests for 256 frees and allocations of 1 MiB"
     );
+}
+
+/// One fresh `place-order` of `plugin` on this thread: whether it priced the order, and how
+/// many memory grow requests the call made after instantiation.
+async fn priced_and_grows(
+    rt: &Runtime,
+    plugin: &weir_host::runtime::PluginVersion,
+    order: &OrderRequest,
+) -> (bool, u32) {
+    use weir_host::runtime::parts::CallParts;
+
+    let parts = CallParts::new(rt, plugin);
+    let mut store = parts.store();
+    let instance = parts.instantiate(&mut store).await;
+    let at_instantiation = CallParts::memory_grows(&store);
+    let priced = CallParts::place_order(&instance, &mut store, &CallParts::wire(order)).await;
+    (priced, CallParts::memory_grows(&store) - at_instantiation)
 }
