@@ -15,6 +15,10 @@
 //! and prints the page faults per call (from `/proc/self/stat`, all threads); run it under
 //! `strace -c -f` with N and with 0 to count system calls per call (BENCHMARKS.md).
 //!
+//! `WEIR_BENCH_COMPARE=name=path,...` skips criterion too: whole fresh calls of the served
+//! reference plugin and of each named component, alternating in batches (a paired comparison
+//! for a noisy machine, e.g. of the same plugin built with other settings).
+//!
 //! The Python port of the reference logic (`plugins/python/orders`, built by the test build
 //! with `componentize-py`) is measured the same way when it was built, after its load time
 //! with a cold and a warm compiled-artifact cache (a fresh engine each time, as at a restart;
@@ -129,6 +133,11 @@ fn bench(c: &mut Criterion) {
         std::process::exit(0);
     }
 
+    if let Ok(others) = std::env::var("WEIR_BENCH_COMPARE") {
+        compare(&rt, &runtime, &plugin, &request, &others);
+        return;
+    }
+
     parts(c, &rt, &runtime, &plugin, &request);
     // The same logic built for wasm32-wasip2 (the WASI imports of Rust's std), measured in the
     // same run: what building the reference plugin without WASI changed.
@@ -238,6 +247,60 @@ fn reference_plugin(
         )
         .expect("reference plugin loads");
     (runtime, plugin)
+}
+
+/// `WEIR_BENCH_COMPARE=name=path,...`: whole fresh calls of the served reference plugin
+/// (`base`) and of each named component, in alternating batches of 3000 calls (15 rounds),
+/// so that drift of a shared machine hits every component alike. Prints each one's median
+/// batch mean and its median ratio to `base` in the same round.
+fn compare(
+    rt: &tokio::runtime::Runtime,
+    runtime: &Runtime,
+    plugin: &Arc<weir_host::runtime::PluginVersion>,
+    request: &OrderRequest,
+    others: &str,
+) {
+    const ROUNDS: usize = 15;
+    const CALLS: u32 = 3000;
+    let mut all = vec![("base".to_owned(), plugin.clone())];
+    for spec in others.split(',') {
+        let (name, path) = spec
+            .split_once('=')
+            .expect("WEIR_BENCH_COMPARE lists name=path pairs");
+        let other = rt
+            .block_on(runtime.load_file(std::path::Path::new(path), |_| BTreeMap::new()))
+            .unwrap_or_else(|e| panic!("{path} loads: {e}"));
+        all.push((name.to_owned(), other));
+    }
+    let wire = CallParts::wire(request);
+    let mut means = vec![Vec::with_capacity(ROUNDS); all.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, version)) in all.iter().enumerate() {
+            let parts = CallParts::new(runtime, version);
+            let started = Instant::now();
+            rt.block_on(async {
+                for _ in 0..CALLS {
+                    black_box(one_call(&parts, &wire, Step::Whole).await);
+                }
+            });
+            means[i].push(started.elapsed().as_secs_f64() * 1e6 / f64::from(CALLS));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (i, (name, _)) in all.iter().enumerate() {
+        let ratios: Vec<f64> = means[i].iter().zip(&means[0]).map(|(a, b)| a / b).collect();
+        let (low, high) = ratios
+            .iter()
+            .fold((f64::MAX, 0.0_f64), |(l, h), r| (l.min(*r), h.max(*r)));
+        println!(
+            "{name}: whole fresh call median {:.2} us; ratio to base {:.3} (rounds {low:.3}-{high:.3})",
+            median(means[i].clone()),
+            median(ratios),
+        );
+    }
 }
 
 /// Which step of a fresh call a `parts` benchmark times.
