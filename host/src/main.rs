@@ -92,7 +92,7 @@ struct ServeArgs {
     watch: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct CommonArgs {
     /// TOML configuration file.
     #[arg(long, env = "WEIR_CONFIG")]
@@ -345,19 +345,42 @@ struct Output {
 /// Longest error chain printed on stderr (escaped for the terminal, then cut with a marker).
 const ERROR_MAX_CHARS: usize = 4096;
 
+impl ServeArgs {
+    /// The configuration `serve` runs with (file, environment, flags).
+    fn load(&self) -> Result<Config, String> {
+        let plugin_file = self
+            .plugin
+            .clone()
+            .map(|path| weir_host::server::config::PluginFile {
+                path,
+                watch: self.watch,
+            });
+        self.common.clone().load_with(self.strict, plugin_file)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `serve` reads its configuration before the async runtime exists: `server_threads`
+    // sizes the runtime. The other commands keep tokio's default (one worker per CPU).
+    let serve_config = match &cli.command {
+        Command::Serve(args) => Some(args.load()),
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(Ok(config)) = &serve_config {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads(config.server_workers(cpus));
+    }
+    let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    let code = rt.block_on(run(cli));
+    let code = rt.block_on(run(cli, serve_config));
     // Everything `run` needs was awaited, each step within its bound. What may still run on a
     // blocking thread is a telemetry flush abandoned at `telemetry.shutdown_timeout_ms`
     // (an exporter waiting on a collector that never answers): dropping the runtime would wait
@@ -366,16 +389,13 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(cli: Cli) -> ExitCode {
+/// `serve_config` is the configuration `main` loaded for `serve` (`None` for the other
+/// commands).
+async fn run(cli: Cli, serve_config: Option<Result<Config, String>>) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => {
-            let plugin_file = args
-                .plugin
-                .map(|path| weir_host::server::config::PluginFile {
-                    path,
-                    watch: args.watch,
-                });
-            let config = match args.common.load_with(args.strict, plugin_file) {
+        Command::Serve(_) => {
+            let loaded = serve_config.unwrap_or_else(|| Err("no configuration was loaded".into()));
+            let config = match loaded {
                 Ok(c) => c,
                 Err(e) => {
                     weir_host::telemetry::init_logging();

@@ -381,6 +381,10 @@ pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value
             "rollbacks_total": app.releases.rollbacks_total(),
             "recent_rollbacks": app.releases.recent_rollbacks(),
         },
+        // The server runtime's workers as running (`server_threads`; 0 asks for one per CPU).
+        "server": {
+            "worker_threads": tokio::runtime::Handle::current().metrics().num_workers(),
+        },
         "runtime": {
             "in_flight": app.runtime.in_flight(),
             "budget": facts.budget,

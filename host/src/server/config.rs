@@ -29,6 +29,9 @@ pub use crate::support::{InvalidKey, Secret, SecretUrl};
 use crate::support::{duration_ms, duration_secs, ensure};
 use crate::telemetry::TelemetryConfig;
 
+/// Most worker threads `server_threads` may ask for.
+pub const MAX_SERVER_THREADS: usize = 256;
+
 /// The whole host configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -39,6 +42,11 @@ pub struct Config {
     pub ops_listen: SocketAddr,
     /// Directory of the embedded SQLite database and other local state.
     pub data_dir: PathBuf,
+    /// Worker threads of the server's async runtime (HTTP, storage, events, telemetry);
+    /// 0, the default, is half the CPUs, at least one ([`Config::server_workers`]). Plugin
+    /// code runs apart, on `runtime.threads` (one per CPU), so the two pools together do not
+    /// ask for twice the cores (RUNBOOK.md, "Sizing the threads").
+    pub server_threads: usize,
     /// Database; `None` means SQLite in `data_dir`.
     pub database_url: Option<DatabaseUrl>,
     /// Bearer token of the admin endpoints (its name in audit trails is `admin`); without it
@@ -88,6 +96,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             data_dir: PathBuf::from("weir-data"),
+            server_threads: 0,
             database_url: None,
             admin_token: None,
             admin_tokens: BTreeMap::new(),
@@ -324,7 +333,21 @@ impl Config {
 
     /// Check values that parse but cannot work: each section's own rules, then what spans
     /// sections.
+    /// The worker threads the server's async runtime is built with: `server_threads`, or
+    /// when 0 half of `cpus`, at least one.
+    pub fn server_workers(&self, cpus: usize) -> usize {
+        match self.server_threads {
+            0 => (cpus / 2).max(1),
+            n => n,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), InvalidKey> {
+        ensure(
+            self.server_threads <= MAX_SERVER_THREADS,
+            "server_threads",
+            "must be at most 256 (0: half the CPUs, at least one)",
+        )?;
         if let Some(url) = &self.database_url {
             ensure(
                 backend_of(url.expose()).is_some(),
@@ -502,6 +525,23 @@ mod tests {
             config_file: Some(path),
             ..Overrides::default()
         })
+    }
+
+    /// Unset, the server takes half the CPUs (at least one) and leaves the rest to the plugin
+    /// threads; set, exactly what was asked; over 256, refused naming the key.
+    #[test]
+    fn server_threads_default_to_half_the_cpus() {
+        let unset = load("").unwrap();
+        let by_cpus: Vec<usize> = [1, 2, 3, 4, 8, 64]
+            .into_iter()
+            .map(|cpus| unset.server_workers(cpus))
+            .collect();
+        assert_eq!(by_cpus, [1, 1, 1, 2, 4, 32]);
+        let three = load("server_threads = 3").unwrap();
+        assert_eq!(three.server_workers(1), 3);
+        assert_eq!(three.server_workers(64), 3);
+        let err = load("server_threads = 257").unwrap_err().to_string();
+        assert!(err.contains("server_threads"), "{err}");
     }
 
     #[test]

@@ -276,6 +276,31 @@ async fn configuration_precedence_is_flag_over_environment_over_file() {
     w.terminate().await;
 }
 
+/// `server_threads` sizes the server's async runtime: `/infoz` reports the workers the
+/// running runtime has (tokio's own count, not the setting read back), half the CPUs (at least
+/// one) when unset. 3 is neither the default nor tokio's own default on a machine of at most
+/// two CPUs, so a setting that is read but not applied fails.
+#[tokio::test]
+async fn server_threads_sizes_the_server_runtime() {
+    use crate::support::{Weir, serve};
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    for (setting, expected) in [(None, (cpus / 2).max(1)), (Some("1"), 1), (Some("3"), 3)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = serve(dir.path());
+        if let Some(n) = setting {
+            cmd.env("WEIR__SERVER_THREADS", n);
+        }
+        let w = Weir::spawn(cmd).await;
+        let info = w.ops_json("/infoz").await;
+        assert_eq!(
+            info["server"]["worker_threads"], expected,
+            "server_threads {setting:?}: {}",
+            info["server"]
+        );
+        w.terminate().await;
+    }
+}
+
 /// A bad `WEIR__*` override stops start-up (exit 2) with an error naming the key.
 #[test]
 fn a_bad_environment_override_names_its_key() {
@@ -286,6 +311,7 @@ fn a_bad_environment_override_names_its_key() {
             "runtime.budget.timeout_ms",
         ),
         ("WEIR__AUTH__MODE", "sometimes", "auth.mode"),
+        ("WEIR__SERVER_THREADS", "1000", "server_threads"),
         ("WEIR__NO_SUCH_KEY", "1", "unknown field `no_such_key`"),
     ] {
         let dir = tempfile::tempdir().unwrap();
