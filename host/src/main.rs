@@ -389,13 +389,12 @@ fn main() -> ExitCode {
     code
 }
 
-/// `serve_config` is the configuration `main` loaded for `serve` (`None` for the other
-/// commands).
+/// `serve_config` is the configuration `main` loaded for `serve` to size the runtime; `serve`
+/// uses it rather than reading the file and the environment a second time.
 async fn run(cli: Cli, serve_config: Option<Result<Config, String>>) -> ExitCode {
     match cli.command {
-        Command::Serve(_) => {
-            let loaded = serve_config.unwrap_or_else(|| Err("no configuration was loaded".into()));
-            let config = match loaded {
+        Command::Serve(args) => {
+            let config = match serve_config.unwrap_or_else(|| args.load()) {
                 Ok(c) => c,
                 Err(e) => {
                     weir_host::telemetry::init_logging();

@@ -346,7 +346,7 @@ impl Config {
         ensure(
             self.server_threads <= MAX_SERVER_THREADS,
             "server_threads",
-            "must be at most 256 (0: half the CPUs, at least one)",
+            &format!("must be at most {MAX_SERVER_THREADS} (0: half the CPUs, at least one)"),
         )?;
         if let Some(url) = &self.database_url {
             ensure(
