@@ -161,11 +161,30 @@ fn bench(c: &mut Criterion) {
     );
     keep_resident(c, &rt, &catalog_products(), &request);
 
+    // The whole runtime path twice: as a lightly loaded server runs it (the call inline on
+    // the asking thread, `runtime.inline_calls`) and handed to the plugin threads, as every
+    // call was before and a busy server still does.
+    let (handed_off, handed_off_plugin) = reference_plugin(
+        &rt,
+        RuntimeConfig {
+            inline_calls: false,
+            ..RuntimeConfig::default()
+        },
+        &catalog_products(),
+    );
     let mut group = c.benchmark_group("place_order");
     group.bench_function("component_fresh_instance", |b| {
         b.to_async(&rt).iter(|| async {
             runtime
                 .place_order(&plugin, &request, None)
+                .await
+                .expect("priced")
+        })
+    });
+    group.bench_function("component_fresh_instance_handed_off", |b| {
+        b.to_async(&rt).iter(|| async {
+            handed_off
+                .place_order(&handed_off_plugin, &request, None)
                 .await
                 .expect("priced")
         })

@@ -386,3 +386,224 @@ async fn priced_and_grows(
     let priced = CallParts::place_order(&instance, &mut store, &CallParts::wire(order)).await;
     (priced, CallParts::memory_grows(&store) - at_instantiation)
 }
+
+/// A catalog that notes the thread each lookup starts on: the thread the guest runs on, since
+/// an answer at hand is taken on the spot. `SLOW-*` answers only after a timer (the call has
+/// to wait), `BOOM-*` panics (a host bug inside a call), anything else answers at once.
+#[derive(Default)]
+struct WhereCatalog {
+    threads: std::sync::Mutex<Vec<String>>,
+}
+
+impl WhereCatalog {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.threads.lock().unwrap())
+    }
+}
+
+#[async_trait::async_trait]
+impl weir_core::ports::Catalog for WhereCatalog {
+    async fn get(
+        &self,
+        sku: &str,
+    ) -> Result<Option<weir_core::domain::CatalogProduct>, weir_core::ports::CatalogError> {
+        let thread = std::thread::current();
+        self.threads
+            .lock()
+            .unwrap()
+            .push(thread.name().unwrap_or("unnamed").to_owned());
+        if sku.starts_with("BOOM") {
+            panic!("the catalog broke on {sku}");
+        }
+        if sku.starts_with("SLOW") {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(Some(CatalogProduct {
+            sku: sku.into(),
+            name: "Keyboard".into(),
+            unit_price: 8900,
+            currency: "EUR".into(),
+            stock: 10,
+        }))
+    }
+}
+
+fn where_runtime(inline_calls: bool) -> (Runtime, Arc<WhereCatalog>) {
+    let catalog = Arc::new(WhereCatalog::default());
+    let config = RuntimeConfig {
+        inline_calls,
+        ..RuntimeConfig::default()
+    };
+    (
+        Runtime::new(config, catalog.clone()).expect("engine"),
+        catalog,
+    )
+}
+
+fn order_of(sku: &str) -> OrderRequest {
+    let mut order = request("cus_where");
+    order.lines[0].sku = sku.into();
+    order
+}
+
+/// With `runtime.inline_calls` (the default) a request's call runs on the thread that asked
+/// for it, and only a call that has to wait moves to the plugin threads; that wait does not
+/// keep the version's later calls off the inline path. Turned off, every call runs on the
+/// plugin threads.
+#[tokio::test]
+async fn a_call_runs_where_it_was_asked_and_moves_only_when_it_waits() {
+    let here = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_owned();
+    assert_ne!(here, "weir-plugin");
+    let (rt, catalog) = where_runtime(true);
+    let plugin = load(&rt, artifacts::ORDERS).await;
+    let before = rt.placements();
+
+    rt.place_order(&plugin, &order_of("KB-001"), None)
+        .await
+        .expect("priced inline");
+    assert_eq!(
+        catalog.take(),
+        [here.as_str()],
+        "the guest ran on another thread"
+    );
+
+    rt.place_order(&plugin, &order_of("SLOW-001"), None)
+        .await
+        .expect("priced after the wait");
+    assert_eq!(
+        catalog.take(),
+        [here.as_str()],
+        "the first slice ran elsewhere"
+    );
+
+    rt.place_order(&plugin, &order_of("KB-001"), None)
+        .await
+        .expect("priced inline again");
+    assert_eq!(
+        catalog.take(),
+        [here.as_str()],
+        "a wait sent the version away"
+    );
+
+    let after = rt.placements();
+    assert_eq!(
+        (
+            after.inline - before.inline,
+            after.moved - before.moved,
+            after.plugin_threads - before.plugin_threads
+        ),
+        (2, 1, 0),
+        "inline, moved, plugin threads"
+    );
+    let state = rt.inline_of(&plugin);
+    assert_eq!((state.started, state.offloaded), (3, false), "{state:?}");
+
+    let (rt, catalog) = where_runtime(false);
+    let plugin = load(&rt, artifacts::ORDERS).await;
+    let before = rt.placements();
+    rt.place_order(&plugin, &order_of("KB-001"), None)
+        .await
+        .expect("priced on the plugin threads");
+    assert_eq!(catalog.take(), ["weir-plugin"]);
+    let after = rt.placements();
+    assert_eq!(
+        (
+            after.inline,
+            after.moved,
+            after.plugin_threads - before.plugin_threads
+        ),
+        (0, 0, 1)
+    );
+    assert_eq!(rt.inline_of(&plugin).started, 0);
+}
+
+/// A panic inside a call (here a host import's bug) is the call's typed failure wherever the
+/// call ran, inline or on the plugin threads, and the runtime keeps serving.
+#[tokio::test]
+async fn a_panic_inside_a_call_is_a_typed_failure_inline_and_on_the_plugin_threads() {
+    for inline_calls in [true, false] {
+        let (rt, catalog) = where_runtime(inline_calls);
+        let plugin = load(&rt, artifacts::ORDERS).await;
+        let err = rt
+            .place_order(&plugin, &order_of("BOOM-001"), None)
+            .await
+            .expect_err("a panicking lookup cannot price");
+        assert!(
+            matches!(
+                &err,
+                InvokeError::Trap { kind: TrapKind::Host, detail }
+                    if detail.0.contains("the catalog broke on BOOM-001")
+            ),
+            "inline_calls {inline_calls}: {err:?}"
+        );
+        assert_eq!(catalog.take().len(), 1);
+        rt.place_order(&plugin, &order_of("KB-001"), None)
+            .await
+            .expect("the runtime keeps serving");
+        assert_eq!((rt.in_flight(), rt.instances_in_use()), (0, 0));
+    }
+}
+
+/// While the server has more requests in flight than worker threads, every call goes to the
+/// plugin threads from the start: the hand-off then buys a second core.
+#[tokio::test]
+async fn a_busy_server_hands_every_call_to_the_plugin_threads() {
+    let (rt, catalog) = where_runtime(true);
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = requests.clone();
+    rt.watch_requests(Arc::new(move || {
+        seen.load(std::sync::atomic::Ordering::SeqCst)
+    }));
+    let plugin = load(&rt, artifacts::ORDERS).await;
+    // This test's runtime has one worker: one request in flight (this one) leaves it free.
+    for (in_flight, expected) in [(1, "inline"), (2, "weir-plugin"), (1, "inline")] {
+        requests.store(in_flight, std::sync::atomic::Ordering::SeqCst);
+        rt.place_order(&plugin, &order_of("KB-001"), None)
+            .await
+            .expect("priced");
+        let thread = catalog.take();
+        let inline = thread[0] != "weir-plugin";
+        assert_eq!(
+            if inline { "inline" } else { thread[0].as_str() },
+            expected,
+            "{in_flight} requests in flight"
+        );
+    }
+    assert_eq!(rt.inline_of(&plugin).started, 2);
+}
+
+/// A version whose inline slice held the thread for a fifth of an epoch tick or more starts
+/// its calls on the plugin threads for the next second: a spinning plugin called one request
+/// at a time (the load rule lets every call start inline) holds the asking thread for the
+/// first few calls only.
+#[tokio::test]
+async fn a_version_that_overran_its_inline_slice_starts_on_the_plugin_threads() {
+    let rt = runtime(Duration::from_millis(30));
+    // Every call must run: the version's breaker must not short-circuit them.
+    rt.plugin_breakers()
+        .configure(weir_host::policy::circuit_breaker::BreakerConfig {
+            min_calls: 100_000,
+            ..Default::default()
+        });
+    let spin = load(&rt, artifacts::HOSTILE_SPIN).await;
+    for _ in 0..16 {
+        let err = rt
+            .place_order(&spin, &request("cus_spin"), None)
+            .await
+            .expect_err("a spinning plugin runs out of budget");
+        assert!(
+            is_budget(BudgetKind::Cpu)(&err) || is_budget(BudgetKind::WallClock)(&err),
+            "{err}"
+        );
+    }
+    let state = rt.inline_of(&spin);
+    // Each slice overruns unless it began within a fifth of a tick of the next one (one in
+    // five): the chance of six in a row without an overrun is 1 in 15 625.
+    assert!(
+        state.overruns >= 1 && state.started <= 6,
+        "16 spinning calls, one at a time: {state:?}"
+    );
+}

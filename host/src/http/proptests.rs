@@ -182,6 +182,7 @@ fn edge() -> Router {
         &http,
         &policy,
         super::auth::AuthLayerState::new(authenticator, &auth),
+        crate::policy::load_shed::LoadShedLayer::new(policy.max_concurrency),
     )
 }
 

@@ -335,6 +335,8 @@ struct VersionInfoz {
     weight: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sample: Option<f64>,
+    /// How its calls used their inline slice (`runtime.inline_calls`).
+    inline: crate::runtime::InlineState,
 }
 
 pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value> {
@@ -349,6 +351,7 @@ pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value
                 digest: format!("sha256:{}", p.meta.digest),
                 weight: None,
                 sample: None,
+                inline: app.runtime.inline_of(p),
             };
             Some(PluginInfoz {
                 name,
@@ -381,7 +384,7 @@ pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value
             "rollbacks_total": app.releases.rollbacks_total(),
             "recent_rollbacks": app.releases.recent_rollbacks(),
         },
-        // The server runtime's workers as running (`server_threads`; 0 asks for one per CPU).
+        // The server runtime's workers as running (`server_threads`; 0 asks for half the CPUs).
         "server": {
             "worker_threads": tokio::runtime::Handle::current().metrics().num_workers(),
         },
@@ -389,6 +392,9 @@ pub(super) async fn infoz(State(app): State<OpsState>) -> Json<serde_json::Value
             "in_flight": app.runtime.in_flight(),
             "budget": facts.budget,
             "memory_reset": app.runtime.memory_reset(),
+            "threads": app.runtime.config().threads,
+            "inline_calls": app.runtime.config().inline_calls,
+            "placements": app.runtime.placements(),
             "contract": {
                 "package": crate::world::PACKAGE,
                 "accepted_versions": crate::world::ACCEPTED_VERSIONS,

@@ -15,10 +15,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, UpDownCounter};
+use opentelemetry::metrics::{Counter, Histogram, ObservableCounter, UpDownCounter};
 use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
@@ -50,17 +50,71 @@ pub(super) struct Metrics {
     in_flight: UpDownCounter<i64>,
     instance_wait: Histogram<f64>,
     instances_exhausted: Counter<u64>,
+    inline_ends: Counter<u64>,
     instances_in_use: UpDownCounter<i64>,
     instances_waiting: UpDownCounter<i64>,
     /// Calls waiting for an instance now (what `instances_waiting` exports).
     waiting_now: Arc<AtomicI64>,
     /// Instances held by calls now (what `instances_in_use` exports).
     in_use_now: Arc<AtomicI64>,
+    /// Where calls ran, since start (what `weir.plugin.placements` exports).
+    pub(super) placements: Arc<PlacementCounts>,
+    _placements: ObservableCounter<u64>,
+}
+
+/// Calls by where they ran: counted with one atomic add on the call's path, exported at
+/// collection.
+#[derive(Debug, Default)]
+pub(super) struct PlacementCounts {
+    inline: AtomicU64,
+    moved: AtomicU64,
+    plugin_threads: AtomicU64,
+}
+
+impl PlacementCounts {
+    fn add(&self, placement: Placement) {
+        let counter = match placement {
+            Placement::Inline => &self.inline,
+            Placement::Moved => &self.moved,
+            Placement::PluginThreads => &self.plugin_threads,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn snapshot(&self) -> super::Placements {
+        super::Placements {
+            inline: self.inline.load(Ordering::Relaxed),
+            moved: self.moved.load(Ordering::Relaxed),
+            plugin_threads: self.plugin_threads.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Where one call ran.
+#[derive(Debug, Clone, Copy)]
+enum Placement {
+    /// Wholly on the server thread that asked for it.
+    Inline,
+    /// Its first slice there, the rest on the plugin threads.
+    Moved,
+    /// On the plugin threads from the start.
+    PluginThreads,
+}
+
+impl Placement {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Inline => "inline",
+            Self::Moved => "moved",
+            Self::PluginThreads => "plugin_threads",
+        }
+    }
 }
 
 impl Metrics {
     pub(super) fn new() -> Self {
         let meter = opentelemetry::global::meter("weir.runtime");
+        let placements = Arc::new(PlacementCounts::default());
         Self {
             invocations: meter
                 .u64_counter("weir.plugin.invocations")
@@ -125,6 +179,12 @@ impl Metrics {
                     "Plugin calls refused because no instance became free within runtime.instance_wait_ms or the caller's deadline",
                 )
                 .build(),
+            inline_ends: meter
+                .u64_counter("weir.plugin.inline.unfinished")
+                .with_description(
+                    "Plugin calls whose inline slice on a server thread did not simply finish: moved to the plugin threads, or overran a fifth of an epoch tick",
+                )
+                .build(),
             instances_in_use: meter
                 .i64_up_down_counter("weir.plugin.instances.in_use")
                 .with_description("Plugin instances in use (at most runtime.max_instances)")
@@ -135,6 +195,26 @@ impl Metrics {
                 .build(),
             waiting_now: Arc::default(),
             in_use_now: Arc::default(),
+            _placements: {
+                let counts = placements.clone();
+                meter
+                    .u64_observable_counter("weir.plugin.placements")
+                    .with_description(
+                        "Plugin calls by where they ran: inline on a server thread, moved there from after a first slice, or on the plugin threads from the start",
+                    )
+                    .with_callback(move |o| {
+                        let now = counts.snapshot();
+                        for (placement, n) in [
+                            (Placement::Inline, now.inline),
+                            (Placement::Moved, now.moved),
+                            (Placement::PluginThreads, now.plugin_threads),
+                        ] {
+                            o.observe(n, &[KeyValue::new("placement", placement.as_str())]);
+                        }
+                    })
+                    .build()
+            },
+            placements,
         }
     }
 
@@ -200,6 +280,9 @@ pub(super) trait Call: Send + Sync + 'static {
     const GUARDED: bool = true;
     /// Whether a case recording may record the call (`case_call` and `decision` answer).
     const RECORDED: bool = false;
+    /// Whether the call may start on the thread that asked for it
+    /// ([`super::RuntimeConfig::inline_calls`]).
+    const INLINE: bool = false;
     /// What the function returns.
     type Output: Send + 'static;
 
@@ -259,6 +342,7 @@ pub(super) struct PlaceOrder {
 impl Call for PlaceOrder {
     const NAME: &'static str = "place-order";
     const RECORDED: bool = true;
+    const INLINE: bool = true;
     type Output = Result<PricedOrder, OrderError>;
 
     async fn call(
@@ -306,6 +390,7 @@ pub(super) struct Transition {
 impl Call for Transition {
     const NAME: &'static str = "transition";
     const RECORDED: bool = true;
+    const INLINE: bool = true;
     type Output = Result<OrderStatus, OrderError>;
 
     async fn call(
@@ -340,6 +425,23 @@ impl Call for Transition {
     fn decision(result: &Result<Self::Output, InvokeError>) -> Option<Decision> {
         Some(Decision::of(result, |s: &OrderStatus| Decision::Status(*s)))
     }
+}
+
+/// A panic's message, as tokio's `JoinError` shows it for a panicked task.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
+/// How a call's inline slice ended.
+enum Slice<T> {
+    /// The call ended (its result), or its task panicked (the message).
+    Finished(Result<T, String>),
+    /// The call is pending: the rest runs on the plugin threads.
+    Moved,
 }
 
 fn guest_outcome<T>(output: &Result<T, OrderError>) -> &'static str {
@@ -428,7 +530,7 @@ impl Runtime {
         let state = self.fresh_state(plugin, deadline, trace);
         let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
         let result = self
-            .on_plugin_threads(plugin, call, (state, slot), deadline, &labels, &span)
+            .run_placed(plugin, role, call, (state, slot), deadline, &labels, &span)
             .await;
         if let Some(permit) = permit {
             permit.record(Some(
@@ -557,12 +659,15 @@ impl Runtime {
         InvocationState::new(&config.budget, imports)
     }
 
-    /// Run the call on the plugin threads (never on the server's async workers), then check
-    /// what came back against the contract. Dropping the returned future (a request timeout)
-    /// aborts the call there.
-    async fn on_plugin_threads<C: Call>(
+    /// Run the call, then check what came back against the contract. A request's call may
+    /// run its first slice here, on the server thread that asked for it
+    /// ([`Self::inline_slice`]); the rest, and every other call, runs on the plugin threads.
+    /// Dropping the returned future (a request timeout) aborts the call there.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_placed<C: Call>(
         &self,
         plugin: &PluginVersion,
+        role: Role,
         call: C,
         (state, slot): (InvocationState, InstanceSlot),
         deadline: Instant,
@@ -571,26 +676,131 @@ impl Runtime {
     ) -> Result<C::Output, InvokeError> {
         let this = self.clone();
         let pre = plugin.pre.clone();
-        let labels = labels.clone();
+        let task_labels = labels.clone();
         let task = async move {
             let result = this
-                .run_bounded(&pre, &call, state, slot, deadline, &labels)
+                .run_bounded(&pre, &call, state, slot, deadline, &task_labels)
                 .await;
             (call, result)
         }
         .instrument(span.clone())
         .with_current_subscriber();
-        let handle = AbortOnDropHandle::new(self.inner.plugin_threads.spawn(task));
-        match handle.await {
+        let inline = C::INLINE && role != Role::Shadow && self.inline_allowed(plugin);
+        let joined = if inline {
+            let mut task = Box::pin(task);
+            match self.inline_slice(plugin, task.as_mut(), labels, span) {
+                Slice::Finished(joined) => joined,
+                Slice::Moved => AbortOnDropHandle::new(self.inner.plugin_threads.spawn(task))
+                    .await
+                    .map_err(|join| join.to_string()),
+            }
+        } else {
+            self.placed(span, Placement::PluginThreads);
+            AbortOnDropHandle::new(self.inner.plugin_threads.spawn(task))
+                .await
+                .map_err(|join| join.to_string())
+        };
+        match joined {
             Ok((call, result)) => result.and_then(|output| match call.check(&output) {
                 Ok(()) => Ok(output),
                 Err(violation) => Err(InvokeError::Contract(violation)),
             }),
-            Err(join) => Err(InvokeError::Trap {
+            Err(failure) => Err(InvokeError::Trap {
                 kind: weir_core::ports::TrapKind::Host,
-                detail: Detail(format!("the plugin task failed: {join}")),
+                detail: Detail(format!("the plugin task failed: {failure}")),
             }),
         }
+    }
+
+    /// Where a call ran, on its span and in the counts.
+    fn placed(&self, span: &tracing::Span, placement: Placement) {
+        span.record("placement", placement.as_str());
+        self.inner.metrics.placements.add(placement);
+    }
+
+    /// Microseconds on the runtime's clock.
+    pub(super) fn clock_us(&self) -> u64 {
+        self.inner.born.elapsed().as_micros() as u64
+    }
+
+    /// Whether a call of `plugin` may start inline now: inline calls are on, the server's
+    /// threads are not all wanted (no more requests in flight than worker threads, see
+    /// [`Runtime::watch_requests`]), and the version's last overrun is more than
+    /// [`super::INLINE_OFFLOAD`] ago.
+    fn inline_allowed(&self, plugin: &PluginVersion) -> bool {
+        self.inner.config.inline_calls
+            && self.inner.requests.get().is_none_or(|requests| {
+                requests() <= tokio::runtime::Handle::current().metrics().num_workers()
+            })
+            && plugin.inline.offloaded_until.load(Ordering::Relaxed) <= self.clock_us()
+    }
+
+    /// Poll the call once, here. A fresh call usually finishes within this one poll; one
+    /// that reaches the next epoch tick (the deadline callback yields there) or waits on a
+    /// dependency returns pending, and is then moved to the plugin threads by the caller.
+    /// A slice that held this thread for a fifth of a tick or more sends the version to the
+    /// plugin threads for [`super::INLINE_OFFLOAD`] and is counted. A panic in the slice
+    /// is the same failure as a panicking plugin task.
+    fn inline_slice<T>(
+        &self,
+        plugin: &PluginVersion,
+        task: std::pin::Pin<&mut T>,
+        labels: &[KeyValue; 5],
+        span: &tracing::Span,
+    ) -> Slice<T::Output>
+    where
+        T: Future,
+    {
+        plugin.inline.started.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        // The waker does not matter: a pending task is spawned on the plugin threads at
+        // once, and a pending future keeps only the waker of its latest poll.
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            task.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+        }));
+        let held = started.elapsed();
+        let overran = held >= self.inner.config.epoch_tick / 5;
+        if overran {
+            let until = self.clock_us() + super::INLINE_OFFLOAD.as_micros() as u64;
+            plugin
+                .inline
+                .offloaded_until
+                .fetch_max(until, Ordering::Relaxed);
+            plugin.inline.overruns.fetch_add(1, Ordering::Relaxed);
+            span.record("inline.overran", true);
+        }
+        let slice = match polled {
+            Ok(std::task::Poll::Ready(output)) => Slice::Finished(Ok(output)),
+            Ok(std::task::Poll::Pending) => Slice::Moved,
+            Err(panic) => {
+                Slice::Finished(Err(format!("panicked inline: {}", panic_message(&*panic))))
+            }
+        };
+        let moved = matches!(slice, Slice::Moved);
+        self.placed(
+            span,
+            if moved {
+                Placement::Moved
+            } else {
+                Placement::Inline
+            },
+        );
+        if moved || overran {
+            let [name, version, digest, role, function] = labels.clone();
+            self.inner.metrics.inline_ends.add(
+                1,
+                &[
+                    name,
+                    version,
+                    digest,
+                    role,
+                    function,
+                    KeyValue::new("moved", moved),
+                    KeyValue::new("overran", overran),
+                ],
+            );
+        }
+        slice
     }
 
     /// Run the call by `deadline`, unless shutdown interrupts it first.
@@ -771,6 +981,8 @@ fn invocation_span(plugin: &PluginVersion, role: Role, function: &'static str) -
         contract.rule = Empty,
         capability = Empty,
         instantiate_us = Empty,
+        placement = Empty,
+        inline.overran = Empty,
         instance_wait_us = Empty,
         instances.exhausted = Empty,
         duration_us = Empty,

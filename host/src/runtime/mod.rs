@@ -30,6 +30,22 @@
 //! spinning in `loop {}` is interrupted, memory and table limits, optional fuel, and log and
 //! stdio budgets. Whatever happens the store and instance are dropped afterwards: a trapped
 //! instance is never reused. Traps and timeouts are reported, never retried here.
+//!
+//! # Where a call runs
+//! Plugin code runs on its own threads ([`RuntimeConfig::threads`]), so a plugin at its full
+//! CPU budget cannot starve the server's. With [`RuntimeConfig::inline_calls`] (the default)
+//! a request's call may first get one slice on the server thread that asked for it: one
+//! poll, which ends when the call finishes (a fresh call usually does, in microseconds), when
+//! it reaches the next epoch tick (the deadline callback yields there), or when it waits on a
+//! dependency. Only an unfinished call then moves to the plugin threads. That saves the two
+//! thread wake-ups of a hand-off (BENCHMARKS.md, "Inline calls"), which is what a lightly
+//! loaded server waits on. It is only done while the server has no more requests in flight
+//! than worker threads ([`Runtime::watch_requests`]): under more load the hand-off buys
+//! parallelism, and every call goes to the plugin threads. The price is that a server thread
+//! runs plugin code for at most one tick per inline call. A version whose slice held its
+//! thread for a fifth of a tick or more runs on the plugin threads from the start for
+//! [`INLINE_OFFLOAD`], so a spinning plugin holds a server thread at most about one tick per
+//! second per server thread. Admission (`describe`) and shadow calls never start inline.
 
 pub mod artifacts;
 pub mod cases;
@@ -91,6 +107,48 @@ fn default_keep_resident() -> usize {
     }
 }
 
+/// How many requests the server has in flight now ([`Runtime::watch_requests`]).
+pub type RequestsInFlight = Arc<dyn Fn() -> usize + Send + Sync>;
+
+/// Plugin calls by where they ran, since start ([`Runtime::placements`], `/infoz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Placements {
+    /// Wholly on the server thread that asked for it (`runtime.inline_calls`).
+    pub inline: u64,
+    /// A first slice there, the rest on the plugin threads (it reached an epoch tick or
+    /// waited on a dependency).
+    pub moved: u64,
+    /// On the plugin threads from the start.
+    pub plugin_threads: u64,
+}
+
+/// How one version's calls used their inline slice (`runtime.inline_calls`).
+#[derive(Debug, Default)]
+pub struct InlineStats {
+    /// Until when (microseconds on the runtime's clock) calls skip the inline slice, after
+    /// one overran it; 0: never overran.
+    offloaded_until: std::sync::atomic::AtomicU64,
+    /// Calls that started inline.
+    started: std::sync::atomic::AtomicU64,
+    /// Inline slices that held their server thread a fifth of an epoch tick or more.
+    overruns: std::sync::atomic::AtomicU64,
+}
+
+/// [`InlineStats`] as read now ([`Runtime::inline_of`], `/infoz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct InlineState {
+    /// Calls that started inline.
+    pub started: u64,
+    /// Inline slices that held their server thread a fifth of an epoch tick or more.
+    pub overruns: u64,
+    /// Whether calls run on the plugin threads from the start now, after an overrun.
+    pub offloaded: bool,
+}
+
+/// How long a version whose inline slice overran ([`RuntimeConfig::inline_calls`]) runs on
+/// the plugin threads from the start of every call.
+pub const INLINE_OFFLOAD: Duration = Duration::from_secs(1);
+
 /// Configuration of the plugin runtime (`[runtime]`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -116,10 +174,20 @@ pub struct RuntimeConfig {
     /// refused at the `compile` stage after it (its compile thread is abandoned).
     #[serde(with = "crate::support::duration_ms", rename = "compile_timeout_ms")]
     pub compile_timeout: Duration,
-    /// Threads that run plugin code. Plugin calls run on their own pool, never on the
-    /// server's async workers, so plugins using their whole CPU budget cannot starve the
-    /// host's own work (health checks, database and cache calls, other requests).
+    /// Threads that run plugin code. A call's first slice may run on the thread that asked
+    /// for it (see `inline_calls`); everything else runs on this pool, never on the server's
+    /// async workers, so plugins using their whole CPU budget cannot starve the host's own
+    /// work (health checks, database and cache calls, other requests).
     pub threads: usize,
+    /// Whether a request's plugin call may start on the server thread that asked for it,
+    /// sparing the two thread wake-ups of a hand-off, while the server has no more requests
+    /// in flight than worker threads. That first slice ends at the next epoch tick at the
+    /// latest: a call still running then, or waiting on a dependency, moves to the plugin
+    /// threads. A version whose slice held a server thread for a fifth of a tick or more
+    /// runs on the plugin threads from the start for the next second ([`INLINE_OFFLOAD`]).
+    /// Admission (`describe`) and shadow calls never start inline. `false`: every call runs
+    /// on the plugin threads from the start.
+    pub inline_calls: bool,
     /// Bytes of each pooled linear memory (and table) reset in place when an instance is
     /// torn down, instead of being handed back to the kernel with `madvise`: the next call
     /// in that slot then takes no page faults for them. With `PAGEMAP_SCAN` (Linux 6.7 and
@@ -140,6 +208,7 @@ impl Default for RuntimeConfig {
             catalog_timeout: Duration::from_millis(200),
             compile_timeout: Duration::from_secs(60),
             threads: std::thread::available_parallelism().map_or(2, usize::from),
+            inline_calls: true,
             keep_resident_bytes: default_keep_resident(),
         }
     }
@@ -216,6 +285,10 @@ struct Inner {
     tracker: TaskTracker,
     interrupt: CancellationToken,
     ticker_stop: Arc<AtomicBool>,
+    /// The runtime's clock origin, for per-version times kept in atomics.
+    born: std::time::Instant,
+    /// Requests in flight on the server, when it told ([`Runtime::watch_requests`]).
+    requests: std::sync::OnceLock<RequestsInFlight>,
     metrics: invoke::Metrics,
     /// Instance admission: one permit per pooled instance (`max_instances`), taken before
     /// instantiating and released after the store (and its pool slot) is dropped.
@@ -284,6 +357,8 @@ impl Runtime {
                 tracker: TaskTracker::new(),
                 interrupt: CancellationToken::new(),
                 ticker_stop,
+                born: std::time::Instant::now(),
+                requests: std::sync::OnceLock::new(),
                 metrics: invoke::Metrics::new(),
                 instances: Arc::new(tokio::sync::Semaphore::new(permits)),
                 plugin_threads,
@@ -384,6 +459,7 @@ impl Runtime {
             pre,
             breaker: std::sync::OnceLock::new(),
             labels: std::sync::OnceLock::new(),
+            inline: InlineStats::default(),
         };
         let info = self
             .invoke(&provisional, Role::Stable, invoke::Describe, None)
@@ -401,6 +477,8 @@ impl Runtime {
             capabilities: info.capabilities,
             // Made from the admitted identity on first use, not the provisional one.
             labels: std::sync::OnceLock::new(),
+            // Admission's `describe` never starts inline; the version starts afresh.
+            inline: InlineStats::default(),
             ..provisional
         }))
     }
@@ -504,6 +582,31 @@ impl Runtime {
     /// Calls waiting for a free instance now.
     pub fn instances_waiting(&self) -> usize {
         usize::try_from(self.inner.metrics.waiting()).unwrap_or(0)
+    }
+
+    /// Let inline calls ([`RuntimeConfig::inline_calls`]) see how busy the server is: a call
+    /// starts inline only while no more requests are in flight than the server has worker
+    /// threads, so plugin code never keeps a server thread from a request that could use
+    /// it; under more load every call goes to the plugin threads and the two pools work in
+    /// parallel (BENCHMARKS.md, "Inline calls"). Without it (a runtime used on its own, as in
+    /// tests and benchmarks) calls start inline whenever allowed. The first call wins.
+    pub fn watch_requests(&self, requests: RequestsInFlight) {
+        let _ = self.inner.requests.set(requests);
+    }
+
+    /// How `plugin`'s calls used their inline slice, since it was loaded.
+    pub fn inline_of(&self, plugin: &PluginVersion) -> InlineState {
+        let stats = &plugin.inline;
+        InlineState {
+            started: stats.started.load(Ordering::Relaxed),
+            overruns: stats.overruns.load(Ordering::Relaxed),
+            offloaded: stats.offloaded_until.load(Ordering::Relaxed) > self.clock_us(),
+        }
+    }
+
+    /// Calls by where they ran, since start (`runtime.inline_calls`).
+    pub fn placements(&self) -> Placements {
+        self.inner.metrics.placements.snapshot()
     }
 
     /// Invocations currently running.

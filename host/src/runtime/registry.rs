@@ -43,6 +43,8 @@ pub struct PluginVersion {
     /// The version's metric attributes (name, version, digest), made once: each call clones
     /// reference-counted strings instead of copying the digest into new ones.
     pub(crate) labels: std::sync::OnceLock<[opentelemetry::KeyValue; 3]>,
+    /// How this version's calls used their inline slice (`runtime.inline_calls`).
+    pub(crate) inline: super::InlineStats,
 }
 
 impl PluginVersion {
