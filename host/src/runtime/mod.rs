@@ -34,10 +34,10 @@
 //! # Where a call runs
 //! Plugin code runs on its own threads ([`RuntimeConfig::threads`]), so a plugin at its full
 //! CPU budget cannot starve the server's. With [`RuntimeConfig::inline_calls`] (the default)
-//! a request's call may first get one slice on the server thread that asked for it: one
-//! poll, which ends when the call finishes (a fresh call usually does, in microseconds), when
-//! it reaches the next epoch tick (the deadline callback yields there), or when it waits on a
-//! dependency. Only an unfinished call then moves to the plugin threads. That saves the two
+//! a `place-order` or `transition` call (a request's, an event's) may first get one slice on
+//! the server thread that asked for it: one poll, which ends when the call finishes (a fresh
+//! call usually does, in microseconds), when it reaches the next epoch tick (the deadline
+//! callback yields there), or when it waits on a dependency. Only an unfinished call then moves to the plugin threads. That saves the two
 //! thread wake-ups of a hand-off (BENCHMARKS.md, "Inline calls"), which is what a lightly
 //! loaded server waits on. It is only done while the server has no more requests in flight
 //! than worker threads ([`Runtime::watch_requests`]): under more load the hand-off buys
@@ -179,9 +179,10 @@ pub struct RuntimeConfig {
     /// async workers, so plugins using their whole CPU budget cannot starve the host's own
     /// work (health checks, database and cache calls, other requests).
     pub threads: usize,
-    /// Whether a request's plugin call may start on the server thread that asked for it,
-    /// sparing the two thread wake-ups of a hand-off, while the server has no more requests
-    /// in flight than worker threads. That first slice ends at the next epoch tick at the
+    /// Whether a `place-order` or `transition` call (a request's, or the event consumer's)
+    /// may start on the server thread that asked for it, sparing the two thread wake-ups of
+    /// a hand-off, while the server has no more requests in flight than worker threads.
+    /// That first slice ends at the next epoch tick at the
     /// latest: a call still running then, or waiting on a dependency, moves to the plugin
     /// threads. A version whose slice held a server thread for a fifth of a tick or more
     /// runs on the plugin threads from the start for the next second ([`INLINE_OFFLOAD`]).
