@@ -428,10 +428,15 @@ impl weir_core::ports::Catalog for WhereCatalog {
     }
 }
 
+/// A runtime over a [`WhereCatalog`]. Its epoch tick is long (250 ms), so no call here
+/// counts as overrunning its inline slice (a fifth of a tick) however slow or busy the
+/// machine: an overrun would send the version to the plugin threads for a second, which
+/// `a_version_that_overran_its_inline_slice_starts_on_the_plugin_threads` tests on its own.
 fn where_runtime(inline_calls: bool) -> (Runtime, Arc<WhereCatalog>) {
     let catalog = Arc::new(WhereCatalog::default());
     let config = RuntimeConfig {
         inline_calls,
+        epoch_tick: Duration::from_millis(250),
         ..RuntimeConfig::default()
     };
     (
