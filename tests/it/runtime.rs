@@ -428,17 +428,19 @@ impl weir_core::ports::Catalog for WhereCatalog {
     }
 }
 
-/// A runtime over a [`WhereCatalog`]. Its epoch tick is long (250 ms), so no call here
-/// counts as overrunning its inline slice (a fifth of a tick) however slow or busy the
-/// machine: an overrun would send the version to the plugin threads for a second, which
-/// `a_version_that_overran_its_inline_slice_starts_on_the_plugin_threads` tests on its own.
+/// A runtime over a [`WhereCatalog`]. Its epoch tick (and budget) is an hour: no tick ends
+/// an inline slice early and no call counts as overrunning it (a fifth of a tick), however
+/// slow or busy the machine. An overrun would send the version to the plugin threads for a
+/// second, which `a_version_that_overran_its_inline_slice_starts_on_the_plugin_threads`
+/// tests on its own; no plugin here spins.
 fn where_runtime(inline_calls: bool) -> (Runtime, Arc<WhereCatalog>) {
     let catalog = Arc::new(WhereCatalog::default());
-    let config = RuntimeConfig {
+    let mut config = RuntimeConfig {
         inline_calls,
-        epoch_tick: Duration::from_millis(250),
+        epoch_tick: Duration::from_secs(3600),
         ..RuntimeConfig::default()
     };
+    config.budget.timeout = Duration::from_secs(3600);
     (
         Runtime::new(config, catalog.clone()).expect("engine"),
         catalog,
@@ -532,6 +534,7 @@ async fn a_panic_inside_a_call_is_a_typed_failure_inline_and_on_the_plugin_threa
     for inline_calls in [true, false] {
         let (rt, catalog) = where_runtime(inline_calls);
         let plugin = load(&rt, artifacts::ORDERS).await;
+        let before = rt.placements();
         let err = rt
             .place_order(&plugin, &order_of("BOOM-001"), None)
             .await
@@ -545,6 +548,15 @@ async fn a_panic_inside_a_call_is_a_typed_failure_inline_and_on_the_plugin_threa
             "inline_calls {inline_calls}: {err:?}"
         );
         assert_eq!(catalog.take().len(), 1);
+        let after = rt.placements();
+        assert_eq!(
+            (
+                after.inline - before.inline,
+                after.plugin_threads - before.plugin_threads
+            ),
+            if inline_calls { (1, 0) } else { (0, 1) },
+            "inline_calls {inline_calls}: where the panicking call ran"
+        );
         rt.place_order(&plugin, &order_of("KB-001"), None)
             .await
             .expect("the runtime keeps serving");

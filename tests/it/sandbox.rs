@@ -14,8 +14,11 @@
 //! - clocks at 1 ms resolution;
 //! - newline floods: a bounded number of log records (a process test, it reads the real log:
 //!   `host/tests/process/sandbox.rs`);
-//! - CPU saturation: 2x64 calls spinning to their budget leave the database breaker closed
-//!   and `/readyz` at 200, and are recorded against the plugin version.
+//! - CPU saturation: 128 calls spinning to their budget leave the database breaker closed
+//!   and `/readyz` at 200, and are recorded against the plugin version; only the first few
+//!   ever started inline on the server's worker;
+//! - inline calls under load: while requests hold the server's workers, calls start on the
+//!   plugin threads (the load rule as `weir serve` wires it).
 //!
 //! The RSS bound under 8 and 64 concurrent hostile calls is a process test
 //! (`host/tests/process/sandbox.rs`): it measures the server process alone.
@@ -388,6 +391,67 @@ async fn plugin_cpu_saturation_does_not_take_the_replica_out() {
     assert!(
         inline.started <= 8,
         "spinning calls held the server's worker: {inline:?} of 128 calls"
+    );
+    Arc::into_inner(s).expect("sole owner").stop().await;
+}
+
+/// The load rule as `weir serve` wires it (the edge's admitted requests): while four
+/// requests hold the server's one worker, a call starts on the plugin threads; once they are
+/// answered, calls start inline again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_busy_server_starts_its_calls_on_the_plugin_threads() {
+    let s = Arc::new(
+        TestServer::start(Backend::Sqlite, |c, dir| {
+            c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_SLEEP]));
+            c.plugins.orders = "hostile-sleep".into();
+            c.runtime.budget.timeout = Duration::from_millis(2000);
+            c.policy.plugin_breaker.min_calls = 100_000;
+        })
+        .await,
+    );
+    let rt = s.state().runtime.clone();
+    let reference = rt
+        .load_file(std::path::Path::new(artifacts::ORDERS), |_| BTreeMap::new())
+        .await
+        .expect("reference plugin");
+    let sleeping: Vec<_> = (0..4)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.post_order(
+                    Some(&format!("sleep-{i}")),
+                    &order_body("c", &[("KB-001", 1)]),
+                )
+                .await
+                .0
+                .as_u16()
+            })
+        })
+        .collect();
+    // The four sleeping calls in flight: polled, bounded (they sleep for two seconds).
+    let mut polls = 0;
+    while rt.in_flight() < 4 {
+        polls += 1;
+        assert!(
+            polls < 1500,
+            "the four requests never were in flight together"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = rt.place_order(&reference, &honest(), None).await;
+    assert_eq!(
+        rt.inline_of(&reference).started,
+        0,
+        "a call started inline while four requests held the server's one worker"
+    );
+    for request in sleeping {
+        assert_eq!(request.await.unwrap(), 503, "the sleeping plugin times out");
+    }
+    let _ = rt.place_order(&reference, &honest(), None).await;
+    assert_eq!(
+        rt.inline_of(&reference).started,
+        1,
+        "an idle server's call did not start inline"
     );
     Arc::into_inner(s).expect("sole owner").stop().await;
 }

@@ -39,13 +39,17 @@
 //! call usually does, in microseconds), when it reaches the next epoch tick (the deadline
 //! callback yields there), or when it waits on a dependency. Only an unfinished call then moves to the plugin threads. That saves the two
 //! thread wake-ups of a hand-off (BENCHMARKS.md, "Inline calls"), which is what a lightly
-//! loaded server waits on. It is only done while the server has no more requests in flight
-//! than worker threads ([`Runtime::watch_requests`]): under more load the hand-off buys
-//! parallelism, and every call goes to the plugin threads. The price is that a server thread
-//! runs plugin code for at most one tick per inline call. A version whose slice held its
-//! thread for a fifth of a tick or more runs on the plugin threads from the start for
-//! [`INLINE_OFFLOAD`], so a spinning plugin holds a server thread at most about one tick per
-//! second per server thread. Admission (`describe`) and shadow calls never start inline.
+//! loaded server waits on. It is only done while the server has no more API requests in
+//! flight than worker threads ([`Runtime::watch_requests`]): under more load the hand-off
+//! buys parallelism, and every call goes to the plugin threads. The price is that a server
+//! thread runs plugin code during the slice: guest code up to the next tick, plus host work
+//! a tick cannot interrupt (instantiation, copying arguments and results), caught only
+//! afterwards. A version whose slice held its thread for a fifth of a tick or more (wall
+//! clock, so a descheduled thread counts too) runs on the plugin threads from the start for
+//! [`INLINE_OFFLOAD`]. So each inline call holds its thread under a fifth of a tick, or about
+//! a tick at most once per second per version and server thread; a plugin that stays just
+//! under a fifth of a tick on every call is never offloaded, and holds that much per call
+//! while the server is not busy. Admission (`describe`) and shadow calls never start inline.
 
 pub mod artifacts;
 pub mod cases;
@@ -587,9 +591,10 @@ impl Runtime {
 
     /// Let inline calls ([`RuntimeConfig::inline_calls`]) see how busy the server is: a call
     /// starts inline only while no more requests are in flight than the server has worker
-    /// threads, so plugin code never keeps a server thread from a request that could use
-    /// it; under more load every call goes to the plugin threads and the two pools work in
-    /// parallel (BENCHMARKS.md, "Inline calls"). Without it (a runtime used on its own, as in
+    /// threads; under more load every call goes to the plugin threads and the two pools work
+    /// in parallel (BENCHMARKS.md, "Inline calls"). `weir serve` counts the API requests its
+    /// edge admitted; the event consumer's calls and the operations listener's requests are
+    /// not counted. Without it (a runtime used on its own, as in
     /// tests and benchmarks) calls start inline whenever allowed. The first call wins.
     pub fn watch_requests(&self, requests: RequestsInFlight) {
         let _ = self.inner.requests.set(requests);
