@@ -571,11 +571,12 @@ async fn a_busy_server_hands_every_call_to_the_plugin_threads() {
     let (rt, catalog) = where_runtime(true);
     let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = requests.clone();
-    rt.watch_requests(Arc::new(move || {
-        seen.load(std::sync::atomic::Ordering::SeqCst)
-    }));
+    // One server worker: one request in flight (this one) leaves it free.
+    rt.watch_requests(
+        Arc::new(move || seen.load(std::sync::atomic::Ordering::SeqCst)),
+        1,
+    );
     let plugin = load(&rt, artifacts::ORDERS).await;
-    // This test's runtime has one worker: one request in flight (this one) leaves it free.
     for (in_flight, expected) in [(1, "inline"), (2, "weir-plugin"), (1, "inline")] {
         requests.store(in_flight, std::sync::atomic::Ordering::SeqCst);
         rt.place_order(&plugin, &order_of("KB-001"), None)

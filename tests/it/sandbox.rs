@@ -395,7 +395,7 @@ async fn plugin_cpu_saturation_does_not_take_the_replica_out() {
     Arc::into_inner(s).expect("sole owner").stop().await;
 }
 
-/// The load rule as `weir serve` wires it (the edge's admitted requests): while four
+/// The load rule as `weir serve` wires it (the API requests being served): while four
 /// requests hold the server's one worker, a call starts on the plugin threads; once they are
 /// answered, calls start inline again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

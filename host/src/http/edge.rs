@@ -66,7 +66,6 @@ pub fn stack(
     http: &HttpConfig,
     policy: &PolicyConfig,
     auth: super::auth::AuthLayerState,
-    shed: load_shed::LoadShedLayer,
 ) -> Router {
     let limit = http.body_limit_bytes;
     routes
@@ -74,7 +73,7 @@ pub fn stack(
             http.request_timeout,
             policy.route_timeouts(),
         ))
-        .layer(shed)
+        .layer(load_shed::LoadShedLayer::new(policy.max_concurrency))
         .layer(body_read::BodyReadLayer::new(body_read::BodyReadConfig {
             limit,
             timeout: http.body_timeout,

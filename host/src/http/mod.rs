@@ -328,14 +328,8 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The public API router with its edge layers; `shed` is the global concurrency limit
-/// (`policy.max_concurrency`), made by the caller so others can read what it admitted.
-pub fn router(
-    state: ApiState,
-    policy: &PolicyConfig,
-    auth: auth::AuthLayerState,
-    shed: crate::policy::load_shed::LoadShedLayer,
-) -> Router {
+/// The public API router with its edge layers.
+pub fn router(state: ApiState, policy: &PolicyConfig, auth: auth::AuthLayerState) -> Router {
     let config = state.config.clone();
     let routes = Router::new()
         .route(
@@ -354,7 +348,7 @@ pub fn router(
         .with_state(state);
     // The edge stack (request context, metrics, panic catcher, body limit, authentication,
     // rate limit, body read, load shedding, timeout) and why each layer sits where it does: `edge::stack`.
-    edge::stack(routes, &config, policy, auth, shed)
+    edge::stack(routes, &config, policy, auth)
 }
 
 #[cfg(test)]

@@ -182,7 +182,6 @@ fn edge() -> Router {
         &http,
         &policy,
         super::auth::AuthLayerState::new(authenticator, &auth),
-        crate::policy::load_shed::LoadShedLayer::new(policy.max_concurrency),
     )
 }
 

@@ -32,7 +32,6 @@ pub struct Shed;
 #[derive(Debug, Clone)]
 pub struct LoadShedLayer {
     semaphore: Arc<Semaphore>,
-    max: usize,
 }
 
 impl LoadShedLayer {
@@ -40,19 +39,12 @@ impl LoadShedLayer {
     pub fn new(max: usize) -> Self {
         Self {
             semaphore: Arc::new(Semaphore::new(max.max(1))),
-            max: max.max(1),
         }
     }
 
     /// Requests that could be admitted right now.
     pub fn available(&self) -> usize {
         self.semaphore.available_permits()
-    }
-
-    /// Requests in flight now, of at most `max`.
-    pub fn in_flight(&self) -> impl Fn() -> usize + Send + Sync + 'static {
-        let (semaphore, max) = (self.semaphore.clone(), self.max);
-        move || max.saturating_sub(semaphore.available_permits())
     }
 }
 

@@ -729,9 +729,11 @@ impl Runtime {
     /// [`super::INLINE_OFFLOAD`] ago.
     fn inline_allowed(&self, plugin: &PluginVersion) -> bool {
         self.inner.config.inline_calls
-            && self.inner.requests.get().is_none_or(|requests| {
-                requests() <= tokio::runtime::Handle::current().metrics().num_workers()
-            })
+            && self
+                .inner
+                .server_load
+                .get()
+                .is_none_or(|(requests, workers)| requests() <= *workers)
             && plugin.inline.offloaded_until.load(Ordering::Relaxed) <= self.clock_us()
     }
 

@@ -292,8 +292,9 @@ struct Inner {
     ticker_stop: Arc<AtomicBool>,
     /// The runtime's clock origin, for per-version times kept in atomics.
     born: std::time::Instant,
-    /// Requests in flight on the server, when it told ([`Runtime::watch_requests`]).
-    requests: std::sync::OnceLock<RequestsInFlight>,
+    /// The server's requests in flight and worker threads, when it told
+    /// ([`Runtime::watch_requests`]).
+    server_load: std::sync::OnceLock<(RequestsInFlight, usize)>,
     metrics: invoke::Metrics,
     /// Instance admission: one permit per pooled instance (`max_instances`), taken before
     /// instantiating and released after the store (and its pool slot) is dropped.
@@ -363,7 +364,7 @@ impl Runtime {
                 interrupt: CancellationToken::new(),
                 ticker_stop,
                 born: std::time::Instant::now(),
-                requests: std::sync::OnceLock::new(),
+                server_load: std::sync::OnceLock::new(),
                 metrics: invoke::Metrics::new(),
                 instances: Arc::new(tokio::sync::Semaphore::new(permits)),
                 plugin_threads,
@@ -590,14 +591,15 @@ impl Runtime {
     }
 
     /// Let inline calls ([`RuntimeConfig::inline_calls`]) see how busy the server is: a call
-    /// starts inline only while no more requests are in flight than the server has worker
+    /// starts inline only while `requests()` is at most `workers`, the server's worker
     /// threads; under more load every call goes to the plugin threads and the two pools work
-    /// in parallel (BENCHMARKS.md, "Inline calls"). `weir serve` counts the API requests its
-    /// edge admitted; the event consumer's calls and the operations listener's requests are
-    /// not counted. Without it (a runtime used on its own, as in
-    /// tests and benchmarks) calls start inline whenever allowed. The first call wins.
-    pub fn watch_requests(&self, requests: RequestsInFlight) {
-        let _ = self.inner.requests.set(requests);
+    /// in parallel (BENCHMARKS.md, "Inline calls"). `weir serve` passes the drain's count of
+    /// API requests being served (`Shutdown::in_flight_requests`); the event consumer's
+    /// calls and the operations listener's requests are not counted. Without it (a runtime
+    /// used on its own, as in tests and benchmarks) calls start inline whenever allowed. The
+    /// first call wins.
+    pub fn watch_requests(&self, requests: RequestsInFlight, workers: usize) {
+        let _ = self.inner.server_load.set((requests, workers));
     }
 
     /// How `plugin`'s calls used their inline slice, since it was loaded.

@@ -753,12 +753,17 @@ async fn serve(
         readiness: Arc::new(crate::ops::health::ReadinessSignal::new()),
     };
     let shutdown = state.shutdown.clone();
-    // Outermost API layer: count admitted requests so the drain can wait for them.
     // Inline plugin calls start only while the server's threads are not all wanted: the
-    // requests the edge admitted tell (`runtime.inline_calls`).
-    let shed = crate::policy::load_shed::LoadShedLayer::new(config.policy.max_concurrency);
-    state.runtime.watch_requests(Arc::new(shed.in_flight()));
-    let api_router = crate::http::router(api_state, &config.policy, auth, shed).layer(
+    // drain's count of API requests being served tells (`runtime.inline_calls`).
+    {
+        let shutdown = shutdown.clone();
+        state.runtime.watch_requests(
+            Arc::new(move || shutdown.in_flight_requests()),
+            tokio::runtime::Handle::current().metrics().num_workers(),
+        );
+    }
+    // Outermost API layer: count admitted requests so the drain can wait for them.
+    let api_router = crate::http::router(api_state, &config.policy, auth).layer(
         axum::middleware::from_fn_with_state(
             shutdown.clone(),
             crate::lifecycle::shutdown::track_requests,
