@@ -331,8 +331,6 @@ impl Config {
         }
     }
 
-    /// Check values that parse but cannot work: each section's own rules, then what spans
-    /// sections.
     /// The worker threads the server's async runtime is built with: `server_threads`, or
     /// when 0 half of `cpus`, at least one.
     pub fn server_workers(&self, cpus: usize) -> usize {
@@ -342,6 +340,8 @@ impl Config {
         }
     }
 
+    /// Check values that parse but cannot work: each section's own rules, then what spans
+    /// sections.
     pub fn validate(&self) -> Result<(), InvalidKey> {
         ensure(
             self.server_threads <= MAX_SERVER_THREADS,
