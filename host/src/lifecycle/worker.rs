@@ -320,11 +320,7 @@ impl Supervisor {
                             "error"
                         }
                         Err(panic) => {
-                            let msg = panic
-                                .downcast_ref::<&str>()
-                                .map(|s| (*s).to_owned())
-                                .or_else(|| panic.downcast_ref::<String>().cloned())
-                                .unwrap_or_else(|| "non-string panic payload".to_owned());
+                            let msg = crate::support::panic_message(&*panic);
                             tracing::error!(worker = name, panic = %msg, "worker panicked");
                             "panic"
                         }

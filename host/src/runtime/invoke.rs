@@ -427,15 +427,6 @@ impl Call for Transition {
     }
 }
 
-/// A panic's message, as tokio's `JoinError` shows it for a panicked task.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&'static str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic without a message")
-}
-
 /// How a call's inline slice ended.
 enum Slice<T> {
     /// The call ended (its result), or its task panicked (the message).
@@ -775,7 +766,8 @@ impl Runtime {
             Ok(std::task::Poll::Ready(output)) => Slice::Finished(Ok(output)),
             Ok(std::task::Poll::Pending) => Slice::Moved,
             Err(panic) => {
-                Slice::Finished(Err(format!("panicked inline: {}", panic_message(&*panic))))
+                let message = crate::support::panic_message(&*panic);
+                Slice::Finished(Err(format!("panicked inline: {message}")))
             }
         };
         let moved = matches!(slice, Slice::Moved);

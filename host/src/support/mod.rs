@@ -55,6 +55,15 @@ impl InvalidKey {
     }
 }
 
+/// A caught panic's message: its `&str` or `String` payload, or a fixed text for any other.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
 /// `Err(InvalidKey)` unless `ok`.
 pub fn ensure(ok: bool, key: &'static str, reason: &str) -> Result<(), InvalidKey> {
     if ok {
