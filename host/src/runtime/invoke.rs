@@ -50,7 +50,7 @@ pub(super) struct Metrics {
     in_flight: UpDownCounter<i64>,
     instance_wait: Histogram<f64>,
     instances_exhausted: Counter<u64>,
-    inline_ends: Counter<u64>,
+    inline_unfinished: Counter<u64>,
     instances_in_use: UpDownCounter<i64>,
     instances_waiting: UpDownCounter<i64>,
     /// Calls waiting for an instance now (what `instances_waiting` exports).
@@ -179,7 +179,7 @@ impl Metrics {
                     "Plugin calls refused because no instance became free within runtime.instance_wait_ms or the caller's deadline",
                 )
                 .build(),
-            inline_ends: meter
+            inline_unfinished: meter
                 .u64_counter("weir.plugin.inline.unfinished")
                 .with_description(
                     "Plugin calls whose inline slice on a server thread did not simply finish: moved to the plugin threads, or overran a fifth of an epoch tick",
@@ -681,15 +681,11 @@ impl Runtime {
             let mut task = Box::pin(task);
             match self.inline_slice(plugin, task.as_mut(), labels, span) {
                 Slice::Finished(joined) => joined,
-                Slice::Moved => AbortOnDropHandle::new(self.inner.plugin_threads.spawn(task))
-                    .await
-                    .map_err(|join| join.to_string()),
+                Slice::Moved => self.on_plugin_threads(task).await,
             }
         } else {
             self.placed(span, Placement::PluginThreads);
-            AbortOnDropHandle::new(self.inner.plugin_threads.spawn(task))
-                .await
-                .map_err(|join| join.to_string())
+            self.on_plugin_threads(task).await
         };
         match joined {
             Ok((call, result)) => result.and_then(|output| match call.check(&output) {
@@ -701,6 +697,18 @@ impl Runtime {
                 detail: Detail(format!("the plugin task failed: {failure}")),
             }),
         }
+    }
+
+    /// Run `task` on the plugin threads; dropping the returned future aborts it there. A
+    /// panicked task is its message.
+    async fn on_plugin_threads<T>(&self, task: T) -> Result<T::Output, String>
+    where
+        T: Future + Send + 'static,
+        T::Output: Send + 'static,
+    {
+        AbortOnDropHandle::new(self.inner.plugin_threads.spawn(task))
+            .await
+            .map_err(|join| join.to_string())
     }
 
     /// Where a call ran, on its span and in the counts.
@@ -781,7 +789,7 @@ impl Runtime {
         );
         if moved || overran {
             let [name, version, digest, role, function] = labels.clone();
-            self.inner.metrics.inline_ends.add(
+            self.inner.metrics.inline_unfinished.add(
                 1,
                 &[
                     name,
