@@ -468,32 +468,26 @@ async fn a_call_runs_where_it_was_asked_and_moves_only_when_it_waits() {
     let plugin = load(&rt, artifacts::ORDERS).await;
     let before = rt.placements();
 
-    rt.place_order(&plugin, &order_of("KB-001"), None)
-        .await
-        .expect("priced inline");
-    assert_eq!(
-        catalog.take(),
-        [here.as_str()],
-        "the guest ran on another thread"
-    );
-
-    rt.place_order(&plugin, &order_of("SLOW-001"), None)
-        .await
-        .expect("priced after the wait");
-    assert_eq!(
-        catalog.take(),
-        [here.as_str()],
-        "the first slice ran elsewhere"
-    );
-
-    rt.place_order(&plugin, &order_of("KB-001"), None)
-        .await
-        .expect("priced inline again");
-    assert_eq!(
-        catalog.take(),
-        [here.as_str()],
-        "a wait sent the version away"
-    );
+    // Each call's (first) catalog lookup runs on this thread: inline, then a call that
+    // waits and moves, then inline again.
+    for (sku, priced, otherwise) in [
+        ("KB-001", "priced inline", "the guest ran on another thread"),
+        (
+            "SLOW-001",
+            "priced after the wait",
+            "the first slice ran elsewhere",
+        ),
+        (
+            "KB-001",
+            "priced inline again",
+            "a wait sent the version away",
+        ),
+    ] {
+        rt.place_order(&plugin, &order_of(sku), None)
+            .await
+            .expect(priced);
+        assert_eq!(catalog.take(), [here.as_str()], "{otherwise}");
+    }
 
     let after = rt.placements();
     assert_eq!(
