@@ -224,6 +224,42 @@ pub(crate) async fn quotes_suite(backend: Backend, orders: Orders) {
     s.stop().await;
 }
 
+/// A quote's availability is read through the catalog read path, after the plugin priced
+/// (this plugin never looks at the catalog itself, so the read reaches the database): a
+/// database that does not answer within the dependency's timeout is a retryable 503
+/// `DEPENDENCY_UNAVAILABLE`, and the quote writes nothing. Once it answers, the same quote
+/// is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quote_whose_catalog_read_times_out_is_a_retryable_503() {
+    let s = TestServer::start(Backend::Sqlite, |c, dir| {
+        c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_LIAR]));
+        c.plugins.orders = "hostile-liar".into();
+        c.policy.database.timeout = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let before = footprint(&s).await;
+    let body = order_body("cus_held", &[("KB-001", 1), ("MS-002", 2)]);
+    let fault = s.state().deps.database.fault.clone();
+    fault.hold();
+    let (status, headers, problem) = quote(&s, None, &body).await;
+    fault.release();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(problem["code"], "DEPENDENCY_UNAVAILABLE", "{problem}");
+    assert!(headers.contains_key("retry-after"), "{headers:?}");
+    assert_eq!(footprint(&s).await, before);
+    let (status, _, q) = quote(&s, None, &body).await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert!(
+        q["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["available"] == true),
+        "{q}"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn quotes_on_sqlite() {
     quotes_suite(Backend::Sqlite, Orders::Rust).await;

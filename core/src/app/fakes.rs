@@ -12,8 +12,9 @@ use crate::domain::idempotency::{ExistingKey, KeyDecision, decide_existing};
 use crate::domain::release::{Release, ReleaseAudit};
 use crate::domain::stock;
 use crate::domain::{
-    EventRecord, IdempotencyBegin, Money, NewEvent, Order, OrderError, OrderEvent, OrderRequest,
-    OrderSnapshot, OrderStatus, PluginRef, PricedLine, PricedOrder, Product, StoredResponse,
+    CatalogProduct, EventRecord, IdempotencyBegin, Money, NewEvent, Order, OrderError, OrderEvent,
+    OrderRequest, OrderSnapshot, OrderStatus, PluginRef, PricedLine, PricedOrder, Product,
+    StoredResponse,
 };
 use crate::ports::clock::Detached;
 use crate::ports::*;
@@ -61,6 +62,8 @@ pub struct MemStore {
     pub fail_next_create: AtomicBool,
     /// This many next transition writes are stale (a concurrent change).
     pub stale_writes: AtomicU32,
+    /// Catalog lookups fail as unavailable while set.
+    pub catalog_down: AtomicBool,
 }
 
 fn unavailable() -> StoreError {
@@ -392,6 +395,18 @@ impl ProductStore for MemStore {
             s.products.insert(p.sku.clone(), p.clone());
         }
         Ok(true)
+    }
+}
+
+/// The catalog read path without a cache: every lookup reads the products as stored.
+#[async_trait::async_trait]
+impl Catalog for MemStore {
+    async fn get(&self, sku: &str) -> Result<Option<CatalogProduct>, CatalogError> {
+        if self.catalog_down.load(Ordering::SeqCst) {
+            return Err(CatalogError::Unavailable("catalog down".into()));
+        }
+        let s = self.state();
+        Ok(s.products.get(sku).map(|p| s.read_product(p).into()))
     }
 }
 

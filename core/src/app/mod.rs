@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use crate::domain::contract::check_refusal;
 use crate::ports::{
-    Clock, DecideError, IdempotencyStore, InboxStore, IntakeGate, OrderDecider, OrderStore,
-    OutboxStore, ProductStore, Spawner,
+    Catalog, Clock, DecideError, IdempotencyStore, InboxStore, IntakeGate, OrderDecider,
+    OrderStore, OutboxStore, ProductStore, Spawner,
 };
 
 pub use place_order::{PlaceError, PlaceOrder, Placed, ResponseEncoder};
@@ -62,6 +62,9 @@ pub struct Ports {
     pub outbox: Arc<dyn OutboxStore>,
     /// The product catalog.
     pub products: Arc<dyn ProductStore>,
+    /// The catalog as deciders read it (cached by the host): what a quote's availability is
+    /// read from.
+    pub catalog: Arc<dyn Catalog>,
     /// The business decisions.
     pub decider: Arc<dyn OrderDecider>,
     /// Whether new orders are admitted.

@@ -2,8 +2,8 @@
 //!
 //! Decider `place` under the request's deadline (routed like placing: the same release
 //! version, canary share and shadow sampling, by the caller's routing key) -> the host's
-//! contract (`OrderService::price`, shared with placing: [`crate::domain::contract::check_priced`]) -> a read-only look at the stock of
-//! each sku ([`crate::ports::ProductStore::get_product`]).
+//! contract (`OrderService::price`, shared with placing: [`crate::domain::contract::check_priced`]) -> the stock of each sku
+//! as the catalog read path has it ([`crate::ports::Catalog::get`]).
 //!
 //! What placing does and a quote does not: no idempotency key is claimed or completed, no
 //! order row, no outbox event, no stock reservation. A quote is not admitted through the
@@ -12,7 +12,10 @@
 //! (an oversized or malformed refusal is a broken contract there too).
 //!
 //! The availability of a line is a snapshot: nothing is reserved, so placing the same request
-//! a moment later can still be refused for stock.
+//! a moment later can still be refused for stock. It is read where the decider reads the
+//! catalog (the host's cached read path, whose entries live `policy.cache.ttl_ms`, 2 s by
+//! default): a quote's availability and its pricing come from the same view of the catalog,
+//! and a quote touches no database when the decider's own lookups just filled the cache.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -21,7 +24,7 @@ use chrono::{DateTime, Utc};
 
 use super::OrderService;
 use crate::domain::{OrderRequest, PluginRef, PricedOrder};
-use crate::ports::{DecideError, DecisionContext, StoreError};
+use crate::ports::{CatalogError, DecideError, DecisionContext};
 
 /// A request to quote an order.
 #[derive(Debug, Clone)]
@@ -43,8 +46,9 @@ pub struct Quote {
     pub priced: PricedOrder,
     /// The plugin version that priced it.
     pub by: PluginRef,
-    /// Per requested line, in request order: whether the units available now (on hand minus
-    /// reserved) cover what the request asks of that sku in all (an unknown sku is `false`).
+    /// Per requested line, in request order: whether the units available (on hand minus
+    /// reserved, as the catalog read path has them: see the module doc) cover what the
+    /// request asks of that sku in all (an unknown sku is `false`).
     pub available: Vec<bool>,
     /// When the quote was made.
     pub quoted_at: DateTime<Utc>,
@@ -57,10 +61,10 @@ pub enum QuoteError {
     /// placing ([`super::PlaceError::Decide`]).
     #[error(transparent)]
     Decide(DecideError),
-    /// Reading the stock failed (the sku is not named: it is client input, kept out of
-    /// logs).
+    /// Reading the stock from the catalog failed (the sku is not named: it is client input,
+    /// kept out of logs).
     #[error("reading the stock of the requested skus")]
-    Store(#[source] StoreError),
+    Catalog(#[source] CatalogError),
 }
 
 impl OrderService {
@@ -77,20 +81,18 @@ impl OrderService {
             .await
             .map_err(QuoteError::Decide)?;
 
-        // What the request asks of each sku in all, then one read for all of them.
+        // What the request asks of each sku in all, then one catalog lookup per sku (the
+        // decider has just looked each one up, so the cache answers).
         let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
         for line in &cmd.request.lines {
             *wanted.entry(line.sku.as_str()).or_default() += i64::from(line.quantity);
         }
-        let skus: Vec<&str> = wanted.keys().copied().collect();
-        let stocked: BTreeMap<String, i64> = p
-            .products
-            .get_products(&skus)
-            .await
-            .map_err(QuoteError::Store)?
-            .into_iter()
-            .map(|product| (product.sku, product.stock))
-            .collect();
+        let mut stocked: BTreeMap<&str, i64> = BTreeMap::new();
+        for &sku in wanted.keys() {
+            if let Some(product) = p.catalog.get(sku).await.map_err(QuoteError::Catalog)? {
+                stocked.insert(sku, product.stock);
+            }
+        }
         // Every line's sku is a key of `wanted`.
         let available = cmd
             .request

@@ -15,7 +15,7 @@ use crate::domain::{
     PricedOrder, Rejection, StoredResponse,
 };
 use crate::ports::ProductStore;
-use crate::ports::{DecideError, SystemClock, TrapKind};
+use crate::ports::{CatalogError, DecideError, SystemClock, TrapKind};
 
 struct World {
     store: Arc<MemStore>,
@@ -70,6 +70,7 @@ impl World {
             inbox: store.clone(),
             outbox: store.clone(),
             products: store.clone(),
+            catalog: store.clone(),
             decider: decider.clone(),
             intake: gate.clone(),
             clock: Arc::new(SystemClock),
@@ -987,6 +988,23 @@ fn a_quote_is_held_to_the_contract_and_refusals_pass_unchanged() {
         Err(QuoteError::Decide(DecideError::Contract(v))) if v.rule == ContractRule::ErrorShape
     ));
     assert_eq!(footprint(&w), (0, 0, 0, 0));
+}
+
+/// A quote's availability is the catalog's: what the catalog read path has of each sku, and
+/// its failure (after the decider priced) is the quote's typed failure, writing nothing.
+#[test]
+fn a_quote_reads_availability_from_the_catalog_and_fails_typed_with_it() {
+    let w = World::new();
+    w.stock("LOW-1", 2);
+    w.store.catalog_down.store(true, Ordering::SeqCst);
+    let err = quote(&w, &[("LOW-1", 1)]).unwrap_err();
+    assert!(
+        matches!(&err, QuoteError::Catalog(CatalogError::Unavailable(_))),
+        "{err:?}"
+    );
+    assert_eq!(footprint(&w), (0, 0, 0, 0));
+    w.store.catalog_down.store(false, Ordering::SeqCst);
+    assert_eq!(quote(&w, &[("LOW-1", 2)]).unwrap().available, [true]);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use weir_core::app::{PlaceError, ProductError, QuoteError, ReleaseError, TransitionError};
 use weir_core::domain::OrderError;
-use weir_core::ports::{DecideError, StoreError};
+use weir_core::ports::{CatalogError, DecideError, StoreError};
 
 use crate::policy::RejectedBy;
 use crate::policy::body_read::BodyRefused;
@@ -215,6 +215,9 @@ pub enum ApiError {
     /// The store failed: a [`StoreError`] with the context of what the request was doing.
     #[error(transparent)]
     Store(anyhow::Error),
+    /// The catalog read path failed: a quote's availability read, after the plugin priced.
+    #[error("reading the catalog for a quote: {0}")]
+    Catalog(CatalogError),
     /// A bug or unexpected state; the chain is logged, never sent.
     #[error(transparent)]
     Internal(anyhow::Error),
@@ -344,11 +347,7 @@ impl From<QuoteError> for ApiError {
     fn from(e: QuoteError) -> Self {
         match e {
             QuoteError::Decide(d) => d.into(),
-            QuoteError::Store(source) => ApiError::Store(
-                anyhow::Error::new(source)
-                    .context("reading the stock of the requested skus")
-                    .context("quoting an order"),
-            ),
+            QuoteError::Catalog(source) => ApiError::Catalog(source),
         }
     }
 }
@@ -502,7 +501,12 @@ impl ApiError {
             {
                 STORAGE_UNAVAILABLE
             }
-            Self::Store(_) | Self::Internal(_) => INTERNAL_ERROR,
+            Self::Catalog(CatalogError::Timeout | CatalogError::Unavailable(_)) => {
+                DEPENDENCY_UNAVAILABLE
+            }
+            Self::Store(_) | Self::Internal(_) | Self::Catalog(CatalogError::Internal(_)) => {
+                INTERNAL_ERROR
+            }
             Self::Backpressure { .. } => BACKPRESSURE,
             Self::AdminDisabled => ADMIN_DISABLED,
             Self::AdminUnauthorized => ADMIN_UNAUTHORIZED,
@@ -761,6 +765,36 @@ mod tests {
         ] {
             let code = crate::storage::traced::error_code(&e);
             assert_eq!(ApiError::store("x", e).spec().code, code);
+        }
+    }
+
+    /// A quote whose availability read fails: a lookup that may succeed on retry is a 503
+    /// the client may retry, a permanent failure an internal error.
+    #[test]
+    fn a_quotes_catalog_failure_maps_by_its_kind() {
+        for (e, code, status) in [
+            (
+                CatalogError::Timeout,
+                "DEPENDENCY_UNAVAILABLE",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                CatalogError::Unavailable("down".into()),
+                "DEPENDENCY_UNAVAILABLE",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                CatalogError::Internal("bad row".into()),
+                "INTERNAL_ERROR",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ] {
+            let err = ApiError::from(QuoteError::Catalog(e));
+            assert_eq!((err.spec().code, err.spec().status), (code, status));
+            assert_eq!(
+                err.retry_after().is_some(),
+                status == StatusCode::SERVICE_UNAVAILABLE
+            );
         }
     }
 }

@@ -47,8 +47,10 @@ pub struct QuoteLine {
     pub unit_price: i64,
     /// `unit_price * quantity`, in minor units.
     pub line_total: i64,
-    /// Whether the units available now cover what the request asks of this sku (over all its
-    /// lines). Nothing is reserved: placing may still be refused for stock.
+    /// Whether the units available cover what the request asks of this sku (over all its
+    /// lines), as the catalog the plugin priced with has them: at most the catalog cache's
+    /// lifetime old (`policy.cache.ttl_ms`, 2 s by default). Nothing is reserved: placing may
+    /// still be refused for stock.
     pub available: bool,
 }
 

@@ -212,6 +212,7 @@ impl Server {
                 inbox: store.clone(),
                 outbox: store.clone(),
                 products: store.clone(),
+                catalog: catalog.clone(),
                 decider: decider(&config, &releases, catalog)?,
                 intake: Arc::new(events.clone()),
                 clock: Arc::new(SystemClock),
