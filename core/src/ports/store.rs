@@ -364,35 +364,11 @@ pub trait RetentionStore: Send + Sync {
     ) -> Result<u64, StoreError>;
 }
 
-/// Refuses a [`ProductStore::get_products`] of more than [`MAX_PRODUCTS_LIMIT`] skus.
-pub fn check_sku_count(skus: &[&str]) -> Result<(), StoreError> {
-    if skus.len() > MAX_PRODUCTS_LIMIT as usize {
-        return Err(StoreError::Conflict(format!(
-            "{} skus asked in one read; at most {MAX_PRODUCTS_LIMIT}",
-            skus.len()
-        )));
-    }
-    Ok(())
-}
-
 /// The product catalog.
 #[async_trait::async_trait]
 pub trait ProductStore: Send + Sync {
     /// One product.
     async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError>;
-
-    /// The products of `skus` that exist, in no particular order, read in one statement (at
-    /// most [`MAX_PRODUCTS_LIMIT`] skus; more is [`StoreError::Conflict`]). The default reads
-    /// them one by one; the database backends override it with one query, so a quote's
-    /// stock check is one round trip whatever its number of lines.
-    async fn get_products(&self, skus: &[&str]) -> Result<Vec<Product>, StoreError> {
-        check_sku_count(skus)?;
-        let mut found = Vec::with_capacity(skus.len());
-        for sku in skus {
-            found.extend(self.get_product(sku).await?);
-        }
-        Ok(found)
-    }
 
     /// At most `limit` products (capped at [`MAX_PRODUCTS_LIMIT`]) whose sku sorts after
     /// `after_sku` (all when `None`), ordered by sku.

@@ -30,7 +30,6 @@ use weir_core::domain::release::{Release, ReleaseAudit};
 use weir_core::domain::stock::{self, Settlement, Shortage};
 use weir_core::ports::CreateOutcome;
 use weir_core::ports::releases::may_reuse_version;
-use weir_core::ports::store::check_sku_count;
 use weir_core::ports::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -970,23 +969,6 @@ impl ProductStore for PgStore {
         .await
         .map_err(db_err)?;
         row.as_ref().map(product_from_row).transpose()
-    }
-
-    async fn get_products(&self, skus: &[&str]) -> Result<Vec<Product>, StoreError> {
-        check_sku_count(skus)?;
-        if skus.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            product_columns!(),
-            " FROM products WHERE sku = ANY($1)"
-        ))
-        .bind(skus)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter().map(product_from_row).collect()
     }
 
     async fn list_products(

@@ -317,11 +317,6 @@ impl ProductStore for TracedStore {
         self.call("product.get", self.inner.get_product(sku)).await
     }
 
-    async fn get_products(&self, skus: &[&str]) -> Result<Vec<Product>, StoreError> {
-        self.call("product.get_many", self.inner.get_products(skus))
-            .await
-    }
-
     async fn list_products(
         &self,
         after_sku: Option<&str>,
