@@ -4,7 +4,7 @@
 //! - [`place_order`]: idempotency, the decider's pricing, and the ONE transaction that writes
 //!   the order, its `order.placed` event and the completed idempotency record.
 //! - [`quote_order`]: the decider's pricing of a request, checked against the host's
-//!   contract, with the stock available now; nothing is stored.
+//!   contract, with the stock the catalog read path has; nothing is stored.
 //! - [`transition`]: apply an event to an order through the decider, with optimistic
 //!   concurrency (the one retry loop, shared by the cancel route and the payments consumer).
 //! - [`queries`]: reads (orders, the events feed, products) and product updates.

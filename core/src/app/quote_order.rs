@@ -15,7 +15,8 @@
 //! a moment later can still be refused for stock. It is read where the decider reads the
 //! catalog (the host's cached read path, whose entries live `policy.cache.ttl_ms`, 2 s by
 //! default): a quote's availability and its pricing come from the same view of the catalog,
-//! and a quote touches no database when the decider's own lookups just filled the cache.
+//! and a quote usually touches no database (the decider's own lookups just filled the
+//! in-process cache). The lookups stop at the request's deadline (`Catalog(Timeout)`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -82,13 +83,17 @@ impl OrderService {
             .map_err(QuoteError::Decide)?;
 
         // What the request asks of each sku in all, then one catalog lookup per sku (the
-        // decider has just looked each one up, so the cache answers).
+        // decider has just looked each one up, so the cache usually answers), while the
+        // request's deadline lasts: lookups that miss the cache read the database one by one.
         let mut wanted: BTreeMap<&str, i64> = BTreeMap::new();
         for line in &cmd.request.lines {
             *wanted.entry(line.sku.as_str()).or_default() += i64::from(line.quantity);
         }
         let mut stocked: BTreeMap<&str, i64> = BTreeMap::new();
         for &sku in wanted.keys() {
+            if Instant::now() >= cmd.deadline {
+                return Err(QuoteError::Catalog(CatalogError::Timeout));
+            }
             if let Some(product) = p.catalog.get(sku).await.map_err(QuoteError::Catalog)? {
                 stocked.insert(sku, product.stock);
             }

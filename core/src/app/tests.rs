@@ -1007,6 +1007,23 @@ fn a_quote_reads_availability_from_the_catalog_and_fails_typed_with_it() {
     assert_eq!(quote(&w, &[("LOW-1", 2)]).unwrap().available, [true]);
 }
 
+/// The availability lookups stop at the request's deadline: a quote whose deadline passed
+/// while it was being priced fails as a catalog timeout instead of reading on.
+#[test]
+fn a_quote_past_its_deadline_does_not_read_the_catalog() {
+    let w = World::new();
+    let cmd = command("quote", &[("KB-001", 1)]);
+    let late = block_on(w.service.quote_order(QuoteOrder {
+        request: cmd.request,
+        deadline: Instant::now(),
+        routing_key: "quote".into(),
+    }));
+    assert!(
+        matches!(late, Err(QuoteError::Catalog(CatalogError::Timeout))),
+        "{late:?}"
+    );
+}
+
 #[test]
 fn a_quote_is_not_held_back_by_the_intake_gate() {
     let w = World::new();

@@ -3,7 +3,8 @@
 //! A thin handler over the core's `OrderService::quote_order`: the body is the one of
 //! `POST /v1/orders` (same schema, same refusals of malformed JSON and unknown fields), the
 //! plugin prices it under the request's deadline, the host's contract checks the pricing, and
-//! the answer says per line whether the stock available now covers it. Nothing is stored: no
+//! the answer says per line whether the stock covers it (as the catalog read path has it, at
+//! most the catalog cache's lifetime old). Nothing is stored: no
 //! order, no event, no reservation, no idempotency record.
 //!
 //! `Idempotency-Key` is optional and is not an idempotency key here: nothing is claimed,
