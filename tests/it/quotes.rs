@@ -260,6 +260,43 @@ async fn a_quote_whose_catalog_read_times_out_is_a_retryable_503() {
     s.stop().await;
 }
 
+/// A quote's availability is the catalog read path's view, as fresh as its cache: with a
+/// long cache lifetime, a stock change made after a quote cached the sku is not seen by the
+/// next quote; with the cache off (`ttl_ms = 0`) it is seen at once. The plugin never looks
+/// at the catalog, so the quote's own lookups are the only catalog reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quotes_availability_is_as_fresh_as_the_catalog_cache() {
+    for (ttl, after_sold_out) in [
+        (std::time::Duration::from_secs(3600), true),
+        (std::time::Duration::ZERO, false),
+    ] {
+        let s = TestServer::start(Backend::Sqlite, move |c, dir| {
+            c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_LIAR]));
+            c.plugins.orders = "hostile-liar".into();
+            c.policy.cache.ttl = ttl;
+        })
+        .await;
+        let body = order_body("cus_fresh", &[("KB-001", 1)]);
+        let (status, _, q) = quote(&s, None, &body).await;
+        assert_eq!(status, StatusCode::OK, "{q}");
+        assert_eq!(q["lines"][0]["available"], true, "{q}");
+        let (status, _, p) = send(
+            s.client
+                .put(format!("{}/v1/products/KB-001", s.base))
+                .json(&json!({"name": "Mechanical keyboard", "unit_price": 8900, "currency": "EUR", "stock": 0})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{p}");
+        let (status, _, q) = quote(&s, None, &body).await;
+        assert_eq!(status, StatusCode::OK, "{q}");
+        assert_eq!(
+            q["lines"][0]["available"], after_sold_out,
+            "cache lifetime {ttl:?}: {q}"
+        );
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn quotes_on_sqlite() {
     quotes_suite(Backend::Sqlite, Orders::Rust).await;
