@@ -173,22 +173,23 @@ fn bench(c: &mut Criterion) {
         &catalog_products(),
     );
     let mut group = c.benchmark_group("place_order");
-    group.bench_function("component_fresh_instance", |b| {
-        b.to_async(&rt).iter(|| async {
-            runtime
-                .place_order(&plugin, &request, None)
-                .await
-                .expect("priced")
-        })
-    });
-    group.bench_function("component_fresh_instance_handed_off", |b| {
-        b.to_async(&rt).iter(|| async {
-            handed_off
-                .place_order(&handed_off_plugin, &request, None)
-                .await
-                .expect("priced")
-        })
-    });
+    for (name, served, version) in [
+        ("component_fresh_instance", &runtime, &plugin),
+        (
+            "component_fresh_instance_handed_off",
+            &handed_off,
+            &handed_off_plugin,
+        ),
+    ] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| async {
+                served
+                    .place_order(version, &request, None)
+                    .await
+                    .expect("priced")
+            })
+        });
+    }
     if let Some(python) = &python {
         let rust = rt
             .block_on(runtime.place_order(&plugin, &request, None))
