@@ -483,8 +483,6 @@ impl Runtime {
             capabilities: info.capabilities,
             // Made from the admitted identity on first use, not the provisional one.
             labels: std::sync::OnceLock::new(),
-            // Admission's `describe` never starts inline; the version starts afresh.
-            inline: InlineStats::default(),
             ..provisional
         }))
     }
