@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use weir_host::auth::AuthMode;
-use weir_host::server::config::Secret;
+use weir_host::server::config::{Config, Secret};
 use weir_plugin_artifacts as artifacts;
 
 use crate::support::{Backend, Orders, TestServer, metric, order_body, plugin_dir};
@@ -45,6 +45,18 @@ async fn footprint(s: &TestServer) -> (u64, u64, u64, u64, i64) {
         c.idempotency_keys,
         reserved,
     )
+}
+
+/// A SQLite server whose orders plugin is `hostile-liar`: it prices whatever it is asked and
+/// never looks at the catalog, so a quote's own lookups are its only catalog reads. `tweak`
+/// sets more.
+async fn liar_server(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    TestServer::start(Backend::Sqlite, |c, dir| {
+        c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_LIAR]));
+        c.plugins.orders = "hostile-liar".into();
+        tweak(c);
+    })
+    .await
 }
 
 /// The priced part of an order or a quote: what both must agree on.
@@ -231,12 +243,8 @@ pub(crate) async fn quotes_suite(backend: Backend, orders: Orders) {
 /// is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quote_whose_catalog_read_times_out_is_a_retryable_503() {
-    let s = TestServer::start(Backend::Sqlite, |c, dir| {
-        c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_LIAR]));
-        c.plugins.orders = "hostile-liar".into();
-        c.policy.database.timeout = std::time::Duration::from_millis(100);
-    })
-    .await;
+    let s =
+        liar_server(|c| c.policy.database.timeout = std::time::Duration::from_millis(100)).await;
     let before = footprint(&s).await;
     let body = order_body("cus_held", &[("KB-001", 1), ("MS-002", 2)]);
     let fault = s.state().deps.database.fault.clone();
@@ -270,12 +278,7 @@ async fn a_quotes_availability_is_as_fresh_as_the_catalog_cache() {
         (std::time::Duration::from_secs(3600), true),
         (std::time::Duration::ZERO, false),
     ] {
-        let s = TestServer::start(Backend::Sqlite, move |c, dir| {
-            c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_LIAR]));
-            c.plugins.orders = "hostile-liar".into();
-            c.policy.cache.ttl = ttl;
-        })
-        .await;
+        let s = liar_server(|c| c.policy.cache.ttl = ttl).await;
         let body = order_body("cus_fresh", &[("KB-001", 1)]);
         let (status, _, q) = quote(&s, None, &body).await;
         assert_eq!(status, StatusCode::OK, "{q}");
@@ -311,11 +314,7 @@ async fn quotes_on_postgres() {
 /// the stock covers, and a pricing that breaks the contract is refused as when placing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quote_reports_stock_and_is_held_to_the_contract() {
-    let s = TestServer::start(Backend::Sqlite, |c, dir| {
-        c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_LIAR]));
-        c.plugins.orders = "hostile-liar".into();
-    })
-    .await;
+    let s = liar_server(|_| {}).await;
     let before = footprint(&s).await;
     // HD-005 is sold out in the demo catalog; NOPE-404 does not exist.
     let (status, _, q) = quote(
