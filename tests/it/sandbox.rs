@@ -456,6 +456,87 @@ async fn a_busy_server_starts_its_calls_on_the_plugin_threads() {
     Arc::into_inner(s).expect("sole owner").stop().await;
 }
 
+/// The load rule counts connections waiting for the server's thread, not only requests in
+/// flight. A quote is held in its catalog read (the database dependency's fault hook); a
+/// task on the server's one worker releases it, which wakes the quote's connection, and
+/// while that connection waits for the worker a call started there goes to the plugin
+/// threads. (With one worker and requests that never wait, no two are ever in flight
+/// together: the waiting connection is what shows the worker is wanted.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_connection_waiting_for_the_worker_sends_calls_to_the_plugin_threads() {
+    let s = TestServer::start(Backend::Sqlite, |c, dir| {
+        // Prices without looking at the catalog: the quote's own availability read is the
+        // one that reaches the database.
+        c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_LIAR]));
+        c.plugins.orders = "hostile-liar".into();
+        c.policy.database.timeout = Duration::from_secs(60);
+    })
+    .await;
+    let rt = s.state().runtime.clone();
+    let reference = rt
+        .load_file(std::path::Path::new(artifacts::ORDERS), |_| BTreeMap::new())
+        .await
+        .expect("reference plugin");
+    let fault = s.state().deps.database.fault.clone();
+    fault.hold();
+    let held = {
+        let request = s
+            .client
+            .post(format!("{}/v1/quotes", s.base))
+            .json(&order_body("cus_waiting", &[("KB-001", 1)]));
+        tokio::spawn(async move { request.send().await.expect("quote").status().as_u16() })
+    };
+    let mut polls = 0;
+    while fault.waiting() == 0 {
+        polls += 1;
+        assert!(polls < 3000, "the quote never reached its catalog read");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // On the server's one worker (the test's own body runs on another thread): release the
+    // read, which wakes the quote's connection, then start a call before yielding.
+    let on_the_worker = {
+        let (rt, reference) = (rt.clone(), reference.clone());
+        tokio::spawn(async move {
+            let held_load = rt.server_load();
+            fault.release();
+            let released_load = rt.server_load();
+            let _ = rt.place_order(&reference, &honest(), None).await;
+            (held_load, released_load)
+        })
+    };
+    let loads = on_the_worker.await.expect("the task on the worker");
+    assert_eq!(
+        loads,
+        (Some(1), Some(2)),
+        "(held: one request in flight; released: its connection also waits for the worker)"
+    );
+    assert_eq!(
+        rt.inline_of(&reference).started,
+        0,
+        "a call started inline while a woken connection waited for the server's one worker"
+    );
+    assert_eq!(held.await.unwrap(), 200, "the released quote is made");
+    // Answered: nothing in flight, nothing waiting, once the worker has polled what the
+    // response woke.
+    let mut polls = 0;
+    while rt.server_load() != Some(0) {
+        polls += 1;
+        assert!(
+            polls < 1500,
+            "the server's load stayed at {:?}",
+            rt.server_load()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let _ = rt.place_order(&reference, &honest(), None).await;
+    assert_eq!(
+        rt.inline_of(&reference).started,
+        1,
+        "an idle server's call did not start inline"
+    );
+    s.stop().await;
+}
+
 /// Over HTTP: a huge error becomes a small problem, nothing of the plugin's text is shown,
 /// nothing is stored; a bounded refusal is stored and replayed at its bounded size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

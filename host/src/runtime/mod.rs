@@ -40,7 +40,8 @@
 //! callback yields there), or when it waits on a dependency. Only an unfinished call then moves to the plugin threads. That saves the two
 //! thread wake-ups of a hand-off (BENCHMARKS.md, "Inline calls"), which is what a lightly
 //! loaded server waits on. It is only done while the server has no more API requests in
-//! flight than worker threads ([`Runtime::watch_requests`]): under more load the hand-off
+//! flight, plus connections woken and waiting for a server thread, than worker threads
+//! ([`Runtime::watch_requests`]): under more load the hand-off
 //! buys parallelism, and every call goes to the plugin threads. The price is that a server
 //! thread runs plugin code during the slice: guest code up to the next tick, plus host work
 //! a tick cannot interrupt (instantiation, copying arguments and results), caught only
@@ -111,7 +112,8 @@ fn default_keep_resident() -> usize {
     }
 }
 
-/// How many requests the server has in flight now ([`Runtime::watch_requests`]).
+/// How much work wants the server's threads now: requests in flight and connections waiting
+/// for a thread ([`Runtime::watch_requests`]).
 pub type RequestsInFlight = Arc<dyn Fn() -> usize + Send + Sync>;
 
 /// Plugin calls by where they ran, since start ([`Runtime::placements`], `/infoz`).
@@ -592,12 +594,20 @@ impl Runtime {
     /// starts inline only while `requests()` is at most `workers`, the server's worker
     /// threads; under more load every call goes to the plugin threads and the two pools work
     /// in parallel (BENCHMARKS.md, "Inline calls"). `weir serve` passes the drain's count of
-    /// API requests being served (`Shutdown::in_flight_requests`); the event consumer's
-    /// calls and the operations listener's requests are not counted. Without it (a runtime
-    /// used on its own, as in tests and benchmarks) calls start inline whenever allowed. The
-    /// first call wins.
+    /// API requests being served (`Shutdown::in_flight_requests`) plus the connections of
+    /// either listener woken and waiting for a server thread (the server's `waiting`
+    /// module): with one worker under steady load no two
+    /// requests that never wait are in flight together, but the next connection waits. The
+    /// event consumer's calls and the operations listener's requests in progress are not
+    /// counted. Without it (a runtime used on its own, as in tests and benchmarks) calls
+    /// start inline whenever allowed. The first call wins.
     pub fn watch_requests(&self, requests: RequestsInFlight, workers: usize) {
         let _ = self.inner.server_load.set((requests, workers));
+    }
+
+    /// The server's load as the inline rule reads it ([`Self::watch_requests`]), if told.
+    pub fn server_load(&self) -> Option<usize> {
+        self.inner.server_load.get().map(|(load, _)| load())
     }
 
     /// How `plugin`'s calls used their inline slice, since it was loaded.

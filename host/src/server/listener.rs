@@ -40,7 +40,8 @@
 //! task (the drain's last resort) aborts its connections.
 //!
 //! Each request carries `ConnectInfo<SocketAddr>` (the rate limit keys clients by peer
-//! address).
+//! address). Each connection's task counts in [`super::waiting::Waiting`] while it is woken
+//! and waits for a server thread (the inline rule of plugin calls reads it).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -114,6 +115,8 @@ pub struct Listener {
     pub router: Router,
     /// Its connection limits.
     pub limits: ListenerLimits,
+    /// Where its connections count while they wait for a server thread.
+    pub waiting: super::waiting::Waiting,
 }
 
 impl Listener {
@@ -128,6 +131,7 @@ impl Listener {
             socket,
             router,
             limits,
+            waiting,
         } = self;
         let instruments = Instruments::new();
         let label = [KeyValue::new("listener", name)];
@@ -163,7 +167,7 @@ impl Listener {
                 accepted = socket.accept() => match accepted {
                     Ok((stream, peer)) => match slots.clone().try_acquire_owned() {
                         Ok(slot) => {
-                            connections.spawn(conn.clone().serve(stream, peer, slot));
+                            connections.spawn(waiting.track(conn.clone().serve(stream, peer, slot)));
                         }
                         Err(_) => {
                             // Closed at once: the client reads EOF.

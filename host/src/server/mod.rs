@@ -23,6 +23,7 @@
 pub mod config;
 pub mod listener;
 pub mod retention;
+pub mod waiting;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -755,14 +756,13 @@ async fn serve(
     };
     let shutdown = state.shutdown.clone();
     // Inline plugin calls start only while the server's threads are not all wanted: the
-    // drain's count of API requests being served tells (`runtime.inline_calls`).
-    {
-        let shutdown = shutdown.clone();
-        state.runtime.watch_requests(
-            Arc::new(move || shutdown.in_flight_requests()),
-            tokio::runtime::Handle::current().metrics().num_workers(),
-        );
-    }
+    // drain's count of API requests being served, plus the connections woken and waiting
+    // for a thread, tells (`runtime.inline_calls`).
+    let waiting = waiting::Waiting::new();
+    state.runtime.watch_requests(
+        server_load(shutdown.clone(), waiting.clone()),
+        tokio::runtime::Handle::current().metrics().num_workers(),
+    );
     // Outermost API layer: count admitted requests so the drain can wait for them.
     let api_router = crate::http::router(api_state, &config.policy, auth).layer(
         axum::middleware::from_fn_with_state(
@@ -787,10 +787,20 @@ async fn serve(
             socket,
             router,
             limits,
+            waiting: waiting.clone(),
         };
         listeners.push(listener.spawn(shutdown.listener_token()));
     }
     Ok((api_addr, ops_addr, listeners))
+}
+
+/// What wants the server's threads now: the API requests being served and the connections
+/// (of either listener) woken and waiting for a thread.
+fn server_load(
+    shutdown: crate::lifecycle::shutdown::Shutdown,
+    waiting: waiting::Waiting,
+) -> crate::runtime::RequestsInFlight {
+    Arc::new(move || shutdown.in_flight_requests() + waiting.get())
 }
 
 /// The authenticator of `auth.mode` (resolved for the API address: `open` only on
