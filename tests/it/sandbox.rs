@@ -486,10 +486,15 @@ async fn a_connection_waiting_for_the_worker_sends_calls_to_the_plugin_threads()
             .json(&order_body("cus_waiting", &[("KB-001", 1)]));
         tokio::spawn(async move { request.send().await.expect("quote").status().as_u16() })
     };
+    // Held, and its connection's poll over (it woke itself while starting the request).
     let mut polls = 0;
-    while fault.waiting() == 0 {
+    while fault.waiting() == 0 || rt.server_load() != Some(1) {
         polls += 1;
-        assert!(polls < 3000, "the quote never reached its catalog read");
+        assert!(
+            polls < 3000,
+            "the quote never settled in its catalog read: server load {:?}",
+            rt.server_load()
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // On the server's one worker (the test's own body runs on another thread): release the

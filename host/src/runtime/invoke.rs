@@ -724,8 +724,8 @@ impl Runtime {
 
     /// Whether a call of `plugin` may start inline now: inline calls are on, the server's
     /// threads are not all wanted (no more requests in flight and connections waiting for a
-    /// thread than worker threads, see [`Runtime::watch_requests`]), and the version's last overrun is more than
-    /// [`super::INLINE_OFFLOAD`] ago.
+    /// thread than worker threads, see [`Runtime::watch_requests`]), and the version's last
+    /// overrun is more than [`super::INLINE_OFFLOAD`] ago.
     fn inline_allowed(&self, plugin: &PluginVersion) -> bool {
         self.inner.config.inline_calls
             && self

@@ -1,5 +1,7 @@
-//! Connections waiting for a server thread: woken (their socket became readable, a timer
-//! fired, a plugin call handed off to the plugin threads finished) and not yet polled.
+//! Connections waiting for a server thread: woken and not yet polled. A connection is woken
+//! when a server thread polling for I/O finds its socket readable (on a busy worker that
+//! happens between tasks, so the connections whose requests arrived meanwhile are woken
+//! together), when one of its timers fires, or when a plugin call it handed off finishes.
 //!
 //! The inline rule of the plugin runtime (`runtime.inline_calls`, [`crate::runtime`]) starts
 //! a call on the server thread that asked for it only while that thread is not wanted
@@ -11,20 +13,18 @@
 //! count is what that server is missing: every connection task is wrapped in [`Tracked`],
 //! whose waker marks the connection as waiting and whose poll unmarks it.
 //!
-//! A task that wakes itself during its own poll (the connection's idle timer is told of the
-//! request it is parsing, for one) is not counted until that poll ends: it is not waiting
-//! for a thread while it runs on one.
+//! A task woken during its own poll (the connection's idle timer is told of the request it
+//! starts and ends, for one) is not counted until that poll ends: it is not waiting for a
+//! thread while it runs on one. It is counted then, until its next poll, like any task
+//! queued for the worker.
 //!
-//! Written here rather than taken from a crate: it is a waker wrapper of forty lines around
-//! `futures`' `AtomicWaker`, specific to this count.
+//! Written here rather than taken from a crate: a waker wrapper specific to this count.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
-
-use futures::task::AtomicWaker;
 
 /// How many tracked connections are waiting for a server thread now.
 #[derive(Debug, Clone, Default)]
@@ -45,7 +45,6 @@ impl Waiting {
     pub fn track<F: Future>(&self, inner: F) -> Tracked<F> {
         let mark = Arc::new(Mark {
             state: Mutex::new(State::default()),
-            waker: AtomicWaker::new(),
             waiting: self.0.clone(),
         });
         Tracked {
@@ -66,12 +65,13 @@ struct State {
     woken_while_polled: bool,
     /// The task is gone: later wake-ups count nothing.
     gone: bool,
+    /// The waker of the task's latest poll, set under the same lock as `polling`: a
+    /// wake-up counted is always passed on to the task.
+    waker: Option<Waker>,
 }
 
 struct Mark {
     state: Mutex<State>,
-    /// The waker of the task's latest poll.
-    waker: AtomicWaker,
     waiting: Arc<AtomicUsize>,
 }
 
@@ -101,15 +101,18 @@ impl Wake for Mark {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        {
+        let waker = {
             let mut state = self.state();
             if state.polling {
                 state.woken_while_polled = true;
             } else {
                 self.count(&mut state);
             }
+            state.waker.clone()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
-        self.waker.wake();
     }
 }
 
@@ -130,8 +133,14 @@ impl<F: Future> Future for Tracked<F> {
             self.mark.uncount(&mut state);
             state.polling = true;
             state.woken_while_polled = false;
+            if !state
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                state.waker = Some(cx.waker().clone());
+            }
         }
-        self.mark.waker.register(cx.waker());
         let this = &mut *self;
         let polled = this
             .inner
@@ -151,6 +160,8 @@ impl<F> Drop for Tracked<F> {
         let mut state = self.mark.state();
         self.mark.uncount(&mut state);
         state.gone = true;
+        // Wakers held elsewhere (a timer, a handed-off call) no longer keep the task alive.
+        state.waker = None;
     }
 }
 
@@ -158,6 +169,16 @@ impl<F> Drop for Tracked<F> {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    /// Counts the wake-ups it gets: the task's own waker, as the executor gave it.
+    #[derive(Default)]
+    struct Executor(AtomicUsize);
+
+    impl Wake for Executor {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 
     /// Polls `f` once with a waker that does nothing.
     fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
@@ -185,8 +206,21 @@ mod tests {
         assert_eq!(waiting.get(), 1, "woken twice, one connection waiting");
         assert!(poll_once(&mut task).is_pending());
         assert_eq!(waiting.get(), 0, "polled: no longer waiting");
+        // Every wake-up counted reaches the task's own waker (of its latest poll).
+        let executor = Arc::new(Executor::default());
+        let own = Waker::from(executor.clone());
+        assert!(
+            Pin::new(&mut task)
+                .poll(&mut Context::from_waker(&own))
+                .is_pending()
+        );
         slot.lock().unwrap().clone().unwrap().wake();
         assert_eq!(waiting.get(), 1);
+        assert_eq!(
+            executor.0.load(Ordering::Relaxed),
+            1,
+            "the task was not woken"
+        );
         drop(task);
         assert_eq!(waiting.get(), 0, "a dropped task is not waiting");
         waker.wake_by_ref();
