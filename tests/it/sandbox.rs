@@ -36,7 +36,7 @@ use weir_host::policy::circuit_breaker::{BreakerConfig, BreakerState};
 use weir_host::runtime::{BudgetKind, InvokeError, LoadError, Runtime, RuntimeConfig};
 use weir_plugin_artifacts as artifacts;
 
-use crate::support::{Backend, TestServer, metric, order_body, plugin_dir};
+use crate::support::{Backend, TestServer, eventually, metric, order_body, plugin_dir};
 
 /// A catalog that counts its lookups.
 #[derive(Default)]
@@ -487,16 +487,13 @@ async fn a_connection_waiting_for_the_worker_sends_calls_to_the_plugin_threads()
         tokio::spawn(async move { request.send().await.expect("quote").status().as_u16() })
     };
     // Held, and its connection's poll over (it woke itself while starting the request).
-    let mut polls = 0;
-    while fault.waiting() == 0 || rt.server_load() != Some(1) {
-        polls += 1;
-        assert!(
-            polls < 3000,
-            "the quote never settled in its catalog read: server load {:?}",
-            rt.server_load()
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    eventually(
+        "the quote settled in its catalog read (server load 1)",
+        3000,
+        Duration::from_millis(1),
+        || std::future::ready(fault.waiting() > 0 && rt.server_load() == Some(1)),
+    )
+    .await;
     // On the server's one worker (the test's own body runs on another thread): release the
     // read, which wakes the quote's connection, then start a call before yielding.
     let on_the_worker = {
@@ -523,16 +520,13 @@ async fn a_connection_waiting_for_the_worker_sends_calls_to_the_plugin_threads()
     assert_eq!(held.await.unwrap(), 200, "the released quote is made");
     // Answered: nothing in flight, nothing waiting, once the worker has polled what the
     // response woke.
-    let mut polls = 0;
-    while rt.server_load() != Some(0) {
-        polls += 1;
-        assert!(
-            polls < 1500,
-            "the server's load stayed at {:?}",
-            rt.server_load()
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    eventually(
+        "the server's load back to 0",
+        1500,
+        Duration::from_millis(1),
+        || std::future::ready(rt.server_load() == Some(0)),
+    )
+    .await;
     let _ = rt.place_order(&reference, &honest(), None).await;
     assert_eq!(
         rt.inline_of(&reference).started,
