@@ -566,7 +566,7 @@ async fn a_busy_server_hands_every_call_to_the_plugin_threads() {
     let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = requests.clone();
     // One server worker: one request in flight (this one) leaves it free.
-    rt.watch_requests(
+    rt.watch_server_load(
         Arc::new(move || seen.load(std::sync::atomic::Ordering::SeqCst)),
         1,
     );

@@ -724,7 +724,7 @@ impl Runtime {
 
     /// Whether a call of `plugin` may start inline now: inline calls are on, the server's
     /// threads are not all wanted (no more requests in flight and connections waiting for a
-    /// thread than worker threads, see [`Runtime::watch_requests`]), and the version's last
+    /// thread than worker threads, see [`Runtime::watch_server_load`]), and the version's last
     /// overrun is more than [`super::INLINE_OFFLOAD`] ago.
     fn inline_allowed(&self, plugin: &PluginVersion) -> bool {
         self.inner.config.inline_calls
@@ -732,7 +732,7 @@ impl Runtime {
                 .inner
                 .server_load
                 .get()
-                .is_none_or(|(requests, workers)| requests() <= *workers)
+                .is_none_or(|(load, workers)| load() <= *workers)
             && match plugin.inline.offloaded_until.load(Ordering::Relaxed) {
                 // Never overran: no clock read on the call's path.
                 0 => true,

@@ -41,7 +41,7 @@
 //! thread wake-ups of a hand-off (BENCHMARKS.md, "Inline calls"), which is what a lightly
 //! loaded server waits on. It is only done while the server has no more API requests in
 //! flight, plus connections woken and waiting for a server thread, than worker threads
-//! ([`Runtime::watch_requests`]): under more load the hand-off
+//! ([`Runtime::watch_server_load`]): under more load the hand-off
 //! buys parallelism, and every call goes to the plugin threads. The price is that a server
 //! thread runs plugin code during the slice: guest code up to the next tick, plus host work
 //! a tick cannot interrupt (instantiation, copying arguments and results), caught only
@@ -113,8 +113,8 @@ fn default_keep_resident() -> usize {
 }
 
 /// How much work wants the server's threads now: requests in flight and connections waiting
-/// for a thread ([`Runtime::watch_requests`]).
-pub type RequestsInFlight = Arc<dyn Fn() -> usize + Send + Sync>;
+/// for a thread ([`Runtime::watch_server_load`]).
+pub type ServerLoad = Arc<dyn Fn() -> usize + Send + Sync>;
 
 /// Plugin calls by where they ran, since start ([`Runtime::placements`], `/infoz`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -294,9 +294,10 @@ struct Inner {
     ticker_stop: Arc<AtomicBool>,
     /// The runtime's clock origin, for per-version times kept in atomics.
     born: std::time::Instant,
-    /// The server's requests in flight and worker threads, when it told
-    /// ([`Runtime::watch_requests`]).
-    server_load: std::sync::OnceLock<(RequestsInFlight, usize)>,
+    /// The server's load (requests in flight, connections waiting) and worker threads, when
+    /// it told
+    /// ([`Runtime::watch_server_load`]).
+    server_load: std::sync::OnceLock<(ServerLoad, usize)>,
     metrics: invoke::Metrics,
     /// Instance admission: one permit per pooled instance (`max_instances`), taken before
     /// instantiating and released after the store (and its pool slot) is dropped.
@@ -591,21 +592,21 @@ impl Runtime {
     }
 
     /// Let inline calls ([`RuntimeConfig::inline_calls`]) see how busy the server is: a call
-    /// starts inline only while `requests()` is at most `workers`, the server's worker
+    /// starts inline only while `load()` is at most `workers`, the server's worker
     /// threads; under more load every call goes to the plugin threads and the two pools work
     /// in parallel (BENCHMARKS.md, "Inline calls"). `weir serve` passes the drain's count of
     /// API requests being served (`Shutdown::in_flight_requests`) plus the connections of
     /// either listener woken and waiting for a server thread (the server's `waiting`
-    /// module): with one worker under steady load no two
-    /// requests that never wait are in flight together, but the next connection waits. The
+    /// module): with one worker under steady load no two requests that never wait are in
+    /// flight together, but the next connection waits. The
     /// event consumer's calls and the operations listener's requests in progress are not
     /// counted. Without it (a runtime used on its own, as in tests and benchmarks) calls
     /// start inline whenever allowed. The first call wins.
-    pub fn watch_requests(&self, requests: RequestsInFlight, workers: usize) {
-        let _ = self.inner.server_load.set((requests, workers));
+    pub fn watch_server_load(&self, load: ServerLoad, workers: usize) {
+        let _ = self.inner.server_load.set((load, workers));
     }
 
-    /// The server's load as the inline rule reads it ([`Self::watch_requests`]), if told.
+    /// The server's load as the inline rule reads it ([`Self::watch_server_load`]), if told.
     pub fn server_load(&self) -> Option<usize> {
         self.inner.server_load.get().map(|(load, _)| load())
     }

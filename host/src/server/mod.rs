@@ -759,7 +759,7 @@ async fn serve(
     // drain's count of API requests being served, plus the connections woken and waiting
     // for a thread, tells (`runtime.inline_calls`).
     let waiting = waiting::Waiting::new();
-    state.runtime.watch_requests(
+    state.runtime.watch_server_load(
         server_load(shutdown.clone(), waiting.clone()),
         tokio::runtime::Handle::current().metrics().num_workers(),
     );
@@ -799,7 +799,7 @@ async fn serve(
 fn server_load(
     shutdown: crate::lifecycle::shutdown::Shutdown,
     waiting: waiting::Waiting,
-) -> crate::runtime::RequestsInFlight {
+) -> crate::runtime::ServerLoad {
     Arc::new(move || shutdown.in_flight_requests() + waiting.get())
 }
 
