@@ -758,6 +758,7 @@ async fn drive() -> String {
     let main = drive_main().await;
     exhaust_an_instance_pool().await;
     refuse_a_connection().await;
+    adaptive_concurrency_limit().await;
     database_outage().await;
     restart_after_a_clean_drain().await;
     let text = main.0.metrics().await;
@@ -1236,6 +1237,24 @@ async fn refuse_a_connection() {
     })
     .await;
     drop(_held);
+    s.stop().await;
+}
+
+/// A server with the adaptive concurrency limit: its limit and the unloaded latency it
+/// measured from one answered request (`min_rtt_samples = 1`).
+async fn adaptive_concurrency_limit() {
+    let s = TestServer::start(Backend::Sqlite, |c, _| {
+        c.policy.adaptive_concurrency.enabled = true;
+        c.policy.adaptive_concurrency.min_rtt_samples = 1;
+    })
+    .await;
+    let (status, _) = s.get("/v1/products").await;
+    assert_eq!(status, 200, "admitted under the adaptive limit's floor");
+    metrics_until(&s, "the adaptive limit's gauges", |t| {
+        metric(t, "weir_http_server_concurrency_limit", &[]) >= 1.0
+            && metric(t, "weir_http_server_min_rtt_seconds", &[]) > 0.0
+    })
+    .await;
     s.stop().await;
 }
 

@@ -28,7 +28,8 @@
 //!    *before* the concurrency limit: a request takes a slot only once its body is here, so
 //!    clients trickling bodies never hold the slots other clients need. Outside the request
 //!    timeout too, which bounds only the work done with a complete request.
-//! 9. **Load shed / concurrency limit**: refuses at once when the global limit is reached;
+//! 9. **Load shed / concurrency limit**: refuses at once when the global limit (fixed, or
+//!    adaptive: [`crate::policy::adaptive_limit`]) is reached;
 //!    it is outside the timeout so a shed request costs no timer, and it holds its slot
 //!    until the handler finishes or is cancelled by the timeout below.
 //! 10. **Request timeout**: innermost, so it bounds only the handler's work (not time spent
@@ -73,7 +74,7 @@ pub fn stack(
             http.request_timeout,
             policy.route_timeouts(),
         ))
-        .layer(load_shed::LoadShedLayer::new(policy.max_concurrency))
+        .layer(load_shed::LoadShedLayer::from_policy(policy))
         .layer(body_read::BodyReadLayer::new(body_read::BodyReadConfig {
             limit,
             timeout: http.body_timeout,

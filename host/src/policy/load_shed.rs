@@ -5,6 +5,10 @@
 //! tower's `LoadShed`: when no permit is free at the moment the request arrives, the request
 //! is refused at once with a problem response and `Retry-After`, instead of waiting. The
 //! permit is held until the response future finishes, so the limit counts work in progress.
+//!
+//! With `policy.adaptive_concurrency.enabled` the limit is [`AdaptiveLimit`]'s instead:
+//! measured from the latency the admitted requests see, with `policy.max_concurrency` as its
+//! ceiling. Refusals are the same `503 OVERLOADED` either way.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,7 +24,8 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::error::Overloaded;
 use tower::{Layer, Service};
 
-use super::refusal;
+use super::adaptive_limit::AdaptiveLimit;
+use super::{PolicyConfig, refusal};
 
 /// This policy's refusal: the global concurrency limit was reached and the request was shed
 /// at once. Carried in the response extensions of the `503` it answers with.
@@ -28,23 +33,52 @@ use super::refusal;
 #[error("concurrency limit reached; request shed")]
 pub struct Shed;
 
-/// At most `max` requests in flight across all routes; the rest are shed.
+/// At most `max` requests in flight across all routes, or an adaptive limit up to it; the
+/// rest are shed.
 #[derive(Debug, Clone)]
 pub struct LoadShedLayer {
-    semaphore: Arc<Semaphore>,
+    limit: Limit,
+}
+
+#[derive(Debug, Clone)]
+enum Limit {
+    Fixed(Arc<Semaphore>),
+    Adaptive(Arc<AdaptiveLimit>),
 }
 
 impl LoadShedLayer {
-    /// A limit of `max` concurrent requests (at least one).
+    /// A fixed limit of `max` concurrent requests (at least one).
     pub fn new(max: usize) -> Self {
         Self {
-            semaphore: Arc::new(Semaphore::new(max.max(1))),
+            limit: Limit::Fixed(Arc::new(Semaphore::new(max.max(1)))),
+        }
+    }
+
+    /// The limit `policy` sets: adaptive when enabled, else fixed at `max_concurrency`.
+    pub fn from_policy(policy: &PolicyConfig) -> Self {
+        if policy.adaptive_concurrency.enabled {
+            Self::adaptive(AdaptiveLimit::new(
+                policy.adaptive_concurrency.clone(),
+                policy.max_concurrency,
+            ))
+        } else {
+            Self::new(policy.max_concurrency)
+        }
+    }
+
+    /// The adaptive `limit`.
+    pub fn adaptive(limit: Arc<AdaptiveLimit>) -> Self {
+        Self {
+            limit: Limit::Adaptive(limit),
         }
     }
 
     /// Requests that could be admitted right now.
     pub fn available(&self) -> usize {
-        self.semaphore.available_permits()
+        match &self.limit {
+            Limit::Fixed(semaphore) => semaphore.available_permits(),
+            Limit::Adaptive(limit) => limit.limit().saturating_sub(limit.in_flight()),
+        }
     }
 }
 
@@ -52,23 +86,37 @@ impl<S> Layer<S> for LoadShedLayer {
     type Service = LoadShed<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let limited =
-            GlobalConcurrencyLimitLayer::with_semaphore(self.semaphore.clone()).layer(inner);
-        LoadShed {
-            inner: tower::load_shed::LoadShed::new(limited),
+        match &self.limit {
+            Limit::Fixed(semaphore) => {
+                let limited =
+                    GlobalConcurrencyLimitLayer::with_semaphore(semaphore.clone()).layer(inner);
+                LoadShed::Fixed(tower::load_shed::LoadShed::new(limited))
+            }
+            Limit::Adaptive(limit) => LoadShed::Adaptive {
+                inner,
+                limit: limit.clone(),
+            },
         }
     }
 }
 
 /// See [`LoadShedLayer`].
 #[derive(Debug, Clone)]
-pub struct LoadShed<S> {
-    inner: tower::load_shed::LoadShed<tower::limit::ConcurrencyLimit<S>>,
+pub enum LoadShed<S> {
+    /// tower's semaphore limit under tower's shedder.
+    Fixed(tower::load_shed::LoadShed<tower::limit::ConcurrencyLimit<S>>),
+    /// The adaptive limit, decided in `call`.
+    Adaptive {
+        /// The routes.
+        inner: S,
+        /// The shared limit.
+        limit: Arc<AdaptiveLimit>,
+    },
 }
 
 impl<S> Service<Request> for LoadShed<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -76,16 +124,39 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // `LoadShed` is always ready: it remembers whether the limit had room and sheds in
-        // `call` when it had none. The inner services never fail.
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
+        match self {
+            // tower's `LoadShed` is always ready: it remembers whether the limit had room and
+            // sheds in `call` when it had none. The inner services never fail.
+            LoadShed::Fixed(inner) => match inner.poll_ready(cx) {
+                Poll::Ready(_) => Poll::Ready(Ok(())),
+                Poll::Pending => Poll::Pending,
+            },
+            // Routes are always ready; admission is decided in `call`.
+            LoadShed::Adaptive { inner, .. } => inner.poll_ready(cx),
         }
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let fut = self.inner.call(req);
+        let fut = match self {
+            LoadShed::Fixed(inner) => inner.call(req),
+            LoadShed::Adaptive { inner, limit } => {
+                let Some(admitted) = limit.try_admit() else {
+                    return Box::pin(async {
+                        Ok(refusal(StatusCode::SERVICE_UNAVAILABLE, "shed", Shed))
+                    });
+                };
+                // The ready service answers this request; a clone waits for the next one.
+                let clone = inner.clone();
+                let fut = std::mem::replace(inner, clone).call(req);
+                return Box::pin(async move {
+                    let response = fut.await;
+                    // Recorded only when answered: a request dropped mid-flight (its
+                    // client gone) frees its slot without a sample.
+                    admitted.complete();
+                    response
+                });
+            }
+        };
         Box::pin(async move {
             Ok(match fut.await {
                 Ok(response) => response,
@@ -144,5 +215,89 @@ mod tests {
         assert_eq!(admitted.await.unwrap().unwrap().status(), 200);
         assert_eq!(shed.available(), 1);
         assert_eq!(app.oneshot(req("/fast")).await.unwrap().status(), 200);
+    }
+
+    /// The adaptive limit through the layer: it measures what routes take, grows while they
+    /// stay near the unloaded latency and sheds once they slow down (virtual time).
+    #[tokio::test(start_paused = true)]
+    async fn the_adaptive_limit_follows_the_latency_of_the_routes() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::time::Duration;
+
+        use crate::policy::adaptive_limit::AdaptiveConcurrencyConfig;
+
+        let delay_ms = Arc::new(AtomicU64::new(4));
+        let d = delay_ms.clone();
+        let limit = AdaptiveLimit::new(
+            AdaptiveConcurrencyConfig {
+                enabled: true,
+                min_concurrency: 2,
+                min_rtt_samples: 10,
+                ..AdaptiveConcurrencyConfig::default()
+            },
+            32,
+        );
+        let app = Router::new()
+            .route(
+                "/work",
+                get(move || async move {
+                    let ms = d.load(Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    "done"
+                }),
+            )
+            .layer(LoadShedLayer::adaptive(limit.clone()));
+        let wave = |n: usize| {
+            let app = app.clone();
+            async move {
+                let answers = futures::future::join_all((0..n).map(|_| {
+                    let req = Request::builder().uri("/work").body(Body::empty()).unwrap();
+                    app.clone().oneshot(req)
+                }))
+                .await;
+                let mut shed = 0;
+                for r in answers.into_iter().map(Result::unwrap) {
+                    if r.status() == 503 {
+                        assert_eq!(r.extensions().get::<Shed>(), Some(&Shed));
+                        shed += 1;
+                    } else {
+                        assert_eq!(r.status(), 200);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                (n - shed, shed)
+            }
+        };
+
+        // Unloaded: two at a time while the floor holds.
+        for _ in 0..5 {
+            assert_eq!(wave(2).await, (2, 0));
+        }
+        // The timer wheel's millisecond ticks may add up to one.
+        let min_rtt = limit.min_rtt().unwrap();
+        assert!(min_rtt >= Duration::from_millis(4) && min_rtt <= Duration::from_millis(5));
+        for _ in 0..10 {
+            wave(32).await;
+        }
+        assert_eq!(limit.limit(), 32);
+        assert_eq!(
+            wave(32).await,
+            (32, 0),
+            "all admitted at the unloaded latency"
+        );
+
+        // The routes slow to five times the unloaded latency: the limit falls, and requests
+        // are shed with fewer than the ceiling in flight.
+        delay_ms.store(20, Ordering::Relaxed);
+        let mut seen = vec![];
+        for _ in 0..15 {
+            seen.push(wave(32).await);
+        }
+        let (admitted, shed) = *seen.last().unwrap();
+        assert!(
+            admitted <= 8 && shed >= 24,
+            "waves (admitted, shed): {seen:?}"
+        );
+        assert_eq!(limit.in_flight(), 0);
     }
 }

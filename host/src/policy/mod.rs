@@ -12,7 +12,8 @@
 //! - [`rate_limit`]: per-client GCRA limit -> `429 RATE_LIMITED`.
 //! - [`body_read`]: the body buffered under a deadline and a minimum rate before the
 //!   concurrency limit -> `408 REQUEST_BODY_TIMEOUT`, `413 PAYLOAD_TOO_LARGE`.
-//! - [`load_shed`]: global concurrency limit, shed at once -> `503 OVERLOADED`.
+//! - [`load_shed`]: global concurrency limit, shed at once -> `503 OVERLOADED`; the limit
+//!   fixed, or measured by [`adaptive_limit`] from the latency it causes.
 //! - [`request_timeout`]: per-route bound -> `504 REQUEST_TIMEOUT`, handler cancelled.
 //!
 //! Outbound (dependencies), assembled per dependency (see [`dependency`] for the order):
@@ -22,6 +23,7 @@
 //! - [`bulkhead`]: concurrency limit that rejects instead of queueing.
 //! - [`timeout`]: per-attempt bound.
 
+pub mod adaptive_limit;
 pub mod body_read;
 pub mod bulkhead;
 pub mod circuit_breaker;
@@ -55,6 +57,8 @@ pub struct PolicyConfig {
     /// at most `runtime.max_instances` (the default of both is 128) so every admitted request
     /// can hold a plugin instance; start-up warns otherwise (`Config::warnings`).
     pub max_concurrency: usize,
+    /// An adaptive limit on requests in flight, with `max_concurrency` as its ceiling.
+    pub adaptive_concurrency: adaptive_limit::AdaptiveConcurrencyConfig,
     /// Per-route request timeouts by route template (e.g. `"/v1/orders" = 2000`), in ms;
     /// other routes use `http.request_timeout_ms`.
     pub route_timeouts_ms: BTreeMap<String, u64>,
@@ -74,6 +78,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             max_concurrency: 128,
+            adaptive_concurrency: adaptive_limit::AdaptiveConcurrencyConfig::default(),
             route_timeouts_ms: BTreeMap::new(),
             rate_limit: RateLimitConfig::default(),
             request_log: request_log::RequestLogConfig::default(),
@@ -91,6 +96,14 @@ impl PolicyConfig {
             self.max_concurrency > 0,
             "policy.max_concurrency",
             "must be positive",
+        )?;
+        let adaptive = (self.adaptive_concurrency.enabled)
+            .then(|| self.adaptive_concurrency.problem(self.max_concurrency))
+            .flatten();
+        ensure(
+            adaptive.is_none(),
+            "policy.adaptive_concurrency",
+            adaptive.unwrap_or_default(),
         )?;
         ensure(
             self.route_timeouts_ms.values().all(|ms| *ms > 0),

@@ -630,11 +630,20 @@ mod tests {
             "[policy]\nmax_concurrency = 32\nroute_timeouts_ms = { \"/v1/orders\" = 3000 }\n\
              [policy.rate_limit]\nper_second = 10\nburst = 20\n\
              [policy.database.breaker]\nfailure_rate = 0.25\nopen_ms = 1000\n\
-             [policy.cache]\nttl_ms = 0\n",
+             [policy.cache]\nttl_ms = 0\n\
+             [policy.adaptive_concurrency]\nenabled = true\nmin_concurrency = 4\n\
+             min_rtt_interval_ms = 30000\n",
         )
         .unwrap();
         let p = &cfg.policy;
         assert_eq!(p.max_concurrency, 32);
+        assert!(p.adaptive_concurrency.enabled);
+        assert_eq!(p.adaptive_concurrency.min_concurrency, 4);
+        assert_eq!(
+            p.adaptive_concurrency.min_rtt_interval,
+            Duration::from_secs(30)
+        );
+        assert_eq!(p.adaptive_concurrency.update_interval.as_millis(), 100);
         assert_eq!(p.route_timeouts_ms["/v1/orders"], 3000);
         assert_eq!((p.rate_limit.per_second, p.rate_limit.burst), (10, 20));
         assert_eq!(p.database.breaker.failure_rate, 0.25);
@@ -643,6 +652,16 @@ mod tests {
 
         for (toml, key) in [
             ("[policy]\nmax_concurrency = 0\n", "policy.max_concurrency"),
+            (
+                "[policy]\nmax_concurrency = 8\n\
+                 [policy.adaptive_concurrency]\nenabled = true\nmin_concurrency = 9\n",
+                "policy.adaptive_concurrency",
+            ),
+            (
+                "[policy.adaptive_concurrency]\nenabled = true\nupdate_interval_ms = 0\n",
+                "policy.adaptive_concurrency",
+            ),
+            ("[policy.adaptive_concurrency]\nenabld = true\n", "enabld"),
             (
                 "[policy.database.breaker]\nfailure_rate = 1.5\n",
                 "policy.database",
