@@ -15,9 +15,10 @@
 //! `cargo run -p weir-host --example loadgen -- [limit] [seconds] [sqlite|postgres] [adaptive [clients]]`
 //! (defaults 4, 10, postgres; postgres needs PostgreSQL on 127.0.0.1:5432 and uses a
 //! throw-away database). With `adaptive`, `policy.adaptive_concurrency` is on and `limit` is
-//! its ceiling (`policy.max_concurrency`) and the capacity is measured with `clients` (8)
-//! clients instead of `limit`; the limit it has reached is printed after each phase, read
-//! from the server's own `/metrics`.
+//! its ceiling (`policy.max_concurrency`) and the capacity is measured with `clients` (at
+//! most 8 by default) clients instead of `limit`; the limit it has reached is printed after
+//! each phase, read from the server's own `/metrics`. `WEIR__*` variables apply as they do
+//! to `weir serve` (their names are printed), except the database, which the arguments set.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,13 +170,14 @@ async fn open_loop(
     phase
 }
 
-/// The server's own duration histogram of answered orders (`201`): cumulative count by
-/// bucket bound, as `/metrics` has it.
+/// The server's own duration histogram of answered orders (`POST /v1/orders`, status class
+/// `2xx`): cumulative count by bucket bound, as `/metrics` has it.
 fn server_buckets(text: &str) -> Vec<(String, f64)> {
     text.lines()
         .filter(|l| {
             l.starts_with("http_server_request_duration_seconds_bucket{")
                 && l.contains("http_route=\"/v1/orders\"")
+                && l.contains("http_request_method=\"POST\"")
                 && l.contains("http_response_status_class=\"2xx\"")
         })
         .filter_map(|l| {
@@ -190,6 +192,10 @@ fn server_buckets(text: &str) -> Vec<(String, f64)> {
 /// waits for a CPU); returns the buckets now.
 fn server_tail(text: &str, before: &[(String, f64)]) -> Vec<(String, f64)> {
     let now = server_buckets(text);
+    if now.is_empty() || before.is_empty() {
+        println!("    server side: no histogram in /metrics");
+        return now;
+    }
     let count =
         |b: &[(String, f64)], le: &str| b.iter().find(|(l, _)| l == le).map_or(0.0, |(_, c)| *c);
     let total = count(&now, "+Inf") - count(before, "+Inf");
@@ -238,11 +244,19 @@ fn main() {
     let adaptive = args.next().is_some_and(|a| a == "adaptive");
     // The capacity run's clients: the limit when it is fixed; with the adaptive limit, fewer
     // than its ceiling (the rest would only be shed).
-    let clients: usize = if adaptive {
-        args.next().and_then(|a| a.parse().ok()).unwrap_or(8)
-    } else {
-        limit
+    let clients: usize = match (adaptive, args.next()) {
+        (false, _) => limit,
+        (true, None) => limit.min(8),
+        (true, Some(a)) => match a.parse() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("clients must be a positive number, not {a:?}"),
+        },
     };
+    if let Some(extra) = args.next() {
+        panic!(
+            "unexpected argument {extra:?}: [limit] [seconds] [sqlite|postgres] [adaptive [clients]]"
+        );
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     // `WEIR__*` variables apply as they do to `weir serve` (e.g.
     // `WEIR__POLICY__ADAPTIVE_CONCURRENCY__UPDATE_INTERVAL_MS`); the arguments win.
@@ -252,6 +266,11 @@ fn main() {
         data_dir: dir.path().join("data"),
         ..Config::load(&Default::default()).expect("configuration from WEIR__* variables")
     };
+    // What the arguments set wins over the environment; say what else it changed.
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("WEIR__")) {
+        println!("# set from the environment: {key}");
+    }
+    config.database_url = None;
     config.policy.max_concurrency = limit;
     config.policy.adaptive_concurrency.enabled = adaptive;
     config.policy.rate_limit.enabled = false; // one client address drives all the load

@@ -12,17 +12,21 @@
 //! documentation describes it (the code is ours):
 //!
 //! - **The unloaded latency (min RTT)** is measured with the limit pinned at
-//!   `min_concurrency`: the median latency of the first `min_rtt_samples` requests admitted
-//!   after the pin (requests admitted before it, under a higher limit, are not counted). It
-//!   is measured at start and again every `min_rtt_interval_ms` (plus up to a tenth of it at
-//!   random, so that replicas do not pin together), so it follows a service that became
-//!   faster or slower. While it is measured, requests beyond `min_concurrency` are shed.
+//!   `min_concurrency`: the median latency of the first `min_rtt_samples` requests answered
+//!   among those admitted after the pin (requests admitted before it, under a higher limit,
+//!   neither count nor take the floor's slots). It is measured at start and again every
+//!   `min_rtt_interval_ms` (plus up to a tenth of it at random, so that replicas do not pin
+//!   together), so it follows a service that became faster or slower. While it is
+//!   measured, requests beyond `min_concurrency` are shed; a measurement ends after ten
+//!   update intervals (1 s by default) with the samples it has, so a slow service is not
+//!   held at the floor for long.
 //! - **Every `update_interval_ms`**, the median latency of the requests completed in that
 //!   window (the sample RTT) gives the gradient `min_rtt * (1 + buffer) / sample_rtt`,
 //!   clamped to `0.5..=2`; the new limit is `gradient * limit` plus a headroom of its square
 //!   root, clamped to `min_concurrency..=max_concurrency`. Latency within the buffer of the
-//!   unloaded latency lets the limit grow (at most doubling per window); queueing halves it
-//!   at most per window. A window without completed requests changes nothing.
+//!   unloaded latency lets the limit grow (about doubling per window, plus the headroom);
+//!   queueing halves it at most per window (less the headroom, so it settles a little above
+//!   the target latency). A window without answered requests changes nothing.
 //! - **The limit grows only when it is used**: in a window whose requests in flight never
 //!   reached half the limit, a gradient above one leaves the limit where it is (the rule
 //!   Netflix's `Gradient2Limit` has for an application-limited caller). Without it, light
@@ -32,9 +36,13 @@
 //!   put 2.6 % of its accepted requests above 10 ms (BENCHMARKS.md, "An adaptive concurrency
 //!   limit").
 //!
-//! Every completed request is a sample, whatever its status (a timeout's 504 is the
-//! strongest sign of queueing there is). A request whose client went away before the answer
-//! is not: its latency is not the service's. A request is admitted while the requests in
+//! Every answered request is a sample, whatever its status, except client errors (4xx: a
+//! 404 or a refused body says nothing about the queue, and cheap ones sent during a
+//! measurement would drag the unloaded latency down); a timeout's 504 is the strongest sign
+//! of queueing there is. A request whose client went away before the answer is not a
+//! sample: its latency is not the service's. Sample latencies are the service's own
+//! requests' mix: traffic whose cost per request swings widely within seconds moves the
+//! median as queueing does (RUNBOOK.md says when not to turn the limit on). A request is admitted while the requests in
 //! flight are fewer than the limit, decided with one atomic compare-and-swap; the sample is
 //! recorded under a mutex held for a push, and once per window for a median.
 //!
@@ -43,7 +51,7 @@
 //! mutex on every request and releases a slot with an async call, which a request dropped
 //! mid-flight (a client gone, a timeout) cannot make from `Drop`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -92,7 +100,9 @@ impl Default for AdaptiveConcurrencyConfig {
 impl AdaptiveConcurrencyConfig {
     /// Why these settings cannot work, if they cannot (`max` is `policy.max_concurrency`).
     pub fn problem(&self, max: usize) -> Option<&'static str> {
-        if self.min_concurrency == 0 || self.min_concurrency > max {
+        // Above the ceiling only matters when on (a fixed limit of 1 or 2 with the
+        // default floor of 3 is fine while off).
+        if self.min_concurrency == 0 || (self.enabled && self.min_concurrency > max) {
             Some("min_concurrency must be between 1 and policy.max_concurrency")
         } else if self.update_interval.is_zero() || self.min_rtt_interval <= self.update_interval {
             Some("update_interval_ms must be positive and below min_rtt_interval_ms")
@@ -110,7 +120,10 @@ impl AdaptiveConcurrencyConfig {
 #[derive(Debug)]
 enum Phase {
     /// The limit is pinned at `min_concurrency`; samples of requests admitted since the pin.
-    MeasuringMinRtt { samples: Vec<Duration> },
+    MeasuringMinRtt {
+        samples: Vec<Duration>,
+        started: Instant,
+    },
     /// The limit follows the gradient.
     Adapting {
         window: Vec<Duration>,
@@ -139,6 +152,11 @@ pub struct AdaptiveLimit {
     /// Raised each time the limit is pinned: a sample of a request admitted before the pin
     /// is not an unloaded latency.
     epoch: AtomicUsize,
+    /// While the unloaded latency is measured: admission counts only the requests admitted
+    /// since the pin (`fresh_in_flight`) against the floor, so requests still running from
+    /// before the pin do not shut the door.
+    measuring: AtomicBool,
+    fresh_in_flight: AtomicUsize,
     state: Mutex<State>,
     limit_gauge: Gauge<u64>,
     min_rtt_gauge: Gauge<f64>,
@@ -151,13 +169,20 @@ pub struct Admitted {
     limit: Arc<AdaptiveLimit>,
     started: Instant,
     epoch: usize,
+    /// Admitted while the unloaded latency was measured.
+    fresh: bool,
 }
 
 impl Admitted {
-    /// The request was answered: its latency is a sample.
-    pub fn complete(self) {
-        let latency = self.started.elapsed();
-        self.limit.record(self.epoch, latency, Instant::now());
+    /// The request was answered: its latency is a sample when `counted` (the layer leaves
+    /// out client errors: a 404 or a refused body says nothing about the service's queue,
+    /// and a client could otherwise send cheap ones to drag the unloaded latency down).
+    pub fn complete(self, counted: bool) {
+        if counted {
+            let latency = self.started.elapsed();
+            self.limit
+                .record(self.epoch, self.fresh, latency, Instant::now());
+        }
         // `Drop` frees the slot.
     }
 }
@@ -165,6 +190,9 @@ impl Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.limit.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.fresh {
+            self.limit.fresh_in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -180,9 +208,12 @@ impl AdaptiveLimit {
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             epoch: AtomicUsize::new(0),
+            measuring: AtomicBool::new(true),
+            fresh_in_flight: AtomicUsize::new(0),
             state: Mutex::new(State {
                 phase: Phase::MeasuringMinRtt {
                     samples: Vec::with_capacity(config.min_rtt_samples),
+                    started: Instant::now(),
                 },
                 min_rtt: None,
                 limit: floor as f64,
@@ -217,14 +248,24 @@ impl AdaptiveLimit {
         self.lock().min_rtt
     }
 
-    /// A slot, if fewer requests than the limit are in flight.
+    /// A slot, if fewer requests than the limit are in flight (while the unloaded latency is
+    /// measured: fewer than the floor admitted since the pin).
     pub fn try_admit(self: &Arc<Self>) -> Option<Admitted> {
-        let mut current = self.in_flight.load(Ordering::Acquire);
+        // The epoch before the phase: `pin` sets `measuring` before it raises the epoch, so
+        // a request tagged with the new epoch has seen the measurement's rule.
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let fresh = self.measuring.load(Ordering::Acquire);
+        let (counter, limit) = if fresh {
+            (&self.fresh_in_flight, self.floor())
+        } else {
+            (&self.in_flight, self.limit())
+        };
+        let mut current = counter.load(Ordering::Acquire);
         loop {
-            if current >= self.limit() {
+            if current >= limit {
                 return None;
             }
-            match self.in_flight.compare_exchange_weak(
+            match counter.compare_exchange_weak(
                 current,
                 current + 1,
                 Ordering::AcqRel,
@@ -234,11 +275,17 @@ impl AdaptiveLimit {
                 Err(now) => current = now,
             }
         }
-        self.peak.fetch_max(current + 1, Ordering::AcqRel);
+        let in_flight = if fresh {
+            self.in_flight.fetch_add(1, Ordering::AcqRel) + 1
+        } else {
+            current + 1
+        };
+        self.peak.fetch_max(in_flight, Ordering::AcqRel);
         Some(Admitted {
             limit: self.clone(),
             started: Instant::now(),
-            epoch: self.epoch.load(Ordering::Acquire),
+            epoch,
+            fresh,
         })
     }
 
@@ -246,24 +293,36 @@ impl AdaptiveLimit {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// One sample: a request admitted in `epoch` answered after `latency`, at `now`.
-    fn record(&self, epoch: usize, latency: Duration, now: Instant) {
+    /// One sample: a request admitted in `epoch` (during a measurement when `fresh`)
+    /// answered after `latency`, at `now`. Its slot is still counted in flight.
+    fn record(&self, epoch: usize, fresh: bool, latency: Duration, now: Instant) {
         let mut state = self.lock();
         let state = &mut *state;
         match &mut state.phase {
-            Phase::MeasuringMinRtt { samples } => {
-                if epoch != self.epoch.load(Ordering::Acquire) {
+            Phase::MeasuringMinRtt { samples, started } => {
+                if fresh && epoch == self.epoch.load(Ordering::Acquire) {
+                    samples.push(latency);
+                }
+                // A measurement lasts until enough requests are answered, or at most ten
+                // update intervals once it has one sample: a slow service cannot keep the
+                // limit pinned.
+                let enough = samples.len() >= self.config.min_rtt_samples;
+                let overdue = now.duration_since(*started) >= self.config.update_interval * 10;
+                if !enough && !(overdue && (!samples.is_empty() || state.min_rtt.is_some())) {
                     return;
                 }
-                samples.push(latency);
-                if samples.len() < self.config.min_rtt_samples {
-                    return;
+                if !samples.is_empty() {
+                    // At least a microsecond: a zero target would pin the limit to its floor.
+                    let min_rtt = median(samples).max(Duration::from_micros(1));
+                    state.min_rtt = Some(min_rtt);
                 }
-                let min_rtt = median(samples);
-                state.min_rtt = Some(min_rtt);
-                self.min_rtt_gauge.record(min_rtt.as_secs_f64(), &[]);
-                // The limit grows from the floor at up to twice per window.
-                self.peak.store(self.in_flight(), Ordering::Release);
+                if let Some(min_rtt) = state.min_rtt {
+                    self.min_rtt_gauge.record(min_rtt.as_secs_f64(), &[]);
+                }
+                self.measuring.store(false, Ordering::Release);
+                // The limit grows from the floor, about doubling per window.
+                self.peak
+                    .store(self.in_flight().saturating_sub(1), Ordering::Release);
                 state.phase = Phase::Adapting {
                     window: Vec::new(),
                     window_started: now,
@@ -282,20 +341,23 @@ impl AdaptiveLimit {
                     return;
                 }
                 if now >= *next_min_rtt {
-                    self.pin(state);
+                    self.pin(state, now);
                     return;
                 }
                 let sample = median(window);
                 window.clear();
                 *window_started = now;
-                let peak = self.peak.swap(self.in_flight(), Ordering::AcqRel);
+                // The request being recorded still holds its slot.
+                let peak = self
+                    .peak
+                    .swap(self.in_flight().saturating_sub(1), Ordering::AcqRel);
                 let min_rtt = state.min_rtt.unwrap_or(sample);
                 let next = self.next_limit(state.limit, min_rtt, sample);
                 // Grow only a limit that was used (see the module doc).
                 if next <= state.limit || (peak as f64) * 2.0 >= state.limit {
                     state.limit = next;
-                    self.publish(state.limit);
                 }
+                self.publish(state.limit);
             }
         }
     }
@@ -317,20 +379,23 @@ impl AdaptiveLimit {
     }
 
     /// Pin the limit at the floor and measure the unloaded latency again.
-    fn pin(&self, state: &mut State) {
+    fn pin(&self, state: &mut State, now: Instant) {
+        self.measuring.store(true, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         state.phase = Phase::MeasuringMinRtt {
             samples: Vec::with_capacity(self.config.min_rtt_samples),
+            started: now,
         };
         state.limit = self.floor() as f64;
         self.publish(state.limit);
     }
 
+    /// The limit now, and its gauge (recorded every window, so that a reader exporting
+    /// deltas sees it).
     fn publish(&self, limit: f64) {
         let rounded = (limit.round() as usize).clamp(self.floor(), self.max);
-        if self.limit.swap(rounded, Ordering::AcqRel) != rounded {
-            self.limit_gauge.record(rounded as u64, &[]);
-        }
+        self.limit.store(rounded, Ordering::Release);
+        self.limit_gauge.record(rounded as u64, &[]);
     }
 
     /// The interval to the next measurement of the unloaded latency, with up to a tenth
@@ -372,7 +437,7 @@ mod tests {
         let count = admitted.len();
         tokio::time::advance(latency).await;
         for a in admitted {
-            a.complete();
+            a.complete(true);
         }
         count
     }
@@ -477,20 +542,24 @@ mod tests {
         windows(&limit, 10, |l| l, Duration::from_millis(4)).await;
         assert!(limit.limit() > 9);
         // Eight slow requests admitted under the high limit, still running at the pin.
-        let old: Vec<_> = (0..8).map(|_| limit.try_admit().unwrap()).collect();
+        let mut old: Vec<_> = (0..8).map(|_| limit.try_admit().unwrap()).collect();
         // Past the interval and its jitter (at most a tenth).
         tokio::time::advance(Duration::from_millis(2300)).await;
         wave(&limit, 1, Duration::from_millis(10)).await;
         assert_eq!(limit.limit(), 2, "pinned for the measurement");
         // Answered during the measurement, they would be most of its samples.
-        for a in old {
-            a.complete();
+        for a in old.drain(..4) {
+            a.complete(true);
         }
-        // The service is slower now (10 ms unloaded): measured from new requests only.
+        // The service is slower now (10 ms unloaded): measured from new requests only,
+        // admitted up to the floor although four old ones still run.
         for _ in 0..5 {
-            wave(&limit, 2, Duration::from_millis(10)).await;
+            assert_eq!(wave(&limit, 3, Duration::from_millis(10)).await, 2);
         }
         assert_eq!(limit.min_rtt(), Some(Duration::from_millis(10)));
+        assert_eq!(limit.in_flight(), 4);
+        drop(old);
+        assert_eq!(limit.in_flight(), 0);
     }
 
     #[test]
@@ -503,6 +572,15 @@ mod tests {
         };
         assert!(bad(|c| c.min_concurrency = 0));
         assert!(bad(|c| c.min_concurrency = 65));
+        let mut off = config();
+        off.enabled = false;
+        off.min_concurrency = 65;
+        assert_eq!(off.problem(64), None, "the ceiling binds only when on");
+        off.min_rtt_samples = 0;
+        assert!(
+            off.problem(64).is_some(),
+            "other settings are checked when off too"
+        );
         assert!(bad(|c| c.update_interval = Duration::ZERO));
         assert!(bad(|c| c.min_rtt_interval = Duration::from_millis(100)));
         assert!(bad(|c| c.min_rtt_samples = 0));

@@ -131,7 +131,9 @@ where
                 Poll::Ready(_) => Poll::Ready(Ok(())),
                 Poll::Pending => Poll::Pending,
             },
-            // Routes are always ready; admission is decided in `call`.
+            // Admission is decided in `call`. An axum router is always ready, so this never
+            // waits; were the inner service to wait, the request would wait with it, as
+            // it would without this layer.
             LoadShed::Adaptive { inner, .. } => inner.poll_ready(cx),
         }
     }
@@ -151,8 +153,12 @@ where
                 return Box::pin(async move {
                     let response = fut.await;
                     // Recorded only when answered: a request dropped mid-flight (its
-                    // client gone) frees its slot without a sample.
-                    admitted.complete();
+                    // client gone) frees its slot without a sample. Client errors free
+                    // theirs without one too (see `Admitted::complete`).
+                    let counted = response
+                        .as_ref()
+                        .is_ok_and(|r| !r.status().is_client_error());
+                    admitted.complete(counted);
                     response
                 });
             }
@@ -298,6 +304,56 @@ mod tests {
             admitted <= 8 && shed >= 24,
             "waves (admitted, shed): {seen:?}"
         );
+        assert_eq!(limit.in_flight(), 0);
+    }
+
+    /// Client errors are answered but are not samples: a client sending cheap 404s while the
+    /// unloaded latency is measured cannot drag it down.
+    #[tokio::test(start_paused = true)]
+    async fn client_errors_are_not_samples_of_the_unloaded_latency() {
+        use std::time::Duration;
+
+        use crate::policy::adaptive_limit::AdaptiveConcurrencyConfig;
+
+        let limit = AdaptiveLimit::new(
+            AdaptiveConcurrencyConfig {
+                enabled: true,
+                min_concurrency: 2,
+                min_rtt_samples: 10,
+                ..AdaptiveConcurrencyConfig::default()
+            },
+            32,
+        );
+        let app = Router::new()
+            .route(
+                "/work",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(4)).await;
+                    "done"
+                }),
+            )
+            .layer(LoadShedLayer::adaptive(limit.clone()));
+        let send = |path: &'static str| {
+            let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+            app.clone().oneshot(req)
+        };
+        for _ in 0..10 {
+            let (a, b) = tokio::join!(send("/missing"), send("/missing"));
+            assert_eq!(
+                (a.unwrap().status(), b.unwrap().status()),
+                (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND)
+            );
+        }
+        assert_eq!(limit.min_rtt(), None, "404s are not samples");
+        for _ in 0..5 {
+            let (a, b) = tokio::join!(send("/work"), send("/work"));
+            assert_eq!(
+                (a.unwrap().status(), b.unwrap().status()),
+                (StatusCode::OK, StatusCode::OK)
+            );
+        }
+        let min_rtt = limit.min_rtt().unwrap();
+        assert!(min_rtt >= Duration::from_millis(4), "{min_rtt:?}");
         assert_eq!(limit.in_flight(), 0);
     }
 }

@@ -97,9 +97,8 @@ impl PolicyConfig {
             "policy.max_concurrency",
             "must be positive",
         )?;
-        let adaptive = (self.adaptive_concurrency.enabled)
-            .then(|| self.adaptive_concurrency.problem(self.max_concurrency))
-            .flatten();
+        // Checked when off too, so that turning it on later cannot surprise.
+        let adaptive = self.adaptive_concurrency.problem(self.max_concurrency);
         ensure(
             adaptive.is_none(),
             "policy.adaptive_concurrency",
