@@ -41,7 +41,7 @@
 //!
 //! All of these are applied with `Router::layer`, i.e. per route after routing, which is what
 //! makes the route template (`MatchedPath`) available to metrics and the timeout. The
-//! shared state (rate-limit buckets, the concurrency semaphore) is shared by all routes.
+//! shared state (rate-limit buckets, the concurrency limit) is shared by all routes.
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -42,14 +42,20 @@
 //! of queueing there is. A request whose client went away before the answer is not a
 //! sample: its latency is not the service's. Sample latencies are the service's own
 //! requests' mix: traffic whose cost per request swings widely within seconds moves the
-//! median as queueing does (RUNBOOK.md says when not to turn the limit on). A request is admitted while the requests in
-//! flight are fewer than the limit, decided with one atomic compare-and-swap; the sample is
-//! recorded under a mutex held for a push, and once per window for a median.
+//! median as queueing does (RUNBOOK.md says when not to turn the limit on).
+//!
+//! A request is admitted while the requests in flight are fewer than the limit, decided with
+//! one atomic compare-and-swap; the sample is recorded under a mutex held for a push, and
+//! once per window for a median. With the controller off (`enabled = false`, the default)
+//! the same admission serves the fixed `policy.max_concurrency`: no clock read, no sample,
+//! no gauge. It is the load-shed layer's one admission either way.
 //!
 //! Written by hand, and why: tower has fixed limits only; the one crate with such
 //! controllers (`congestion-limiter` 0.1.0, one release) updates its limit behind an async
 //! mutex on every request and releases a slot with an async call, which a request dropped
-//! mid-flight (a client gone, a timeout) cannot make from `Drop`.
+//! mid-flight (a client gone, a timeout) cannot make from `Drop`. The fixed limit uses the
+//! same admission (tower's semaphore limit under tower's `LoadShed` did before), so that the
+//! layer has one path to keep, not two.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -167,7 +173,8 @@ pub struct AdaptiveLimit {
 #[derive(Debug)]
 pub struct Admitted {
     limit: Arc<AdaptiveLimit>,
-    started: Instant,
+    /// When admitted; `None` for a fixed limit.
+    started: Option<Instant>,
     epoch: usize,
     /// Admitted while the unloaded latency was measured.
     fresh: bool,
@@ -178,10 +185,9 @@ impl Admitted {
     /// out client errors: a 404 or a refused body says nothing about the service's queue,
     /// and a client could otherwise send cheap ones to drag the unloaded latency down).
     pub fn complete(self, counted: bool) {
-        if counted {
-            let latency = self.started.elapsed();
+        if let (true, Some(started)) = (counted, self.started) {
             self.limit
-                .record(self.epoch, self.fresh, latency, Instant::now());
+                .record(self.epoch, self.fresh, started.elapsed(), Instant::now());
         }
         // `Drop` frees the slot.
     }
@@ -198,17 +204,19 @@ impl Drop for Admitted {
 
 impl AdaptiveLimit {
     /// A limit at most `max`, starting with a measurement of the unloaded latency.
+    /// With `config.enabled` false the limit stays at `max`: a fixed limit.
     pub fn new(config: AdaptiveConcurrencyConfig, max: usize) -> Arc<Self> {
         let max = max.max(1);
         let floor = config.min_concurrency.clamp(1, max);
+        let start = if config.enabled { floor } else { max };
         let meter = opentelemetry::global::meter("weir.http");
         let limit = Arc::new(Self {
             max,
-            limit: AtomicUsize::new(floor),
+            limit: AtomicUsize::new(start),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             epoch: AtomicUsize::new(0),
-            measuring: AtomicBool::new(true),
+            measuring: AtomicBool::new(config.enabled),
             fresh_in_flight: AtomicUsize::new(0),
             state: Mutex::new(State {
                 phase: Phase::MeasuringMinRtt {
@@ -216,7 +224,7 @@ impl AdaptiveLimit {
                     started: Instant::now(),
                 },
                 min_rtt: None,
-                limit: floor as f64,
+                limit: start as f64,
             }),
             config,
             limit_gauge: meter
@@ -229,8 +237,15 @@ impl AdaptiveLimit {
                 .with_description("Unloaded request latency the adaptive limit measured last")
                 .build(),
         });
-        limit.limit_gauge.record(floor as u64, &[]);
+        if limit.config.enabled {
+            limit.limit_gauge.record(floor as u64, &[]);
+        }
         limit
+    }
+
+    /// A fixed limit of `max` (the controller off).
+    pub fn fixed(max: usize) -> Arc<Self> {
+        Self::new(AdaptiveConcurrencyConfig::default(), max)
     }
 
     /// Requests admitted in flight now.
@@ -280,10 +295,14 @@ impl AdaptiveLimit {
         } else {
             current + 1
         };
-        self.peak.fetch_max(in_flight, Ordering::AcqRel);
+        let adaptive = self.config.enabled;
+        if adaptive {
+            self.peak.fetch_max(in_flight, Ordering::AcqRel);
+        }
         Some(Admitted {
             limit: self.clone(),
-            started: Instant::now(),
+            // No clock read for a fixed limit: nothing records the sample.
+            started: adaptive.then(Instant::now),
             epoch,
             fresh,
         })
@@ -559,6 +578,19 @@ mod tests {
         assert_eq!(limit.min_rtt(), Some(Duration::from_millis(10)));
         assert_eq!(limit.in_flight(), 4);
         drop(old);
+        assert_eq!(limit.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_limit_admits_up_to_its_max_and_never_moves() {
+        let limit = AdaptiveLimit::fixed(8);
+        assert_eq!(limit.limit(), 8, "no pin at start");
+        let seen = windows(&limit, 20, |_| 9, Duration::from_millis(50)).await;
+        assert_eq!(seen, vec![8; 20], "slow answers do not move it");
+        assert_eq!(limit.min_rtt(), None, "nothing recorded");
+        let held: Vec<_> = (0..9).filter_map(|_| limit.try_admit()).collect();
+        assert_eq!(held.len(), 8);
+        drop(held);
         assert_eq!(limit.in_flight(), 0);
     }
 

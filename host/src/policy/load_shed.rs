@@ -1,14 +1,16 @@
 //! Load shedding under a global concurrency limit: `503 OVERLOADED`, never an unbounded queue.
 //!
-//! tower's `GlobalConcurrencyLimit` (one semaphore shared by every route; a plain
-//! `ConcurrencyLimitLayer` on an axum router would limit each route separately) under
-//! tower's `LoadShed`: when no permit is free at the moment the request arrives, the request
-//! is refused at once with a problem response and `Retry-After`, instead of waiting. The
-//! permit is held until the response future finishes, so the limit counts work in progress.
+//! One limit shared by every route (a plain tower `ConcurrencyLimitLayer` on an axum router
+//! would limit each route separately): when the requests in flight have reached it at the
+//! moment a request arrives, the request is refused at once with a problem response and
+//! `Retry-After`, instead of waiting. The slot is held until the response future finishes
+//! (or is dropped), so the limit counts work in progress.
 //!
-//! With `policy.adaptive_concurrency.enabled` the limit is [`AdaptiveLimit`]'s instead:
-//! measured from the latency the admitted requests see, with `policy.max_concurrency` as its
-//! ceiling. Refusals are the same `503 OVERLOADED` either way.
+//! The admission is [`AdaptiveLimit`]'s: fixed at `policy.max_concurrency` by default, or,
+//! with `policy.adaptive_concurrency.enabled`, measured from the latency the admitted
+//! requests see, with `policy.max_concurrency` as its ceiling. It replaced tower's semaphore
+//! limit under tower's `LoadShed` when the adaptive limit came, so that both modes are one
+//! path: a compare-and-swap on the requests in flight instead of a semaphore permit.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,9 +21,6 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::response::Response;
 use http::StatusCode;
-use tokio::sync::Semaphore;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::error::Overloaded;
 use tower::{Layer, Service};
 
 use super::adaptive_limit::AdaptiveLimit;
@@ -37,48 +36,31 @@ pub struct Shed;
 /// rest are shed.
 #[derive(Debug, Clone)]
 pub struct LoadShedLayer {
-    limit: Limit,
-}
-
-#[derive(Debug, Clone)]
-enum Limit {
-    Fixed(Arc<Semaphore>),
-    Adaptive(Arc<AdaptiveLimit>),
+    limit: Arc<AdaptiveLimit>,
 }
 
 impl LoadShedLayer {
     /// A fixed limit of `max` concurrent requests (at least one).
     pub fn new(max: usize) -> Self {
-        Self {
-            limit: Limit::Fixed(Arc::new(Semaphore::new(max.max(1)))),
-        }
+        Self::with_limit(AdaptiveLimit::fixed(max))
     }
 
     /// The limit `policy` sets: adaptive when enabled, else fixed at `max_concurrency`.
     pub fn from_policy(policy: &PolicyConfig) -> Self {
-        if policy.adaptive_concurrency.enabled {
-            Self::adaptive(AdaptiveLimit::new(
-                policy.adaptive_concurrency.clone(),
-                policy.max_concurrency,
-            ))
-        } else {
-            Self::new(policy.max_concurrency)
-        }
+        Self::with_limit(AdaptiveLimit::new(
+            policy.adaptive_concurrency.clone(),
+            policy.max_concurrency,
+        ))
     }
 
-    /// The adaptive `limit`.
-    pub fn adaptive(limit: Arc<AdaptiveLimit>) -> Self {
-        Self {
-            limit: Limit::Adaptive(limit),
-        }
+    /// The shared `limit` (adaptive or fixed, as it was made).
+    pub fn with_limit(limit: Arc<AdaptiveLimit>) -> Self {
+        Self { limit }
     }
 
     /// Requests that could be admitted right now.
     pub fn available(&self) -> usize {
-        match &self.limit {
-            Limit::Fixed(semaphore) => semaphore.available_permits(),
-            Limit::Adaptive(limit) => limit.limit().saturating_sub(limit.in_flight()),
-        }
+        self.limit.limit().saturating_sub(self.limit.in_flight())
     }
 }
 
@@ -86,32 +68,18 @@ impl<S> Layer<S> for LoadShedLayer {
     type Service = LoadShed<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        match &self.limit {
-            Limit::Fixed(semaphore) => {
-                let limited =
-                    GlobalConcurrencyLimitLayer::with_semaphore(semaphore.clone()).layer(inner);
-                LoadShed::Fixed(tower::load_shed::LoadShed::new(limited))
-            }
-            Limit::Adaptive(limit) => LoadShed::Adaptive {
-                inner,
-                limit: limit.clone(),
-            },
+        LoadShed {
+            inner,
+            limit: self.limit.clone(),
         }
     }
 }
 
 /// See [`LoadShedLayer`].
 #[derive(Debug, Clone)]
-pub enum LoadShed<S> {
-    /// tower's semaphore limit under tower's shedder.
-    Fixed(tower::load_shed::LoadShed<tower::limit::ConcurrencyLimit<S>>),
-    /// The adaptive limit, decided in `call`.
-    Adaptive {
-        /// The routes.
-        inner: S,
-        /// The shared limit.
-        limit: Arc<AdaptiveLimit>,
-    },
+pub struct LoadShed<S> {
+    inner: S,
+    limit: Arc<AdaptiveLimit>,
 }
 
 impl<S> Service<Request> for LoadShed<S>
@@ -124,56 +92,29 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        match self {
-            // tower's `LoadShed` is always ready: it remembers whether the limit had room and
-            // sheds in `call` when it had none. The inner services never fail.
-            LoadShed::Fixed(inner) => match inner.poll_ready(cx) {
-                Poll::Ready(_) => Poll::Ready(Ok(())),
-                Poll::Pending => Poll::Pending,
-            },
-            // Admission is decided in `call`. An axum router is always ready, so this never
-            // waits; were the inner service to wait, the request would wait with it, as
-            // it would without this layer.
-            LoadShed::Adaptive { inner, .. } => inner.poll_ready(cx),
-        }
+        // Admission is decided in `call`. An axum router is always ready, so this never
+        // waits; were the inner service to wait, the request would wait with it, as it
+        // would without this layer.
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let fut = match self {
-            LoadShed::Fixed(inner) => inner.call(req),
-            LoadShed::Adaptive { inner, limit } => {
-                let Some(admitted) = limit.try_admit() else {
-                    return Box::pin(async {
-                        Ok(refusal(StatusCode::SERVICE_UNAVAILABLE, "shed", Shed))
-                    });
-                };
-                // The ready service answers this request; a clone waits for the next one.
-                let clone = inner.clone();
-                let fut = std::mem::replace(inner, clone).call(req);
-                return Box::pin(async move {
-                    let response = fut.await;
-                    // Recorded only when answered: a request dropped mid-flight (its
-                    // client gone) frees its slot without a sample. Client errors free
-                    // theirs without one too (see `Admitted::complete`).
-                    let counted = response
-                        .as_ref()
-                        .is_ok_and(|r| !r.status().is_client_error());
-                    admitted.complete(counted);
-                    response
-                });
-            }
+        let Some(admitted) = self.limit.try_admit() else {
+            return Box::pin(async { Ok(refusal(StatusCode::SERVICE_UNAVAILABLE, "shed", Shed)) });
         };
+        // The ready service answers this request; a clone waits for the next one.
+        let clone = self.inner.clone();
+        let fut = std::mem::replace(&mut self.inner, clone).call(req);
         Box::pin(async move {
-            Ok(match fut.await {
-                Ok(response) => response,
-                // The inner services never fail, so every error is the shed.
-                Err(e) => {
-                    if !e.is::<Overloaded>() {
-                        tracing::error!(error = %e, "load shed layer failed; shedding");
-                    }
-                    refusal(StatusCode::SERVICE_UNAVAILABLE, "shed", Shed)
-                }
-            })
+            let response = fut.await;
+            // Recorded only when answered: a request dropped mid-flight (its client gone)
+            // frees its slot without a sample. Client errors free theirs without one too
+            // (see `Admitted::complete`).
+            let counted = response
+                .as_ref()
+                .is_ok_and(|r| !r.status().is_client_error());
+            admitted.complete(counted);
+            response
         })
     }
 }
@@ -181,6 +122,8 @@ where
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
 
     use axum::Router;
     use axum::body::Body;
@@ -189,6 +132,32 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::policy::adaptive_limit::AdaptiveConcurrencyConfig;
+
+    /// A `/work` route answering after `delay_ms` (virtual time) under an adaptive limit:
+    /// floor 2, ten samples per measurement, ceiling 32.
+    fn adaptive_app(delay_ms: Arc<AtomicU64>) -> (Router, Arc<AdaptiveLimit>) {
+        let limit = AdaptiveLimit::new(
+            AdaptiveConcurrencyConfig {
+                enabled: true,
+                min_concurrency: 2,
+                min_rtt_samples: 10,
+                ..AdaptiveConcurrencyConfig::default()
+            },
+            32,
+        );
+        let app = Router::new()
+            .route(
+                "/work",
+                get(move || async move {
+                    let ms = delay_ms.load(Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    "done"
+                }),
+            )
+            .layer(LoadShedLayer::with_limit(limit.clone()));
+        (app, limit)
+    }
 
     #[tokio::test]
     async fn requests_over_the_limit_are_shed_at_once_and_admitted_ones_finish() {
@@ -227,32 +196,8 @@ mod tests {
     /// stay near the unloaded latency and sheds once they slow down (virtual time).
     #[tokio::test(start_paused = true)]
     async fn the_adaptive_limit_follows_the_latency_of_the_routes() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        use std::time::Duration;
-
-        use crate::policy::adaptive_limit::AdaptiveConcurrencyConfig;
-
         let delay_ms = Arc::new(AtomicU64::new(4));
-        let d = delay_ms.clone();
-        let limit = AdaptiveLimit::new(
-            AdaptiveConcurrencyConfig {
-                enabled: true,
-                min_concurrency: 2,
-                min_rtt_samples: 10,
-                ..AdaptiveConcurrencyConfig::default()
-            },
-            32,
-        );
-        let app = Router::new()
-            .route(
-                "/work",
-                get(move || async move {
-                    let ms = d.load(Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    "done"
-                }),
-            )
-            .layer(LoadShedLayer::adaptive(limit.clone()));
+        let (app, limit) = adaptive_app(delay_ms.clone());
         let wave = |n: usize| {
             let app = app.clone();
             async move {
@@ -311,28 +256,7 @@ mod tests {
     /// unloaded latency is measured cannot drag it down.
     #[tokio::test(start_paused = true)]
     async fn client_errors_are_not_samples_of_the_unloaded_latency() {
-        use std::time::Duration;
-
-        use crate::policy::adaptive_limit::AdaptiveConcurrencyConfig;
-
-        let limit = AdaptiveLimit::new(
-            AdaptiveConcurrencyConfig {
-                enabled: true,
-                min_concurrency: 2,
-                min_rtt_samples: 10,
-                ..AdaptiveConcurrencyConfig::default()
-            },
-            32,
-        );
-        let app = Router::new()
-            .route(
-                "/work",
-                get(|| async {
-                    tokio::time::sleep(Duration::from_millis(4)).await;
-                    "done"
-                }),
-            )
-            .layer(LoadShedLayer::adaptive(limit.clone()));
+        let (app, limit) = adaptive_app(Arc::new(AtomicU64::new(4)));
         let send = |path: &'static str| {
             let req = Request::builder().uri(path).body(Body::empty()).unwrap();
             app.clone().oneshot(req)
