@@ -427,10 +427,18 @@ impl PgStore {
         retention: Duration,
     ) -> Result<Option<IdempotencyBegin>, StoreError> {
         let locked_until = add_duration(now, lock_ttl);
+        // The claim commits without waiting for its WAL to reach the disk (the `set_config`
+        // makes this one statement's transaction an asynchronous commit: one round trip, and
+        // no flush wait on every order's path). Losing it in a database crash loses nothing:
+        // the order's own transaction commits synchronously, which flushes the WAL up to it,
+        // so the claim is durable before anything that depends on it is, and that transaction
+        // completes the key only if the claim is there (`complete_key`), or writes nothing.
         let inserted = sqlx::query(
             "INSERT INTO idempotency_keys \
              (key, request_hash, state, locked_until, created_at, tenant) \
-             VALUES ($1, $2, 'in_progress', $3, $4, $5) ON CONFLICT (key) DO NOTHING",
+             SELECT $1, $2, 'in_progress', $3, $4, $5 \
+             FROM (SELECT set_config('synchronous_commit', 'off', true)) AS asynchronous_commit \
+             ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
         .bind(request_hash)
@@ -644,10 +652,6 @@ impl OrderStore for PgStore {
         idempotency: Option<(&str, &StoredResponse)>,
     ) -> Result<CreateOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        // Dropping the transaction on a shortage writes nothing.
-        if let Some(shortage) = Self::reserve(&mut tx, &order.lines).await? {
-            return Ok(CreateOutcome::Short(shortage));
-        }
         sqlx::query(
             "INSERT INTO orders (id, customer_id, currency, status, subtotal, discount, tax, \
              total, metadata, plugin_name, plugin_version, plugin_digest, version, created_at, \
@@ -705,6 +709,12 @@ impl OrderStore for PgStore {
             return Err(StoreError::Conflict(format!(
                 "idempotency key {key:?} is not in progress"
             )));
+        }
+        // The stock last: from here to the commit the products' rows stay locked, and every
+        // other order of the same product waits for them. Dropping the transaction on a
+        // shortage writes nothing.
+        if let Some(shortage) = Self::reserve(&mut tx, &order.lines).await? {
+            return Ok(CreateOutcome::Short(shortage));
         }
         tx.commit().await.map_err(db_err)?;
         Ok(CreateOutcome::Created)

@@ -588,6 +588,39 @@ async fn reservations_never_oversell_and_settle_once(store: Arc<dyn Store>) {
     );
     assert_eq!(store.count_rows().await.unwrap().orders, 10);
     assert_eq!(units(&store, "LIM-1").await, (0, 10));
+    // With its event and its idempotency key too: a shortage is found after the other writes
+    // of the transaction (the stock is reserved last), and none of them stays; the key stays
+    // in progress, for the use-case to complete with the refusal.
+    let before = store.count_rows().await.unwrap();
+    assert_eq!(
+        begin(&store, "short-key", "hs", at(70)).await,
+        IdempotencyBegin::Started
+    );
+    let short = order_of(101, "LIM-1", 1);
+    let placed = event(short.id, "order.placed", at(70));
+    assert_eq!(
+        store
+            .create_order(&short, &[placed], Some(("short-key", &response(201, "{}"))))
+            .await
+            .unwrap(),
+        CreateOutcome::Short(Shortage::Insufficient {
+            sku: "LIM-1".to_owned(),
+            wanted: 1
+        })
+    );
+    assert_eq!(
+        store.count_rows().await.unwrap(),
+        RowCounts {
+            idempotency_keys: before.idempotency_keys + 1,
+            ..before
+        }
+    );
+    assert_eq!(store.get_order(short.id).await.unwrap(), None);
+    assert!(matches!(
+        begin(&store, "short-key", "hs", at(71)).await,
+        IdempotencyBegin::InProgress { .. }
+    ));
+    assert_eq!(units(&store, "LIM-1").await, (0, 10));
 
     // The operator counts 12 on hand: the 10 reserved stay reserved.
     p.stock = 12;
