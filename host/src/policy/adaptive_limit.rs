@@ -258,6 +258,18 @@ impl AdaptiveLimit {
         self.in_flight.load(Ordering::Acquire)
     }
 
+    /// Requests that would be admitted right now: room under the limit, or while the
+    /// unloaded latency is measured, under the floor for requests admitted since the pin
+    /// (the rule [`Self::try_admit`] applies).
+    pub fn available(&self) -> usize {
+        if self.measuring.load(Ordering::Acquire) {
+            self.floor()
+                .saturating_sub(self.fresh_in_flight.load(Ordering::Acquire))
+        } else {
+            self.limit().saturating_sub(self.in_flight())
+        }
+    }
+
     /// The last measured unloaded latency, once there is one.
     pub fn min_rtt(&self) -> Option<Duration> {
         self.lock().min_rtt
@@ -572,6 +584,11 @@ mod tests {
         }
         // The service is slower now (10 ms unloaded): measured from new requests only,
         // admitted up to the floor although four old ones still run.
+        assert_eq!(
+            limit.available(),
+            2,
+            "the floor's slots, old requests aside"
+        );
         for _ in 0..5 {
             assert_eq!(wave(&limit, 3, Duration::from_millis(10)).await, 2);
         }

@@ -60,7 +60,7 @@ impl LoadShedLayer {
 
     /// Requests that could be admitted right now.
     pub fn available(&self) -> usize {
-        self.limit.limit().saturating_sub(self.limit.in_flight())
+        self.limit.available()
     }
 }
 
