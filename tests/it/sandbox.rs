@@ -395,11 +395,12 @@ async fn plugin_cpu_saturation_does_not_take_the_replica_out() {
     Arc::into_inner(s).expect("sole owner").stop().await;
 }
 
-/// The load rule as `weir serve` wires it (the API requests being served): while four
-/// requests hold the server's one worker, a call starts on the plugin threads; once they are
-/// answered, calls start inline again.
+/// The load rule as `weir serve` wires it (connections on a server thread or waiting for
+/// one): four requests in flight whose plugin calls sleep on the plugin threads hold none
+/// of the server's one worker, so a call made meanwhile starts inline. (Counting the
+/// requests in flight, as the rule did until 6 December, sent it to the plugin threads.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-async fn a_busy_server_starts_its_calls_on_the_plugin_threads() {
+async fn requests_waiting_on_the_plugin_threads_do_not_hold_the_server() {
     let s = Arc::new(
         TestServer::start(Backend::Sqlite, |c, dir| {
             c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_SLEEP]));
@@ -428,40 +429,36 @@ async fn a_busy_server_starts_its_calls_on_the_plugin_threads() {
             })
         })
         .collect();
-    // The four sleeping calls in flight: polled, bounded (they sleep for two seconds).
-    let mut polls = 0;
-    while rt.in_flight() < 4 {
-        polls += 1;
-        assert!(
-            polls < 1500,
-            "the four requests never were in flight together"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let _ = rt.place_order(&reference, &honest(), None).await;
-    assert_eq!(
-        rt.inline_of(&reference).started,
-        0,
-        "a call started inline while four requests held the server's one worker"
-    );
-    for request in sleeping {
-        assert_eq!(request.await.unwrap(), 503, "the sleeping plugin times out");
-    }
+    // The four sleeping calls in flight, their connections' polls over: bounded (they
+    // sleep for two seconds).
+    eventually(
+        "four sleeping calls in flight, no connection on the worker or waiting for it",
+        1500,
+        Duration::from_millis(1),
+        || std::future::ready(rt.in_flight() == 4 && rt.server_load() == Some(0)),
+    )
+    .await;
     let _ = rt.place_order(&reference, &honest(), None).await;
     assert_eq!(
         rt.inline_of(&reference).started,
         1,
-        "an idle server's call did not start inline"
+        "four requests waiting on the plugin threads kept a call off the idle worker"
     );
+    for request in sleeping {
+        assert_eq!(request.await.unwrap(), 503, "the sleeping plugin times out");
+    }
     Arc::into_inner(s).expect("sole owner").stop().await;
 }
 
-/// The load rule counts connections waiting for the server's thread, not only requests in
-/// flight. A quote is held in its catalog read (the database dependency's fault hook); a
-/// task on the server's one worker releases it, which wakes the quote's connection, and
-/// while that connection waits for the worker a call started there goes to the plugin
-/// threads. (With one worker and requests that never wait, no two are ever in flight
-/// together: the waiting connection is what shows the worker is wanted.)
+/// The load rule counts the connections that want the server's thread: those on it and
+/// those woken and waiting for it. A quote is held in its catalog read (the database
+/// dependency's fault hook), so its connection wants no thread (load 0). A task on the
+/// server's one worker, counted as a connection the way the server counts its own
+/// (`AppState::connections`), releases the read, which wakes the quote's connection: one
+/// connection on the worker and one waiting for it, so a call started there goes to the
+/// plugin threads. Once the quote is answered, the same call from such a task starts
+/// inline. (Counting neither the running nor the waiting connection, the first call would
+/// also have started inline.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_connection_waiting_for_the_worker_sends_calls_to_the_plugin_threads() {
     let s = TestServer::start(Backend::Sqlite, |c, dir| {
@@ -473,6 +470,7 @@ async fn a_connection_waiting_for_the_worker_sends_calls_to_the_plugin_threads()
     })
     .await;
     let rt = s.state().runtime.clone();
+    let connections = s.state().connections.clone();
     let reference = rt
         .load_file(std::path::Path::new(artifacts::ORDERS), |_| BTreeMap::new())
         .await
@@ -488,29 +486,31 @@ async fn a_connection_waiting_for_the_worker_sends_calls_to_the_plugin_threads()
     };
     // Held, and its connection's poll over (it woke itself while starting the request).
     eventually(
-        "the quote settled in its catalog read (server load 1)",
+        "the quote settled in its catalog read (server load 0)",
         3000,
         Duration::from_millis(1),
-        || std::future::ready(fault.waiting() > 0 && rt.server_load() == Some(1)),
+        || std::future::ready(fault.waiting() > 0 && rt.server_load() == Some(0)),
     )
     .await;
-    // On the server's one worker (the test's own body runs on another thread): release the
-    // read, which wakes the quote's connection, then start a call before yielding.
+    // On the server's one worker (the test's own body runs on another thread), as a
+    // connection: release the read, which wakes the quote's connection, then start a call
+    // before yielding.
     let on_the_worker = {
         let (rt, reference) = (rt.clone(), reference.clone());
-        tokio::spawn(async move {
+        tokio::spawn(connections.track(async move {
             let held_load = rt.server_load();
             fault.release();
             let released_load = rt.server_load();
             let _ = rt.place_order(&reference, &honest(), None).await;
             (held_load, released_load)
-        })
+        }))
     };
     let loads = on_the_worker.await.expect("the task on the worker");
     assert_eq!(
         loads,
         (Some(1), Some(2)),
-        "(held: one request in flight; released: its connection also waits for the worker)"
+        "(held: this connection on the worker; released: the quote's connection also waits \
+         for it)"
     );
     assert_eq!(
         rt.inline_of(&reference).started,
@@ -518,8 +518,7 @@ async fn a_connection_waiting_for_the_worker_sends_calls_to_the_plugin_threads()
         "a call started inline while a woken connection waited for the server's one worker"
     );
     assert_eq!(held.await.unwrap(), 200, "the released quote is made");
-    // Answered: nothing in flight, nothing waiting, once the worker has polled what the
-    // response woke.
+    // Answered: no connection wants the worker, once it has polled what the response woke.
     eventually(
         "the server's load back to 0",
         1500,
@@ -527,11 +526,23 @@ async fn a_connection_waiting_for_the_worker_sends_calls_to_the_plugin_threads()
         || std::future::ready(rt.server_load() == Some(0)),
     )
     .await;
-    let _ = rt.place_order(&reference, &honest(), None).await;
+    let alone = {
+        let (rt, reference) = (rt.clone(), reference.clone());
+        tokio::spawn(connections.track(async move {
+            let load = rt.server_load();
+            let _ = rt.place_order(&reference, &honest(), None).await;
+            load
+        }))
+    };
+    assert_eq!(
+        alone.await.unwrap(),
+        Some(1),
+        "only this connection on the worker"
+    );
     assert_eq!(
         rt.inline_of(&reference).started,
         1,
-        "an idle server's call did not start inline"
+        "a call with nothing else wanting the worker did not start inline"
     );
     s.stop().await;
 }

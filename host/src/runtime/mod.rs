@@ -39,10 +39,11 @@
 //! call usually does, in microseconds), when it reaches the next epoch tick (the deadline
 //! callback yields there), or when it waits on a dependency. Only an unfinished call then moves to the plugin threads. That saves the two
 //! thread wake-ups of a hand-off (BENCHMARKS.md, "Inline calls"), which is what a lightly
-//! loaded server waits on. It is only done while the server has no more API requests in
-//! flight, plus connections woken and waiting for a server thread, than worker threads
-//! ([`Runtime::watch_server_load`]): under more load the hand-off
-//! buys parallelism, and every call goes to the plugin threads. The price is that a server
+//! loaded server waits on. It is only done while no more connections are on a server thread
+//! or woken and waiting for one than the server has worker threads
+//! ([`Runtime::watch_server_load`]): under more load the hand-off buys parallelism, and
+//! every call goes to the plugin threads. Requests waiting on the database or on a plugin
+//! thread do not count: they hold no server thread. The price is that a server
 //! thread runs plugin code during the slice: guest code up to the next tick, plus host work
 //! a tick cannot interrupt (instantiation, copying arguments and results), caught only
 //! afterwards. A version whose slice held its thread for a fifth of a tick or more (wall
@@ -112,8 +113,8 @@ fn default_keep_resident() -> usize {
     }
 }
 
-/// How much work wants the server's threads now: requests in flight and connections waiting
-/// for a thread ([`Runtime::watch_server_load`]).
+/// How much work wants the server's threads now: connections on a thread or waiting for one
+/// ([`Runtime::watch_server_load`]).
 pub type ServerLoad = Arc<dyn Fn() -> usize + Send + Sync>;
 
 /// Plugin calls by where they ran, since start ([`Runtime::placements`], `/infoz`).
@@ -187,7 +188,8 @@ pub struct RuntimeConfig {
     pub threads: usize,
     /// Whether a `place-order` or `transition` call (a request's, or the event consumer's)
     /// may start on the server thread that asked for it, sparing the two thread wake-ups of
-    /// a hand-off, while the server has no more requests in flight than worker threads.
+    /// a hand-off, while no more connections want a server thread (on one, or woken and
+    /// waiting for one) than the server has worker threads.
     /// That first slice ends at the next epoch tick at the
     /// latest: a call still running then, or waiting on a dependency, moves to the plugin
     /// threads. A version whose slice held a server thread for a fifth of a tick or more
@@ -593,14 +595,14 @@ impl Runtime {
     /// Let inline calls ([`RuntimeConfig::inline_calls`]) see how busy the server is: a call
     /// starts inline only while `load()` is at most `workers`, the server's worker
     /// threads; under more load every call goes to the plugin threads and the two pools work
-    /// in parallel (BENCHMARKS.md, "Inline calls"). `weir serve` passes the drain's count of
-    /// API requests being served (`Shutdown::in_flight_requests`) plus the connections of
-    /// either listener woken and waiting for a server thread (the server's `waiting`
-    /// module): with one worker under steady load no two requests that never wait are in
-    /// flight together, but the next connection waits. The
-    /// event consumer's calls and the operations listener's requests in progress are not
-    /// counted. Without it (a runtime used on its own, as in tests and benchmarks) calls
-    /// start inline whenever allowed. The first call wins.
+    /// in parallel (BENCHMARKS.md, "Inline calls"). `weir serve` passes the connections of
+    /// either listener that want a server thread: being polled on one (the asking
+    /// request's own among them) or woken and waiting for one. With one worker, then, a
+    /// request's call starts inline while no other connection waits; requests in flight
+    /// that wait on the database or on a plugin thread hold no thread and do not count
+    /// (BENCHMARKS.md, "Requests in flight no longer count"). The event consumer's calls
+    /// are not counted. Without it (a runtime used on its own, as in tests and benchmarks)
+    /// calls start inline whenever allowed. The first call wins.
     pub fn watch_server_load(&self, load: ServerLoad, workers: usize) {
         let _ = self.inner.server_load.set((load, workers));
     }

@@ -103,6 +103,9 @@ pub struct AppState {
     pub refused_plugins: Arc<Vec<RefusedComponent>>,
     /// Authentication of the public API (API keys, JWT, open mode).
     pub auth: Authenticator,
+    /// The connections of both listeners that want a server thread now (on one, or woken
+    /// and waiting for one): the load the inline rule of plugin calls reads.
+    pub connections: waiting::Waiting,
 }
 
 impl AppState {
@@ -238,6 +241,7 @@ impl Server {
             shutdown: Shutdown::new(),
             refused_plugins: refused_plugins.clone(),
             auth,
+            connections: waiting::Waiting::new(),
         };
         let (api_addr, ops_addr, listeners) = serve(&state, &marker).await?;
         spawn_jwks_refresh(&state);
@@ -756,11 +760,10 @@ async fn serve(
     };
     let shutdown = state.shutdown.clone();
     // Inline plugin calls start only while the server's threads are not all wanted: the
-    // drain's count of API requests being served, plus the connections woken and waiting
-    // for a thread, tells (`runtime.inline_calls`).
-    let waiting = waiting::Waiting::new();
+    // connections on a thread or woken and waiting for one tell (`runtime.inline_calls`).
+    let waiting = state.connections.clone();
     state.runtime.watch_server_load(
-        server_load(shutdown.clone(), waiting.clone()),
+        server_load(waiting.clone()),
         tokio::runtime::Handle::current().metrics().num_workers(),
     );
     // Outermost API layer: count admitted requests so the drain can wait for them.
@@ -794,13 +797,12 @@ async fn serve(
     Ok((api_addr, ops_addr, listeners))
 }
 
-/// What wants the server's threads now: the API requests being served and the connections
-/// (of either listener) woken and waiting for a thread.
-fn server_load(
-    shutdown: crate::lifecycle::shutdown::Shutdown,
-    waiting: waiting::Waiting,
-) -> crate::runtime::ServerLoad {
-    Arc::new(move || shutdown.in_flight_requests() + waiting.get())
+/// What wants the server's threads now: the connections (of either listener) being polled
+/// on one, the asking request's own among them, and those woken and waiting for one.
+/// Requests in flight that wait on a dependency or a plugin thread hold no thread and do
+/// not count.
+fn server_load(waiting: waiting::Waiting) -> crate::runtime::ServerLoad {
+    Arc::new(move || waiting.wanting())
 }
 
 /// The authenticator of `auth.mode` (resolved for the API address: `open` only on

@@ -1,22 +1,26 @@
-//! Connections waiting for a server thread: woken and not yet polled. A connection is woken
-//! when a server thread polling for I/O finds its socket readable (on a busy worker that
-//! happens between tasks, so the connections whose requests arrived meanwhile are woken
-//! together), when one of its timers fires, or when a plugin call it handed off finishes.
+//! Connections that want a server thread: being polled on one now, or woken and not yet
+//! polled. A connection is woken when a server thread polling for I/O finds its socket
+//! readable (on a busy worker that happens between tasks, so the connections whose requests
+//! arrived meanwhile are woken together), when one of its timers fires, or when a plugin
+//! call it handed off finishes.
 //!
 //! The inline rule of the plugin runtime (`runtime.inline_calls`, [`crate::runtime`]) starts
-//! a call on the server thread that asked for it only while that thread is not wanted
-//! elsewhere. The count of requests in flight alone cannot tell: on a server with one worker
-//! under steady load from several connections, a request that never waits is answered
-//! within the one poll that read it, so no two are ever in flight together, and the next
-//! connection's request, already read by the kernel, waits behind every inline call while
-//! the plugin threads idle (BENCHMARKS.md, "Connections waiting for a server thread"). This
-//! count is what that server is missing: every connection task is wrapped in [`Tracked`],
-//! whose waker marks the connection as waiting and whose poll unmarks it.
+//! a call on the server thread that asked for it only while the server's threads are not
+//! all wanted elsewhere. The count of requests in flight cannot tell. On a server with one
+//! worker under steady load from several connections, a request that never waits is
+//! answered within the one poll that read it, so no two are ever in flight together, and
+//! the next connection's request, already read by the kernel, waits behind every inline call
+//! while the plugin threads idle (BENCHMARKS.md, "Connections waiting for a server thread").
+//! The other way round, requests in flight that wait on the database or on a plugin thread
+//! hold no server thread, yet counting them sent every call to the plugin threads, a
+//! hand-off each way per order (BENCHMARKS.md, "Requests in flight no longer count"). So
+//! every connection task is wrapped in [`Tracked`]: its poll counts it as running while it
+//! lasts, and its waker marks it as waiting until the next poll.
 //!
 //! A task woken during its own poll (the connection's idle timer is told of the request it
-//! starts and ends, for one) is not counted until that poll ends: it is not waiting for a
-//! thread while it runs on one. It is counted then, until its next poll, like any task
-//! queued for the worker.
+//! starts and ends, for one) is not counted as waiting until that poll ends: it is not
+//! waiting for a thread while it runs on one. It is counted then, until its next poll, like
+//! any task queued for the worker.
 //!
 //! Written here rather than taken from a crate: a waker wrapper specific to this count.
 
@@ -26,26 +30,44 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
-/// How many tracked connections are waiting for a server thread now.
+/// How many tracked connections want a server thread now: waiting for one, or on one.
 #[derive(Debug, Clone, Default)]
-pub struct Waiting(Arc<AtomicUsize>);
+pub struct Waiting(Arc<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Woken and not yet polled.
+    waiting: AtomicUsize,
+    /// Being polled now.
+    running: AtomicUsize,
+}
 
 impl Waiting {
-    /// A count of zero.
+    /// Counts of zero.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Connections woken and not yet polled.
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.0.waiting.load(Ordering::Relaxed)
     }
 
-    /// Wrap a connection's task so its wake-ups are counted here.
+    /// Connections being polled now, each on a server thread.
+    pub fn running(&self) -> usize {
+        self.0.running.load(Ordering::Relaxed)
+    }
+
+    /// Connections that want a server thread now: running on one plus waiting for one.
+    pub fn wanting(&self) -> usize {
+        self.running() + self.get()
+    }
+
+    /// Wrap a connection's task so its polls and wake-ups are counted here.
     pub fn track<F: Future>(&self, inner: F) -> Tracked<F> {
         let mark = Arc::new(Mark {
             state: Mutex::new(State::default()),
-            waiting: self.0.clone(),
+            counts: self.0.clone(),
         });
         Tracked {
             inner: Box::pin(inner),
@@ -72,7 +94,7 @@ struct State {
 
 struct Mark {
     state: Mutex<State>,
-    waiting: Arc<AtomicUsize>,
+    counts: Arc<Counts>,
 }
 
 impl Mark {
@@ -83,14 +105,14 @@ impl Mark {
     fn count(&self, state: &mut State) {
         if !state.counted && !state.gone {
             state.counted = true;
-            self.waiting.fetch_add(1, Ordering::Relaxed);
+            self.counts.waiting.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn uncount(&self, state: &mut State) {
         if state.counted {
             state.counted = false;
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.counts.waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -116,7 +138,8 @@ impl Wake for Mark {
     }
 }
 
-/// A connection's task whose wake-ups are counted in [`Waiting`] until it is polled.
+/// A connection's task, counted in [`Waiting`] as running while it is polled and as waiting
+/// from a wake-up until its next poll.
 pub struct Tracked<F> {
     inner: Pin<Box<F>>,
     mark: Arc<Mark>,
@@ -142,16 +165,34 @@ impl<F: Future> Future for Tracked<F> {
             }
         }
         let this = &mut *self;
-        let polled = this
-            .inner
-            .as_mut()
-            .poll(&mut Context::from_waker(&this.waker));
+        let polled = {
+            let _running = Running::start(&this.mark.counts);
+            this.inner
+                .as_mut()
+                .poll(&mut Context::from_waker(&this.waker))
+        };
         let mut state = self.mark.state();
         state.polling = false;
         if std::mem::take(&mut state.woken_while_polled) && polled.is_pending() {
             self.mark.count(&mut state);
         }
         polled
+    }
+}
+
+/// A poll in progress, counted in [`Counts::running`] until dropped (a panicking poll too).
+struct Running<'a>(&'a Counts);
+
+impl<'a> Running<'a> {
+    fn start(counts: &'a Counts) -> Self {
+        counts.running.fetch_add(1, Ordering::Relaxed);
+        Self(counts)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -225,6 +266,33 @@ mod tests {
         assert_eq!(waiting.get(), 0, "a dropped task is not waiting");
         waker.wake_by_ref();
         assert_eq!(waiting.get(), 0, "a wake-up after the drop counts nothing");
+    }
+
+    #[test]
+    fn a_task_is_running_while_polled_and_only_then() {
+        let waiting = Waiting::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (seen_in_poll, counter) = (seen.clone(), waiting.clone());
+        let mut polls = 0;
+        let mut task = waiting.track(std::future::poll_fn(move |_| {
+            seen_in_poll.lock().unwrap().push(counter.running());
+            polls += 1;
+            if polls == 1 {
+                Poll::<()>::Pending
+            } else {
+                panic!("a connection's poll panicked")
+            }
+        }));
+        assert_eq!(waiting.running(), 0, "not polled yet");
+        assert!(poll_once(&mut task).is_pending());
+        assert_eq!(waiting.running(), 0, "its poll over");
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = poll_once(&mut task);
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(*seen.lock().unwrap(), [1, 1], "running during each poll");
+        assert_eq!(waiting.running(), 0, "a panicking poll is not left running");
+        assert_eq!(waiting.wanting(), 0);
     }
 
     #[test]
