@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 use super::error::Violation;
 use super::money::is_currency_code;
 
+/// The largest `unit_price` and `stock` a product may have: 2^53 - 1, the largest integer
+/// every JSON reader holds exactly (the plugin contract's `MAX_AMOUNT` too, so a product's
+/// price can always be ordered one at a time).
+pub const MAX_COUNT: i64 = (1 << 53) - 1;
+
 /// A catalog entry as stored.
 ///
 /// Read from a store, `stock` is what can still be sold ([`super::stock::available`]) and
@@ -94,11 +99,11 @@ impl ProductChange {
                 "must be 1-200 characters",
             ));
         }
-        if self.unit_price < 0 {
+        if !(0..=MAX_COUNT).contains(&self.unit_price) {
             v.push(Violation::new(
                 "unit_price",
                 "OUT_OF_RANGE",
-                "must not be negative",
+                "must be 0 to 9007199254740991",
             ));
         }
         if !is_currency_code(&self.currency) {
@@ -108,11 +113,11 @@ impl ProductChange {
                 "must be an ISO 4217 code like EUR",
             ));
         }
-        if self.stock < 0 {
+        if !(0..=MAX_COUNT).contains(&self.stock) {
             v.push(Violation::new(
                 "stock",
                 "OUT_OF_RANGE",
-                "must not be negative",
+                "must be 0 to 9007199254740991",
             ));
         }
         v
@@ -144,5 +149,18 @@ mod tests {
         };
         let fields: Vec<_> = bad.violations().into_iter().map(|v| v.field).collect();
         assert_eq!(fields, ["name", "unit_price", "currency", "stock"]);
+        let most = ProductChange {
+            unit_price: MAX_COUNT,
+            stock: MAX_COUNT,
+            ..ok.clone()
+        };
+        assert!(most.violations().is_empty());
+        let beyond = ProductChange {
+            unit_price: MAX_COUNT + 1,
+            stock: MAX_COUNT + 1,
+            ..ok
+        };
+        let fields: Vec<_> = beyond.violations().into_iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["unit_price", "stock"]);
     }
 }

@@ -84,7 +84,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiE
 /// `deserialize_with` for integer fields of request bodies. In JSON Schema 2020-12 (the
 /// dialect of OpenAPI 3.1) `3` and `3.0` are the same integer, so a field the schema types
 /// `integer` accepts both; a fraction, or a value outside `T`'s range, is a type error at
-/// the field's path (`REQUEST_SCHEMA_INVALID`).
+/// the field's path (`REQUEST_SCHEMA_INVALID`). A number written with a fraction part or an
+/// exponent is read as a double (exactly: serde_json's `float_roundtrip`), which holds every
+/// integer only below 2^53 in magnitude: from there on such a number is refused rather than
+/// rounded (`9007199254740993.0` is not silently `...992`); written as a plain integer it
+/// is read exactly.
 pub fn json_integer<'de, D, T>(de: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -94,10 +98,8 @@ where
     let n = <serde_json::Number as serde::Deserialize>::deserialize(de)?;
     let whole = match (n.as_i64(), n.as_f64()) {
         (Some(i), _) => Some(i),
-        // `i64::MAX as f64` is 2^63, itself out of range: hence `<`.
-        (None, Some(f)) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => {
-            Some(f as i64)
-        }
+        // 2^53 itself may be 2^53 + 1 rounded: hence `<`.
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < EXACT_DOUBLE => Some(f as i64),
         _ => None,
     };
     let unexpected = || match n.as_f64() {
@@ -108,6 +110,10 @@ where
     T::try_from(whole)
         .map_err(|_| D::Error::invalid_value(Unexpected::Signed(whole), &"an integer in range"))
 }
+
+/// 2^53: every integer below it in magnitude is a double and read exactly; from it on, a
+/// double may be a neighbouring integer rounded.
+const EXACT_DOUBLE: f64 = 9_007_199_254_740_992.0;
 
 /// The configured body limit, placed in request extensions by the router so the extractor
 /// can name it in its error.
@@ -256,12 +262,29 @@ mod tests {
             .unwrap()
             .value;
         assert_eq!((ok.small, ok.big), (3, -2000));
+        // Read exactly (without `float_roundtrip` this one was 1832596765749016.8, a
+        // fraction: a valid body refused, found by Schemathesis).
+        for (text, big) in [
+            (
+                r#"{"small":0,"big":1832596765749017.0}"#,
+                1_832_596_765_749_017,
+            ),
+            (r#"{"small":0,"big":9007199254740991.0}"#, (1 << 53) - 1),
+            (r#"{"small":0,"big":9223372036854775807}"#, i64::MAX),
+        ] {
+            let read = parse_json::<Counts>(text.as_bytes()).unwrap().value;
+            assert_eq!(read.big, big, "{text}");
+        }
         for bad in [
             r#"{"small":1.5,"big":1}"#,
             r#"{"small":-1,"big":1}"#,
             r#"{"small":4294967296,"big":1}"#,
             r#"{"small":1,"big":9223372036854775808}"#,
             r#"{"small":1,"big":1e300}"#,
+            // Beyond 2^53 a double is not every integer: refused, not rounded to ...992.
+            r#"{"small":1,"big":9007199254740993.0}"#,
+            r#"{"small":1,"big":-9007199254740992.0}"#,
+            r#"{"small":1,"big":1e16}"#,
             r#"{"small":"1","big":1}"#,
         ] {
             match parse_json::<Counts>(bad.as_bytes()) {

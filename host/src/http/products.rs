@@ -100,17 +100,17 @@ pub struct PutProductBody {
         example = "Keyboard"
     )]
     pub name: String,
-    /// Price of one unit in minor units, 0 or more.
-    #[schema(minimum = 0, example = 4900)]
+    /// Price of one unit in minor units, 0 to 2^53 - 1.
+    #[schema(minimum = 0, maximum = 9007199254740991_i64, example = 4900)]
     #[serde(deserialize_with = "json_integer")]
     pub unit_price: i64,
     /// ISO 4217 code, three upper-case letters.
     #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: String,
-    /// Units on hand, 0 or more, reserved units included: the response's `stock` is this
+    /// Units on hand, 0 to 2^53 - 1, reserved units included: the response's `stock` is this
     /// minus the units placed and paid orders hold, so setting the count never loses a
     /// reservation made concurrently.
-    #[schema(minimum = 0, example = 10)]
+    #[schema(minimum = 0, maximum = 9007199254740991_i64, example = 10)]
     #[serde(deserialize_with = "json_integer")]
     pub stock: i64,
 }
