@@ -558,21 +558,22 @@ async fn a_panic_inside_a_call_is_a_typed_failure_inline_and_on_the_plugin_threa
     }
 }
 
-/// While the server has more requests in flight than worker threads, every call goes to the
-/// plugin threads from the start: the hand-off then buys a second core.
+/// While the server's load (as `weir serve` counts it: connections on a server thread or
+/// waiting for one) is above its worker threads, every call goes to the plugin threads from
+/// the start: the hand-off then buys a second core.
 #[tokio::test]
 async fn a_busy_server_hands_every_call_to_the_plugin_threads() {
     let (rt, catalog) = where_runtime(true);
     let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = requests.clone();
-    // One server worker: one request in flight (this one) leaves it free.
+    // One server worker: a load of one (this call's own connection) leaves it free.
     rt.watch_server_load(
         Arc::new(move || seen.load(std::sync::atomic::Ordering::SeqCst)),
         1,
     );
     let plugin = load(&rt, artifacts::ORDERS).await;
-    for (in_flight, expected) in [(1, "inline"), (2, "weir-plugin"), (1, "inline")] {
-        requests.store(in_flight, std::sync::atomic::Ordering::SeqCst);
+    for (wanting, expected) in [(1, "inline"), (2, "weir-plugin"), (1, "inline")] {
+        requests.store(wanting, std::sync::atomic::Ordering::SeqCst);
         rt.place_order(&plugin, &order_of("KB-001"), None)
             .await
             .expect("priced");
@@ -581,7 +582,7 @@ async fn a_busy_server_hands_every_call_to_the_plugin_threads() {
         assert_eq!(
             if inline { "inline" } else { thread[0].as_str() },
             expected,
-            "{in_flight} requests in flight"
+            "a server load of {wanting}"
         );
     }
     assert_eq!(rt.inline_of(&plugin).started, 2);
