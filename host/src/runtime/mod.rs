@@ -296,8 +296,8 @@ struct Inner {
     ticker_stop: Arc<AtomicBool>,
     /// The runtime's clock origin, for per-version times kept in atomics.
     born: std::time::Instant,
-    /// The server's load (requests in flight, connections waiting) and worker threads, once
-    /// it has told them ([`Runtime::watch_server_load`]).
+    /// The server's load (connections on a server thread or waiting for one) and worker
+    /// threads, once it has told them ([`Runtime::watch_server_load`]).
     server_load: std::sync::OnceLock<(ServerLoad, usize)>,
     metrics: invoke::Metrics,
     /// Instance admission: one permit per pooled instance (`max_instances`), taken before
