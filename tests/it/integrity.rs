@@ -179,8 +179,19 @@ async fn a_plugin_cannot_move_an_order_outside_the_status_graph() {
 }
 
 async fn concurrent_orders_never_oversell(backend: Backend) {
-    // 50 orders at once: about never overselling, not about time.
-    let s = Arc::new(TestServer::start(backend, |c, _| crate::support::patient(c)).await);
+    // 50 orders at once: about never overselling, not about time. The plugin's catalog view
+    // is the cache's, filled at the first order's lookup (stock 10) and kept for the whole
+    // test: every order passes the plugin and the database's reservation alone decides.
+    // (With the default 2 s a slow run could refill the cache with stock 0 in the rush, and
+    // the plugin then refused the unit freed by the cancel below: the freshness the cache
+    // promises is its TTL, not at once.)
+    let s = Arc::new(
+        TestServer::start(backend, |c, _| {
+            crate::support::patient(c);
+            c.policy.cache.ttl = std::time::Duration::from_secs(600);
+        })
+        .await,
+    );
     let res = s
         .client
         .put(format!("{}/v1/products/LTD-1", s.base))
@@ -217,6 +228,13 @@ async fn concurrent_orders_never_oversell(backend: Backend) {
             422 => {
                 assert_eq!(body["code"], "ORDER_REJECTED", "{body}");
                 assert_eq!(body["reason"], "INSUFFICIENT_STOCK", "{body}");
+                // The host's refusal, not the plugin's: the race reached the database.
+                assert!(
+                    body["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("are available")),
+                    "{body}"
+                );
             }
             other => panic!("{other}: {body}"),
         }
