@@ -3,13 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::contract::MAX_AMOUNT;
 use super::error::Violation;
 use super::money::is_currency_code;
-
-/// The largest `unit_price` and `stock` a product may have: 2^53 - 1, the largest integer
-/// every JSON reader holds exactly (the plugin contract's `MAX_AMOUNT` too, so a product's
-/// price can always be ordered one at a time).
-pub const MAX_COUNT: i64 = (1 << 53) - 1;
 
 /// A catalog entry as stored.
 ///
@@ -99,11 +95,13 @@ impl ProductChange {
                 "must be 1-200 characters",
             ));
         }
-        if !(0..=MAX_COUNT).contains(&self.unit_price) {
+        // At most the contract's largest amount (2^53 - 1, what every JSON reader holds
+        // exactly): a price can always be ordered one at a time, a count always read back.
+        if !(0..=MAX_AMOUNT).contains(&self.unit_price) {
             v.push(Violation::new(
                 "unit_price",
                 "OUT_OF_RANGE",
-                "must be 0 to 9007199254740991",
+                format!("must be 0 to {MAX_AMOUNT}"),
             ));
         }
         if !is_currency_code(&self.currency) {
@@ -113,11 +111,11 @@ impl ProductChange {
                 "must be an ISO 4217 code like EUR",
             ));
         }
-        if !(0..=MAX_COUNT).contains(&self.stock) {
+        if !(0..=MAX_AMOUNT).contains(&self.stock) {
             v.push(Violation::new(
                 "stock",
                 "OUT_OF_RANGE",
-                "must be 0 to 9007199254740991",
+                format!("must be 0 to {MAX_AMOUNT}"),
             ));
         }
         v
@@ -150,14 +148,14 @@ mod tests {
         let fields: Vec<_> = bad.violations().into_iter().map(|v| v.field).collect();
         assert_eq!(fields, ["name", "unit_price", "currency", "stock"]);
         let most = ProductChange {
-            unit_price: MAX_COUNT,
-            stock: MAX_COUNT,
+            unit_price: MAX_AMOUNT,
+            stock: MAX_AMOUNT,
             ..ok.clone()
         };
         assert!(most.violations().is_empty());
         let beyond = ProductChange {
-            unit_price: MAX_COUNT + 1,
-            stock: MAX_COUNT + 1,
+            unit_price: MAX_AMOUNT + 1,
+            stock: MAX_AMOUNT + 1,
             ..ok
         };
         let fields: Vec<_> = beyond.violations().into_iter().map(|v| v.field).collect();
