@@ -379,8 +379,8 @@ async fn plugin_cpu_saturation_does_not_take_the_replica_out() {
     assert!(cpu >= 1.0, "the CPU budget is recorded against the version");
     // With more requests in flight than the server's one worker, calls start on the plugin
     // threads (`runtime.inline_calls`); the first, before the others arrived, may have
-    // started inline, and its overrun sends the version to the plugin threads for a second.
-    // Of the 128 spinning calls only the first few ever held the server's worker.
+    // started inline, and a second overrun sends the version to the plugin threads for a
+    // second. Of the 128 spinning calls only the first few ever held the server's worker.
     let spin = s
         .state()
         .registry

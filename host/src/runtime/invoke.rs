@@ -724,8 +724,8 @@ impl Runtime {
 
     /// Whether a call of `plugin` may start inline now: inline calls are on, the server's
     /// threads are not all wanted (no more connections on a thread or waiting for one than
-    /// worker threads, see [`Runtime::watch_server_load`]), and the version's last
-    /// overrun is more than [`super::INLINE_OFFLOAD`] ago.
+    /// worker threads, see [`Runtime::watch_server_load`]), and the version is not
+    /// offloaded after overruns ([`Self::inline_slice`]).
     fn inline_allowed(&self, plugin: &PluginVersion) -> bool {
         self.inner.config.inline_calls
             && self
@@ -734,7 +734,7 @@ impl Runtime {
                 .get()
                 .is_none_or(|(load, workers)| load() <= *workers)
             && match plugin.inline.offloaded_until.load(Ordering::Relaxed) {
-                // Never overran: no clock read on the call's path.
+                // Never offloaded: no clock read on the call's path.
                 0 => true,
                 until => until <= self.clock_us(),
             }
@@ -743,9 +743,12 @@ impl Runtime {
     /// Poll the call once, here. A fresh call usually finishes within this one poll; one
     /// that reaches the next epoch tick (the deadline callback yields there) or waits on a
     /// dependency returns pending, and is then moved to the plugin threads by the caller.
-    /// A slice that held this thread for a fifth of a tick or more sends the version to the
-    /// plugin threads for [`super::INLINE_OFFLOAD`] and is counted. A panic in the slice
-    /// is the same failure as a panicking plugin task.
+    /// A slice that held this thread for a fifth of a tick or more is an overrun, counted;
+    /// one that follows the version's previous overrun within
+    /// [`super::INLINE_OVERRUN_WINDOW`] sends the version to the plugin threads for
+    /// [`super::INLINE_OFFLOAD`] (a lone overrun is forgiven: the kernel may have preempted
+    /// this thread during the slice). A panic in the slice is the same failure as a
+    /// panicking plugin task.
     fn inline_slice<T>(
         &self,
         plugin: &PluginVersion,
@@ -766,11 +769,15 @@ impl Runtime {
         let held = started.elapsed();
         let overran = held >= self.inner.config.epoch_tick / 5;
         if overran {
-            let until = self.clock_us() + super::INLINE_OFFLOAD.as_micros() as u64;
-            plugin
-                .inline
-                .offloaded_until
-                .fetch_max(until, Ordering::Relaxed);
+            let now = self.clock_us();
+            let previous = plugin.inline.last_overrun.swap(now, Ordering::Relaxed);
+            if super::overrun_offloads(previous, now) {
+                let until = now + super::INLINE_OFFLOAD.as_micros() as u64;
+                plugin
+                    .inline
+                    .offloaded_until
+                    .fetch_max(until, Ordering::Relaxed);
+            }
             plugin.inline.overruns.fetch_add(1, Ordering::Relaxed);
             span.record("inline.overran", true);
         }
