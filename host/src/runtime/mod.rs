@@ -47,9 +47,10 @@
 //! thread runs plugin code during the slice: guest code up to the next tick, plus host work
 //! a tick cannot interrupt (instantiation, copying arguments and results), caught only
 //! afterwards. A slice that held its thread for a fifth of a tick or more (wall clock) is an
-//! overrun. A lone overrun is forgiven: the wall clock also counts the time the kernel gave
-//! the thread's core to another process, which a server on a shared machine sees now and
-//! then whatever the plugin does (BENCHMARKS.md, "Overruns the plugin did not cause"). An
+//! overrun. A lone overrun is forgiven: the wall clock also counts time the thread did not
+//! run (the kernel gave its core to another thread), and a server on a shared machine sees
+//! such slices now and then whatever the plugin does (BENCHMARKS.md, "Overruns the plugin
+//! did not cause"; the thread's CPU time would tell them apart, at a system call per call). An
 //! overrun within [`INLINE_OVERRUN_WINDOW`] of the version's previous one sends the version
 //! to the plugin threads from the start for [`INLINE_OFFLOAD`]. So each inline call holds its
 //! thread under a fifth of a tick, or about a tick: twice when a version first overruns, and
@@ -164,10 +165,10 @@ pub struct InlineState {
 pub const INLINE_OFFLOAD: Duration = Duration::from_secs(1);
 
 /// An overrun offloads its version only when the version's previous one ended at most this
-/// long before: a slice stretched once by the kernel (another process's thread preempting
-/// the server thread) is forgiven, a version that overruns again is not. Twice
-/// [`INLINE_OFFLOAD`], so a version that still overruns when its offload ends is offloaded
-/// again by its first overrun.
+/// long before: a slice stretched once by something other than the plugin (most likely the
+/// kernel preempting the server thread) is forgiven, a version that overruns again is not.
+/// Twice [`INLINE_OFFLOAD`], so a version that still overruns when its offload ends is
+/// offloaded again by its first overrun.
 pub const INLINE_OVERRUN_WINDOW: Duration = Duration::from_secs(2);
 
 /// Whether an overrun at `now` offloads its version, given when the version's previous
