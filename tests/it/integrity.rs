@@ -180,11 +180,13 @@ async fn a_plugin_cannot_move_an_order_outside_the_status_graph() {
 
 async fn concurrent_orders_never_oversell(backend: Backend) {
     // 50 orders at once: about never overselling, not about time. The plugin's catalog view
-    // is the cache's, filled at the first order's lookup (stock 10) and kept for the whole
+    // is the cache's, filled by a quote before the rush (stock 10) and kept for the whole
     // test: every order passes the plugin and the database's reservation alone decides.
     // (With the default 2 s a slow run could refill the cache with stock 0 in the rush, and
     // the plugin then refused the unit freed by the cancel below: the freshness the cache
-    // promises is its TTL, not at once.)
+    // promises is its TTL, not at once. Filled by the rush itself, the lookups that missed
+    // together read the database while the first reservations committed, and the last to
+    // write back could leave stock 0 there: a plugin refusal in the rush.)
     let s = Arc::new(
         TestServer::start(backend, |c, _| {
             crate::support::patient(c);
@@ -202,6 +204,14 @@ async fn concurrent_orders_never_oversell(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    let res = s
+        .client
+        .post(format!("{}/v1/quotes", s.base))
+        .json(&order_body("cus_rush", &[("LTD-1", 1)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the quote that fills the catalog cache");
 
     // 50 clients at once; a barrier makes them really overlap.
     let barrier = Arc::new(tokio::sync::Barrier::new(50));
