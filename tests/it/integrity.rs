@@ -204,14 +204,13 @@ async fn concurrent_orders_never_oversell(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let res = s
-        .client
-        .post(format!("{}/v1/quotes", s.base))
-        .json(&order_body("cus_rush", &[("LTD-1", 1)]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200, "the quote that fills the catalog cache");
+    let (status, _, quote) = s
+        .post_quote(None, &order_body("cus_rush", &[("LTD-1", 1)]))
+        .await;
+    assert_eq!(
+        status, 200,
+        "the quote that fills the catalog cache: {quote}"
+    );
 
     // 50 clients at once; a barrier makes them really overlap.
     let barrier = Arc::new(tokio::sync::Barrier::new(50));

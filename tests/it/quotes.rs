@@ -11,15 +11,6 @@ use weir_plugin_artifacts as artifacts;
 
 use crate::support::{Backend, Orders, TestServer, metric, order_body, plugin_dir};
 
-/// `POST /v1/quotes` with `body` (sent as JSON) and `key` as `Idempotency-Key` when given.
-async fn quote(s: &TestServer, key: Option<&str>, body: &Value) -> (StatusCode, HeaderMap, Value) {
-    let mut req = s.client.post(format!("{}/v1/quotes", s.base)).json(body);
-    if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
-    }
-    send(req).await
-}
-
 async fn send(req: reqwest::RequestBuilder) -> (StatusCode, HeaderMap, Value) {
     let res = req.send().await.expect("request");
     let status = res.status();
@@ -92,7 +83,7 @@ pub(crate) async fn quotes_suite(backend: Backend, orders: Orders) {
     let before = footprint(&s).await;
 
     // A quote: 200, not cached, the priced order with availability, nothing written.
-    let (status, headers, q) = quote(&s, None, &body).await;
+    let (status, headers, q) = s.post_quote(None, &body).await;
     assert_eq!(status, StatusCode::OK, "{q}");
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(headers["content-type"], "application/json");
@@ -117,13 +108,13 @@ pub(crate) async fn quotes_suite(backend: Backend, orders: Orders) {
 
     // With an Idempotency-Key: still nothing stored or replayed under it.
     for _ in 0..2 {
-        let (status, headers, again) = quote(&s, Some("q-1"), &body).await;
+        let (status, headers, again) = s.post_quote(Some("q-1"), &body).await;
         assert_eq!(status, StatusCode::OK, "{again}");
         assert!(headers.get("idempotent-replayed").is_none());
         assert_eq!(priced(&again), priced(&q));
     }
     assert_eq!(footprint(&s).await, before, "no key claimed by a quote");
-    let (status, _, problem) = quote(&s, Some("has space"), &body).await;
+    let (status, _, problem) = s.post_quote(Some("has space"), &body).await;
     assert_eq!(
         (status, &problem["code"]),
         (StatusCode::BAD_REQUEST, &json!("IDEMPOTENCY_KEY_INVALID"))
@@ -146,7 +137,7 @@ pub(crate) async fn quotes_suite(backend: Backend, orders: Orders) {
     ];
     let mut quoted = Vec::new();
     for refused in &refused {
-        quoted.push(quote(&s, None, refused).await);
+        quoted.push(s.post_quote(None, refused).await);
     }
     assert_eq!(
         footprint(&s).await,
@@ -161,7 +152,7 @@ pub(crate) async fn quotes_suite(backend: Backend, orders: Orders) {
     // (Placing stored its three refusals with their keys.)
     let after_place = footprint(&s).await;
     assert_eq!(
-        quote(&s, None, &refused[0]).await.2["reason"],
+        s.post_quote(None, &refused[0]).await.2["reason"],
         "UNKNOWN_SKU"
     );
 
@@ -249,13 +240,13 @@ async fn a_quote_whose_catalog_read_times_out_is_a_retryable_503() {
     let body = order_body("cus_held", &[("KB-001", 1), ("MS-002", 2)]);
     let fault = s.state().deps.database.fault.clone();
     fault.hold();
-    let (status, headers, problem) = quote(&s, None, &body).await;
+    let (status, headers, problem) = s.post_quote(None, &body).await;
     fault.release();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
     assert_eq!(problem["code"], "DEPENDENCY_UNAVAILABLE", "{problem}");
     assert!(headers.contains_key("retry-after"), "{headers:?}");
     assert_eq!(footprint(&s).await, before);
-    let (status, _, q) = quote(&s, None, &body).await;
+    let (status, _, q) = s.post_quote(None, &body).await;
     assert_eq!(status, StatusCode::OK, "{q}");
     assert!(
         q["lines"]
@@ -280,7 +271,7 @@ async fn a_quotes_availability_is_as_fresh_as_the_catalog_cache() {
     ] {
         let s = liar_server(|c| c.policy.cache.ttl = ttl).await;
         let body = order_body("cus_fresh", &[("KB-001", 1)]);
-        let (status, _, q) = quote(&s, None, &body).await;
+        let (status, _, q) = s.post_quote(None, &body).await;
         assert_eq!(status, StatusCode::OK, "{q}");
         assert_eq!(q["lines"][0]["available"], true, "{q}");
         let (status, _, p) = send(
@@ -290,7 +281,7 @@ async fn a_quotes_availability_is_as_fresh_as_the_catalog_cache() {
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{p}");
-        let (status, _, q) = quote(&s, None, &body).await;
+        let (status, _, q) = s.post_quote(None, &body).await;
         assert_eq!(status, StatusCode::OK, "{q}");
         assert_eq!(
             q["lines"][0]["available"], after_sold_out,
@@ -317,12 +308,12 @@ async fn a_quote_reports_stock_and_is_held_to_the_contract() {
     let s = liar_server(|_| {}).await;
     let before = footprint(&s).await;
     // HD-005 is sold out in the demo catalog; NOPE-404 does not exist.
-    let (status, _, q) = quote(
-        &s,
-        None,
-        &order_body("cus_liar", &[("KB-001", 1), ("HD-005", 1), ("NOPE-404", 1)]),
-    )
-    .await;
+    let (status, _, q) = s
+        .post_quote(
+            None,
+            &order_body("cus_liar", &[("KB-001", 1), ("HD-005", 1), ("NOPE-404", 1)]),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{q}");
     let available: Vec<&Value> = q["lines"]
         .as_array()
@@ -338,7 +329,7 @@ async fn a_quote_reports_stock_and_is_held_to_the_contract() {
 
     let mut lying = order_body("cus_liar", &[("KB-001", 1), ("MS-002", 2)]);
     lying["metadata"] = json!({"lie": "total"});
-    let (qs, qh, qb) = quote(&s, None, &lying).await;
+    let (qs, qh, qb) = s.post_quote(None, &lying).await;
     assert_eq!(qb["code"], "PLUGIN_CONTRACT_VIOLATION", "{qb}");
     let (ps, ph, pb) = s.post_order(Some("lie"), &lying).await;
     assert_eq!(problem_kind(qs, &qh, &qb), problem_kind(ps, &ph, &pb));
@@ -447,7 +438,7 @@ async fn a_quote_with_the_placing_key_is_priced_by_the_version_that_places() {
     let mut versions = std::collections::BTreeSet::new();
     for i in 0..16 {
         let key = format!("canary-{i}");
-        let (status, _, q) = quote(&s, Some(&key), &body).await;
+        let (status, _, q) = s.post_quote(Some(&key), &body).await;
         assert_eq!(status, StatusCode::OK, "{q}");
         let (status, _, order) = s.post_order(Some(&key), &body).await;
         assert_eq!(status, StatusCode::CREATED, "{order}");
@@ -456,9 +447,9 @@ async fn a_quote_with_the_placing_key_is_priced_by_the_version_that_places() {
     }
     assert_eq!(versions.len(), 2, "both versions priced some keys");
 
-    let first = quote(&s, None, &body).await.2;
+    let first = s.post_quote(None, &body).await.2;
     for _ in 0..4 {
-        assert_eq!(quote(&s, None, &body).await.2["plugin"], first["plugin"]);
+        assert_eq!(s.post_quote(None, &body).await.2["plugin"], first["plugin"]);
     }
     s.stop().await;
 }

@@ -318,6 +318,31 @@ impl TestServer {
         (status, headers, body)
     }
 
+    /// `POST /v1/quotes` with `body` and `key` as `Idempotency-Key` when given: status,
+    /// headers and JSON body (`Null` when it is not JSON).
+    pub async fn post_quote(
+        &self,
+        key: Option<&str>,
+        body: &serde_json::Value,
+    ) -> (
+        reqwest::StatusCode,
+        reqwest::header::HeaderMap,
+        serde_json::Value,
+    ) {
+        let mut req = self
+            .client
+            .post(format!("{}/v1/quotes", self.base))
+            .json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        let res = req.send().await.expect("POST /v1/quotes");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.json().await.unwrap_or(serde_json::Value::Null);
+        (status, headers, body)
+    }
+
     /// `POST /v1/orders/{id}/cancel`: status and JSON body (`Null` when it is not JSON).
     pub async fn cancel(&self, id: &str) -> (u16, serde_json::Value) {
         let res = self
