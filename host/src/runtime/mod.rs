@@ -169,7 +169,7 @@ pub const INLINE_OFFLOAD: Duration = Duration::from_secs(1);
 /// kernel preempting the server thread) is forgiven, a version that overruns again is not.
 /// Twice [`INLINE_OFFLOAD`], so a version that still overruns when its offload ends is
 /// offloaded again by its first overrun.
-pub const INLINE_OVERRUN_WINDOW: Duration = Duration::from_secs(2);
+pub const INLINE_OVERRUN_WINDOW: Duration = INLINE_OFFLOAD.saturating_mul(2);
 
 /// Whether an overrun at `now` offloads its version, given when the version's previous
 /// overrun was (`0`: none); times in microseconds on the runtime's clock.
