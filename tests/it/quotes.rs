@@ -259,6 +259,76 @@ async fn a_quote_whose_catalog_read_times_out_is_a_retryable_503() {
     s.stop().await;
 }
 
+/// Quotes for one sku that miss the catalog cache together make one database read: while
+/// the database is held, every quote's plugin call is running (so they overlapped), one
+/// read is waiting at the database and the others are counted in
+/// `weir_catalog_coalesced_lookups_total`; once it answers, every quote is priced from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_quotes_of_an_uncached_sku_share_one_database_read() {
+    use std::time::Duration;
+    const QUOTES: usize = 8;
+    let s = TestServer::start(Backend::Sqlite, |c, _| {
+        // The held read may take as long as the test needs.
+        c.policy.database.timeout = Duration::from_secs(60);
+        c.runtime.catalog_timeout = Duration::from_secs(60);
+        c.runtime.budget.timeout = Duration::from_secs(60);
+        c.http.request_timeout = Duration::from_secs(60);
+        c.idempotency.lock_ttl = Duration::from_secs(120);
+        c.policy.cache.ttl = Duration::from_secs(600);
+    })
+    .await;
+    // The meter provider is the test process's: count from here.
+    let coalesced = |text: &str| {
+        metric(
+            text,
+            "weir_catalog_coalesced_lookups_total",
+            &[("backend", "memory")],
+        )
+    };
+    let before = coalesced(&s.metrics().await);
+    let fault = s.state().deps.database.fault.clone();
+    fault.hold();
+    let body = order_body("cus_rush", &[("KB-001", 1)]);
+    let quotes: Vec<_> = (0..QUOTES)
+        .map(|_| {
+            let (c, url, body) = (
+                s.client.clone(),
+                format!("{}/v1/quotes", s.base),
+                body.clone(),
+            );
+            tokio::spawn(async move { send(c.post(url).json(&body)).await })
+        })
+        .collect();
+    let runtime = s.state().runtime.clone();
+    let mut seen = (0, 0, 0.0);
+    for _ in 0..400 {
+        seen = (
+            runtime.in_flight(),
+            fault.waiting(),
+            coalesced(&s.metrics().await) - before,
+        );
+        if seen.0 == QUOTES && seen.2 >= (QUOTES - 1) as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    fault.release();
+    let (running, reads, joined) = seen;
+    assert_eq!(
+        (running, reads),
+        (QUOTES, 1),
+        "(plugin calls running, reads at the database) with {joined} lookups coalesced"
+    );
+    assert!(joined >= (QUOTES - 1) as f64, "{joined} lookups coalesced");
+    for quote in quotes {
+        let (status, _, q) = quote.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{q}");
+        assert_eq!(q["lines"][0]["available"], true, "{q}");
+        assert_eq!(q["lines"][0]["sku"], "KB-001", "{q}");
+    }
+    s.stop().await;
+}
+
 /// A quote's availability is the catalog read path's view, as fresh as its cache: with a
 /// long cache lifetime, a stock change made after a quote cached the sku is not seen by the
 /// next quote; with the cache off (`ttl_ms = 0`) it is seen at once. The plugin never looks

@@ -19,6 +19,17 @@
 //! plugin thread per lookup, BENCHMARKS.md), and a miss's write-back is made on the spot.
 //! Every lookup of either backend is counted in `weir.catalog.cache.lookups` by `backend` and
 //! `result` (`hit`, `miss`, `error`).
+//!
+//! With a cache on, lookups of one sku that miss it while a database read of that sku is
+//! already running wait for that read and share its answer (found, not found or the error)
+//! instead of each reading the database: when a popular sku's entry expires under load, the
+//! database gets one read for it, not one per request in flight ([`Flights`]). Only a read
+//! that has started is shared; a lookup that misses after it finished reads again. A lookup
+//! that gives up (its plugin call's catalog deadline, a cancelled request) while it is the
+//! one reading hands the read to a waiting lookup, which starts its own. Each lookup that
+//! waited on another's read is counted in `weir.catalog.coalesced_lookups` by `backend`.
+//! With the cache off (`ttl_ms = 0`) every lookup reads the database itself: an operator who
+//! turned the cache off asked for every lookup to see the database as it is when it asks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -156,6 +167,111 @@ impl MemoryCache {
     }
 }
 
+/// A lookup's answer from the database, as [`Catalog::get`] returns it.
+type ReadResult = Result<Option<CatalogProduct>, CatalogError>;
+
+/// One database read of a sku, shared by every lookup that joined it while it ran.
+type Flight = Arc<OnceCell<ReadResult>>;
+
+/// The database reads in flight, by sku (see the module doc). A lookup that misses the
+/// cache joins the sku's flight, or starts one; the first to run the flight's read reads,
+/// the others wait for its answer. The flight leaves the map when its answer is in (the
+/// next miss reads again) or when its last lookup leaves without one (all gave up), so the
+/// map holds only skus being read. `tokio`'s `OnceCell` gives the hand-over: when the
+/// lookup running the read is dropped, a waiting one runs its own.
+///
+/// Written here on `tokio`'s `OnceCell` rather than taken from a single-flight crate: the
+/// whole mechanism is a map of cells, the cell already hands the read over when the lookup
+/// running it is dropped (`rs-singleflight`, for one, answers the waiters `Canceled`
+/// instead, which here would fail lookups whose own deadline had not passed), and the
+/// counter needs to know, when a lookup joins, that it is waiting on another's read.
+struct Flights {
+    reads: Mutex<HashMap<String, Flight>>,
+    coalesced: opentelemetry::metrics::Counter<u64>,
+    backend: [KeyValue; 1],
+}
+
+impl Flights {
+    fn new(backend: &'static str) -> Self {
+        let coalesced = opentelemetry::global::meter("weir.catalog")
+            .u64_counter("weir.catalog.coalesced_lookups")
+            .with_description(
+                "Catalog lookups that missed the cache and took the answer of a database read \
+                 of the same sku that another lookup had started",
+            )
+            .build();
+        Self {
+            reads: Mutex::new(HashMap::new()),
+            coalesced,
+            backend: [KeyValue::new("backend", backend)],
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
+        self.reads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Join the flight of `sku`, or start one.
+    fn join<'a>(&'a self, sku: &'a str) -> Joined<'a> {
+        let mut reads = self.lock();
+        let flight = match reads.get(sku) {
+            Some(flight) => {
+                self.coalesced.add(1, &self.backend);
+                flight.clone()
+            }
+            None => {
+                let flight = Flight::default();
+                reads.insert(sku.to_owned(), flight.clone());
+                flight
+            }
+        };
+        Joined {
+            flights: self,
+            sku,
+            flight: Some(flight),
+        }
+    }
+
+    /// How many lookups hold the flight of `sku` (for tests).
+    #[cfg(test)]
+    fn joined(&self, sku: &str) -> usize {
+        self.lock()
+            .get(sku)
+            .map_or(0, |flight| Arc::strong_count(flight) - 1)
+    }
+}
+
+/// A lookup's place in a flight. Every clone of a flight is made and dropped under the map's
+/// lock, so the count seen there is exact: the last lookup to leave an unanswered flight
+/// removes it.
+struct Joined<'a> {
+    flights: &'a Flights,
+    sku: &'a str,
+    flight: Option<Flight>,
+}
+
+impl Joined<'_> {
+    fn flight(&self) -> &Flight {
+        self.flight.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for Joined<'_> {
+    fn drop(&mut self) {
+        let mut reads = self.flights.lock();
+        let Some(flight) = self.flight.take() else {
+            return;
+        };
+        // The map's clone and this one.
+        let last = Arc::strong_count(&flight) == 2;
+        let done = flight.initialized();
+        if (done || last) && reads.get(self.sku).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            reads.remove(self.sku);
+        }
+        drop(flight);
+    }
+}
+
 /// The shared cache in Redis.
 struct RedisCache {
     client: redis::Client,
@@ -231,6 +347,8 @@ pub struct CacheSetupError(String);
 #[derive(Clone)]
 pub struct CatalogReader {
     cache: Option<(Cache, Lookups)>,
+    /// Present when the cache is.
+    flights: Option<Arc<Flights>>,
     source: SourceSvc,
 }
 
@@ -320,9 +438,11 @@ impl CatalogReader {
                 }
             },
         };
+        let flights = cache.as_ref().map(|_| Arc::new(Flights::new(kind)));
         Ok((
             Self {
                 cache,
+                flights,
                 source: BoxCloneSyncService::new(source),
             },
             kind,
@@ -364,10 +484,21 @@ impl CatalogReader {
 
 #[async_trait::async_trait]
 impl Catalog for CatalogReader {
-    async fn get(&self, sku: &str) -> Result<Option<CatalogProduct>, CatalogError> {
+    async fn get(&self, sku: &str) -> ReadResult {
         if let Some(p) = self.cached(sku).await {
             return Ok(Some(p));
         }
+        let Some(flights) = &self.flights else {
+            return self.read(sku).await;
+        };
+        let joined = flights.join(sku);
+        joined.flight().get_or_init(|| self.read(sku)).await.clone()
+    }
+}
+
+impl CatalogReader {
+    /// Read `sku` from the database and write a found product back to the cache.
+    async fn read(&self, sku: &str) -> ReadResult {
         let found = self
             .source
             .clone()
@@ -436,6 +567,206 @@ mod tests {
                 Some(8900),
                 "the cache answered (the database says 9900)"
             );
+        }
+    }
+
+    /// A real SQLite store whose product reads are counted and wait at a gate the test
+    /// opens (the database dependency's fault hook is a feature the lib tests are not built
+    /// with).
+    struct GatedStore {
+        inner: crate::storage::SqliteStore,
+        reads: std::sync::atomic::AtomicUsize,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl GatedStore {
+        fn reads(&self) -> usize {
+            self.reads.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        fn open(&self) {
+            self.gate
+                .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ProductStore for GatedStore {
+        async fn get_product(
+            &self,
+            sku: &str,
+        ) -> Result<Option<weir_core::domain::Product>, weir_core::ports::StoreError> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(self.gate.acquire().await.expect("never closed"));
+            self.inner.get_product(sku).await
+        }
+        async fn list_products(
+            &self,
+            after_sku: Option<&str>,
+            limit: u32,
+        ) -> Result<Vec<weir_core::domain::Product>, weir_core::ports::StoreError> {
+            self.inner.list_products(after_sku, limit).await
+        }
+        async fn upsert_product(
+            &self,
+            product: &weir_core::domain::Product,
+        ) -> Result<weir_core::domain::Product, weir_core::ports::StoreError> {
+            self.inner.upsert_product(product).await
+        }
+        async fn seed_products_if_empty(
+            &self,
+            products: &[weir_core::domain::Product],
+        ) -> Result<bool, weir_core::ports::StoreError> {
+            self.inner.seed_products_if_empty(products).await
+        }
+    }
+
+    /// A reader with the in-process cache over a gated store holding KB-001 (8900).
+    async fn gated_reader() -> (CatalogReader, Arc<GatedStore>) {
+        use crate::storage::{Database, SqliteStore, StoreOptions};
+
+        let inner = SqliteStore::connect("sqlite::memory:", &StoreOptions::default())
+            .await
+            .unwrap();
+        inner.migrate().await.unwrap();
+        inner
+            .upsert_product(&weir_core::domain::Product {
+                sku: "KB-001".to_owned(),
+                name: "Keyboard".to_owned(),
+                unit_price: 8900,
+                currency: "EUR".to_owned(),
+                stock: 5,
+                reserved: 0,
+                updated_at: chrono::Utc::now(),
+            })
+            .await
+            .unwrap();
+        let store = Arc::new(GatedStore {
+            inner,
+            reads: Default::default(),
+            gate: tokio::sync::Semaphore::new(0),
+        });
+        // The gate holds reads as long as a test needs: no timeout (and so no retry) meanwhile.
+        let database = Dependency::new(
+            "database",
+            true,
+            crate::policy::dependency::DependencyConfig {
+                timeout: Duration::from_secs(600),
+                ..Default::default()
+            },
+        );
+        let cache = Dependency::new("cache", false, Default::default());
+        let config = CacheConfig::default();
+        let (reader, _) =
+            CatalogReader::new(store.clone(), &database, Some((&cache, &config))).unwrap();
+        (reader, store)
+    }
+
+    /// Wait until `done`, checking every millisecond for at most 10 s; fail with `what`
+    /// otherwise.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    /// Sixteen lookups of one sku that miss the cache together make one database read, all
+    /// sixteen get its answer, and the flight is gone afterwards (the next miss would read
+    /// again). All sixteen are seen waiting in the flight while the read is held, so they
+    /// overlapped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_of_one_sku_share_one_database_read() {
+        const LOOKUPS: usize = 16;
+        let (reader, store) = gated_reader().await;
+        let flights = reader.flights.clone().expect("a cache is on");
+        let lookups: Vec<_> = (0..LOOKUPS)
+            .map(|_| {
+                let reader = reader.clone();
+                tokio::spawn(async move { reader.get("KB-001").await })
+            })
+            .collect();
+        until("all lookups joined one flight", || {
+            flights.joined("KB-001") == LOOKUPS
+        })
+        .await;
+        assert_eq!(store.reads(), 1, "one read for {LOOKUPS} lookups");
+        store.open();
+        for lookup in lookups {
+            let found = lookup.await.unwrap().unwrap();
+            assert_eq!(found.map(|p| (p.unit_price, p.stock)), Some((8900, 5)));
+        }
+        assert_eq!(store.reads(), 1, "one read for {LOOKUPS} lookups");
+        assert!(
+            flights.lock().is_empty(),
+            "the answered flight left the map"
+        );
+        // Now a hit: no read, no flight.
+        assert!(reader.get("KB-001").await.unwrap().is_some());
+        assert_eq!(store.reads(), 1);
+    }
+
+    /// The lookup running the read gives up (its task is aborted, as a plugin call's
+    /// deadline aborts it): a lookup waiting on it runs its own read and gets the product.
+    /// A lone lookup that gives up leaves no flight behind.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lookup_that_gives_up_hands_the_read_to_one_waiting_on_it() {
+        let (reader, store) = gated_reader().await;
+        let flights = reader.flights.clone().expect("a cache is on");
+        let spawn = || {
+            let reader = reader.clone();
+            tokio::spawn(async move { reader.get("KB-001").await })
+        };
+
+        let lone = spawn();
+        until("the lone lookup is reading", || store.reads() == 1).await;
+        lone.abort();
+        assert!(lone.await.unwrap_err().is_cancelled());
+        assert!(
+            flights.lock().is_empty(),
+            "a flight nobody waits on is removed"
+        );
+
+        let reading = spawn();
+        until("a second read started", || store.reads() == 2).await;
+        let waiting = spawn();
+        until("the second lookup joined the read", || {
+            flights.joined("KB-001") == 2
+        })
+        .await;
+        reading.abort();
+        assert!(reading.await.unwrap_err().is_cancelled());
+        until("the waiting lookup took the read over", || {
+            store.reads() == 3
+        })
+        .await;
+        store.open();
+        let found = waiting.await.unwrap().unwrap();
+        assert_eq!(found.map(|p| p.unit_price), Some(8900));
+        assert!(flights.lock().is_empty());
+    }
+
+    /// With the cache off, every lookup reads the database itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_the_cache_off_lookups_are_not_shared() {
+        let (reader, store) = gated_reader().await;
+        let reader = CatalogReader {
+            cache: None,
+            flights: None,
+            ..reader
+        };
+        let lookups: Vec<_> = (0..4)
+            .map(|_| {
+                let reader = reader.clone();
+                tokio::spawn(async move { reader.get("KB-001").await })
+            })
+            .collect();
+        until("four reads", || store.reads() == 4).await;
+        store.open();
+        for lookup in lookups {
+            assert!(lookup.await.unwrap().unwrap().is_some());
         }
     }
 
