@@ -200,10 +200,14 @@ impl Flights {
                  of the same sku that another lookup had started",
             )
             .build();
+        let backend = [KeyValue::new("backend", backend)];
+        // The series exists from the start (at zero), so a rate over it is defined before
+        // the first coalesced lookup, and the dashboard's panel is not empty until one.
+        coalesced.add(0, &backend);
         Self {
             reads: Mutex::new(HashMap::new()),
             coalesced,
-            backend: [KeyValue::new("backend", backend)],
+            backend,
         }
     }
 
