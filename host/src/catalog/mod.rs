@@ -30,6 +30,8 @@
 //! waited on another's read is counted in `weir.catalog.coalesced_lookups` by `backend`.
 //! With the cache off (`ttl_ms = 0`) every lookup reads the database itself: an operator who
 //! turned the cache off asked for every lookup to see the database as it is when it asks.
+//! The database's breaker sees only the reads, so a database that stops answering reaches
+//! its `min_calls` later than without sharing (RUNBOOK.md, "Catalog cache hits and misses").
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
