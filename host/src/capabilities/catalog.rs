@@ -107,7 +107,9 @@ impl Imports {
         // belongs there. Only a lookup that has to wait (Redis, the database) is handed to
         // the server's runtime, where its own timeout measures the dependency, not how busy
         // plugin code keeps these threads; when this call runs out of time first the lookup
-        // is aborted, so the dependency's breaker never counts the plugin's lateness. A
+        // is aborted, so the dependency's breaker never counts the plugin's lateness (with a
+        // cache on, the database read a lookup waits on is a task of its own, which the
+        // abort leaves to finish under the dependency's own timeout). A
         // hand-off costs two thread wake-ups (BENCHMARKS.md: they made a three-line order
         // 4x slower).
         let polled = {

@@ -23,11 +23,12 @@
 //! With a cache on, lookups of one sku that miss it while a database read of that sku is
 //! already running wait for that read and share its answer (found, not found or the error)
 //! instead of each reading the database: when a popular sku's entry expires under load, the
-//! database gets one read for it, not one per request in flight ([`Flights`]). Only a read
-//! that has started is shared; a lookup that misses after it finished reads again. A lookup
-//! that gives up (its plugin call's catalog deadline, a cancelled request) while it is the
-//! one reading hands the read to a waiting lookup, which starts its own. Each lookup that
-//! waited on another's read is counted in `weir.catalog.coalesced_lookups` by `backend`.
+//! database gets one read for it per process, not one per request in flight ([`Flights`]).
+//! Only a read that has started is shared; a lookup that misses after it ended reads again.
+//! The read is a task of its own: a lookup that gives up (its plugin call's catalog
+//! deadline, a cancelled request) stops waiting, never the read, which runs to its end under
+//! the database dependency's timeout and fills the cache. Each lookup that waited on
+//! another's read is counted in `weir.catalog.coalesced_lookups` by `backend`.
 //! With the cache off (`ttl_ms = 0`) every lookup reads the database itself: an operator who
 //! turned the cache off asked for every lookup to see the database as it is when it asks.
 //! The database's breaker sees only the reads, so a database that stops answering reaches
@@ -39,10 +40,11 @@ use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, watch};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
+use tracing::Instrument;
 
 use weir_core::domain::CatalogProduct;
 use weir_core::ports::{Catalog, CatalogError, ProductStore};
@@ -172,23 +174,29 @@ impl MemoryCache {
 /// A lookup's answer from the database, as [`Catalog::get`] returns it.
 type ReadResult = Result<Option<CatalogProduct>, CatalogError>;
 
-/// One database read of a sku, shared by every lookup that joined it while it ran.
-type Flight = Arc<OnceCell<ReadResult>>;
+/// A flight's answer: `None` until its read has ended.
+type Answer = Option<ReadResult>;
 
 /// The database reads in flight, by sku (see the module doc). A lookup that misses the
-/// cache joins the sku's flight, or starts one; the first to run the flight's read reads,
-/// the others wait for its answer. The flight leaves the map when its answer is in (the
-/// next miss reads again) or when its last lookup leaves without one (all gave up), so the
-/// map holds only skus being read. `tokio`'s `OnceCell` gives the hand-over: when the
-/// lookup running the read is dropped, a waiting one runs its own.
+/// cache subscribes to the sku's flight, or starts one: a task, on the runtime of the lookup
+/// that started it, that reads the database, writes a found product back to the cache,
+/// publishes the answer to every subscriber and takes the flight out of the map. The read
+/// belongs to the flight, not to a lookup: a lookup that gives up (its deadline, a cancelled
+/// request) only stops waiting, and the read runs to its own end under the database
+/// dependency's timeout, retries and breaker. So a lookup with a short deadline cannot cut
+/// short a read that others wait on, and a breaker's half-open probe is never abandoned
+/// half-way. The map holds one entry per sku being read, each gone when its read ends
+/// (or its task is dropped, as at shutdown: the waiting lookups then get an internal error).
 ///
-/// Written here on `tokio`'s `OnceCell` rather than taken from a single-flight crate: the
-/// whole mechanism is a map of cells, the cell already hands the read over when the lookup
-/// running it is dropped (`rs-singleflight`, for one, answers the waiters `Canceled`
-/// instead, which here would fail lookups whose own deadline had not passed), and the
-/// counter needs to know, when a lookup joins, that it is waiting on another's read.
+/// Written here on a `tokio` watch channel rather than taken from a single-flight crate:
+/// the whole mechanism is a map of channels and a spawned read; the crates on crates.io
+/// run the work inside the first caller, so its cancellation ends the read for everyone
+/// (`rs-singleflight`, for one, then answers the waiters `Canceled`), and the counter needs
+/// to know, when a lookup joins, that it waits on another's read.
 struct Flights {
-    reads: Mutex<HashMap<String, Flight>>,
+    reads: Mutex<HashMap<String, (u64, watch::Sender<Answer>)>>,
+    /// Tells a flight's entry from a later flight's for the same sku.
+    next_id: std::sync::atomic::AtomicU64,
     coalesced: opentelemetry::metrics::Counter<u64>,
     backend: [KeyValue; 1],
 }
@@ -198,8 +206,8 @@ impl Flights {
         let coalesced = opentelemetry::global::meter("weir.catalog")
             .u64_counter("weir.catalog.coalesced_lookups")
             .with_description(
-                "Catalog lookups that missed the cache and took the answer of a database read \
-                 of the same sku that another lookup had started",
+                "Catalog lookups that missed the cache and waited for a database read of the \
+                 same sku that another lookup had started",
             )
             .build();
         let backend = [KeyValue::new("backend", backend)];
@@ -208,73 +216,84 @@ impl Flights {
         coalesced.add(0, &backend);
         Self {
             reads: Mutex::new(HashMap::new()),
+            next_id: Default::default(),
             coalesced,
             backend,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Flight>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, watch::Sender<Answer>)>> {
         self.reads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Join the flight of `sku`, or start one.
-    fn join<'a>(&'a self, sku: &'a str) -> Joined<'a> {
-        let mut reads = self.lock();
-        let flight = match reads.get(sku) {
-            Some(flight) => {
-                self.coalesced.add(1, &self.backend);
-                flight.clone()
-            }
-            None => {
-                let flight = Flight::default();
-                reads.insert(sku.to_owned(), flight.clone());
-                flight
+    /// Subscribe to the flight of `sku`, or start one reading through `reader`.
+    fn join(self: &Arc<Self>, reader: &CatalogReader, sku: &str) -> watch::Receiver<Answer> {
+        let (answer, started) = {
+            let mut reads = self.lock();
+            if let Some((_, tx)) = reads.get(sku) {
+                (tx.subscribe(), None)
+            } else {
+                let (tx, answer) = watch::channel(None);
+                let id = self
+                    .next_id
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                reads.insert(sku.to_owned(), (id, tx.clone()));
+                (answer, Some((id, tx)))
             }
         };
-        Joined {
-            flights: self,
-            sku,
-            flight: Some(flight),
+        match started {
+            None => self.coalesced.add(1, &self.backend),
+            Some((id, tx)) => {
+                let landing = Landing {
+                    flights: self.clone(),
+                    sku: sku.to_owned(),
+                    id,
+                    tx,
+                };
+                let reader = reader.clone();
+                tokio::spawn(
+                    async move {
+                        let answer = reader.read(&landing.sku).await;
+                        landing.tx.send_replace(Some(answer));
+                    }
+                    .in_current_span(),
+                );
+            }
         }
+        answer
     }
 
-    /// How many lookups hold the flight of `sku` (for tests).
+    /// How many lookups wait on the flight of `sku` (for tests).
     #[cfg(test)]
     fn joined(&self, sku: &str) -> usize {
         self.lock()
             .get(sku)
-            .map_or(0, |flight| Arc::strong_count(flight) - 1)
+            .map_or(0, |(_, tx)| tx.receiver_count())
+    }
+
+    /// Whether a read of `sku` is in flight (for tests).
+    #[cfg(test)]
+    fn reading(&self, sku: &str) -> bool {
+        self.lock().contains_key(sku)
     }
 }
 
-/// A lookup's place in a flight. Every clone of a flight is made and dropped under the map's
-/// lock, so the count seen there is exact: the last lookup to leave an unanswered flight
-/// removes it.
-struct Joined<'a> {
-    flights: &'a Flights,
-    sku: &'a str,
-    flight: Option<Flight>,
+/// A flight's read task's hold on its map entry: dropped when the task ends (after its
+/// answer is sent) or is dropped unfinished, it removes the entry, unless a later flight of
+/// the sku has replaced it.
+struct Landing {
+    flights: Arc<Flights>,
+    sku: String,
+    id: u64,
+    tx: watch::Sender<Answer>,
 }
 
-impl Joined<'_> {
-    fn flight(&self) -> &Flight {
-        self.flight.as_ref().expect("taken only on drop")
-    }
-}
-
-impl Drop for Joined<'_> {
+impl Drop for Landing {
     fn drop(&mut self) {
         let mut reads = self.flights.lock();
-        let Some(flight) = self.flight.take() else {
-            return;
-        };
-        // The map's clone and this one.
-        let last = Arc::strong_count(&flight) == 2;
-        let done = flight.initialized();
-        if (done || last) && reads.get(self.sku).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-            reads.remove(self.sku);
+        if reads.get(&self.sku).is_some_and(|(id, _)| *id == self.id) {
+            reads.remove(&self.sku);
         }
-        drop(flight);
     }
 }
 
@@ -497,8 +516,18 @@ impl Catalog for CatalogReader {
         let Some(flights) = &self.flights else {
             return self.read(sku).await;
         };
-        let joined = flights.join(sku);
-        joined.flight().get_or_init(|| self.read(sku)).await.clone()
+        let mut answer = flights.join(self, sku);
+        match answer.wait_for(Option::is_some).await {
+            Ok(answer) => answer.clone().unwrap_or_else(|| {
+                Err(CatalogError::Internal(
+                    "catalog read without an answer".to_owned(),
+                ))
+            }),
+            // The read's task was dropped unfinished (the runtime is shutting down).
+            Err(_) => Err(CatalogError::Internal(
+                "catalog read ended without an answer".to_owned(),
+            )),
+        }
     }
 }
 
@@ -583,6 +612,8 @@ mod tests {
         inner: crate::storage::SqliteStore,
         reads: std::sync::atomic::AtomicUsize,
         gate: tokio::sync::Semaphore,
+        /// Reads past the gate fail (a permanent error: not retried).
+        fail: std::sync::atomic::AtomicBool,
     }
 
     impl GatedStore {
@@ -603,6 +634,9 @@ mod tests {
         ) -> Result<Option<weir_core::domain::Product>, weir_core::ports::StoreError> {
             self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             drop(self.gate.acquire().await.expect("never closed"));
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(weir_core::ports::StoreError::Corrupt("test".to_owned()));
+            }
             self.inner.get_product(sku).await
         }
         async fn list_products(
@@ -626,8 +660,9 @@ mod tests {
         }
     }
 
-    /// A reader with the in-process cache over a gated store holding KB-001 (8900).
-    async fn gated_reader() -> (CatalogReader, Arc<GatedStore>) {
+    /// A reader with the in-process cache (or none, `cache` false) over a gated store
+    /// holding KB-001 (8900).
+    async fn gated_reader(cache: bool) -> (CatalogReader, Arc<GatedStore>) {
         use crate::storage::{Database, SqliteStore, StoreOptions};
 
         let inner = SqliteStore::connect("sqlite::memory:", &StoreOptions::default())
@@ -650,6 +685,7 @@ mod tests {
             inner,
             reads: Default::default(),
             gate: tokio::sync::Semaphore::new(0),
+            fail: Default::default(),
         });
         // The gate holds reads as long as a test needs: no timeout (and so no retry) meanwhile.
         let database = Dependency::new(
@@ -660,10 +696,15 @@ mod tests {
                 ..Default::default()
             },
         );
-        let cache = Dependency::new("cache", false, Default::default());
+        let cache_dep = Dependency::new("cache", false, Default::default());
         let config = CacheConfig::default();
-        let (reader, _) =
-            CatalogReader::new(store.clone(), &database, Some((&cache, &config))).unwrap();
+        let (reader, kind) = CatalogReader::new(
+            store.clone(),
+            &database,
+            cache.then_some((&cache_dep, &config)),
+        )
+        .unwrap();
+        assert_eq!(kind, if cache { "memory" } else { "off" });
         (reader, store)
     }
 
@@ -681,12 +722,12 @@ mod tests {
 
     /// Sixteen lookups of one sku that miss the cache together make one database read, all
     /// sixteen get its answer, and the flight is gone afterwards (the next miss would read
-    /// again). All sixteen are seen waiting in the flight while the read is held, so they
+    /// again). All sixteen are seen waiting on the flight while the read is held, so they
     /// overlapped.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_misses_of_one_sku_share_one_database_read() {
         const LOOKUPS: usize = 16;
-        let (reader, store) = gated_reader().await;
+        let (reader, store) = gated_reader(true).await;
         let flights = reader.flights.clone().expect("a cache is on");
         let lookups: Vec<_> = (0..LOOKUPS)
             .map(|_| {
@@ -694,7 +735,7 @@ mod tests {
                 tokio::spawn(async move { reader.get("KB-001").await })
             })
             .collect();
-        until("all lookups joined one flight", || {
+        until("all lookups wait on one flight", || {
             flights.joined("KB-001") == LOOKUPS
         })
         .await;
@@ -705,64 +746,101 @@ mod tests {
             assert_eq!(found.map(|p| (p.unit_price, p.stock)), Some((8900, 5)));
         }
         assert_eq!(store.reads(), 1, "one read for {LOOKUPS} lookups");
-        assert!(
-            flights.lock().is_empty(),
-            "the answered flight left the map"
-        );
+        until("the ended flight left the map", || {
+            !flights.reading("KB-001")
+        })
+        .await;
         // Now a hit: no read, no flight.
         assert!(reader.get("KB-001").await.unwrap().is_some());
         assert_eq!(store.reads(), 1);
     }
 
-    /// The lookup running the read gives up (its task is aborted, as a plugin call's
-    /// deadline aborts it): a lookup waiting on it runs its own read and gets the product.
-    /// A lone lookup that gives up leaves no flight behind.
+    /// The lookup that started the read gives up (its task is aborted, as a plugin call's
+    /// deadline aborts it): the read goes on, a later miss waits on it instead of reading
+    /// again, and its answer fills the cache.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_lookup_that_gives_up_hands_the_read_to_one_waiting_on_it() {
-        let (reader, store) = gated_reader().await;
+    async fn a_lookup_that_gives_up_does_not_stop_the_read() {
+        let (reader, store) = gated_reader(true).await;
         let flights = reader.flights.clone().expect("a cache is on");
         let spawn = || {
             let reader = reader.clone();
             tokio::spawn(async move { reader.get("KB-001").await })
         };
 
-        let lone = spawn();
-        until("the lone lookup is reading", || store.reads() == 1).await;
-        lone.abort();
-        assert!(lone.await.unwrap_err().is_cancelled());
-        assert!(
-            flights.lock().is_empty(),
-            "a flight nobody waits on is removed"
-        );
+        let first = spawn();
+        until("the first lookup's read started", || store.reads() == 1).await;
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert!(flights.reading("KB-001"), "the read outlives its lookup");
 
-        let reading = spawn();
-        until("a second read started", || store.reads() == 2).await;
-        let waiting = spawn();
-        until("the second lookup joined the read", || {
-            flights.joined("KB-001") == 2
-        })
-        .await;
-        reading.abort();
-        assert!(reading.await.unwrap_err().is_cancelled());
-        until("the waiting lookup took the read over", || {
-            store.reads() == 3
+        let second = spawn();
+        until("the second lookup waits on the same read", || {
+            flights.joined("KB-001") == 1
         })
         .await;
         store.open();
-        let found = waiting.await.unwrap().unwrap();
+        let found = second.await.unwrap().unwrap();
         assert_eq!(found.map(|p| p.unit_price), Some(8900));
-        assert!(flights.lock().is_empty());
+        assert_eq!(store.reads(), 1, "one read for both lookups");
+        until("the ended flight left the map", || {
+            !flights.reading("KB-001")
+        })
+        .await;
+
+        // A lone lookup that gives up: its read still ends and fills the cache.
+        let (reader, store) = gated_reader(true).await;
+        let flights = reader.flights.clone().expect("a cache is on");
+        let lone = {
+            let reader = reader.clone();
+            tokio::spawn(async move { reader.get("KB-001").await })
+        };
+        until("the lone lookup's read started", || store.reads() == 1).await;
+        lone.abort();
+        assert!(lone.await.unwrap_err().is_cancelled());
+        store.open();
+        until("the abandoned read ended", || !flights.reading("KB-001")).await;
+        assert!(reader.get("KB-001").await.unwrap().is_some());
+        assert_eq!(store.reads(), 1, "the abandoned read filled the cache");
+    }
+
+    /// A read that fails fails every lookup waiting on it, once; the next miss reads again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_read_is_shared_and_not_kept() {
+        let (reader, store) = gated_reader(true).await;
+        let flights = reader.flights.clone().expect("a cache is on");
+        store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let lookups: Vec<_> = (0..4)
+            .map(|_| {
+                let reader = reader.clone();
+                tokio::spawn(async move { reader.get("KB-001").await })
+            })
+            .collect();
+        until("four lookups wait on one read", || {
+            flights.joined("KB-001") == 4
+        })
+        .await;
+        store.open();
+        for lookup in lookups {
+            assert!(
+                matches!(lookup.await.unwrap(), Err(CatalogError::Internal(_))),
+                "the read's error"
+            );
+        }
+        assert_eq!(store.reads(), 1);
+        until("the failed flight left the map", || {
+            !flights.reading("KB-001")
+        })
+        .await;
+        store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(reader.get("KB-001").await.unwrap().is_some());
+        assert_eq!(store.reads(), 2, "the error was not kept");
     }
 
     /// With the cache off, every lookup reads the database itself.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_the_cache_off_lookups_are_not_shared() {
-        let (reader, store) = gated_reader().await;
-        let reader = CatalogReader {
-            cache: None,
-            flights: None,
-            ..reader
-        };
+        let (reader, store) = gated_reader(false).await;
+        assert!(reader.flights.is_none());
         let lookups: Vec<_> = (0..4)
             .map(|_| {
                 let reader = reader.clone();
