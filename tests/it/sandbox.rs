@@ -467,6 +467,10 @@ async fn a_connection_waiting_for_the_worker_sends_calls_to_the_plugin_threads()
         c.plugins.dir = Some(plugin_dir(dir, &[artifacts::HOSTILE_LIAR]));
         c.plugins.orders = "hostile-liar".into();
         c.policy.database.timeout = Duration::from_secs(60);
+        // No cache: the quote's connection awaits its read itself, so releasing the read
+        // wakes the connection (with a cache on, the read is a task of its own, which wakes
+        // the connection only once it has run).
+        c.policy.cache.ttl = Duration::ZERO;
     })
     .await;
     let rt = s.state().runtime.clone();
