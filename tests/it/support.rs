@@ -304,22 +304,10 @@ impl TestServer {
         reqwest::header::HeaderMap,
         serde_json::Value,
     ) {
-        let mut req = self
-            .client
-            .post(format!("{}/v1/orders", self.base))
-            .json(body);
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
-        }
-        let res = req.send().await.expect("POST /v1/orders");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let body = res.json().await.unwrap_or(serde_json::Value::Null);
-        (status, headers, body)
+        self.post_json("/v1/orders", key, body).await
     }
 
-    /// `POST /v1/quotes` with `body` and `key` as `Idempotency-Key` when given: status,
-    /// headers and JSON body (`Null` when it is not JSON).
+    /// `POST /v1/quotes`, as [`Self::post_order`].
     pub async fn post_quote(
         &self,
         key: Option<&str>,
@@ -329,14 +317,28 @@ impl TestServer {
         reqwest::header::HeaderMap,
         serde_json::Value,
     ) {
-        let mut req = self
-            .client
-            .post(format!("{}/v1/quotes", self.base))
-            .json(body);
+        self.post_json("/v1/quotes", key, body).await
+    }
+
+    /// `POST path` with `body` as JSON and `key` as the `Idempotency-Key` when given.
+    async fn post_json(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: &serde_json::Value,
+    ) -> (
+        reqwest::StatusCode,
+        reqwest::header::HeaderMap,
+        serde_json::Value,
+    ) {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(body);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);
         }
-        let res = req.send().await.expect("POST /v1/quotes");
+        let res = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
         let status = res.status();
         let headers = res.headers().clone();
         let body = res.json().await.unwrap_or(serde_json::Value::Null);
