@@ -268,12 +268,9 @@ async fn concurrent_quotes_of_an_uncached_sku_share_one_database_read() {
     use std::time::Duration;
     const QUOTES: usize = 8;
     let s = TestServer::start(Backend::Sqlite, |c, _| {
-        // The held read may take as long as the test needs.
+        crate::support::patient(c);
+        // The held read outlasts the wait below (10 s), so a failure shows what was held.
         c.policy.database.timeout = Duration::from_secs(60);
-        c.runtime.catalog_timeout = Duration::from_secs(60);
-        c.runtime.budget.timeout = Duration::from_secs(60);
-        c.http.request_timeout = Duration::from_secs(60);
-        c.idempotency.lock_ttl = Duration::from_secs(120);
         c.policy.cache.ttl = Duration::from_secs(600);
     })
     .await;
@@ -300,22 +297,24 @@ async fn concurrent_quotes_of_an_uncached_sku_share_one_database_read() {
         })
         .collect();
     let runtime = s.state().runtime.clone();
-    let mut seen = (0, 0, 0.0);
-    for _ in 0..400 {
-        seen = (
-            runtime.in_flight(),
-            fault.waiting(),
-            coalesced(&s.metrics().await) - before,
-        );
-        // The counter is the process's (other tests' servers add to it): the held read
-        // and the running calls are this server's own.
-        if seen.0 == QUOTES && seen.1 == 1 && seen.2 >= (QUOTES - 1) as f64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // The counter is the process's (other tests' servers add to it): the held read and the
+    // running calls are this server's own.
+    let (running, reads, joined) = crate::support::settle(
+        400,
+        Duration::from_millis(25),
+        || async {
+            (
+                runtime.in_flight(),
+                fault.waiting(),
+                coalesced(&s.metrics().await) - before,
+            )
+        },
+        |&(running, reads, joined)| {
+            running == QUOTES && reads == 1 && joined >= (QUOTES - 1) as f64
+        },
+    )
+    .await;
     fault.release();
-    let (running, reads, joined) = seen;
     assert_eq!(
         (running, reads),
         (QUOTES, 1),

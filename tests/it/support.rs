@@ -405,18 +405,40 @@ pub fn check<'a>(body: &'a serde_json::Value, name: &str) -> &'a serde_json::Val
 
 /// Poll `probe` until it returns true: at most `tries` times, `every` apart (for state that
 /// settles over time, e.g. a breaker's open period; never to wait for an event).
-pub async fn eventually<F, Fut>(what: &str, tries: u32, every: Duration, mut probe: F)
+pub async fn eventually<F, Fut>(what: &str, tries: u32, every: Duration, probe: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    for _ in 0..tries {
-        if probe().await {
-            return;
+    let reached = settle(tries, every, probe, |done| *done).await;
+    assert!(
+        reached,
+        "{what}: not reached after {tries} tries {every:?} apart"
+    );
+}
+
+/// Read `probe` until `done` holds for its value, at most `tries` times, `every` apart, and
+/// return the last value read: for a test that asserts on what it saw (with a message
+/// naming it) rather than only that the wait ended, as [`eventually`] does.
+pub async fn settle<T, F, Fut>(
+    tries: u32,
+    every: Duration,
+    mut probe: F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut seen = probe().await;
+    for _ in 1..tries {
+        if done(&seen) {
+            break;
         }
         tokio::time::sleep(every).await;
+        seen = probe().await;
     }
-    panic!("{what}: not reached after {tries} tries {every:?} apart");
+    seen
 }
 
 /// The sum of the samples of `name` in Prometheus text whose labels include `labels`.
