@@ -184,9 +184,10 @@ async fn concurrent_orders_never_oversell(backend: Backend) {
     // test: every order passes the plugin and the database's reservation alone decides.
     // (With the default 2 s a slow run could refill the cache with stock 0 in the rush, and
     // the plugin then refused the unit freed by the cancel below: the freshness the cache
-    // promises is its TTL, not at once. Filled by the rush itself, every order's lookup
-    // missed and read the database, and in a slow run one read came after the ten
-    // reservations had committed: stock 0, a plugin refusal in the rush.)
+    // promises is its TTL, not at once. Filled by the rush itself, the cache could be
+    // missed by an order whose read started after the ten reservations had committed: stock
+    // 0, a plugin refusal in the rush. Shared reads narrow that to a miss after the first
+    // read ended; the quote closes it.)
     let s = Arc::new(
         TestServer::start(backend, |c, _| {
             crate::support::patient(c);
