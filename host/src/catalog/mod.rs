@@ -194,9 +194,7 @@ type Answer = Option<ReadResult>;
 /// (`rs-singleflight`, for one, then answers the waiters `Canceled`), and the counter needs
 /// to know, when a lookup joins, that it waits on another's read.
 struct Flights {
-    reads: Mutex<HashMap<String, (u64, watch::Sender<Answer>)>>,
-    /// Tells a flight's entry from a later flight's for the same sku.
-    next_id: std::sync::atomic::AtomicU64,
+    reads: Mutex<HashMap<String, watch::Sender<Answer>>>,
     coalesced: opentelemetry::metrics::Counter<u64>,
     backend: [KeyValue; 1],
 }
@@ -216,13 +214,12 @@ impl Flights {
         coalesced.add(0, &backend);
         Self {
             reads: Mutex::new(HashMap::new()),
-            next_id: Default::default(),
             coalesced,
             backend,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, watch::Sender<Answer>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Answer>>> {
         self.reads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -230,24 +227,20 @@ impl Flights {
     fn join(self: &Arc<Self>, reader: &CatalogReader, sku: &str) -> watch::Receiver<Answer> {
         let (answer, started) = {
             let mut reads = self.lock();
-            if let Some((_, tx)) = reads.get(sku) {
+            if let Some(tx) = reads.get(sku) {
                 (tx.subscribe(), None)
             } else {
                 let (tx, answer) = watch::channel(None);
-                let id = self
-                    .next_id
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                reads.insert(sku.to_owned(), (id, tx.clone()));
-                (answer, Some((id, tx)))
+                reads.insert(sku.to_owned(), tx.clone());
+                (answer, Some(tx))
             }
         };
         match started {
             None => self.coalesced.add(1, &self.backend),
-            Some((id, tx)) => {
+            Some(tx) => {
                 let landing = Landing {
                     flights: self.clone(),
                     sku: sku.to_owned(),
-                    id,
                     tx,
                 };
                 let reader = reader.clone();
@@ -266,9 +259,7 @@ impl Flights {
     /// How many lookups wait on the flight of `sku` (for tests).
     #[cfg(test)]
     fn joined(&self, sku: &str) -> usize {
-        self.lock()
-            .get(sku)
-            .map_or(0, |(_, tx)| tx.receiver_count())
+        self.lock().get(sku).map_or(0, |tx| tx.receiver_count())
     }
 
     /// Whether a read of `sku` is in flight (for tests).
@@ -280,18 +271,20 @@ impl Flights {
 
 /// A flight's read task's hold on its map entry: dropped when the task ends (after its
 /// answer is sent) or is dropped unfinished, it removes the entry, unless a later flight of
-/// the sku has replaced it.
+/// the sku (another channel) has replaced it.
 struct Landing {
     flights: Arc<Flights>,
     sku: String,
-    id: u64,
     tx: watch::Sender<Answer>,
 }
 
 impl Drop for Landing {
     fn drop(&mut self) {
         let mut reads = self.flights.lock();
-        if reads.get(&self.sku).is_some_and(|(id, _)| *id == self.id) {
+        if reads
+            .get(&self.sku)
+            .is_some_and(|tx| tx.same_channel(&self.tx))
+        {
             reads.remove(&self.sku);
         }
     }
