@@ -13,9 +13,21 @@
 //! plugin call").
 //!
 //! Spans' fields are stored by [`SpanFields`], which writes them as a JSON object straight
-//! from the field values and adds a field recorded later by appending it to that object.
-//! `tracing-subscriber`'s `JsonFields` collected them into a map and wrote the map again on
-//! every `span.record()`; a request records about ten fields after its spans open.
+//! from the field values and adds a field recorded later by appending it to that object in
+//! place. `tracing-subscriber`'s `JsonFields` collected them into a map and wrote the map
+//! again on every `span.record()`; a request records about ten fields after its spans open.
+//!
+//! A line is written as text from the start: the event's fields go straight from their values
+//! into the line, escaped as they are written ([`JsonPairs`]), with no map, no
+//! `serde_json::Value` and no copy per field. Keys come in the order written (the line's own,
+//! the event's, `request_id`, the trace ids, the spans), where a map sorted them. Writing
+//! both a line and the span fields this way halved what the JSON layer costs a request:
+//! `cargo bench -p weir-host --bench log_lines`, BENCHMARKS.md "Log lines".
+//!
+//! Every value is escaped (quotes, backslashes, control characters, line breaks): a plugin's
+//! message and fields, a client's headers and paths all end up in these lines, and none of
+//! them can end a line, add a key or break the object (a property test writes arbitrary
+//! text through every kind of field).
 
 use std::fmt;
 use std::fmt::Write as _;
@@ -34,57 +46,162 @@ use tracing_subscriber::registry::LookupSpan;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct JsonLines;
 
-/// Hands each visited field to `.0` as its name (a raw identifier's `r#` dropped) and its
-/// JSON value: numbers and booleans as themselves, a non-finite float as `null`, bytes as an
-/// array of numbers, anything else as a string. Events and span fields are both read with it.
-struct JsonValues<F: FnMut(&'static str, Value)>(F);
+/// Writes each visited field into `out` as a `"key":value` pair, comma-separated from the
+/// pairs before it (the inside of a JSON object), straight from the field's value: numbers
+/// and booleans as themselves, a non-finite float as `null`, bytes as an array of numbers,
+/// anything else as a string, escaped as it is formatted (no intermediate `String` or
+/// `serde_json::Value` per field). A raw identifier's `r#` is dropped. `skip` leaves out the
+/// fields it names; `seen` is called with the name of every pair written. Events and span
+/// fields are both written with it.
+struct JsonPairs<'a, S: Fn(&str) -> bool, N: FnMut(&'static str)> {
+    out: &'a mut String,
+    skip: S,
+    seen: N,
+}
 
-impl<F: FnMut(&'static str, Value)> JsonValues<F> {
-    fn put(&mut self, field: &Field, value: Value) {
+impl<S: Fn(&str) -> bool, N: FnMut(&'static str)> JsonPairs<'_, S, N> {
+    /// Writes the key of `field` (and the comma before it); false when it is skipped.
+    fn key(&mut self, field: &Field) -> bool {
         let name = field.name();
-        (self.0)(name.strip_prefix("r#").unwrap_or(name), value);
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        if (self.skip)(name) {
+            return false;
+        }
+        (self.seen)(name);
+        comma(self.out);
+        push_str_escaped(self.out, name);
+        self.out.push(':');
+        true
     }
 }
 
-impl<F: FnMut(&'static str, Value)> Visit for JsonValues<F> {
+impl<S: Fn(&str) -> bool, N: FnMut(&'static str)> Visit for JsonPairs<'_, S, N> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, Value::String(format!("{value:?}")));
+        if self.key(field) {
+            self.out.push('"');
+            // Writing into a `String` cannot fail.
+            let _ = write!(Escaping(self.out), "{value:?}");
+            self.out.push('"');
+        }
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::String(value.to_owned()));
+        if self.key(field) {
+            push_str_escaped(self.out, value);
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, Value::from(value));
+        if self.key(field) {
+            // serde_json's own float text (shortest round trip); `null` when not finite.
+            match serde_json::Number::from_f64(value) {
+                Some(n) => {
+                    let _ = write!(self.out, "{n}");
+                }
+                None => self.out.push_str("null"),
+            }
+        }
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::from(value));
+        if self.key(field) {
+            self.out.push_str(if value { "true" } else { "false" });
+        }
     }
     fn record_bytes(&mut self, field: &Field, value: &[u8]) {
-        self.put(field, Value::from(value.to_vec()));
+        if self.key(field) {
+            self.out.push('[');
+            for (i, b) in value.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{b}");
+            }
+            self.out.push(']');
+        }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, Value::String(value.to_string()));
+        if self.key(field) {
+            self.out.push('"');
+            let _ = write!(Escaping(self.out), "{value}");
+            self.out.push('"');
+        }
     }
 }
 
-/// `fields` as `"key":value` pairs, comma-separated (the inside of a JSON object).
-fn json_pairs(fields: &impl RecordFields) -> String {
-    let mut out = String::new();
-    fields.record(&mut JsonValues(|name, value| {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        // Writing JSON into a `String` cannot fail.
-        let _ = write!(out, "{}:{}", Value::String(name.to_owned()), value);
-    }));
-    out
+/// A comma before the next pair unless the object in `out` has just been opened.
+fn comma(out: &mut String) {
+    if !out.is_empty() && !out.ends_with('{') {
+        out.push(',');
+    }
 }
+
+/// `s` as a JSON string (quoted; `"`, `\` and control characters escaped).
+fn push_str_escaped(out: &mut String, s: &str) {
+    out.push('"');
+    escape_into(out, s);
+    out.push('"');
+}
+
+/// `s` escaped for the inside of a JSON string: `"` and `\` with a backslash, the control
+/// characters below U+0020 as `\n`-style escapes where JSON has one and `\u00XX` otherwise.
+fn escape_into(out: &mut String, s: &str) {
+    let mut from = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[from..i]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escaped);
+        }
+        from = i + 1;
+    }
+    out.push_str(&s[from..]);
+}
+
+/// A `fmt::Write` that escapes what is written through it into a JSON string's inside.
+struct Escaping<'a>(&'a mut String);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(self.0, s);
+        Ok(())
+    }
+}
+
+/// `fields` as `"key":value` pairs appended to `out`, comma-separated from what is there
+/// unless `out` is empty or ends with `{`.
+fn push_pairs(out: &mut String, fields: &impl RecordFields) {
+    fields.record(&mut JsonPairs {
+        out,
+        skip: |_| false,
+        seen: |_| {},
+    });
+}
+
+/// Keys the line itself writes; an event field of one of these names replaces (the first
+/// three) or gives way to (the others) the line's own.
+const TIMESTAMP: &str = "timestamp";
+const LEVEL: &str = "level";
+const TARGET: &str = "target";
 
 impl<S> FormatEvent<S, SpanFields> for JsonLines
 where
@@ -97,55 +214,90 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            Value::String(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
-        );
-        line.insert("level".into(), Value::String(meta.level().to_string()));
-        line.insert("target".into(), Value::String(meta.target().to_owned()));
-        event.record(&mut JsonValues(|name, value| {
-            line.insert(name.to_owned(), value);
-        }));
+        // The OpenTelemetry ids replace event fields of the same names.
+        let ids = opentelemetry::Context::map_current(|cx| {
+            let sc = cx.span().span_context().clone();
+            sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
+        });
+        // The event's fields first, into their own buffer: which of the line's keys they
+        // replace is known only once they are read. `span` and `spans` always give way to the
+        // spans written last.
+        let mut fields = String::with_capacity(256);
+        let mut names: Vec<&'static str> = Vec::with_capacity(16);
+        event.record(&mut JsonPairs {
+            out: &mut fields,
+            skip: |name: &str| {
+                name == "span"
+                    || name == "spans"
+                    || (ids.is_some() && (name == "trace_id" || name == "span_id"))
+            },
+            seen: |name| names.push(name),
+        });
+        let has = |key: &str| names.contains(&key);
+
+        let mut line = String::with_capacity(fields.len() + 1024);
+        line.push('{');
+        if !has(TIMESTAMP) {
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            let _ = write!(line, "\"{TIMESTAMP}\":\"{now}\"");
+        }
+        if !has(LEVEL) {
+            comma(&mut line);
+            let _ = write!(line, "\"{LEVEL}\":\"{}\"", meta.level());
+        }
+        if !has(TARGET) {
+            comma(&mut line);
+            let _ = write!(line, "\"{TARGET}\":");
+            push_str_escaped(&mut line, meta.target());
+        }
+        if !fields.is_empty() {
+            comma(&mut line);
+            line.push_str(&fields);
+        }
 
         // Each span's fields are kept by `SpanFields` as a JSON object; they go into the line
         // as they are, with the span's name added, not parsed and written again (a line
-        // carries every span twice: `span` and `spans`). Only the request id is looked for.
-        let mut spans: Vec<String> = Vec::new();
+        // carries every span twice: `span` and `spans`). Only the request id is looked for:
+        // the outermost span's, unless the event has its own.
+        let mut spans = String::new();
+        let mut current = 0..0;
+        let mut request_id = has("request_id");
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let ext = span.extensions();
                 let stored = ext
                     .get::<FormattedFields<SpanFields>>()
                     .map_or("", |f| f.fields.as_str());
-                let (object, request_id) = span_object(stored, span.name());
-                if let Some(id) = request_id {
-                    line.entry("request_id").or_insert(id);
+                let (object, id) = span_object(stored, span.name());
+                if let (false, Some(id)) = (request_id, id) {
+                    comma(&mut line);
+                    let _ = write!(line, "\"request_id\":{id}");
+                    request_id = true;
                 }
-                spans.push(object);
+                if !spans.is_empty() {
+                    spans.push(',');
+                }
+                current = spans.len()..spans.len() + object.len();
+                spans.push_str(&object);
             }
         }
-        opentelemetry::Context::map_current(|cx| {
-            let sc = cx.span().span_context().clone();
-            if sc.is_valid() {
-                line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
-                line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
-            }
-        });
-        // The spans are written after the other fields; an event field of either name gives
-        // way to them, as it always has.
-        line.remove("span");
-        line.remove("spans");
-        let mut out = Value::Object(line).to_string();
-        if let Some(current) = spans.last() {
-            out.pop(); // the closing brace
-            out.push_str(",\"span\":");
-            out.push_str(current);
-            out.push_str(",\"spans\":[");
-            out.push_str(&spans.join(","));
-            out.push_str("]}");
+        if let Some((trace_id, span_id)) = ids {
+            comma(&mut line);
+            let _ = write!(
+                line,
+                "\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\""
+            );
         }
-        writeln!(writer, "{out}")
+        if !spans.is_empty() {
+            comma(&mut line);
+            line.push_str("\"span\":");
+            line.push_str(&spans[current]);
+            line.push_str(",\"spans\":[");
+            line.push_str(&spans);
+            line.push(']');
+        }
+        line.push('}');
+        writeln!(writer, "{line}")
     }
 }
 
@@ -166,11 +318,20 @@ where
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SpanFields;
 
-/// Whether the stored object `stored` has a key `name` (see [`SpanFields`]).
+/// Whether the stored object `stored` has a key `name` (see [`SpanFields`]): `"name":` in
+/// its text, the name written as a JSON string.
 fn has_key(stored: &str, name: &str) -> bool {
     let name = name.strip_prefix("r#").unwrap_or(name);
-    let key = format!("{}:", Value::String(name.to_owned()));
-    stored.contains(&key)
+    if name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        // A name that needs escaping (never one of ours): compare with its escaped text.
+        let mut key = String::new();
+        push_str_escaped(&mut key, name);
+        key.push(':');
+        return stored.contains(&key);
+    }
+    stored
+        .match_indices(name)
+        .any(|(at, _)| stored[..at].ends_with('"') && stored[at + name.len()..].starts_with("\":"))
 }
 
 impl<'writer> FormatFields<'writer> for SpanFields {
@@ -179,30 +340,34 @@ impl<'writer> FormatFields<'writer> for SpanFields {
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        write!(writer, "{{{}}}", json_pairs(&fields))
+        let mut object = String::with_capacity(256);
+        object.push('{');
+        push_pairs(&mut object, &fields);
+        object.push('}');
+        writer.write_str(&object)
     }
 
     fn add_fields(&self, current: &mut FormattedFields<Self>, fields: &Record<'_>) -> fmt::Result {
-        let stored = current.fields.trim();
+        let stored = current.fields.trim_end();
         let mut repeated = false;
         fields.record(&mut |field: &Field, _: &dyn fmt::Debug| {
             repeated |= has_key(stored, field.name());
         });
         if !repeated && stored.starts_with('{') && stored.ends_with('}') {
-            let pairs = json_pairs(fields);
-            if pairs.is_empty() {
-                return Ok(());
-            }
-            let inner = stored[1..stored.len() - 1].trim();
-            let separator = if inner.is_empty() { "" } else { "," };
-            current.fields = format!("{{{inner}{separator}{pairs}}}");
+            // Appended in place: the closing brace comes off, the pairs and a new one go on.
+            let end = stored.len() - 1;
+            current.fields.truncate(end);
+            push_pairs(&mut current.fields, fields);
+            current.fields.push('}');
             return Ok(());
         }
         // A field recorded again (or a stored text that is not an object): merge.
         let mut map: Map<String, Value> = serde_json::from_str(stored).unwrap_or_default();
-        fields.record(&mut JsonValues(|name, value| {
-            map.insert(name.to_owned(), value);
-        }));
+        let mut pairs = String::from("{");
+        push_pairs(&mut pairs, fields);
+        pairs.push('}');
+        let added: Map<String, Value> = serde_json::from_str(&pairs).unwrap_or_default();
+        map.extend(added);
         current.fields = Value::Object(map).to_string();
         Ok(())
     }
@@ -455,5 +620,121 @@ mod tests {
             "{line}"
         );
         assert!(line.get("request_id").is_none(), "{line}");
+    }
+
+    /// A value the line holds, as the test wrote it: an error whose text is given.
+    #[derive(Debug)]
+    struct Failure(String);
+
+    impl fmt::Display for Failure {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Failure {}
+
+    proptest::proptest! {
+        /// Whatever text a plugin or a client puts in a message or a field (quotes,
+        /// backslashes, newlines, control characters, any Unicode), the line stays one line
+        /// of one JSON object and every value reads back as it was written: no text can end
+        /// a line early, add a key, or break the object.
+        #[test]
+        fn any_text_stays_inside_its_value(
+            message in "\\PC*|[\"\\\\\n\r\t\u{0}-\u{1f}{}:,]{0,12}",
+            text in proptest::prelude::any::<String>(),
+            spanned in "[\"\\\\\n\u{0}-\u{1f}a-z:{}]{0,16}",
+        ) {
+            let failure = Failure(text.clone());
+            let raw = raw(|| {
+                let span = tracing::info_span!("job", field = %spanned, later = tracing::field::Empty);
+                let _entered = span.enter();
+                span.record("later", text.as_str());
+                tracing::info!(
+                    text = text.as_str(),
+                    debugged = ?text,
+                    error = &failure as &(dyn std::error::Error + 'static),
+                    bytes = &text.as_bytes()[..text.len().min(4)],
+                    "{message}"
+                );
+            });
+            proptest::prop_assert_eq!(raw.matches('\n').count(), 1, "one line: {:?}", raw);
+            let line: Value = serde_json::from_str(raw.trim_end())
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(format!("{e}: {raw:?}")))?;
+            proptest::prop_assert_eq!(&line["message"], &json!(message));
+            proptest::prop_assert_eq!(&line["text"], &json!(text));
+            proptest::prop_assert_eq!(&line["debugged"], &json!(format!("{text:?}")));
+            proptest::prop_assert_eq!(&line["error"], &json!(text));
+            proptest::prop_assert_eq!(
+                &line["bytes"],
+                &json!(text.as_bytes()[..text.len().min(4)].to_vec())
+            );
+            proptest::prop_assert_eq!(
+                &line["span"],
+                &json!({"name": "job", "field": spanned, "later": text})
+            );
+        }
+    }
+
+    #[test]
+    fn an_event_field_replaces_the_lines_own_keys_and_no_key_appears_twice() {
+        let text = raw(|| {
+            let span = tracing::info_span!("job", n = -3_i64, ratio = 1.0_f64, inf = f64::INFINITY);
+            let _entered = span.enter();
+            tracing::info!(
+                timestamp = "from the event",
+                level = "custom",
+                target = "elsewhere",
+                span = "an event field",
+                spans = 2,
+                trace_id = "kept: no OpenTelemetry span here",
+                r#type = "raw identifier",
+                "done"
+            );
+        });
+        let line: Value =
+            serde_json::from_str(text.trim_end()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(line["timestamp"], "from the event", "{text}");
+        assert_eq!(line["level"], "custom", "{text}");
+        assert_eq!(line["target"], "elsewhere", "{text}");
+        assert_eq!(
+            line["trace_id"], "kept: no OpenTelemetry span here",
+            "{text}"
+        );
+        assert_eq!(line["type"], "raw identifier", "{text}");
+        assert_eq!(
+            line["span"],
+            json!({"name": "job", "n": -3, "ratio": 1.0, "inf": null}),
+            "{text}"
+        );
+        for key in [
+            "timestamp",
+            "level",
+            "target",
+            "span",
+            "spans",
+            "trace_id",
+            "message",
+        ] {
+            let n = text.matches(&format!("\"{key}\":")).count();
+            assert_eq!(n, 1, "{key} written {n} times: {text}");
+        }
+    }
+
+    #[test]
+    fn a_key_is_found_only_where_it_is_a_key() {
+        let stored = r#"{"a":"x\"b\":","ab":1,"c\"d":2}"#;
+        assert!(has_key(stored, "ab"));
+        assert!(has_key(stored, "a"));
+        assert!(
+            !has_key(stored, "b"),
+            "inside a value, after an escaped quote"
+        );
+        assert!(has_key(stored, "c\"d"), "a name that needs escaping");
+        assert!(!has_key(stored, "c"));
+        assert!(
+            has_key(stored, "r#ab"),
+            "a raw identifier's prefix is dropped"
+        );
     }
 }

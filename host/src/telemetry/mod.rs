@@ -82,7 +82,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use json::JsonLines;
+pub use json::{JsonLines, SpanFields};
 pub use sampling::{SamplingControl, SamplingView, TrustIncoming};
 
 use crate::support::{InvalidKey, ensure};
