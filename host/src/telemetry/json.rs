@@ -138,7 +138,8 @@ impl<S: Fn(&str) -> bool, N: FnMut(&'static str)> Visit for JsonPairs<'_, S, N> 
 
 /// A comma before the next pair unless the object in `out` has just been opened.
 fn comma(out: &mut String) {
-    if !out.is_empty() && !out.ends_with('{') {
+    let before = out.trim_end();
+    if !before.is_empty() && !before.ends_with('{') {
         out.push(',');
     }
 }
@@ -188,13 +189,30 @@ impl fmt::Write for Escaping<'_> {
 }
 
 /// `fields` as `"key":value` pairs appended to `out`, comma-separated from what is there
-/// unless `out` is empty or ends with `{`.
-fn push_pairs(out: &mut String, fields: &impl RecordFields) {
+/// unless `out` is empty or ends with `{`. False when a name came twice (the same name
+/// given twice, or `r#name` beside `name`): the pairs then hold that key twice, and the
+/// caller keeps its last value ([`last_wins`]).
+fn push_pairs(out: &mut String, fields: &impl RecordFields) -> bool {
+    let mut names: Vec<&'static str> = Vec::with_capacity(16);
+    let mut unique = true;
     fields.record(&mut JsonPairs {
         out,
         skip: |_| false,
-        seen: |_| {},
+        seen: |name| {
+            unique &= !names.contains(&name);
+            names.push(name);
+        },
     });
+    unique
+}
+
+/// `pairs` (the inside of a JSON object) with every key once, holding the last value given
+/// for it, as a map keeps them: the rare path for a name given twice. The keys come out
+/// sorted.
+fn last_wins(pairs: &str) -> String {
+    let map: Map<String, Value> = serde_json::from_str(&format!("{{{pairs}}}")).unwrap_or_default();
+    let object = Value::Object(map).to_string();
+    object[1..object.len() - 1].to_owned()
 }
 
 /// Keys the line itself writes; an event field of one of these names replaces (the first
@@ -233,6 +251,13 @@ where
             },
             seen: |name| names.push(name),
         });
+        if names
+            .iter()
+            .enumerate()
+            .any(|(i, n)| names[..i].contains(n))
+        {
+            fields = last_wins(&fields);
+        }
         let has = |key: &str| names.contains(&key);
 
         let mut line = String::with_capacity(fields.len() + 1024);
@@ -342,7 +367,11 @@ impl<'writer> FormatFields<'writer> for SpanFields {
     ) -> fmt::Result {
         let mut object = String::with_capacity(256);
         object.push('{');
-        push_pairs(&mut object, &fields);
+        if !push_pairs(&mut object, &fields) {
+            let pairs = last_wins(&object[1..]);
+            object.truncate(1);
+            object.push_str(&pairs);
+        }
         object.push('}');
         writer.write_str(&object)
     }
@@ -357,11 +386,17 @@ impl<'writer> FormatFields<'writer> for SpanFields {
             // Appended in place: the closing brace comes off, the pairs and a new one go on.
             let end = stored.len() - 1;
             current.fields.truncate(end);
-            push_pairs(&mut current.fields, fields);
+            let unique = push_pairs(&mut current.fields, fields);
+            current
+                .fields
+                .truncate(if unique { current.fields.len() } else { end });
             current.fields.push('}');
-            return Ok(());
+            if unique {
+                return Ok(());
+            }
         }
         // A field recorded again (or a stored text that is not an object): merge.
+        let stored = current.fields.trim();
         let mut map: Map<String, Value> = serde_json::from_str(stored).unwrap_or_default();
         let mut pairs = String::from("{");
         push_pairs(&mut pairs, fields);
@@ -689,6 +724,9 @@ mod tests {
                 spans = 2,
                 trace_id = "kept: no OpenTelemetry span here",
                 r#type = "raw identifier",
+                neg = -0.0_f64,
+                big = u64::MAX,
+                small = i64::MIN,
                 "done"
             );
         });
@@ -702,6 +740,9 @@ mod tests {
             "{text}"
         );
         assert_eq!(line["type"], "raw identifier", "{text}");
+        assert!(text.contains(r#""neg":-0.0,"#), "{text}");
+        assert_eq!(line["big"], json!(u64::MAX), "{text}");
+        assert_eq!(line["small"], json!(i64::MIN), "{text}");
         assert_eq!(
             line["span"],
             json!({"name": "job", "n": -3, "ratio": 1.0, "inf": null}),
@@ -736,5 +777,30 @@ mod tests {
             has_key(stored, "r#ab"),
             "a raw identifier's prefix is dropped"
         );
+        // The name seen first inside a value, then as a key.
+        assert!(has_key(r#"{"x":"a","a":1}"#, "a"));
+        assert!(has_key(r#"{"x":"\"a\":1","a":2}"#, "a"));
+        assert!(!has_key(r#"{"x":"\"a\":1"}"#, "a"));
+    }
+
+    #[test]
+    fn a_name_given_twice_is_written_once_with_its_last_value() {
+        let text = raw(|| {
+            let span = tracing::info_span!("job", a = 1, a = 2, later = tracing::field::Empty);
+            let _entered = span.enter();
+            span.record("later", 3);
+            tracing::info!(b = "first", b = "second", "done");
+        });
+        let line: Value =
+            serde_json::from_str(text.trim_end()).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(line["b"], "second", "{text}");
+        assert_eq!(text.matches(r#""b":"#).count(), 1, "{text}");
+        assert_eq!(
+            line["span"],
+            json!({"name": "job", "a": 2, "later": 3}),
+            "{text}"
+        );
+        // `span` and `spans` each hold the span once.
+        assert_eq!(text.matches(r#""a":"#).count(), 2, "{text}");
     }
 }
