@@ -261,6 +261,13 @@ pub fn order_body(customer: &str, lines: &[(&str, u32)]) -> serde_json::Value {
 }
 
 /// Status and body of a response; the body as JSON, or `Value::String` of its text.
+/// Status, headers and JSON body of a response (`Null` when the body is not JSON).
+pub type JsonResponse = (
+    reqwest::StatusCode,
+    reqwest::header::HeaderMap,
+    serde_json::Value,
+);
+
 async fn status_and_body(res: reqwest::Response) -> (u16, serde_json::Value) {
     let status = res.status().as_u16();
     let text = res.text().await.expect("response body");
@@ -295,28 +302,12 @@ impl TestServer {
 
     /// `POST /v1/orders` with `body`, and `key` as the `Idempotency-Key` when given: status,
     /// headers and the JSON body (`Null` when it is not JSON).
-    pub async fn post_order(
-        &self,
-        key: Option<&str>,
-        body: &serde_json::Value,
-    ) -> (
-        reqwest::StatusCode,
-        reqwest::header::HeaderMap,
-        serde_json::Value,
-    ) {
+    pub async fn post_order(&self, key: Option<&str>, body: &serde_json::Value) -> JsonResponse {
         self.post_json("/v1/orders", key, body).await
     }
 
     /// `POST /v1/quotes`, as [`Self::post_order`].
-    pub async fn post_quote(
-        &self,
-        key: Option<&str>,
-        body: &serde_json::Value,
-    ) -> (
-        reqwest::StatusCode,
-        reqwest::header::HeaderMap,
-        serde_json::Value,
-    ) {
+    pub async fn post_quote(&self, key: Option<&str>, body: &serde_json::Value) -> JsonResponse {
         self.post_json("/v1/quotes", key, body).await
     }
 
@@ -326,11 +317,7 @@ impl TestServer {
         path: &str,
         key: Option<&str>,
         body: &serde_json::Value,
-    ) -> (
-        reqwest::StatusCode,
-        reqwest::header::HeaderMap,
-        serde_json::Value,
-    ) {
+    ) -> JsonResponse {
         let mut req = self.client.post(format!("{}{path}", self.base)).json(body);
         if let Some(k) = key {
             req = req.header("Idempotency-Key", k);

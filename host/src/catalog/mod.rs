@@ -653,6 +653,14 @@ mod tests {
         }
     }
 
+    /// A lookup of KB-001 through `reader`, as a task of its own.
+    fn lookup(
+        reader: &CatalogReader,
+    ) -> tokio::task::JoinHandle<Result<Option<CatalogProduct>, CatalogError>> {
+        let reader = reader.clone();
+        tokio::spawn(async move { reader.get("KB-001").await })
+    }
+
     /// A reader with the in-process cache (or none, `cache` false) over a gated store
     /// holding KB-001 (8900).
     async fn gated_reader(cache: bool) -> (CatalogReader, Arc<GatedStore>) {
@@ -722,12 +730,7 @@ mod tests {
         const LOOKUPS: usize = 16;
         let (reader, store) = gated_reader(true).await;
         let flights = reader.flights.clone().expect("a cache is on");
-        let lookups: Vec<_> = (0..LOOKUPS)
-            .map(|_| {
-                let reader = reader.clone();
-                tokio::spawn(async move { reader.get("KB-001").await })
-            })
-            .collect();
+        let lookups: Vec<_> = (0..LOOKUPS).map(|_| lookup(&reader)).collect();
         until("all lookups wait on one flight", || {
             flights.joined("KB-001") == LOOKUPS
         })
@@ -755,18 +758,14 @@ mod tests {
     async fn a_lookup_that_gives_up_does_not_stop_the_read() {
         let (reader, store) = gated_reader(true).await;
         let flights = reader.flights.clone().expect("a cache is on");
-        let spawn = || {
-            let reader = reader.clone();
-            tokio::spawn(async move { reader.get("KB-001").await })
-        };
 
-        let first = spawn();
+        let first = lookup(&reader);
         until("the first lookup's read started", || store.reads() == 1).await;
         first.abort();
         assert!(first.await.unwrap_err().is_cancelled());
         assert!(flights.reading("KB-001"), "the read outlives its lookup");
 
-        let second = spawn();
+        let second = lookup(&reader);
         until("the second lookup waits on the same read", || {
             flights.joined("KB-001") == 1
         })
@@ -783,10 +782,7 @@ mod tests {
         // A lone lookup that gives up: its read still ends and fills the cache.
         let (reader, store) = gated_reader(true).await;
         let flights = reader.flights.clone().expect("a cache is on");
-        let lone = {
-            let reader = reader.clone();
-            tokio::spawn(async move { reader.get("KB-001").await })
-        };
+        let lone = lookup(&reader);
         until("the lone lookup's read started", || store.reads() == 1).await;
         lone.abort();
         assert!(lone.await.unwrap_err().is_cancelled());
@@ -802,12 +798,7 @@ mod tests {
         let (reader, store) = gated_reader(true).await;
         let flights = reader.flights.clone().expect("a cache is on");
         store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
-        let lookups: Vec<_> = (0..4)
-            .map(|_| {
-                let reader = reader.clone();
-                tokio::spawn(async move { reader.get("KB-001").await })
-            })
-            .collect();
+        let lookups: Vec<_> = (0..4).map(|_| lookup(&reader)).collect();
         until("four lookups wait on one read", || {
             flights.joined("KB-001") == 4
         })
@@ -834,12 +825,7 @@ mod tests {
     async fn with_the_cache_off_lookups_are_not_shared() {
         let (reader, store) = gated_reader(false).await;
         assert!(reader.flights.is_none());
-        let lookups: Vec<_> = (0..4)
-            .map(|_| {
-                let reader = reader.clone();
-                tokio::spawn(async move { reader.get("KB-001").await })
-            })
-            .collect();
+        let lookups: Vec<_> = (0..4).map(|_| lookup(&reader)).collect();
         until("four reads", || store.reads() == 4).await;
         store.open();
         for lookup in lookups {
