@@ -252,8 +252,6 @@ fn read_previous(path: &Path) -> Option<PreviousRun> {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry::metrics::MeterProvider as _;
-
     use super::*;
 
     /// A meter on its own provider and registry, so other tests' instruments do not mix in.
@@ -262,20 +260,11 @@ mod tests {
         prometheus::Registry,
         opentelemetry_sdk::metrics::SdkMeterProvider,
     ) {
-        let registry = prometheus::Registry::new();
-        let provider = crate::telemetry::metrics::provider_builder(&registry)
-            .unwrap()
-            .build();
-        (provider.meter("weir.lifecycle"), registry, provider)
+        crate::telemetry::metrics::test_meter("weir.lifecycle")
     }
 
     fn render(registry: &prometheus::Registry) -> String {
-        use prometheus::Encoder as _;
-        let mut out = Vec::new();
-        prometheus::TextEncoder::new()
-            .encode(&registry.gather(), &mut out)
-            .unwrap();
-        String::from_utf8(out).unwrap()
+        crate::telemetry::metrics::render_text(registry)
     }
 
     fn sample(text: &str, name: &str, outcome: &str) -> Option<f64> {

@@ -14,11 +14,14 @@
 //! decision (the request, the consumer) logs it once, with its own context.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, ObservableCounter, UpDownCounter};
+use opentelemetry::metrics::{
+    BoundCounter, BoundHistogram, BoundUpDownCounter, Counter, Histogram, ObservableCounter,
+    UpDownCounter,
+};
 use tokio::sync::{OwnedSemaphorePermit, TryAcquireError};
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
@@ -113,7 +116,11 @@ impl Placement {
 
 impl Metrics {
     pub(super) fn new() -> Self {
-        let meter = opentelemetry::global::meter("weir.runtime");
+        Self::from_meter(&opentelemetry::global::meter("weir.runtime"))
+    }
+
+    /// The instruments made from `meter` (the global meter in [`Self::new`]; a test's own).
+    fn from_meter(meter: &opentelemetry::metrics::Meter) -> Self {
         let placements = Arc::new(PlacementCounts::default());
         Self {
             invocations: meter
@@ -226,6 +233,125 @@ impl Metrics {
     /// Instances held by calls now.
     pub(super) fn in_use(&self) -> i64 {
         self.in_use_now.load(Ordering::Relaxed)
+    }
+}
+
+/// The instruments one kind of call records on every call, bound once to its attributes:
+/// one version in one role calling one function (`plugin.name`, `plugin.version`,
+/// `plugin.digest`, `plugin.role`, `plugin.function`), plus `outcome` for the two that count
+/// outcomes, bound on an outcome's first use. A bound instrument keeps its series and skips
+/// the attribute lookup (hashing and comparing five to six attributes, the digest among them)
+/// that an unbound measurement makes each time; OpenTelemetry offers it behind its
+/// `experimental_metrics_bound_instruments` feature. Made on first use by
+/// [`PluginVersion::call_metrics`] and kept with the version. The rarer measurements
+/// (refusals, traps, denials, truncated output) stay unbound, with [`Self::labels`].
+pub(crate) struct CallMetrics {
+    role: Role,
+    function: &'static str,
+    /// The five attributes above, for the unbound measurements.
+    pub(super) labels: [KeyValue; 5],
+    in_flight: BoundUpDownCounter<i64>,
+    instance_wait: BoundHistogram<f64>,
+    instantiate_duration: BoundHistogram<f64>,
+    /// By outcome: invocations and call duration. A call's outcome is one of a fixed set of
+    /// static names, so this stays short.
+    outcomes: RwLock<Vec<ByOutcome>>,
+}
+
+/// A call's instruments for one outcome.
+struct ByOutcome {
+    outcome: &'static str,
+    invocations: BoundCounter<u64>,
+    call_duration: BoundHistogram<f64>,
+}
+
+impl ByOutcome {
+    fn record(&self, seconds: f64) {
+        self.invocations.add(1);
+        self.call_duration.record(seconds);
+    }
+}
+
+impl CallMetrics {
+    fn new(m: &Metrics, labels: [KeyValue; 5], role: Role, function: &'static str) -> Self {
+        Self {
+            role,
+            function,
+            in_flight: m.in_flight.bind(&labels),
+            instance_wait: m.instance_wait.bind(&labels),
+            instantiate_duration: m.instantiate_duration.bind(&labels),
+            outcomes: RwLock::default(),
+            labels,
+        }
+    }
+
+    /// Whether these are the instruments of `role` calling `function`.
+    pub(super) fn is_for(&self, role: Role, function: &'static str) -> bool {
+        self.role == role && self.function == function
+    }
+
+    /// One finished call: counted and its duration recorded under its outcome.
+    fn finished(&self, m: &Metrics, outcome: &'static str, seconds: f64) {
+        let read = self.outcomes.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = read.iter().find(|b| b.outcome == outcome) {
+            found.record(seconds);
+            return;
+        }
+        drop(read);
+        let mut write = self.outcomes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = write.iter().find(|b| b.outcome == outcome) {
+            found.record(seconds);
+            return;
+        }
+        let [name, version, digest, role, function] = self.labels.clone();
+        let attrs = [
+            name,
+            version,
+            digest,
+            role,
+            function,
+            KeyValue::new("outcome", outcome),
+        ];
+        let made = ByOutcome {
+            outcome,
+            invocations: m.invocations.bind(&attrs),
+            call_duration: m.call_duration.bind(&attrs),
+        };
+        made.record(seconds);
+        write.push(made);
+    }
+}
+
+impl PluginVersion {
+    /// The bound instruments of this version's calls of `function` in `role`, made on first
+    /// use. A version is called in one or two roles and a handful of functions, so a short
+    /// list under a lock read is the whole lookup.
+    pub(super) fn call_metrics(
+        &self,
+        m: &Metrics,
+        role: Role,
+        function: &'static str,
+    ) -> Arc<CallMetrics> {
+        let read = self.call_metrics.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = read.iter().find(|c| c.is_for(role, function)) {
+            return found.clone();
+        }
+        drop(read);
+        let mut write = self.call_metrics.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = write.iter().find(|c| c.is_for(role, function)) {
+            return found.clone();
+        }
+        let [name, version, digest] = self.labels().clone();
+        let labels = [
+            name,
+            version,
+            digest,
+            KeyValue::new("plugin.role", role.as_str()),
+            KeyValue::new("plugin.function", function),
+        ];
+        let made = Arc::new(CallMetrics::new(m, labels, role, function));
+        write.push(made.clone());
+        made
     }
 }
 
@@ -482,24 +608,17 @@ impl Runtime {
         let inner = &*self.inner;
         let _token = inner.tracker.token();
         let started = Instant::now();
-        let [name, version, digest] = plugin.labels().clone();
-        let labels = [
-            name,
-            version,
-            digest,
-            KeyValue::new("plugin.role", role.as_str()),
-            KeyValue::new("plugin.function", C::NAME),
-        ];
+        let bound = plugin.call_metrics(&inner.metrics, role, C::NAME);
         let span = invocation_span(plugin, role, C::NAME);
-        inner.metrics.in_flight.add(1, &labels);
+        bound.in_flight.add(1);
 
         // A free instance first (bounded wait), then the breaker: a half-open probe is never
         // spent on a call that then finds no instance.
-        let slot = match self.admit(role, started, deadline, &labels, &span).await {
+        let slot = match self.admit(role, started, deadline, &bound, &span).await {
             Ok(slot) => slot,
             Err(refused) => {
-                inner.metrics.in_flight.add(-1, &labels);
-                self.record(&span, &labels, started, refused.outcome(), Some(&refused));
+                bound.in_flight.add(-1);
+                self.record(&span, &bound, started, refused.outcome(), Some(&refused));
                 return Err(refused);
             }
         };
@@ -510,8 +629,8 @@ impl Runtime {
             match self.breaker_permit(plugin) {
                 Ok(permit) => Some(permit),
                 Err(refused) => {
-                    inner.metrics.in_flight.add(-1, &labels);
-                    self.record(&span, &labels, started, "short_circuited", Some(&refused));
+                    bound.in_flight.add(-1);
+                    self.record(&span, &bound, started, "short_circuited", Some(&refused));
                     return Err(refused);
                 }
             }
@@ -521,25 +640,25 @@ impl Runtime {
         let state = self.fresh_state(plugin, deadline, trace);
         let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
         let result = self
-            .run_placed(plugin, role, call, (state, slot), deadline, &labels, &span)
+            .run_placed(plugin, role, call, (state, slot), deadline, &bound, &span)
             .await;
         if let Some(permit) = permit {
             permit.record(Some(
                 result.as_ref().is_err_and(InvokeError::is_plugin_fault),
             ));
         }
-        inner.metrics.in_flight.add(-1, &labels);
+        bound.in_flight.add(-1);
 
         {
             let _enter = span.enter();
-            self.emit_stdio("stdout", &stdout, &labels);
-            self.emit_stdio("stderr", &stderr, &labels);
+            self.emit_stdio("stdout", &stdout, &bound.labels);
+            self.emit_stdio("stderr", &stderr, &bound.labels);
         }
         let outcome = match &result {
             Ok(output) => C::outcome(output),
             Err(e) => e.outcome(),
         };
-        self.record(&span, &labels, started, outcome, result.as_ref().err());
+        self.record(&span, &bound, started, outcome, result.as_ref().err());
         result
     }
 
@@ -552,7 +671,7 @@ impl Runtime {
         role: Role,
         started: Instant,
         deadline: Option<Instant>,
-        labels: &[KeyValue; 5],
+        bound: &CallMetrics,
         span: &tracing::Span,
     ) -> Result<InstanceSlot, InvokeError> {
         let inner = &*self.inner;
@@ -588,8 +707,7 @@ impl Runtime {
         };
         let waited = started.elapsed();
         span.record("instance_wait_us", waited.as_micros() as u64);
-        let attrs = &labels[..];
-        m.instance_wait.record(waited.as_secs_f64(), attrs);
+        bound.instance_wait.record(waited.as_secs_f64());
         match permit {
             Ok(permit) => {
                 m.instances_in_use.add(1, &[]);
@@ -603,7 +721,7 @@ impl Runtime {
             Err(e) => {
                 if matches!(e, InvokeError::PoolExhausted { .. }) {
                     span.record("instances.exhausted", true);
-                    m.instances_exhausted.add(1, attrs);
+                    m.instances_exhausted.add(1, &bound.labels);
                 }
                 Err(e)
             }
@@ -662,15 +780,15 @@ impl Runtime {
         call: C,
         (state, slot): (InvocationState, InstanceSlot),
         deadline: Instant,
-        labels: &[KeyValue; 5],
+        bound: &Arc<CallMetrics>,
         span: &tracing::Span,
     ) -> Result<C::Output, InvokeError> {
         let this = self.clone();
         let pre = plugin.pre.clone();
-        let task_labels = labels.clone();
+        let task_bound = bound.clone();
         let task = async move {
             let result = this
-                .run_bounded(&pre, &call, state, slot, deadline, &task_labels)
+                .run_bounded(&pre, &call, state, slot, deadline, &task_bound)
                 .await;
             (call, result)
         }
@@ -679,7 +797,7 @@ impl Runtime {
         let inline = C::INLINE && role != Role::Shadow && self.inline_allowed(plugin);
         let joined = if inline {
             let mut task = Box::pin(task);
-            match self.inline_slice(plugin, task.as_mut(), labels, span) {
+            match self.inline_slice(plugin, task.as_mut(), &bound.labels, span) {
                 Slice::Finished(joined) => joined,
                 Slice::Moved => self.on_plugin_threads(task).await,
             }
@@ -824,9 +942,9 @@ impl Runtime {
         state: InvocationState,
         slot: InstanceSlot,
         deadline: Instant,
-        labels: &[KeyValue],
+        bound: &CallMetrics,
     ) -> Result<C::Output, InvokeError> {
-        let work = self.run(pre, call, state, slot, deadline, labels);
+        let work = self.run(pre, call, state, slot, deadline, bound);
         tokio::select! {
             biased;
             () = self.inner.interrupt.cancelled() => Err(InvokeError::Interrupted),
@@ -845,9 +963,8 @@ impl Runtime {
         state: InvocationState,
         slot: InstanceSlot,
         deadline: Instant,
-        labels: &[KeyValue],
+        bound: &CallMetrics,
     ) -> Result<C::Output, InvokeError> {
-        let inner = &*self.inner;
         let mut held = Held {
             store: self.new_store(state, deadline)?,
             _slot: slot,
@@ -877,10 +994,7 @@ impl Runtime {
         };
         let instantiate = t0.elapsed();
         tracing::Span::current().record("instantiate_us", instantiate.as_micros() as u64);
-        inner
-            .metrics
-            .instantiate_duration
-            .record(instantiate.as_secs_f64(), labels);
+        bound.instantiate_duration.record(instantiate.as_secs_f64());
 
         let result = call
             .call(&instance, &mut *store)
@@ -927,7 +1041,7 @@ impl Runtime {
     fn record(
         &self,
         span: &tracing::Span,
-        labels: &[KeyValue; 5],
+        bound: &CallMetrics,
         started: Instant,
         outcome: &'static str,
         error: Option<&InvokeError>,
@@ -936,17 +1050,8 @@ impl Runtime {
         let metrics = &self.inner.metrics;
         span.record("outcome", outcome);
         span.record("duration_us", elapsed.as_micros() as u64);
-        let [name, version, digest, role, function] = labels.clone();
-        let attrs = [
-            name,
-            version,
-            digest,
-            role,
-            function,
-            KeyValue::new("outcome", outcome),
-        ];
-        metrics.invocations.add(1, &attrs);
-        metrics.call_duration.record(elapsed.as_secs_f64(), &attrs);
+        bound.finished(metrics, outcome, elapsed.as_secs_f64());
+        let labels = &bound.labels;
         let Some(e) = error else { return };
         if let InvokeError::CapabilityDenied { capability } = e {
             span.record("capability", *capability);
@@ -1068,5 +1173,188 @@ impl Runtime {
             attrs.push(KeyValue::new("stream", stream));
             self.inner.metrics.stdio_truncated.add(1, &attrs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runtime's instruments on a meter provider of the test's own, so the counts below
+    /// are exactly this test's.
+    fn metrics() -> (
+        Metrics,
+        prometheus::Registry,
+        opentelemetry_sdk::metrics::SdkMeterProvider,
+    ) {
+        let (meter, registry, provider) = crate::telemetry::metrics::test_meter("weir.runtime");
+        (Metrics::from_meter(&meter), registry, provider)
+    }
+
+    fn labels(version: &'static str) -> [KeyValue; 5] {
+        [
+            KeyValue::new("plugin.name", "orders"),
+            KeyValue::new("plugin.version", version),
+            KeyValue::new("plugin.digest", "d1"),
+            KeyValue::new("plugin.role", "stable"),
+            KeyValue::new("plugin.function", "place-order"),
+        ]
+    }
+
+    /// The value of the one sample of `name` whose labels include all of `with`.
+    fn sample(registry: &prometheus::Registry, name: &str, with: &[(&str, &str)]) -> f64 {
+        let text = crate::telemetry::metrics::render_text(registry);
+        let found: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| {
+                with.iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one {name} sample with {with:?} in:\n{text}"
+        );
+        found[0]
+    }
+
+    #[test]
+    fn bound_instruments_count_each_call_under_its_own_labels_and_outcome() {
+        let (m, registry, _provider) = metrics();
+        let one = CallMetrics::new(&m, labels("1.0.0"), Role::Stable, "place-order");
+        let other = CallMetrics::new(&m, labels("2.0.0"), Role::Stable, "place-order");
+        one.in_flight.add(1);
+        one.in_flight.add(1);
+        one.in_flight.add(-1);
+        other.in_flight.add(1);
+        for _ in 0..3 {
+            one.finished(&m, "ok", 0.002);
+        }
+        one.finished(&m, "rejected", 0.004);
+        other.finished(&m, "ok", 0.001);
+        one.instantiate_duration.record(0.00002);
+        one.instance_wait.record(0.0);
+
+        let v1 = ("plugin_version", "1.0.0");
+        let v2 = ("plugin_version", "2.0.0");
+        let ok = ("outcome", "ok");
+        let rejected = ("outcome", "rejected");
+        let all = [
+            ("plugin_name", "orders"),
+            ("plugin_digest", "d1"),
+            ("plugin_role", "stable"),
+            ("plugin_function", "place-order"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut l = all.to_vec();
+            l.extend_from_slice(extra);
+            l
+        };
+        assert_eq!(
+            sample(&registry, "weir_plugin_in_flight", &with(&[v1])),
+            1.0
+        );
+        assert_eq!(
+            sample(&registry, "weir_plugin_in_flight", &with(&[v2])),
+            1.0
+        );
+        assert_eq!(
+            sample(&registry, "weir_plugin_invocations_total", &with(&[v1, ok])),
+            3.0
+        );
+        assert_eq!(
+            sample(
+                &registry,
+                "weir_plugin_invocations_total",
+                &with(&[v1, rejected])
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(&registry, "weir_plugin_invocations_total", &with(&[v2, ok])),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &registry,
+                "weir_plugin_call_duration_seconds_count",
+                &with(&[v1, ok])
+            ),
+            3.0
+        );
+        let sum = sample(
+            &registry,
+            "weir_plugin_call_duration_seconds_sum",
+            &with(&[v1, rejected]),
+        );
+        assert!((sum - 0.004).abs() < 1e-12, "{sum}");
+        assert_eq!(
+            sample(
+                &registry,
+                "weir_plugin_instantiate_duration_seconds_count",
+                &with(&[v1])
+            ),
+            1.0
+        );
+        assert_eq!(
+            sample(
+                &registry,
+                "weir_plugin_instance_wait_seconds_count",
+                &with(&[v1])
+            ),
+            1.0
+        );
+        // One bound pair per outcome, however often it was used.
+        assert_eq!(one.outcomes.read().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_unbound_measurement_with_the_same_labels_adds_to_the_bound_series() {
+        let (m, registry, _provider) = metrics();
+        let bound = CallMetrics::new(&m, labels("1.0.0"), Role::Stable, "place-order");
+        bound.finished(&m, "ok", 0.001);
+        let [a, b, c, d, e] = labels("1.0.0");
+        m.invocations
+            .add(1, &[a, b, c, d, e, KeyValue::new("outcome", "ok")]);
+        assert_eq!(
+            sample(
+                &registry,
+                "weir_plugin_invocations_total",
+                &[("outcome", "ok")]
+            ),
+            2.0
+        );
+    }
+
+    #[test]
+    fn outcomes_bound_from_many_threads_at_once_lose_no_count() {
+        let (m, registry, _provider) = metrics();
+        let bound = CallMetrics::new(&m, labels("1.0.0"), Role::Stable, "place-order");
+        let outcomes = ["ok", "rejected", "invalid", "trap"];
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (m, bound) = (&m, &bound);
+                s.spawn(move || {
+                    for i in 0..1000 {
+                        bound.finished(m, outcomes[(t + i) % outcomes.len()], 0.001);
+                    }
+                });
+            }
+        });
+        for outcome in outcomes {
+            assert_eq!(
+                sample(
+                    &registry,
+                    "weir_plugin_invocations_total",
+                    &[("outcome", outcome)]
+                ),
+                1000.0,
+                "{outcome}"
+            );
+        }
+        assert_eq!(bound.outcomes.read().unwrap().len(), outcomes.len());
     }
 }

@@ -491,6 +491,7 @@ impl Runtime {
             pre,
             breaker: std::sync::OnceLock::new(),
             labels: std::sync::OnceLock::new(),
+            call_metrics: std::sync::RwLock::default(),
             inline: InlineStats::default(),
         };
         let info = self
@@ -509,6 +510,7 @@ impl Runtime {
             capabilities: info.capabilities,
             // Made from the admitted identity on first use, not the provisional one.
             labels: std::sync::OnceLock::new(),
+            call_metrics: std::sync::RwLock::default(),
             ..provisional
         }))
     }

@@ -43,6 +43,9 @@ pub struct PluginVersion {
     /// The version's metric attributes (name, version, digest), made once: each call clones
     /// reference-counted strings instead of copying the digest into new ones.
     pub(crate) labels: std::sync::OnceLock<[opentelemetry::KeyValue; 3]>,
+    /// The instruments its calls record, bound per role and function on first use
+    /// ([`PluginVersion::call_metrics`]).
+    pub(crate) call_metrics: RwLock<Vec<Arc<super::invoke::CallMetrics>>>,
     /// How this version's calls used their inline slice (`runtime.inline_calls`).
     pub(crate) inline: super::InlineStats,
 }

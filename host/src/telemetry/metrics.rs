@@ -65,6 +65,35 @@ pub fn provider_builder(
     .map_err(|e| MetricsError(e.to_string()))
 }
 
+/// For tests: a meter on a provider of its own with the Prometheus reader `/metrics` uses,
+/// so a test's counts are its own (the installed provider is shared by every test in the
+/// process). Keep the provider alive while measuring; read with [`render_text`].
+#[cfg(test)]
+pub(crate) fn test_meter(
+    name: &'static str,
+) -> (
+    opentelemetry::metrics::Meter,
+    prometheus::Registry,
+    SdkMeterProvider,
+) {
+    use opentelemetry::metrics::MeterProvider as _;
+    let registry = prometheus::Registry::new();
+    let provider = provider_builder(&registry)
+        .expect("a meter provider")
+        .build();
+    (provider.meter(name), registry, provider)
+}
+
+/// For tests: the Prometheus text of `registry`.
+#[cfg(test)]
+pub(crate) fn render_text(registry: &prometheus::Registry) -> String {
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .expect("Prometheus text");
+    String::from_utf8(out).expect("UTF-8")
+}
+
 static INSTALLED: OnceLock<Result<Metrics, MetricsError>> = OnceLock::new();
 
 /// Build and install the global meter provider once; return the handle.
