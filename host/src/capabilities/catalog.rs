@@ -100,18 +100,20 @@ impl Imports {
         let limit = self.remaining().min(self.catalog_timeout);
         let catalog = self.catalog.clone();
         let traced_sku = self.trace.is_some().then(|| sku.clone());
-        let mut lookup: BoxFuture<'static, _> =
-            Box::pin(async move { catalog.get(&sku).await }.in_current_span());
+        let mut lookup: BoxFuture<'static, _> = Box::pin(async move { catalog.get(&sku).await });
         // An answer at hand (the in-process cache, a static catalog) is taken on the spot:
         // one poll, in the server runtime's context so any timer or task the lookup creates
-        // belongs there. Only a lookup that has to wait (Redis, the database) is handed to
-        // the server's runtime, where its own timeout measures the dependency, not how busy
-        // plugin code keeps these threads; when this call runs out of time first the lookup
-        // is aborted, so the dependency's breaker never counts the plugin's lateness (with a
-        // cache on, the database read a lookup waits on is a task of its own, which the
-        // abort leaves to finish under the dependency's own timeout). A
-        // hand-off costs two thread wake-ups (BENCHMARKS.md: they made a three-line order
-        // 4x slower).
+        // belongs there, and in the call's span, which the call's task has entered: a span the
+        // lookup opens gets the right parent without the lookup entering the span again (an
+        // enter and an exit cost about 2 300 instructions with the served layers;
+        // BENCHMARKS.md, "Instructions per request"). Only a lookup that has to wait (Redis,
+        // the database) takes the current span with it and is handed to the server's runtime,
+        // where its own timeout measures the dependency, not how busy plugin code keeps these
+        // threads; when this call runs out of time first the lookup is aborted, so the
+        // dependency's breaker never counts the plugin's lateness (with a cache on, the
+        // database read a lookup waits on is a task of its own, which the abort leaves to
+        // finish under the dependency's own timeout). A hand-off costs two thread wake-ups
+        // (BENCHMARKS.md: they made a three-line order 4x slower).
         let polled = {
             let _host = self.host.enter();
             lookup
@@ -123,6 +125,7 @@ impl Imports {
             Poll::Pending => {
                 // A pending future keeps only the waker of its latest poll: the one the
                 // server's runtime gives it next.
+                let lookup = lookup.instrument(tracing::Span::current());
                 let handed = AbortOnDropHandle::new(self.host.spawn(lookup));
                 tokio::time::timeout(limit, handed).await
             }
