@@ -103,10 +103,11 @@ impl Imports {
         let mut lookup: BoxFuture<'static, _> = Box::pin(async move { catalog.get(&sku).await });
         // An answer at hand (the in-process cache, a static catalog) is taken on the spot:
         // one poll, in the server runtime's context so any timer or task the lookup creates
-        // belongs there, and in the call's span, which the call's task has entered: a span the
-        // lookup opens gets the right parent without the lookup entering the span again (an
-        // enter and an exit cost about 2 300 instructions with the served layers;
-        // BENCHMARKS.md, "Instructions per request"). Only a lookup that has to wait (Redis,
+        // belongs there, and in the current span (the import's span while traces are exported,
+        // else the call's, which the call's task has entered): a span the lookup opens gets
+        // the right parent without the lookup entering the span again (an enter and an exit
+        // cost about 2 300 instructions with the served layers; BENCHMARKS.md, "Instructions
+        // per request"). Only a lookup that has to wait (Redis,
         // the database) takes the current span with it and is handed to the server's runtime,
         // where its own timeout measures the dependency, not how busy plugin code keeps these
         // threads; when this call runs out of time first the lookup is aborted, so the

@@ -323,34 +323,65 @@ impl CallMetrics {
 
 impl PluginVersion {
     /// The bound instruments of this version's calls of `function` in `role`, made on first
-    /// use. A version is called in one or two roles and a handful of functions, so a short
-    /// list under a lock read is the whole lookup.
+    /// use ([`call_metrics_in`]).
     pub(super) fn call_metrics(
         &self,
         m: &Metrics,
         role: Role,
         function: &'static str,
     ) -> Arc<CallMetrics> {
-        let read = self.call_metrics.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = read.iter().find(|c| c.is_for(role, function)) {
-            return found.clone();
-        }
-        drop(read);
-        let mut write = self.call_metrics.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = write.iter().find(|c| c.is_for(role, function)) {
-            return found.clone();
-        }
-        let [name, version, digest] = self.labels().clone();
-        let labels = [
-            name,
-            version,
-            digest,
-            KeyValue::new("plugin.role", role.as_str()),
-            KeyValue::new("plugin.function", function),
-        ];
-        let made = Arc::new(CallMetrics::new(m, labels, role, function));
-        write.push(made.clone());
-        made
+        call_metrics_in(&self.call_metrics, m, self.labels(), role, function)
+    }
+}
+
+/// The instruments of `role` calling `function` in `list` (one version's), bound to
+/// `version` (its name, version and digest attributes) and added on first use. A version is
+/// called in one or two roles and a handful of functions, so a short list under a lock read
+/// is the whole lookup.
+fn call_metrics_in(
+    list: &RwLock<Vec<Arc<CallMetrics>>>,
+    m: &Metrics,
+    version: &[KeyValue; 3],
+    role: Role,
+    function: &'static str,
+) -> Arc<CallMetrics> {
+    let read = list.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = read.iter().find(|c| c.is_for(role, function)) {
+        return found.clone();
+    }
+    drop(read);
+    let mut write = list.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = write.iter().find(|c| c.is_for(role, function)) {
+        return found.clone();
+    }
+    let [name, number, digest] = version.clone();
+    let labels = [
+        name,
+        number,
+        digest,
+        KeyValue::new("plugin.role", role.as_str()),
+        KeyValue::new("plugin.function", function),
+    ];
+    let made = Arc::new(CallMetrics::new(m, labels, role, function));
+    write.push(made.clone());
+    made
+}
+
+/// A call in flight, counted in `weir.plugin.in_flight` while it lives: also when the call's
+/// future is dropped before it ends (a request timeout, a client gone), which a plain
+/// decrement at the end of the call would miss.
+struct InFlight(Arc<CallMetrics>);
+
+impl InFlight {
+    fn start(bound: &Arc<CallMetrics>) -> Self {
+        bound.in_flight.add(1);
+        Self(bound.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.add(-1);
     }
 }
 
@@ -609,14 +640,14 @@ impl Runtime {
         let started = Instant::now();
         let bound = plugin.call_metrics(&inner.metrics, role, C::NAME);
         let span = invocation_span(plugin, role, C::NAME);
-        bound.in_flight.add(1);
+        let in_flight = InFlight::start(&bound);
 
         // A free instance first (bounded wait), then the breaker: a half-open probe is never
         // spent on a call that then finds no instance.
         let slot = match self.admit(role, started, deadline, &bound, &span).await {
             Ok(slot) => slot,
             Err(refused) => {
-                bound.in_flight.add(-1);
+                drop(in_flight);
                 self.record(&span, &bound, started, refused.outcome(), Some(&refused));
                 return Err(refused);
             }
@@ -628,7 +659,7 @@ impl Runtime {
             match self.breaker_permit(plugin) {
                 Ok(permit) => Some(permit),
                 Err(refused) => {
-                    bound.in_flight.add(-1);
+                    drop(in_flight);
                     self.record(&span, &bound, started, "short_circuited", Some(&refused));
                     return Err(refused);
                 }
@@ -646,7 +677,7 @@ impl Runtime {
                 result.as_ref().is_err_and(InvokeError::is_plugin_fault),
             ));
         }
-        bound.in_flight.add(-1);
+        drop(in_flight);
 
         let output = [("stdout", stdout.take()), ("stderr", stderr.take())];
         // The span is entered only for output there is (an enter and an exit cost about
@@ -1361,5 +1392,58 @@ mod tests {
             );
         }
         assert_eq!(bound.outcomes.read().unwrap().len(), outcomes.len());
+    }
+
+    #[test]
+    fn each_role_and_function_of_a_version_has_its_own_instruments_made_once() {
+        let (m, registry, _provider) = metrics();
+        let list = RwLock::default();
+        let [name, version, digest, ..] = labels("1.0.0");
+        let version = [name, version, digest];
+        let stable = call_metrics_in(&list, &m, &version, Role::Stable, "place-order");
+        let again = call_metrics_in(&list, &m, &version, Role::Stable, "place-order");
+        let shadow = call_metrics_in(&list, &m, &version, Role::Shadow, "place-order");
+        let transition = call_metrics_in(&list, &m, &version, Role::Stable, "transition");
+        assert!(Arc::ptr_eq(&stable, &again), "made once");
+        assert_eq!(list.read().unwrap().len(), 3);
+        stable.finished(&m, "ok", 0.001);
+        again.finished(&m, "ok", 0.001);
+        shadow.finished(&m, "ok", 0.001);
+        transition.finished(&m, "ok", 0.001);
+        let count = |role, function| {
+            sample(
+                &registry,
+                "weir_plugin_invocations_total",
+                &[("plugin_role", role), ("plugin_function", function)],
+            )
+        };
+        assert_eq!(count("stable", "place-order"), 2.0);
+        assert_eq!(count("shadow", "place-order"), 1.0);
+        assert_eq!(count("stable", "transition"), 1.0);
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_before_it_ends_is_no_longer_in_flight() {
+        let (m, registry, _provider) = metrics();
+        let bound = Arc::new(CallMetrics::new(
+            &m,
+            labels("1.0.0"),
+            Role::Stable,
+            "place-order",
+        ));
+        let in_flight = || sample(&registry, "weir_plugin_in_flight", &[]);
+        // As `invoke_traced` holds it: across the call's awaits.
+        let call = {
+            let bound = bound.clone();
+            async move {
+                let _in_flight = InFlight::start(&bound);
+                std::future::pending::<()>().await;
+            }
+        };
+        let mut call = Box::pin(call);
+        assert!(futures::poll!(call.as_mut()).is_pending());
+        assert_eq!(in_flight(), 1.0);
+        drop(call);
+        assert_eq!(in_flight(), 0.0);
     }
 }
