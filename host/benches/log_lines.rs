@@ -1,7 +1,8 @@
 //! The stdout JSON log lines of one served quote, written through the stdout layer's own
 //! formatters ([`JsonLines`], [`SpanFields`]) into a discarding writer: the request span and
-//! the plugin call's span with the fields a served request gives them, the plugin's
-//! `order priced` record and the access line. Run with `cargo bench -p weir-host --bench
+//! the plugin call's span made by the server's own constructors (`request_span`,
+//! `plugin_span`) with the values a served quote records, the plugin's `order priced` record
+//! through the `log` import's own path (`emit_record`) and the access line. Run with `cargo bench -p weir-host --bench
 //! log_lines`.
 //!
 //! `one_request_served_layers` adds the OpenTelemetry span layer as `weir serve` installs it
@@ -14,53 +15,47 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tracing::field::Empty;
 use tracing_subscriber::layer::SubscriberExt;
+use weir_host::capabilities::log::emit_record;
 use weir_host::telemetry::{
     Export, JsonLines, SamplingConfig, SpanFields, Telemetry, TelemetryOptions,
 };
 
 /// The spans and the two lines of one quote, with the field values of a served one.
 fn one_request(write_lines: bool) {
-    let request = tracing::info_span!(
-        "http.server",
-        otel.kind = "server",
-        http.request.method = %"POST",
-        http.route = %"/v1/quotes",
-        url.path = %"/v1/quotes",
-        request_id = %"9a96cf9a2b264ea699caf33cc7942dd4",
-        http.request.original_id_hash = Option::<&str>::None,
-        weir.tenant = Empty,
-        weir.auth = Empty,
-        http.response.status_code = Empty,
-        error.type = Empty,
-        otel.status_code = Empty,
-        otel.status_description = Empty,
+    let request = weir_host::http::context::request_span(
+        "POST",
+        "/v1/quotes",
+        "/v1/quotes",
+        "9a96cf9a2b264ea699caf33cc7942dd4",
+        None,
     );
     let _request = request.enter();
     request.record("weir.tenant", "default");
     request.record("weir.auth", "anonymous");
     {
-        let invoke = tracing::info_span!(
-            "plugin.invoke",
-            plugin.name = "orders",
-            plugin.version = "0.1.0",
-            plugin.digest = "590d7d0cba155baa2c4882260ff8be4fbfab72f4e01f27fc03545da0c86fd5ca",
-            plugin.role = "stable",
-            plugin.function = "place-order",
-            instance_wait_us = Empty,
-            instantiate_us = Empty,
+        let invoke = weir_host::runtime::plugin_span(
+            "orders",
+            "0.1.0",
+            "590d7d0cba155baa2c4882260ff8be4fbfab72f4e01f27fc03545da0c86fd5ca",
+            "stable",
+            "place-order",
         );
         let _invoke = invoke.enter();
         invoke.record("instance_wait_us", 14);
         invoke.record("instantiate_us", 66);
         if write_lines {
-            tracing::info!(
-                target: "weir::plugin",
-                plugin = "orders",
-                plugin.version = "0.1.0",
-                fields = %r#"{"currency":"EUR","lines":"1","total":"8900"}"#,
-                "order priced"
+            let fields = [("lines", "1"), ("total", "8900"), ("currency", "EUR")];
+            let fields: Vec<(String, String)> = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            emit_record(
+                tracing::Level::INFO,
+                "orders",
+                "0.1.0",
+                "order priced",
+                &fields,
             );
         }
     }

@@ -68,8 +68,9 @@ impl Host for Imports {
 
 /// One guest log record as a `tracing` event of target `weir::plugin`, its message and field
 /// values clipped; the fields are only formatted when a subscriber takes records of this
-/// level. Shared with the native decider of the benchmark, which emits the same records.
-pub(crate) fn emit_record(
+/// level. Shared with the native decider of the benchmark, which emits the same records, and
+/// with the `log_lines` benchmark.
+pub fn emit_record(
     level: tracing::Level,
     plugin: &str,
     version: &str,

@@ -187,6 +187,33 @@ fn render(err: &ApiError, ctx: &RequestContext, instance: &str) -> Response {
     response
 }
 
+/// The `http.server` span of one request, with the fields the handlers and layers record
+/// later declared empty. Public for the `log_lines` benchmark, which must format the span a
+/// served request has.
+pub fn request_span(
+    method: &str,
+    route: &str,
+    path: &str,
+    request_id: &str,
+    original_id_hash: Option<&str>,
+) -> tracing::Span {
+    tracing::info_span!(
+        "http.server",
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        url.path = %path,
+        request_id = %request_id,
+        http.request.original_id_hash = original_id_hash,
+        weir.tenant = Empty,
+        weir.auth = Empty,
+        http.response.status_code = Empty,
+        error.type = Empty,
+        otel.status_code = Empty,
+        otel.status_description = Empty,
+    )
+}
+
 /// The request-context middleware (see the module doc).
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let (request_id, original_id_hash) = accept_request_id(req.headers());
@@ -203,20 +230,12 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str);
     let instance = req.uri().path().to_owned();
-    let span = tracing::info_span!(
-        "http.server",
-        otel.kind = "server",
-        http.request.method = %req.method(),
-        http.route = %route,
-        url.path = %instance,
-        request_id = %request_id,
-        http.request.original_id_hash = original_id_hash.as_deref(),
-        weir.tenant = Empty,
-        weir.auth = Empty,
-        http.response.status_code = Empty,
-        error.type = Empty,
-        otel.status_code = Empty,
-        otel.status_description = Empty,
+    let span = request_span(
+        req.method().as_str(),
+        route,
+        &instance,
+        &request_id,
+        original_id_hash.as_deref(),
     );
     // Before the span is first entered: the sampler sees the caller's context (its flag is
     // honoured only on routes trusted by `telemetry.sampling.trust_incoming`).

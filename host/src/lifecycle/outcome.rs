@@ -268,10 +268,9 @@ mod tests {
     }
 
     fn sample(text: &str, name: &str, outcome: &str) -> Option<f64> {
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")))
-            .find(|l| l.contains(&format!("outcome=\"{outcome}\"")))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        crate::telemetry::metrics::samples(text, name, &[("outcome", outcome)])
+            .first()
+            .copied()
     }
 
     const GAUGE: &str = "weir_previous_shutdown_timestamp_seconds";

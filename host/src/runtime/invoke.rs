@@ -254,7 +254,7 @@ pub(crate) struct CallMetrics {
     instantiate_duration: BoundHistogram<f64>,
     /// By outcome: invocations and call duration. A call's outcome is one of a fixed set of
     /// static names, so this stays short.
-    outcomes: RwLock<Vec<ByOutcome>>,
+    outcomes: RwLock<Vec<Arc<ByOutcome>>>,
 }
 
 /// A call's instruments for one outcome.
@@ -291,34 +291,50 @@ impl CallMetrics {
 
     /// One finished call: counted and its duration recorded under its outcome.
     fn finished(&self, m: &Metrics, outcome: &'static str, seconds: f64) {
-        let read = self.outcomes.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = read.iter().find(|b| b.outcome == outcome) {
-            found.record(seconds);
-            return;
-        }
-        drop(read);
-        let mut write = self.outcomes.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = write.iter().find(|b| b.outcome == outcome) {
-            found.record(seconds);
-            return;
-        }
-        let [name, version, digest, role, function] = self.labels.clone();
-        let attrs = [
-            name,
-            version,
-            digest,
-            role,
-            function,
-            KeyValue::new("outcome", outcome),
-        ];
-        let made = ByOutcome {
-            outcome,
-            invocations: m.invocations.bind(&attrs),
-            call_duration: m.call_duration.bind(&attrs),
-        };
-        made.record(seconds);
-        write.push(made);
+        let by_outcome = find_or_add(
+            &self.outcomes,
+            |b| b.outcome == outcome,
+            || {
+                let [name, version, digest, role, function] = self.labels.clone();
+                let attrs = [
+                    name,
+                    version,
+                    digest,
+                    role,
+                    function,
+                    KeyValue::new("outcome", outcome),
+                ];
+                ByOutcome {
+                    outcome,
+                    invocations: m.invocations.bind(&attrs),
+                    call_duration: m.call_duration.bind(&attrs),
+                }
+            },
+        );
+        by_outcome.record(seconds);
     }
+}
+
+/// The entry of `list` that `matches`, or a new one from `make`, added under the write lock
+/// (checked again there, so two callers racing add it once). Lists here stay short (outcomes
+/// of a call, roles and functions of a version): a lock read and a scan are the lookup.
+fn find_or_add<T>(
+    list: &RwLock<Vec<Arc<T>>>,
+    matches: impl Fn(&T) -> bool,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
+    let read = list.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = read.iter().find(|t| matches(t)) {
+        return found.clone();
+    }
+    drop(read);
+    let mut write = list.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = write.iter().find(|t| matches(t)) {
+        return found.clone();
+    }
+    let made = Arc::new(make());
+    write.push(made.clone());
+    made
 }
 
 impl PluginVersion {
@@ -345,26 +361,21 @@ fn call_metrics_in(
     role: Role,
     function: &'static str,
 ) -> Arc<CallMetrics> {
-    let read = list.read().unwrap_or_else(|e| e.into_inner());
-    if let Some(found) = read.iter().find(|c| c.is_for(role, function)) {
-        return found.clone();
-    }
-    drop(read);
-    let mut write = list.write().unwrap_or_else(|e| e.into_inner());
-    if let Some(found) = write.iter().find(|c| c.is_for(role, function)) {
-        return found.clone();
-    }
-    let [name, number, digest] = version.clone();
-    let labels = [
-        name,
-        number,
-        digest,
-        KeyValue::new("plugin.role", role.as_str()),
-        KeyValue::new("plugin.function", function),
-    ];
-    let made = Arc::new(CallMetrics::new(m, labels, role, function));
-    write.push(made.clone());
-    made
+    find_or_add(
+        list,
+        |c| c.is_for(role, function),
+        || {
+            let [name, number, digest] = version.clone();
+            let labels = [
+                name,
+                number,
+                digest,
+                KeyValue::new("plugin.role", role.as_str()),
+                KeyValue::new("plugin.function", function),
+            ];
+            CallMetrics::new(m, labels, role, function)
+        },
+    )
 }
 
 /// A call in flight, counted in `weir.plugin.in_flight` while it lives: also when the call's
@@ -1124,12 +1135,30 @@ impl Runtime {
 
 fn invocation_span(plugin: &PluginVersion, role: Role, function: &'static str) -> tracing::Span {
     let meta = &plugin.meta;
+    plugin_span(
+        &meta.name,
+        &meta.version,
+        &meta.digest,
+        role.as_str(),
+        function,
+    )
+}
+
+/// The `plugin.invoke` span of one call, with the fields recorded during the call declared
+/// empty. Public for the `log_lines` benchmark, which must format the span a served call has.
+pub fn plugin_span(
+    name: &str,
+    version: &str,
+    digest: &str,
+    role: &str,
+    function: &str,
+) -> tracing::Span {
     tracing::info_span!(
         "plugin.invoke",
-        plugin.name = %meta.name,
-        plugin.version = %meta.version,
-        plugin.digest = %meta.digest,
-        plugin.role = role.as_str(),
+        plugin.name = %name,
+        plugin.version = %version,
+        plugin.digest = %digest,
+        plugin.role = role,
         plugin.function = function,
         outcome = Empty,
         trap.kind = Empty,
@@ -1240,15 +1269,7 @@ mod tests {
     /// The value of the one sample of `name` whose labels include all of `with`.
     fn sample(registry: &prometheus::Registry, name: &str, with: &[(&str, &str)]) -> f64 {
         let text = crate::telemetry::metrics::render_text(registry);
-        let found: Vec<f64> = text
-            .lines()
-            .filter(|l| l.starts_with(&format!("{name}{{")))
-            .filter(|l| {
-                with.iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-            })
-            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
-            .collect();
+        let found = crate::telemetry::metrics::samples(&text, name, with);
         assert_eq!(
             found.len(),
             1,

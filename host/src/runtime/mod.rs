@@ -65,6 +65,7 @@ pub mod check;
 pub mod decider;
 pub mod error;
 mod invoke;
+pub use invoke::plugin_span;
 pub mod limits;
 pub mod output;
 #[doc(hidden)]

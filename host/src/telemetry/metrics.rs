@@ -94,6 +94,20 @@ pub(crate) fn render_text(registry: &prometheus::Registry) -> String {
     String::from_utf8(out).expect("UTF-8")
 }
 
+/// For tests: the values of the samples of `name` in Prometheus `text` whose labels include
+/// every `(label, value)` of `with`, in the order they appear.
+#[cfg(test)]
+pub(crate) fn samples(text: &str, name: &str, with: &[(&str, &str)]) -> Vec<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            with.iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
 static INSTALLED: OnceLock<Result<Metrics, MetricsError>> = OnceLock::new();
 
 /// Build and install the global meter provider once; return the handle.
