@@ -457,7 +457,7 @@ pub(crate) async fn quoting_needs_the_write_scope(orders: Orders) {
 
 /// Under a canary, a quote sent with the key the order is then placed with is priced by the
 /// version that prices the order; a quote without a key is routed by its content (the same
-/// request, the same version).
+/// request, the same version; different requests, both versions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quote_with_the_placing_key_is_priced_by_the_version_that_places() {
     const ADMIN: &str = "admin-token-for-quote-tests";
@@ -522,5 +522,14 @@ async fn a_quote_with_the_placing_key_is_priced_by_the_version_that_places() {
     for _ in 0..4 {
         assert_eq!(s.post_quote(None, &body).await.2["plugin"], first["plugin"]);
     }
+    // Without a key, the content is the key: different requests go to both versions.
+    let mut by_content = std::collections::BTreeSet::new();
+    for i in 0..16 {
+        let body = order_body(&format!("cus_content_{i}"), &[("KB-001", 1)]);
+        let (status, _, q) = s.post_quote(None, &body).await;
+        assert_eq!(status, StatusCode::OK, "{q}");
+        by_content.insert(q["plugin"]["digest"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(by_content.len(), 2, "quotes without a key split by content");
     s.stop().await;
 }

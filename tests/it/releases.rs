@@ -420,6 +420,22 @@ async fn a_canary_gets_a_sticky_share_and_a_trapping_one_is_rolled_back_automati
     .await;
     let admin = Admin { s: &s };
     let a = stable_digest(&s);
+    let registry = s.state().registry.clone();
+    // A key made on demand (a quote's hash of its body) is not made while one version serves
+    // every key, and is made once per route while a canary shares the keys.
+    let made = std::sync::atomic::AtomicUsize::new(0);
+    let make = || {
+        made.fetch_add(1, Ordering::SeqCst);
+        "default/POST /v1/orders:canary-0".to_owned()
+    };
+    let lazily = || weir_core::ports::RoutingKey::made_by(&make);
+    let route = registry.route("orders", lazily()).unwrap();
+    assert_eq!(route.version.meta.digest, a);
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        0,
+        "no canary: the key is not made"
+    );
     let b = admin.upload_file(artifacts::ORDERS_NEXT).await;
     admin
         .set(
@@ -443,12 +459,20 @@ async fn a_canary_gets_a_sticky_share_and_a_trapping_one_is_rolled_back_automati
         (32..=88).contains(&on_b),
         "{on_b} of 300 keys on the canary"
     );
+    let route = registry.route("orders", lazily()).unwrap();
+    assert_eq!(
+        route.version.meta.digest, routed[0].1,
+        "the made key routes as its text"
+    );
+    assert_eq!(made.load(Ordering::SeqCst), 1, "made once for the route");
     // Sticky: the key's bucket decides, every time.
-    let registry = s.state().registry.clone();
     for (key, digest) in &routed {
         for _ in 0..3 {
             let route = registry
-                .route("orders", &format!("default/POST /v1/orders:{key}"))
+                .route(
+                    "orders",
+                    weir_core::ports::RoutingKey::new(&format!("default/POST /v1/orders:{key}")),
+                )
                 .unwrap();
             assert_eq!(&route.version.meta.digest, digest, "{key}");
         }

@@ -32,7 +32,7 @@ use crate::ports::{
 
 pub use place_order::{PlaceError, PlaceOrder, Placed, ResponseEncoder};
 pub use queries::{FeedError, FeedPage, ProductError};
-pub use quote_order::{Quote, QuoteError, QuoteOrder};
+pub use quote_order::{Quote, QuoteError, QuoteKey, QuoteOrder};
 pub use releases::{Registered, ReleaseError, ReleaseService};
 pub use retention::{Purged, RetentionPolicy, purge_expired};
 pub use transition::{ApplyTransition, InboxKey, TransitionError, Transitioned};

@@ -25,7 +25,8 @@ use crate::domain::{
     Rejection, StoredResponse, TraceContext,
 };
 use crate::ports::{
-    CreateOutcome, DecideError, Decided, DecisionContext, IdempotencyStore, Spawner, StoreError,
+    CreateOutcome, DecideError, Decided, DecisionContext, IdempotencyStore, RoutingKey, Spawner,
+    StoreError,
 };
 
 /// A request to place an order.
@@ -168,7 +169,7 @@ impl OrderService {
         }
         let cx = DecisionContext {
             deadline: cmd.deadline,
-            routing_key: key,
+            routing_key: RoutingKey::new(key),
         };
         let decided = match self.price(&cmd.request, cx).await {
             Ok(decided) => decided,

@@ -24,8 +24,9 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::OrderService;
+use crate::domain::idempotency::request_hash;
 use crate::domain::{OrderRequest, PluginRef, PricedOrder};
-use crate::ports::{CatalogError, DecideError, DecisionContext};
+use crate::ports::{CatalogError, DecideError, DecisionContext, RoutingKey};
 
 /// A request to quote an order.
 #[derive(Debug, Clone)]
@@ -34,10 +35,39 @@ pub struct QuoteOrder {
     pub request: OrderRequest,
     /// When the decision must be made by.
     pub deadline: Instant,
-    /// The key the decider routes the call by (release version, canary, shadow): what the
-    /// placing of the same request would be routed by when the caller knows it, so a quote
-    /// is priced by the version that will price the order.
-    pub routing_key: String,
+    /// What the decider routes the call by (release version, canary, shadow).
+    pub routing_key: QuoteKey,
+}
+
+/// What a quote is routed by.
+#[derive(Debug, Clone)]
+pub enum QuoteKey {
+    /// The key the placing of the same request is routed by, when the caller knows it: the
+    /// quote is priced by the version that will price the order.
+    Placing(String),
+    /// The request's content: `{scope}/{route}:` and the request hash of `body` on `route`
+    /// ([`request_hash`]), so the same request is priced by the same version. Made only when
+    /// the route reads it (a canary share or a shadow sample): most quotes hash nothing.
+    Content {
+        /// Whose request (the tenant).
+        scope: String,
+        /// The route the request came by.
+        route: &'static str,
+        /// The request body as it came.
+        body: serde_json::Value,
+    },
+}
+
+impl QuoteKey {
+    /// The key as text (for [`QuoteKey::Content`], made now).
+    pub fn text(&self) -> String {
+        match self {
+            Self::Placing(key) => key.clone(),
+            Self::Content { scope, route, body } => {
+                format!("{scope}/{route}:{}", request_hash(route, body))
+            }
+        }
+    }
 }
 
 /// A priced order that was not placed.
@@ -72,9 +102,13 @@ impl OrderService {
     /// Quote an order (see the module doc).
     pub async fn quote_order(&self, cmd: QuoteOrder) -> Result<Quote, QuoteError> {
         let p = &self.ports;
+        let content = || cmd.routing_key.text();
         let cx = DecisionContext {
             deadline: cmd.deadline,
-            routing_key: &cmd.routing_key,
+            routing_key: match &cmd.routing_key {
+                QuoteKey::Placing(key) => RoutingKey::new(key),
+                QuoteKey::Content { .. } => RoutingKey::made_by(&content),
+            },
         };
         // Priced exactly as placing prices: a pricing that does not add up is never shown.
         let decided = self

@@ -890,7 +890,7 @@ fn quote(w: &World, skus: &[(&str, u32)]) -> Result<Quote, QuoteError> {
     block_on(w.service.quote_order(QuoteOrder {
         request: cmd.request,
         deadline: cmd.deadline,
-        routing_key: "quote".into(),
+        routing_key: QuoteKey::Placing("quote".into()),
     }))
 }
 
@@ -1016,7 +1016,7 @@ fn a_quote_past_its_deadline_does_not_read_the_catalog() {
     let late = block_on(w.service.quote_order(QuoteOrder {
         request: cmd.request,
         deadline: Instant::now(),
-        routing_key: "quote".into(),
+        routing_key: QuoteKey::Placing("quote".into()),
     }));
     assert!(
         matches!(late, Err(QuoteError::Catalog(CatalogError::Timeout))),

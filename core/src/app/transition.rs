@@ -18,7 +18,9 @@ use super::checked_refusal;
 use crate::domain::contract::check_transition;
 use crate::domain::events::order_transitioned;
 use crate::domain::{Money, Order, OrderEvent, OrderStatus, TraceContext};
-use crate::ports::{DecideError, DecisionContext, InboxOutcome, StoreError, TransitionOutcome};
+use crate::ports::{
+    DecideError, DecisionContext, InboxOutcome, RoutingKey, StoreError, TransitionOutcome,
+};
 
 /// Which consumer processes which message, for inbox deduplication. A message is identified
 /// by its source and id together (the CloudEvents rule): the same id from two sources is two
@@ -160,7 +162,7 @@ impl OrderService {
             }
             let cx = DecisionContext {
                 deadline: cmd.deadline,
-                routing_key: &routing_key,
+                routing_key: RoutingKey::new(&routing_key),
             };
             let next = p
                 .decider

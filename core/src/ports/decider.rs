@@ -29,7 +29,49 @@ pub struct DecisionContext<'a> {
     pub deadline: Instant,
     /// A stable key of what is being decided (the idempotency key of a new order, the order
     /// id of a transition), so that a retry of the same thing is routed to the same version.
-    pub routing_key: &'a str,
+    pub routing_key: RoutingKey<'a>,
+}
+
+/// A [`DecisionContext`]'s routing key: a text at hand, or one made when a route reads it.
+/// Only a split route reads it (a canary share, a shadow sample); a quote's key is a hash of
+/// its canonical body, which would otherwise be made for every quote and read by none.
+#[derive(Clone, Copy)]
+pub struct RoutingKey<'a>(KeySource<'a>);
+
+#[derive(Clone, Copy)]
+enum KeySource<'a> {
+    Text(&'a str),
+    Made(&'a (dyn Fn() -> String + Send + Sync)),
+}
+
+impl<'a> RoutingKey<'a> {
+    /// The key `key`.
+    pub fn new(key: &'a str) -> Self {
+        Self(KeySource::Text(key))
+    }
+
+    /// The key `make` returns, made each time [`Self::get`] is called (a reader that needs
+    /// it twice keeps it).
+    pub fn made_by(make: &'a (dyn Fn() -> String + Send + Sync)) -> Self {
+        Self(KeySource::Made(make))
+    }
+
+    /// The key.
+    pub fn get(&self) -> std::borrow::Cow<'a, str> {
+        match self.0 {
+            KeySource::Text(key) => key.into(),
+            KeySource::Made(make) => make().into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RoutingKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            KeySource::Text(key) => f.debug_tuple("RoutingKey").field(&key).finish(),
+            KeySource::Made(_) => f.write_str("RoutingKey(<made when read>)"),
+        }
+    }
 }
 
 /// Which part of a decision's budget was exhausted.

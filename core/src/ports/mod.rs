@@ -20,7 +20,7 @@ pub mod store;
 pub use catalog::{Catalog, CatalogError};
 pub use clock::{Clock, Detached, Spawner, SystemClock};
 pub use decider::{
-    BudgetKind, DecideError, Decided, DecisionContext, Detail, OrderDecider, TrapKind,
+    BudgetKind, DecideError, Decided, DecisionContext, Detail, OrderDecider, RoutingKey, TrapKind,
 };
 pub use intake::IntakeGate;
 pub use releases::{ComponentRecord, ComponentStore, PutComponent, ReleaseStore};

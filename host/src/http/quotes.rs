@@ -23,9 +23,8 @@ use chrono::{DateTime, Utc};
 use http::{HeaderValue, header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use weir_core::app::{Quote, QuoteOrder};
+use weir_core::app::{Quote, QuoteKey, QuoteOrder};
 use weir_core::domain::PluginRef;
-use weir_core::domain::idempotency::request_hash;
 
 use super::ApiState;
 use super::error::ApiError;
@@ -129,11 +128,12 @@ pub async fn quote_order(
     let tenant = &*principal.tenant;
     let routing_key = match key {
         // The routing key placing uses for this key.
-        Some(IdempotencyKey(key)) => placing_key(tenant, &key),
-        None => format!(
-            "{tenant}/{QUOTE_ROUTE}:{}",
-            request_hash(QUOTE_ROUTE, &body.raw)
-        ),
+        Some(IdempotencyKey(key)) => QuoteKey::Placing(placing_key(tenant, &key)),
+        None => QuoteKey::Content {
+            scope: tenant.to_owned(),
+            route: QUOTE_ROUTE,
+            body: body.raw,
+        },
     };
     let quote = api
         .orders

@@ -96,7 +96,7 @@ async fn decides_as_the_component_does() {
     );
     let cx = || DecisionContext {
         deadline: Instant::now() + Duration::from_secs(5),
-        routing_key: "key-1",
+        routing_key: weir_core::ports::RoutingKey::new("key-1"),
     };
 
     let requests = [

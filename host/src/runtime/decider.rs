@@ -14,7 +14,7 @@ use weir_core::domain::idempotency::request_hash;
 use weir_core::domain::{
     OrderEvent, OrderRequest, OrderSnapshot, OrderStatus, PluginRef, PricedOrder,
 };
-use weir_core::ports::{DecideError, Decided, DecisionContext, OrderDecider};
+use weir_core::ports::{DecideError, Decided, DecisionContext, OrderDecider, RoutingKey};
 
 use super::registry::{Role, Route};
 use super::releases::{Compared, Comparison, Releases};
@@ -85,7 +85,7 @@ impl PluginDecider {
         self.releases.runtime()
     }
 
-    fn route(&self, key: &str) -> Result<Route, DecideError> {
+    fn route(&self, key: RoutingKey<'_>) -> Result<Route, DecideError> {
         self.releases
             .registry()
             .route(&self.name, key)

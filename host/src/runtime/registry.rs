@@ -16,6 +16,7 @@ use std::sync::RwLock;
 
 use arc_swap::ArcSwap;
 use weir_core::domain::release::{Canary, Shadow};
+use weir_core::ports::RoutingKey;
 
 use super::artifacts::CacheOutcome;
 use super::state::InvocationState;
@@ -284,9 +285,18 @@ impl Registry {
     }
 
     /// The version that decides the call with routing key `key`, and the shadow to compare
-    /// with when the key is sampled.
-    pub fn route(&self, name: &str, key: &str) -> Option<Route> {
+    /// with when the key is sampled. The key is made (once) only when the slot has a canary
+    /// or a shadow: otherwise every key routes to the stable version.
+    pub fn route(&self, name: &str, key: RoutingKey<'_>) -> Option<Route> {
         let slot = self.slot_of(name)?;
+        if slot.canary.is_none() && slot.shadow.is_none() {
+            return Some(Route {
+                version: slot.stable,
+                role: Role::Stable,
+                shadow: None,
+            });
+        }
+        let key = &*key.get();
         let shadow = slot.shadow.as_ref().and_then(|(v, sample)| {
             Shadow {
                 digest: String::new(),
