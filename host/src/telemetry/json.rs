@@ -711,6 +711,33 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The key probe never misses a key: wherever the parsed object has `name`,
+        /// `has_key` says so (a miss would let a recorded field be appended a second time).
+        /// A name like the fields' (letters and digits) it may find where it is not a key
+        /// only inside a key that itself holds a quote.
+        #[test]
+        fn the_key_probe_finds_every_key(
+            pairs in proptest::collection::vec(("[a-c\"\\\\:]{0,3}", "[a-c\"\\\\:]{0,4}"), 0..6),
+            name in "[a-c\"\\\\:]{0,3}",
+        ) {
+            let object: Map<String, Value> = pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            let stored = Value::Object(object.clone()).to_string();
+            let found = has_key(&stored, &name);
+            if object.contains_key(&name) {
+                proptest::prop_assert!(found, "{:?} missed in {}", name, stored);
+            } else if found && name.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                proptest::prop_assert!(
+                    object.keys().any(|k| k.contains('"')),
+                    "{:?} found in {} without a key holding a quote", name, stored
+                );
+            }
+        }
+    }
+
     #[test]
     fn an_event_field_replaces_the_lines_own_keys_and_no_key_appears_twice() {
         let text = raw(|| {
