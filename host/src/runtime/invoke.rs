@@ -400,6 +400,10 @@ impl Drop for InFlight {
 /// call's store (and with it the instance's pool slot) has been dropped.
 pub(super) struct InstanceSlot {
     _permit: OwnedSemaphorePermit,
+    /// How long the call waited for it, recorded on the call's span with the instantiation
+    /// time (one record instead of two: each costs about 4 000 instructions with the served
+    /// layers).
+    waited_us: u64,
     in_use: UpDownCounter<i64>,
     in_use_now: Arc<AtomicI64>,
 }
@@ -416,7 +420,7 @@ impl Drop for InstanceSlot {
 /// an admitted call always finds its pool slot free.
 struct Held {
     store: Store<InvocationState>,
-    _slot: InstanceSlot,
+    slot: InstanceSlot,
 }
 
 /// Counts a call as waiting while it lives (also when the waiting future is dropped).
@@ -659,7 +663,13 @@ impl Runtime {
             Ok(slot) => slot,
             Err(refused) => {
                 drop(in_flight);
-                self.record(&span, &bound, started, refused.outcome(), Some(&refused));
+                self.record(
+                    &span,
+                    &bound,
+                    started,
+                    (refused.outcome(), None),
+                    Some(&refused),
+                );
                 return Err(refused);
             }
         };
@@ -671,7 +681,13 @@ impl Runtime {
                 Ok(permit) => Some(permit),
                 Err(refused) => {
                     drop(in_flight);
-                    self.record(&span, &bound, started, "short_circuited", Some(&refused));
+                    self.record(
+                        &span,
+                        &bound,
+                        started,
+                        ("short_circuited", None),
+                        Some(&refused),
+                    );
                     return Err(refused);
                 }
             }
@@ -680,7 +696,7 @@ impl Runtime {
         };
         let state = self.fresh_state(plugin, deadline, trace);
         let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
-        let result = self
+        let (result, placement) = self
             .run_placed(plugin, role, call, (state, slot), deadline, &bound, &span)
             .await;
         if let Some(permit) = permit {
@@ -706,7 +722,13 @@ impl Runtime {
             Ok(output) => C::outcome(output),
             Err(e) => e.outcome(),
         };
-        self.record(&span, &bound, started, outcome, result.as_ref().err());
+        self.record(
+            &span,
+            &bound,
+            started,
+            (outcome, Some(placement)),
+            result.as_ref().err(),
+        );
         result
     }
 
@@ -754,7 +776,6 @@ impl Runtime {
             }
         };
         let waited = started.elapsed();
-        span.record("instance_wait_us", waited.as_micros() as u64);
         bound.instance_wait.record(waited.as_secs_f64());
         match permit {
             Ok(permit) => {
@@ -762,11 +783,13 @@ impl Runtime {
                 m.in_use_now.fetch_add(1, Ordering::Relaxed);
                 Ok(InstanceSlot {
                     _permit: permit,
+                    waited_us: waited.as_micros() as u64,
                     in_use: m.instances_in_use.clone(),
                     in_use_now: m.in_use_now.clone(),
                 })
             }
             Err(e) => {
+                span.record("instance_wait_us", waited.as_micros() as u64);
                 if matches!(e, InvokeError::PoolExhausted { .. }) {
                     span.record("instances.exhausted", true);
                     m.instances_exhausted.add(1, &bound.labels);
@@ -830,7 +853,7 @@ impl Runtime {
         deadline: Instant,
         bound: &Arc<CallMetrics>,
         span: &tracing::Span,
-    ) -> Result<C::Output, InvokeError> {
+    ) -> (Result<C::Output, InvokeError>, Placement) {
         let this = self.clone();
         let pre = plugin.pre.clone();
         let task_bound = bound.clone();
@@ -843,17 +866,17 @@ impl Runtime {
         .instrument(span.clone())
         .with_current_subscriber();
         let inline = C::INLINE && role != Role::Shadow && self.inline_allowed(plugin);
-        let joined = if inline {
+        let (joined, placement) = if inline {
             let mut task = Box::pin(task);
             match self.inline_slice(plugin, task.as_mut(), &bound.labels, span) {
-                Slice::Finished(joined) => joined,
-                Slice::Moved => self.on_plugin_threads(task).await,
+                Slice::Finished(joined) => (joined, Placement::Inline),
+                Slice::Moved => (self.on_plugin_threads(task).await, Placement::Moved),
             }
         } else {
-            self.placed(span, Placement::PluginThreads);
-            self.on_plugin_threads(task).await
+            self.placed(Placement::PluginThreads);
+            (self.on_plugin_threads(task).await, Placement::PluginThreads)
         };
-        match joined {
+        let result = match joined {
             Ok((call, result)) => result.and_then(|output| match call.check(&output) {
                 Ok(()) => Ok(output),
                 Err(violation) => Err(InvokeError::Contract(violation)),
@@ -862,7 +885,8 @@ impl Runtime {
                 kind: weir_core::ports::TrapKind::Host,
                 detail: Detail(format!("the plugin task failed: {failure}")),
             }),
-        }
+        };
+        (result, placement)
     }
 
     /// Run `task` on the plugin threads; dropping the returned future aborts it there. A
@@ -877,9 +901,9 @@ impl Runtime {
             .map_err(|join| join.to_string())
     }
 
-    /// Where a call ran, on its span and in the counts.
-    fn placed(&self, span: &tracing::Span, placement: Placement) {
-        span.record("placement", placement.as_str());
+    /// Where a call ran, in the counts (on the call's span with its outcome:
+    /// [`Self::record`]).
+    fn placed(&self, placement: Placement) {
         self.inner.metrics.placements.add(placement);
     }
 
@@ -956,14 +980,11 @@ impl Runtime {
             }
         };
         let moved = matches!(slice, Slice::Moved);
-        self.placed(
-            span,
-            if moved {
-                Placement::Moved
-            } else {
-                Placement::Inline
-            },
-        );
+        self.placed(if moved {
+            Placement::Moved
+        } else {
+            Placement::Inline
+        });
         if moved || overran {
             let [name, version, digest, role, function] = labels.clone();
             self.inner.metrics.inline_unfinished.add(
@@ -1015,7 +1036,7 @@ impl Runtime {
     ) -> Result<C::Output, InvokeError> {
         let mut held = Held {
             store: self.new_store(state, deadline)?,
-            _slot: slot,
+            slot,
         };
         let store = &mut held.store;
 
@@ -1041,7 +1062,12 @@ impl Runtime {
             }
         };
         let instantiate = t0.elapsed();
-        tracing::Span::current().record("instantiate_us", instantiate.as_micros() as u64);
+        let span = tracing::Span::current();
+        tracing::record_all!(
+            span,
+            instance_wait_us = held.slot.waited_us,
+            instantiate_us = instantiate.as_micros() as u64
+        );
         bound.instantiate_duration.record(instantiate.as_secs_f64());
 
         let result = call
@@ -1085,19 +1111,24 @@ impl Runtime {
         Ok(store)
     }
 
-    /// Outcome, duration and failure on the span and in the metrics.
+    /// Outcome, duration, where the call ran (when it ran) and failure on the span, and in
+    /// the metrics. The first three go on the span in one record.
     fn record(
         &self,
         span: &tracing::Span,
         bound: &CallMetrics,
         started: Instant,
-        outcome: &'static str,
+        (outcome, placement): (&'static str, Option<Placement>),
         error: Option<&InvokeError>,
     ) {
         let elapsed = started.elapsed();
         let metrics = &self.inner.metrics;
-        span.record("outcome", outcome);
-        span.record("duration_us", elapsed.as_micros() as u64);
+        tracing::record_all!(
+            span,
+            outcome = outcome,
+            duration_us = elapsed.as_micros() as u64,
+            placement = placement.map(Placement::as_str)
+        );
         bound.finished(metrics, outcome, elapsed.as_secs_f64());
         let labels = &bound.labels;
         let Some(e) = error else { return };

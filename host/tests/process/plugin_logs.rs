@@ -110,10 +110,28 @@ async fn guest_output_and_logs_are_captured_with_the_invocation_context() {
         plugin_log["span"].get("outcome").is_none(),
         "a catalog lookup's outcome landed on plugin.invoke: {plugin_log}"
     );
+    // Recorded before the guest runs (with one record), so the guest's own lines show them.
+    for field in ["instance_wait_us", "instantiate_us"] {
+        assert!(plugin_log["span"][field].is_u64(), "{field}: {plugin_log}");
+    }
     let closed: Vec<_> = lines
         .iter()
         .filter(|l| l["span"]["name"] == "plugin.invoke" && l["fields"]["message"] == "close")
         .collect();
+    // What a call records at its end (outcome, duration and placement in one record), and
+    // before the guest ran.
+    let finished = closed
+        .iter()
+        .find(|l| l["span"]["outcome"] == "ok")
+        .unwrap_or_else(|| panic!("no closed call that ended ok in {text}"));
+    for field in ["instance_wait_us", "instantiate_us", "duration_us"] {
+        assert!(finished["span"][field].is_u64(), "{field}: {finished}");
+    }
+    assert!(
+        ["inline", "moved", "plugin_threads"]
+            .contains(&finished["span"]["placement"].as_str().unwrap_or("")),
+        "placement: {finished}"
+    );
     assert!(
         closed.iter().any(|l| l["span"]["outcome"] == "timeout"),
         "{text}"
