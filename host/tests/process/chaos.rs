@@ -1106,6 +1106,25 @@ impl Rabbit {
         }
     }
 
+    /// Wait (bounded) until `n` messages are ready. A requeue lands a moment after the client
+    /// has moved on: the broker applies a nack (which has no reply) or a closed channel's
+    /// unacknowledged deliveries on its own time.
+    async fn wait_ready(&self, n: u32, what: &str) {
+        let started = tokio::time::Instant::now();
+        loop {
+            let ready = self.ready().await;
+            if ready == n {
+                return;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{what}: {ready} messages ready in {}, not {n}",
+                self.queue()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     async fn cleanup(self) {
         let q = self.queue();
         for name in [
@@ -1331,11 +1350,9 @@ async fn sigterm_requeues_prefetched_deliveries_and_applies_them_once_after_rest
         ("paid".to_owned(), version + 1)
     );
     assert_eq!(order_state_db(&pool, &prefetched).await.0, "placed");
-    assert_eq!(
-        rabbit.ready().await,
-        1,
-        "the prefetched message is back in the queue"
-    );
+    rabbit
+        .wait_ready(1, "the prefetched message is back in the queue")
+        .await;
 
     let mut weir = deployment.start(&config).await;
     paid_version(&weir, &prefetched).await;
