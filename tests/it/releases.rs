@@ -428,8 +428,9 @@ async fn a_canary_gets_a_sticky_share_and_a_trapping_one_is_rolled_back_automati
         made.fetch_add(1, Ordering::SeqCst);
         "default/POST /v1/orders:canary-0".to_owned()
     };
-    let lazily = || weir_core::ports::RoutingKey::made_by(&make);
-    let route = registry.route("orders", lazily()).unwrap();
+    let route = registry
+        .route("orders", weir_core::ports::RoutingKey::made_by(&make))
+        .unwrap();
     assert_eq!(route.version.meta.digest, a);
     assert_eq!(
         made.load(Ordering::SeqCst),
@@ -459,9 +460,24 @@ async fn a_canary_gets_a_sticky_share_and_a_trapping_one_is_rolled_back_automati
         (32..=88).contains(&on_b),
         "{on_b} of 300 keys on the canary"
     );
-    let route = registry.route("orders", lazily()).unwrap();
+    // A key the canary serves, made on demand: it routes as its text, and is made once.
+    let (on_canary, _) = routed
+        .iter()
+        .find(|(_, digest)| *digest == b)
+        .expect("some key on the canary");
+    let text = format!("default/POST /v1/orders:{on_canary}");
+    let make_canary = || {
+        made.fetch_add(1, Ordering::SeqCst);
+        text.clone()
+    };
+    let route = registry
+        .route(
+            "orders",
+            weir_core::ports::RoutingKey::made_by(&make_canary),
+        )
+        .unwrap();
     assert_eq!(
-        route.version.meta.digest, routed[0].1,
+        route.version.meta.digest, b,
         "the made key routes as its text"
     );
     assert_eq!(made.load(Ordering::SeqCst), 1, "made once for the route");

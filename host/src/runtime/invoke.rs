@@ -400,10 +400,6 @@ impl Drop for InFlight {
 /// call's store (and with it the instance's pool slot) has been dropped.
 pub(super) struct InstanceSlot {
     _permit: OwnedSemaphorePermit,
-    /// How long the call waited for it, recorded on the call's span with the instantiation
-    /// time (one record instead of two: each costs about 4 000 instructions with the served
-    /// layers).
-    waited_us: u64,
     in_use: UpDownCounter<i64>,
     in_use_now: Arc<AtomicI64>,
 }
@@ -420,7 +416,7 @@ impl Drop for InstanceSlot {
 /// an admitted call always finds its pool slot free.
 struct Held {
     store: Store<InvocationState>,
-    slot: InstanceSlot,
+    _slot: InstanceSlot,
 }
 
 /// Counts a call as waiting while it lives (also when the waiting future is dropped).
@@ -696,7 +692,7 @@ impl Runtime {
         };
         let state = self.fresh_state(plugin, deadline, trace);
         let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
-        let (result, placement) = self
+        let (result, unrecorded) = self
             .run_placed(plugin, role, call, (state, slot), deadline, &bound, &span)
             .await;
         if let Some(permit) = permit {
@@ -726,7 +722,7 @@ impl Runtime {
             &span,
             &bound,
             started,
-            (outcome, Some(placement)),
+            (outcome, unrecorded),
             result.as_ref().err(),
         );
         result
@@ -776,6 +772,7 @@ impl Runtime {
             }
         };
         let waited = started.elapsed();
+        span.record("instance_wait_us", waited.as_micros() as u64);
         bound.instance_wait.record(waited.as_secs_f64());
         match permit {
             Ok(permit) => {
@@ -783,13 +780,11 @@ impl Runtime {
                 m.in_use_now.fetch_add(1, Ordering::Relaxed);
                 Ok(InstanceSlot {
                     _permit: permit,
-                    waited_us: waited.as_micros() as u64,
                     in_use: m.instances_in_use.clone(),
                     in_use_now: m.in_use_now.clone(),
                 })
             }
             Err(e) => {
-                span.record("instance_wait_us", waited.as_micros() as u64);
                 if matches!(e, InvokeError::PoolExhausted { .. }) {
                     span.record("instances.exhausted", true);
                     m.instances_exhausted.add(1, &bound.labels);
@@ -853,7 +848,7 @@ impl Runtime {
         deadline: Instant,
         bound: &Arc<CallMetrics>,
         span: &tracing::Span,
-    ) -> (Result<C::Output, InvokeError>, Placement) {
+    ) -> (Result<C::Output, InvokeError>, Option<Placement>) {
         let this = self.clone();
         let pre = plugin.pre.clone();
         let task_bound = bound.clone();
@@ -866,15 +861,22 @@ impl Runtime {
         .instrument(span.clone())
         .with_current_subscriber();
         let inline = C::INLINE && role != Role::Shadow && self.inline_allowed(plugin);
-        let (joined, placement) = if inline {
+        // A call that goes to the plugin threads has its placement on the span before it
+        // waits there (a request timeout may drop it); an inline one, which finished in its
+        // slice, gets it with its outcome (one record less).
+        let (joined, unrecorded) = if inline {
             let mut task = Box::pin(task);
             match self.inline_slice(plugin, task.as_mut(), &bound.labels, span) {
-                Slice::Finished(joined) => (joined, Placement::Inline),
-                Slice::Moved => (self.on_plugin_threads(task).await, Placement::Moved),
+                Slice::Finished(joined) => (joined, Some(Placement::Inline)),
+                Slice::Moved => {
+                    span.record("placement", Placement::Moved.as_str());
+                    (self.on_plugin_threads(task).await, None)
+                }
             }
         } else {
             self.placed(Placement::PluginThreads);
-            (self.on_plugin_threads(task).await, Placement::PluginThreads)
+            span.record("placement", Placement::PluginThreads.as_str());
+            (self.on_plugin_threads(task).await, None)
         };
         let result = match joined {
             Ok((call, result)) => result.and_then(|output| match call.check(&output) {
@@ -886,7 +888,7 @@ impl Runtime {
                 detail: Detail(format!("the plugin task failed: {failure}")),
             }),
         };
-        (result, placement)
+        (result, unrecorded)
     }
 
     /// Run `task` on the plugin threads; dropping the returned future aborts it there. A
@@ -901,8 +903,7 @@ impl Runtime {
             .map_err(|join| join.to_string())
     }
 
-    /// Where a call ran, in the counts (on the call's span with its outcome:
-    /// [`Self::record`]).
+    /// Where a call ran, in the counts (on the call's span: [`Self::run_placed`]).
     fn placed(&self, placement: Placement) {
         self.inner.metrics.placements.add(placement);
     }
@@ -1036,7 +1037,7 @@ impl Runtime {
     ) -> Result<C::Output, InvokeError> {
         let mut held = Held {
             store: self.new_store(state, deadline)?,
-            slot,
+            _slot: slot,
         };
         let store = &mut held.store;
 
@@ -1062,12 +1063,7 @@ impl Runtime {
             }
         };
         let instantiate = t0.elapsed();
-        let span = tracing::Span::current();
-        tracing::record_all!(
-            span,
-            instance_wait_us = held.slot.waited_us,
-            instantiate_us = instantiate.as_micros() as u64
-        );
+        tracing::Span::current().record("instantiate_us", instantiate.as_micros() as u64);
         bound.instantiate_duration.record(instantiate.as_secs_f64());
 
         let result = call
@@ -1111,8 +1107,9 @@ impl Runtime {
         Ok(store)
     }
 
-    /// Outcome, duration, where the call ran (when it ran) and failure on the span, and in
-    /// the metrics. The first three go on the span in one record.
+    /// Outcome, duration, the placement of an inline call (`placement`: not yet on the span)
+    /// and failure on the span, and in the metrics. The first three go on the span in one
+    /// record (each record costs about 4 000 instructions with the served layers).
     fn record(
         &self,
         span: &tracing::Span,
