@@ -58,18 +58,6 @@ pub enum QuoteKey {
     },
 }
 
-impl QuoteKey {
-    /// The key as text (for [`QuoteKey::Content`], made now).
-    pub fn text(&self) -> String {
-        match self {
-            Self::Placing(key) => key.clone(),
-            Self::Content { scope, route, body } => {
-                format!("{scope}/{route}:{}", request_hash(route, body))
-            }
-        }
-    }
-}
-
 /// A priced order that was not placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quote {
@@ -102,12 +90,15 @@ impl OrderService {
     /// Quote an order (see the module doc).
     pub async fn quote_order(&self, cmd: QuoteOrder) -> Result<Quote, QuoteError> {
         let p = &self.ports;
-        let content = || cmd.routing_key.text();
+        let content;
         let cx = DecisionContext {
             deadline: cmd.deadline,
             routing_key: match &cmd.routing_key {
                 QuoteKey::Placing(key) => RoutingKey::new(key),
-                QuoteKey::Content { .. } => RoutingKey::made_by(&content),
+                QuoteKey::Content { scope, route, body } => {
+                    content = move || format!("{scope}/{route}:{}", request_hash(route, body));
+                    RoutingKey::made_by(&content)
+                }
             },
         };
         // Priced exactly as placing prices: a pricing that does not add up is never shown.

@@ -692,7 +692,7 @@ impl Runtime {
         };
         let state = self.fresh_state(plugin, deadline, trace);
         let (stdout, stderr) = (state.stdout.clone(), state.stderr.clone());
-        let (result, unrecorded) = self
+        let (result, placement) = self
             .run_placed(plugin, role, call, (state, slot), deadline, &bound, &span)
             .await;
         if let Some(permit) = permit {
@@ -722,7 +722,7 @@ impl Runtime {
             &span,
             &bound,
             started,
-            (outcome, unrecorded),
+            (outcome, Some(placement)),
             result.as_ref().err(),
         );
         result
@@ -848,7 +848,7 @@ impl Runtime {
         deadline: Instant,
         bound: &Arc<CallMetrics>,
         span: &tracing::Span,
-    ) -> (Result<C::Output, InvokeError>, Option<Placement>) {
+    ) -> (Result<C::Output, InvokeError>, Placement) {
         let this = self.clone();
         let pre = plugin.pre.clone();
         let task_bound = bound.clone();
@@ -861,22 +861,21 @@ impl Runtime {
         .instrument(span.clone())
         .with_current_subscriber();
         let inline = C::INLINE && role != Role::Shadow && self.inline_allowed(plugin);
-        // A call that goes to the plugin threads has its placement on the span before it
-        // waits there (a request timeout may drop it); an inline one, which finished in its
-        // slice, gets it with its outcome (one record less).
-        let (joined, unrecorded) = if inline {
+        let (joined, placement) = if inline {
             let mut task = Box::pin(task);
             match self.inline_slice(plugin, task.as_mut(), &bound.labels, span) {
-                Slice::Finished(joined) => (joined, Some(Placement::Inline)),
+                Slice::Finished(joined) => {
+                    self.placed(span, Placement::Inline);
+                    (joined, Placement::Inline)
+                }
                 Slice::Moved => {
-                    span.record("placement", Placement::Moved.as_str());
-                    (self.on_plugin_threads(task).await, None)
+                    self.placed(span, Placement::Moved);
+                    (self.on_plugin_threads(task).await, Placement::Moved)
                 }
             }
         } else {
-            self.placed(Placement::PluginThreads);
-            span.record("placement", Placement::PluginThreads.as_str());
-            (self.on_plugin_threads(task).await, None)
+            self.placed(span, Placement::PluginThreads);
+            (self.on_plugin_threads(task).await, Placement::PluginThreads)
         };
         let result = match joined {
             Ok((call, result)) => result.and_then(|output| match call.check(&output) {
@@ -888,7 +887,7 @@ impl Runtime {
                 detail: Detail(format!("the plugin task failed: {failure}")),
             }),
         };
-        (result, unrecorded)
+        (result, placement)
     }
 
     /// Run `task` on the plugin threads; dropping the returned future aborts it there. A
@@ -903,9 +902,15 @@ impl Runtime {
             .map_err(|join| join.to_string())
     }
 
-    /// Where a call ran, in the counts (on the call's span: [`Self::run_placed`]).
-    fn placed(&self, placement: Placement) {
+    /// Where a call ran, in the counts and on its span. A call that goes to the plugin
+    /// threads has it on the span before it waits there (a request timeout may drop it); an
+    /// inline one, which finished in its slice, gets it with its outcome ([`Self::record`]:
+    /// one record less).
+    fn placed(&self, span: &tracing::Span, placement: Placement) {
         self.inner.metrics.placements.add(placement);
+        if !matches!(placement, Placement::Inline) {
+            span.record("placement", placement.as_str());
+        }
     }
 
     /// Microseconds on the runtime's clock.
@@ -981,11 +986,6 @@ impl Runtime {
             }
         };
         let moved = matches!(slice, Slice::Moved);
-        self.placed(if moved {
-            Placement::Moved
-        } else {
-            Placement::Inline
-        });
         if moved || overran {
             let [name, version, digest, role, function] = labels.clone();
             self.inner.metrics.inline_unfinished.add(
@@ -1107,9 +1107,10 @@ impl Runtime {
         Ok(store)
     }
 
-    /// Outcome, duration, the placement of an inline call (`placement`: not yet on the span)
-    /// and failure on the span, and in the metrics. The first three go on the span in one
-    /// record (each record costs about 4 000 instructions with the served layers).
+    /// Outcome, duration, where an inline call ran (the others have it on the span already:
+    /// [`Self::placed`]; `None` for a call refused before it was placed) and failure on the
+    /// span, and in the metrics. The first three go on the span in one record (each record
+    /// costs about 4 000 instructions with the served layers).
     fn record(
         &self,
         span: &tracing::Span,
@@ -1124,7 +1125,9 @@ impl Runtime {
             span,
             outcome = outcome,
             duration_us = elapsed.as_micros() as u64,
-            placement = placement.map(Placement::as_str)
+            placement = placement
+                .filter(|p| matches!(p, Placement::Inline))
+                .map(Placement::as_str)
         );
         bound.finished(metrics, outcome, elapsed.as_secs_f64());
         let labels = &bound.labels;

@@ -1095,15 +1095,8 @@ impl Rabbit {
 
     /// Wait (bounded) until no message is ready: every one was pushed to the consumer.
     async fn wait_all_delivered(&self) {
-        let started = tokio::time::Instant::now();
-        while self.ready().await > 0 {
-            assert!(
-                started.elapsed() < WAIT,
-                "messages stayed ready in {}: the consumer did not receive them",
-                self.queue()
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        self.wait_ready(0, "the consumer did not receive every message")
+            .await;
     }
 
     /// Wait (bounded) until `n` messages are ready. A requeue lands a moment after the client
