@@ -194,8 +194,10 @@ async fn one_order_is_one_trace_with_the_span_tree_and_the_resource() {
     assert_eq!(root.attr("http.route").as_deref(), Some("/v1/orders"));
     assert_eq!(root.attr("http.request.method").as_deref(), Some("POST"));
     assert_eq!(
-        root.attr("http.response.status_code").as_deref(),
-        Some("201")
+        root.int_attr("http.response.status_code"),
+        Some(201),
+        "the status code an integer attribute, as the semantic conventions type it: {:?}",
+        root.attr("http.response.status_code")
     );
     assert_eq!(
         root.attr("request_id").as_deref(),
@@ -216,6 +218,14 @@ async fn one_order_is_one_trace_with_the_span_tree_and_the_resource() {
     assert_eq!(invoke.attr("outcome").as_deref(), Some("ok"));
     for key in ["plugin.version", "plugin.digest", "plugin.function"] {
         assert!(invoke.attr(key).is_some(), "plugin.invoke lacks {key}");
+    }
+    // The call's times are integer attributes (a backend can sum and compare them), not text.
+    for key in ["instance_wait_us", "instantiate_us", "duration_us"] {
+        assert!(
+            invoke.int_attr(key).is_some_and(|us| us >= 0),
+            "plugin.invoke {key} not an integer: {:?}",
+            invoke.attr(key)
+        );
     }
     let tx = one(&spans, "db.transaction.create_order");
     assert_eq!(tx.parent_id(), root.span_id());

@@ -111,6 +111,17 @@ impl ReceivedSpan {
     pub fn attr(&self, key: &str) -> Option<String> {
         self.attrs().remove(key)
     }
+    /// One attribute, only when it was exported as an integer (`intValue`).
+    pub fn int_attr(&self, key: &str) -> Option<i64> {
+        self.span
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| match kv.value.as_ref()?.value {
+                Some(any_value::Value::IntValue(i)) => Some(i),
+                _ => None,
+            })
+    }
 }
 
 /// One received log record with its resource.

@@ -292,7 +292,10 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
             }
         }
     }
-    span.record("http.response.status_code", response.status().as_u16());
+    span.record(
+        "http.response.status_code",
+        crate::telemetry::int_field(response.status().as_u16()),
+    );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }

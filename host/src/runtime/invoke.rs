@@ -772,7 +772,10 @@ impl Runtime {
             }
         };
         let waited = started.elapsed();
-        span.record("instance_wait_us", waited.as_micros() as u64);
+        span.record(
+            "instance_wait_us",
+            crate::telemetry::int_field(waited.as_micros()),
+        );
         bound.instance_wait.record(waited.as_secs_f64());
         match permit {
             Ok(permit) => {
@@ -1063,7 +1066,10 @@ impl Runtime {
             }
         };
         let instantiate = t0.elapsed();
-        tracing::Span::current().record("instantiate_us", instantiate.as_micros() as u64);
+        tracing::Span::current().record(
+            "instantiate_us",
+            crate::telemetry::int_field(instantiate.as_micros()),
+        );
         bound.instantiate_duration.record(instantiate.as_secs_f64());
 
         let result = call
@@ -1124,7 +1130,7 @@ impl Runtime {
         tracing::record_all!(
             span,
             outcome = outcome,
-            duration_us = elapsed.as_micros() as u64,
+            duration_us = crate::telemetry::int_field(elapsed.as_micros()),
             placement = placement
                 .filter(|p| matches!(p, Placement::Inline))
                 .map(Placement::as_str)

@@ -346,17 +346,52 @@ pub struct SpanFields;
 /// Whether the stored object `stored` has a key `name` (see [`SpanFields`]): `"name":` in
 /// its text, the name written as a JSON string.
 fn has_key(stored: &str, name: &str) -> bool {
-    let name = name.strip_prefix("r#").unwrap_or(name);
-    if name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
-        // A name that needs escaping (never one of ours): compare with its escaped text.
-        let mut key = String::new();
-        push_str_escaped(&mut key, name);
-        key.push(':');
-        return stored.contains(&key);
+    has_any_key(stored, &[name])
+}
+
+/// Whether the stored object `stored` has a key of one of `names` (see [`SpanFields`]), in
+/// one pass over its text: at each `":` (every key ends so, and inside a string a quote is
+/// escaped) the text before it is compared with each name and its opening quote. One
+/// `memchr` scan of the colons, not a substring search per name: a span's record of three
+/// fields probed its object three times, and each search built its searcher anew.
+fn has_any_key(stored: &str, names: &[&str]) -> bool {
+    let mut plain = [""; 4];
+    let mut escaped = Vec::new();
+    let mut count = 0;
+    for name in names {
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        if name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+            // A name that needs escaping (never one of ours): compare with its escaped text.
+            let mut key = String::new();
+            push_str_escaped(&mut key, name);
+            key.push(':');
+            escaped.push(key);
+        } else if count < plain.len() {
+            plain[count] = name;
+            count += 1;
+        } else {
+            escaped.push(format!("\"{name}\":"));
+        }
     }
-    stored
-        .match_indices(name)
-        .any(|(at, _)| stored[..at].ends_with('"') && stored[at + name.len()..].starts_with("\":"))
+    if escaped.iter().any(|key| stored.contains(key.as_str())) {
+        return true;
+    }
+    let plain = &plain[..count];
+    if plain.is_empty() {
+        return false;
+    }
+    let text = stored.as_bytes();
+    memchr::memchr_iter(b':', text).any(|colon| {
+        // `"name":` ends at this colon: a quote before it, the name, and a quote before that.
+        let Some(end) = colon.checked_sub(1).filter(|&end| text[end] == b'"') else {
+            return false;
+        };
+        plain.iter().any(|name| {
+            end > name.len()
+                && text[end - name.len() - 1] == b'"'
+                && &text[end - name.len()..end] == name.as_bytes()
+        })
+    })
 }
 
 impl<'writer> FormatFields<'writer> for SpanFields {
@@ -378,10 +413,19 @@ impl<'writer> FormatFields<'writer> for SpanFields {
 
     fn add_fields(&self, current: &mut FormattedFields<Self>, fields: &Record<'_>) -> fmt::Result {
         let stored = current.fields.trim_end();
+        // The recorded names, probed for in one pass (a record has one to three fields).
+        let mut names = [""; 4];
+        let mut count = 0;
         let mut repeated = false;
         fields.record(&mut |field: &Field, _: &dyn fmt::Debug| {
-            repeated |= has_key(stored, field.name());
+            if count < names.len() {
+                names[count] = field.name();
+                count += 1;
+            } else {
+                repeated |= has_key(stored, field.name());
+            }
         });
+        repeated = repeated || has_any_key(stored, &names[..count]);
         if !repeated && stored.starts_with('{') && stored.ends_with('}') {
             // Appended in place: the closing brace comes off, the pairs and a new one go on.
             let end = stored.len() - 1;
@@ -435,7 +479,7 @@ fn span_object(stored: &str, name: &str) -> (String, Option<Value>) {
         return (format!("{{\"name\":{quoted_name}}}"), None);
     }
     // Most spans have neither field: their stored text is used as it is, unparsed.
-    if !has_key(stored, "request_id") && !has_key(stored, "name") {
+    if !has_any_key(stored, &["request_id", "name"]) {
         return (with_name(stored), None);
     }
     let Ok(probe) = serde_json::from_str::<Probe>(stored) else {
@@ -735,6 +779,25 @@ mod tests {
                     "{:?} found in {} without a key holding a quote", name, stored
                 );
             }
+        }
+
+        /// Probing for several names at once (one scan, up to four names; more are looked
+        /// for one by one) finds exactly what looking for each name's `"name":` text does.
+        #[test]
+        fn the_key_probe_of_several_names_is_the_probe_of_each(
+            pairs in proptest::collection::vec(("[a-c\"\\\\:]{0,3}", "[a-c\"\\\\:]{0,4}"), 0..6),
+            names in proptest::collection::vec("[a-c\"\\\\:]{0,3}", 0..7),
+        ) {
+            let object: Map<String, Value> = pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            let stored = Value::Object(object).to_string();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let each = names.iter().any(|name| {
+                stored.contains(&format!("{}:", Value::String((*name).to_owned())))
+            });
+            proptest::prop_assert_eq!(has_any_key(&stored, &names), each, "{:?} in {}", names, stored);
         }
     }
 

@@ -825,6 +825,14 @@ pub fn context_from(traceparent: Option<&str>, tracestate: Option<&str>) -> Cont
     TraceContextPropagator::new().extract(&carrier)
 }
 
+/// A whole number as a span field, typed so that traces carry it as an integer attribute:
+/// OTLP has only signed 64-bit integers, and `tracing-opentelemetry` (0.34) writes a field
+/// recorded as `u64` (also a `u16` or `u32`, which `tracing` widens to `u64`) as its decimal
+/// text, a string attribute, after formatting it. Saturates at `i64::MAX`.
+pub fn int_field(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
 /// Record `err` on `span` as an OpenTelemetry `exception` event: `exception.type` is the
 /// stable error code, `exception.message` the error chain (`outer: cause: root cause`). Call it
 /// once, on the span that detected the error; parents only set their status.
