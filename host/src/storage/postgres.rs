@@ -53,6 +53,25 @@ fn db_err(err: sqlx::Error) -> StoreError {
     classify(err, is_transient_pg_code)
 }
 
+/// A transaction on `pool` whose `BEGIN` no cancellation can cut short.
+///
+/// sqlx 0.9.0 counts a PostgreSQL transaction as open only once the server has answered its
+/// `BEGIN`. A caller dropped in between (a client that disconnects, a request timeout)
+/// leaves the connection inside a transaction that nothing rolls back, and the pool hands
+/// it to the next borrower: that borrower's statements run inside it, unseen by others and
+/// lost if it is ever rolled back (an idempotency key begun there was "not in progress" when
+/// its order completed it, a 500; transact-rs/sqlx#4393, fixed upstream after 0.9.0). Here
+/// the `BEGIN` runs on a task of its own, which a dropped caller does not stop: the begun
+/// transaction is then dropped and rolled back as any dropped transaction is. A task per
+/// transaction costs about a microsecond against a database round trip.
+async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| StoreError::Internal(weir_core::ports::DriverError::new(e)))?
+        .map_err(db_err)
+}
+
 fn get<'r, T>(row: &'r PgRow, column: &str) -> Result<T, StoreError>
 where
     T: sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
@@ -651,7 +670,7 @@ impl OrderStore for PgStore {
         events: &[NewEvent],
         idempotency: Option<(&str, &StoredResponse)>,
     ) -> Result<CreateOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = begin(&self.pool).await?;
         sqlx::query(
             "INSERT INTO orders (id, customer_id, currency, status, subtotal, discount, tax, \
              total, metadata, plugin_name, plugin_version, plugin_digest, version, created_at, \
@@ -766,7 +785,7 @@ impl OrderStore for PgStore {
         events: &[NewEvent],
         now: DateTime<Utc>,
     ) -> Result<TransitionOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = begin(&self.pool).await?;
         match Self::apply_transition(&mut tx, id, expected_version, new_status, events, now).await?
         {
             None => Ok(TransitionOutcome::Stale),
@@ -788,7 +807,7 @@ impl OrderStore for PgStore {
         events: &[NewEvent],
         now: DateTime<Utc>,
     ) -> Result<InboxOutcome, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = begin(&self.pool).await?;
         // A concurrent insert of the same key waits on the unique index until the other
         // transaction ends, then does nothing: at most one of them applies.
         if !Self::insert_inbox(&mut tx, tenant, consumer, message_id, now).await? {
@@ -887,7 +906,7 @@ impl OutboxStore for PgStore {
         lease: Duration,
         limit: u32,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = begin(&self.pool).await?;
         // Claims are short; serializing them makes the per-subject ordering check below exact
         // (no two claimers can both see an earlier row of a subject as unleased).
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -1023,7 +1042,7 @@ impl ProductStore for PgStore {
     }
 
     async fn seed_products_if_empty(&self, products: &[Product]) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = begin(&self.pool).await?;
         // Serializes seeding replicas (and blocks concurrent writers to the catalog, which
         // only matters at startup); readers are not blocked.
         sqlx::query("LOCK TABLE products IN SHARE ROW EXCLUSIVE MODE")
@@ -1239,7 +1258,7 @@ impl ReleaseStore for PgStore {
         next: &Release,
         audit: &ReleaseAudit,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        let mut tx = begin(&self.pool).await?;
         let written = if expected == 0 {
             sqlx::query(
                 "INSERT INTO plugin_releases (name, generation, release, updated_at) \
@@ -1423,6 +1442,110 @@ mod tests {
             .await
             .unwrap();
         store
+    }
+
+    /// A loopback relay to PostgreSQL for one test: it counts the `BEGIN` statements it
+    /// forwards from the client, and holds the server's answers while `held` is true (then
+    /// delivers them).
+    struct Relay {
+        port: u16,
+        held: tokio::sync::watch::Sender<bool>,
+        forwarded: tokio::sync::watch::Sender<u64>,
+    }
+
+    async fn relay(upstream: String) -> Relay {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (held, _) = tokio::sync::watch::channel(false);
+        let (forwarded, _) = tokio::sync::watch::channel(0u64);
+        let (hold, count) = (held.clone(), forwarded.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        let begins = buf[..n].windows(5).filter(|w| w == b"BEGIN").count();
+                        count.send_modify(|c| *c += begins as u64);
+                    }
+                });
+                let mut held = hold.subscribe();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                        if held.wait_for(|held| !held).await.is_err()
+                            || to_client.write_all(&buf[..n]).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Relay {
+            port,
+            held,
+            forwarded,
+        }
+    }
+
+    /// A caller dropped after its `BEGIN` reached the server, before the answer came back (a
+    /// client gone, a request timeout), leaves no transaction open on the pooled connection
+    /// (see [`begin`]). The answer is held by a relay until the caller is gone; then the same
+    /// (only) connection runs a statement that is the first of its own transaction only when
+    /// none was left open: `now()`, the transaction's start, equals the statement's start.
+    #[tokio::test]
+    async fn a_begin_dropped_before_the_server_answers_leaves_no_transaction_open() {
+        let db = crate::storage::testing::PgTestDb::create().await.unwrap();
+        let direct = PgConnectOptions::from_str(db.url()).unwrap();
+        let relay = relay(format!("{}:{}", direct.get_host(), direct.get_port())).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(direct.clone().host("127.0.0.1").port(relay.port))
+            .await
+            .unwrap();
+        // A simple query (one message): with a prepared statement's several messages the
+        // two clocks differ even in a transaction of its own.
+        let alone = |pool: PgPool| async move {
+            sqlx::raw_sql("SELECT now() = statement_timestamp()")
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+                .get::<bool, _>(0)
+        };
+        assert!(alone(pool.clone()).await, "no transaction before the test");
+        // Back in the pool (a released connection is pinged first), then the answers held.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while pool.num_idle() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the connection did not come back to the pool within 10 s");
+        relay.held.send_replace(true);
+        let mut forwarded = relay.forwarded.subscribe();
+        let before = *forwarded.borrow_and_update();
+        let begun = begin(&pool);
+        tokio::select! {
+            _ = begun => panic!("the begin finished while the server's answer was held"),
+            sent = forwarded.wait_for(|&begins| begins > before) => drop(sent.unwrap()),
+        }
+        // The caller is gone (`begun` dropped by the select); now the answer comes back.
+        relay.held.send_replace(false);
+        assert!(
+            alone(pool.clone()).await,
+            "the dropped begin left the pooled connection inside a transaction"
+        );
+        pool.close().await;
+        db.drop_db().await.unwrap();
     }
 
     /// The runbook's procedure for a large database (RUNBOOK.md, "Data retention"): at
